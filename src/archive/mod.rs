@@ -1,0 +1,471 @@
+//! The archiver: PostgreSQL's archive_command, plus queue flushing and set-up.
+//!
+//! One call archives one file. It returns success only when the file is
+//! durable everywhere the configured mode promises:
+//! - every `local_archivedirs` entry: always;
+//! - the local queue under `l_archivedir`: always (async mode stops here, as
+//!   pitrtools did, and ships the queues best-effort);
+//! - every slave: in `ship_mode: sync`.
+
+pub mod queue;
+pub mod state;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::archiver::ShipMode;
+use crate::config::ArchiverConfig;
+use crate::fsutil::{self, PlaceError, Placed};
+use crate::logging::StepTimer;
+use crate::notify::Level;
+use crate::transport::rsync::Remote;
+use crate::wal::{self, WalName};
+use queue::{Ledger, Shipped};
+use state::{Event, SlaveState};
+
+/// Name of the file recording which database system an archive belongs to.
+pub const SYSTEM_ID_FILE: &str = ".pitrkit-system-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("archiving is switched off (state: offline in {config}); {wal} stays in pg_wal and PostgreSQL will retry. Set 'state: online' to resume")]
+    Offline { config: String, wal: String },
+    #[error(transparent)]
+    BadName(#[from] wal::BadWalName),
+    #[error("{path}: no such file (PostgreSQL passes %p relative to its data directory; check the -F argument and 'pgdata')")]
+    Missing { path: PathBuf },
+    #[error(transparent)]
+    Segment(#[from] wal::SegmentCheckError),
+    #[error("{dir} holds WAL of database system {archive}, but {wal} comes from system {ours}: two clusters must never share an archive (a cloned server keeps its old archive_command). Point this cluster at its own directory")]
+    SystemIdMismatch {
+        dir: PathBuf,
+        archive: u64,
+        ours: u64,
+        wal: String,
+    },
+    #[error("{dir} does not exist ({why}); create it, or run `pitrkit archiver -C <config> -I`")]
+    NoDirectory { dir: PathBuf, why: &'static str },
+    #[error("archiving {wal} to {dest}: {source}")]
+    Place {
+        wal: String,
+        dest: String,
+        #[source]
+        source: PlaceError,
+    },
+    #[error("{wal} is not on every slave yet (ship_mode: sync): {}", .failures.join("; "))]
+    NotDelivered { wal: String, failures: Vec<String> },
+}
+
+impl ArchiveError {
+    /// Level of the notification this failure deserves.
+    fn level(&self) -> Level {
+        match self {
+            ArchiveError::Offline { .. } | ArchiveError::NotDelivered { .. } => Level::Warning,
+            _ => Level::Critical,
+        }
+    }
+}
+
+/// What one archive call did.
+#[derive(Debug, Default)]
+pub struct ArchiveReport {
+    pub wal: String,
+    pub local: Vec<(PathBuf, Placed)>,
+    pub spooled: Vec<String>,
+    pub slaves: Vec<(String, Event)>,
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Archives the file PostgreSQL passed as %p. Sends the notification a
+/// failure deserves before returning it.
+pub fn archive_file(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, ArchiveError> {
+    let result = archive_inner(cfg, wal_arg);
+    if let Err(e) = &result {
+        cfg.notify
+            .send(e.level(), &format!("archiving {}: {e}", wal_arg.display()));
+    }
+    result
+}
+
+fn resolve(cfg: &ArchiverConfig, wal_arg: &Path) -> PathBuf {
+    if wal_arg.is_absolute() || wal_arg.exists() {
+        return wal_arg.to_path_buf();
+    }
+    match &cfg.pgdata {
+        Some(pg) => pg.join(wal_arg),
+        None => wal_arg.to_path_buf(),
+    }
+}
+
+fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, ArchiveError> {
+    let file_name = wal_arg
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !cfg.online {
+        return Err(ArchiveError::Offline {
+            config: cfg.source.display().to_string(),
+            wal: file_name,
+        });
+    }
+    let name = WalName::parse(&file_name)?;
+    let src = resolve(cfg, wal_arg);
+    if !src.is_file() {
+        return Err(ArchiveError::Missing { path: src });
+    }
+    let system_id = if name.is_segment_data() {
+        let _t = StepTimer::new("checking segment header");
+        Some(wal::check_segment_file(&src, &name)?.system_id)
+    } else {
+        None
+    };
+    let mut report = ArchiveReport {
+        wal: file_name.clone(),
+        ..Default::default()
+    };
+
+    for dir in &cfg.local_archivedirs {
+        let _t = StepTimer::new(format!("durable copy to {}", dir.display()));
+        if !dir.is_dir() {
+            return Err(ArchiveError::NoDirectory {
+                dir: dir.clone(),
+                why: "a local_archivedirs entry; is the NFS share mounted?",
+            });
+        }
+        check_system_id(dir, system_id, &file_name)?;
+        let placed = fsutil::place_copy(&src, dir, &file_name, 0o600).map_err(|source| ArchiveError::Place {
+            wal: file_name.clone(),
+            dest: dir.display().to_string(),
+            source,
+        })?;
+        log::debug!("{file_name}: {placed:?} in {}", dir.display());
+        report.local.push((dir.clone(), placed));
+    }
+
+    if cfg.slaves.is_empty() {
+        return Ok(report);
+    }
+    let ldir = cfg.l_archivedir.as_deref().expect("checked at config load");
+    if !ldir.is_dir() {
+        return Err(ArchiveError::NoDirectory {
+            dir: ldir.to_path_buf(),
+            why: "l_archivedir, the local queue root",
+        });
+    }
+    check_system_id(ldir, system_id, &file_name)?;
+    let ledger = Ledger::new(ldir, &file_name);
+    let already = if cfg.ship_mode == ShipMode::Sync {
+        ledger.delivered()
+    } else {
+        Vec::new()
+    };
+    let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
+    report.spooled = spool(cfg, &src, &file_name, &targets)?;
+
+    match cfg.ship_mode {
+        ShipMode::Async => {
+            report.slaves = ship_round(cfg, false, false);
+            Ok(report)
+        }
+        ShipMode::Sync => {
+            let only: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+            report.slaves = ship_round_for(cfg, &only, true, true);
+            let mut have = already;
+            let mut failures = Vec::new();
+            for (slave, event) in &report.slaves {
+                let still_queued = cfg
+                    .queue_dir(slave)
+                    .map(|q| q.join(&file_name).exists())
+                    .unwrap_or(false);
+                match event {
+                    Event::Delivered { .. } if !still_queued => have.push(slave.clone()),
+                    Event::Delivered { .. } => failures.push(format!(
+                        "{slave}: it already has a different {file_name} (see .conflicts)"
+                    )),
+                    Event::Failed { error, .. } => failures.push(format!("{slave}: {error}")),
+                    Event::Skipped { .. } => failures.push(format!(
+                        "{slave}: busy (another pitrkit process is shipping; lock_timeout)"
+                    )),
+                }
+            }
+            if failures.is_empty() {
+                ledger.remove();
+                Ok(report)
+            } else {
+                if let Err(e) = ledger.record(&have) {
+                    log::warn!("cannot record partial delivery of {file_name}: {e}");
+                }
+                Err(ArchiveError::NotDelivered {
+                    wal: file_name,
+                    failures,
+                })
+            }
+        }
+    }
+}
+
+/// One durable copy of the file, hard-linked into each target slave's queue.
+fn spool(cfg: &ArchiverConfig, src: &Path, name: &str, targets: &[&String]) -> Result<Vec<String>, ArchiveError> {
+    let _t = StepTimer::new(format!("spooling {name} for {} slave(s)", targets.len()));
+    let place_err = |dest: &Path| {
+        let dest = dest.display().to_string();
+        move |source| ArchiveError::Place {
+            wal: name.to_string(),
+            dest,
+            source,
+        }
+    };
+    let mut first: Option<PathBuf> = None;
+    let mut spooled = Vec::new();
+    for slave in targets {
+        let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
+        if !qdir.is_dir() {
+            return Err(ArchiveError::NoDirectory {
+                dir: qdir,
+                why: "the queue of a slave listed in 'slaves'",
+            });
+        }
+        match &first {
+            None => {
+                fsutil::place_copy(src, &qdir, name, 0o600).map_err(place_err(&qdir))?;
+                first = Some(qdir.join(name));
+            }
+            Some(copy) => {
+                fsutil::place_link(copy, &qdir, name).map_err(place_err(&qdir))?;
+            }
+        }
+        spooled.push(slave.to_string());
+    }
+    Ok(spooled)
+}
+
+/// Refuses to mix two database systems' WAL in one directory; records the
+/// system on first use.
+fn check_system_id(dir: &Path, ours: Option<u64>, wal: &str) -> Result<(), ArchiveError> {
+    let Some(ours) = ours else { return Ok(()) };
+    let path = dir.join(SYSTEM_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(archive) if archive != ours => Err(ArchiveError::SystemIdMismatch {
+                dir: dir.to_path_buf(),
+                archive,
+                ours,
+                wal: wal.to_string(),
+            }),
+            _ => Ok(()),
+        },
+        Err(_) => {
+            // Best effort: the id only guards against misconfiguration.
+            let tmp = fsutil::temp_name(dir, SYSTEM_ID_FILE);
+            if fs::write(&tmp, format!("{ours}\n")).is_ok() {
+                let _ = fs::rename(&tmp, &path);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Ships every slave's queue (up to `max_queue_workers` at once).
+/// `force` ignores the retry back-off; `wait` waits for a busy queue's lock.
+pub fn ship_round(cfg: &ArchiverConfig, force: bool, wait: bool) -> Vec<(String, Event)> {
+    ship_round_for(cfg, &cfg.slaves, force, wait)
+}
+
+fn ship_round_for(cfg: &ArchiverConfig, slaves: &[String], force: bool, wait: bool) -> Vec<(String, Event)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(String, Event)>> = Mutex::new(Vec::new());
+    let workers = cfg.max_queue_workers.min(slaves.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(slave) = slaves.get(i) else { break };
+                let event = ship_slave(cfg, slave, force, wait);
+                results.lock().unwrap().push((slave.clone(), event));
+            });
+        }
+    });
+    let mut r = results.into_inner().unwrap();
+    r.sort_by(|a, b| a.0.cmp(&b.0));
+    r
+}
+
+fn depth(qdir: &Path) -> usize {
+    queue::queued_files(qdir).map(|v| v.len()).unwrap_or(0)
+}
+
+/// One slave: respect back-off and locking, ship, update state, notify.
+fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> Event {
+    let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
+    let state_path = qdir.join(queue::STATE_FILE);
+    let prev = SlaveState::load(&state_path);
+    let now = now_unix();
+    let event = if !state::should_attempt(&prev, now, cfg.queue_wait.as_secs(), force) {
+        log::debug!(
+            "slave {slave}: last delivery failed {}s ago; next try after queue_wait",
+            now - prev.last_attempt
+        );
+        Event::Skipped { depth: depth(&qdir) }
+    } else {
+        let wait_for = if wait {
+            cfg.lock_timeout
+        } else {
+            std::time::Duration::ZERO
+        };
+        match fsutil::lock(&qdir.join(queue::LOCK_FILE), wait_for) {
+            Ok(None) => {
+                log::debug!("slave {slave}: another pitrkit process is shipping this queue");
+                Event::Skipped { depth: depth(&qdir) }
+            }
+            Err(e) => Event::Failed {
+                error: format!("cannot lock queue {}: {e}", qdir.display()),
+                depth: depth(&qdir),
+            },
+            Ok(Some(_lock)) => match queue::ship_queue(cfg, slave) {
+                Ok(Shipped {
+                    delivered,
+                    conflicts,
+                    remaining,
+                }) => {
+                    for c in &conflicts {
+                        cfg.notify.send(Level::Critical, &format!(
+                            "slave {slave} already has a different {c} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
+                            cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
+                            qdir.join(queue::CONFLICTS_DIR).join(c).display()
+                        ));
+                    }
+                    if !delivered.is_empty() {
+                        log::info!(
+                            "slave {slave}: delivered {} file(s), {remaining} queued",
+                            delivered.len()
+                        );
+                    }
+                    Event::Delivered {
+                        delivered: delivered.len(),
+                        depth: remaining,
+                    }
+                }
+                Err(e) => Event::Failed {
+                    error: e.to_string(),
+                    depth: depth(&qdir),
+                },
+            },
+        }
+    };
+    let (next, notices) = state::transition(slave, &prev, &event, now, cfg.queue_critical_depth);
+    if next != prev {
+        if let Err(e) = next.save(&state_path) {
+            log::warn!("cannot save delivery state {}: {e}", state_path.display());
+        }
+    }
+    for n in notices {
+        cfg.notify.send(n.level, &n.message);
+    }
+    if let Event::Failed { error, .. } = &event {
+        log::warn!("slave {slave}: delivery failed, files stay queued: {error}");
+    }
+    event
+}
+
+/// `--flush`: ship every queue now, waiting for locks and ignoring back-off.
+/// True when every queue is empty afterwards.
+pub fn flush(cfg: &ArchiverConfig) -> (bool, Vec<(String, Event)>) {
+    let results = ship_round(cfg, true, true);
+    let all_empty = results
+        .iter()
+        .all(|(_, e)| matches!(e, Event::Delivered { depth: 0, .. }));
+    (all_empty, results)
+}
+
+/// Result of `-I` for one item.
+#[derive(Debug)]
+pub struct InitCheck {
+    pub what: String,
+    pub problem: Option<String>,
+}
+
+/// `-I`: create the queue root, per-slave queues and local archives (0700),
+/// refuse non-empty queues (as pitrtools did), then check every slave.
+pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
+    let mut checks = Vec::new();
+    let mut mk = |what: String, dir: &Path, must_be_empty: bool| {
+        let problem = match fsutil::ensure_dir(dir, 0o700) {
+            Err(e) => Some(format!("cannot create {}: {e}", dir.display())),
+            Ok(()) if must_be_empty => match queue::queued_files(dir) {
+                Ok(files) if !files.is_empty() => Some(format!(
+                    "{} already holds {} queued file(s); ship them with `pitrkit archiver -C {} --flush`, or remove them if you are sure they are obsolete",
+                    dir.display(), files.len(), cfg.source.display()
+                )),
+                Err(e) => Some(format!("cannot read {}: {e}", dir.display())),
+                _ => None,
+            },
+            Ok(()) => None,
+        };
+        checks.push(InitCheck { what, problem });
+    };
+    for d in &cfg.local_archivedirs {
+        mk(format!("local archive {}", d.display()), d, false);
+    }
+    if let Some(l) = &cfg.l_archivedir {
+        mk(format!("queue root {}", l.display()), l, false);
+        for s in &cfg.slaves {
+            mk(format!("queue for {s}"), &l.join(s), true);
+        }
+    }
+    if let Some(rdir) = &cfg.r_archivedir {
+        for s in &cfg.slaves {
+            let remote = Remote {
+                host: s,
+                dir: rdir,
+                ssh: &cfg.ssh,
+                rsync: &cfg.rsync,
+            };
+            checks.push(InitCheck {
+                what: format!(
+                    "slave {s}: {}:{} reachable and writable, rsync present",
+                    s,
+                    rdir.display()
+                ),
+                problem: remote.check().err().map(|e| e.to_string()),
+            });
+        }
+    }
+    checks
+}
+
+/// `--status`: one line per slave for humans and monitoring.
+pub fn status(cfg: &ArchiverConfig) -> Vec<String> {
+    let now = now_unix();
+    let mut out = Vec::new();
+    for s in &cfg.slaves {
+        let qdir = cfg.queue_dir(s).expect("slaves require l_archivedir");
+        let st = SlaveState::load(&qdir.join(queue::STATE_FILE));
+        let conflicts = queue::queued_files(&qdir.join(queue::CONFLICTS_DIR))
+            .map(|v| v.len())
+            .unwrap_or(0);
+        let health = if st.failing {
+            format!(
+                "FAILING for {}s ({} attempts): {}",
+                now - st.since,
+                st.failures,
+                st.last_error
+            )
+        } else {
+            "ok".into()
+        };
+        out.push(format!(
+            "{s}: {} queued, {conflicts} conflict(s), {health}",
+            depth(&qdir)
+        ));
+    }
+    out
+}

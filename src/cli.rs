@@ -1,0 +1,180 @@
+//! Command-line interface. The archiver and standby keep pitrtools' flags
+//! (`cmd_archiver -C -F -I`, `cmd_standby -C -I -B -S -F999 -R -P -A`), and
+//! the binary behaves as those subcommands when called through links named
+//! `cmd_archiver` / `cmd_standby`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pitrkit",
+    version,
+    about = "WAL archiving, shipping and standby management for PostgreSQL 12-18"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive WAL (PostgreSQL's archive_command), ship queues, set up queues.
+    #[command(alias = "cmd_archiver")]
+    Archiver(ArchiverArgs),
+    /// Manage a standby: init, base backup, start, failover, point-in-time recovery.
+    #[command(alias = "cmd_standby")]
+    Standby(StandbyArgs),
+    /// Quick start: a throw-away cluster archiving through pitrkit into a local directory.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiverArgs {
+    /// Configuration file (pitrtools cmd_archiver.ini format).
+    #[arg(short = 'C', long = "config", default_value = "cmd_archiver.ini")]
+    pub config: PathBuf,
+    /// WAL file to archive: PostgreSQL's %p (relative to pgdata or absolute).
+    #[arg(short = 'F', long = "file", value_name = "WAL")]
+    pub file: Option<PathBuf>,
+    /// Create the queue directories and check every slave over ssh.
+    #[arg(short = 'I', long = "init")]
+    pub init: bool,
+    /// Ship every queued file now (for cron or systemd timers while the master is idle).
+    #[arg(long, conflicts_with_all = ["file", "init"])]
+    pub flush: bool,
+    /// Show each slave's queue depth and delivery state.
+    #[arg(long, conflicts_with_all = ["file", "init", "flush"])]
+    pub status: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum StandbyAction {
+    Start,
+    Stop,
+    StopBasebackup,
+}
+
+#[derive(Debug, Args)]
+pub struct StandbyArgs {
+    /// Configuration file (pitrtools cmd_standby.ini format).
+    #[arg(short = 'C', long = "config", default_value = "cmd_standby.ini")]
+    pub config: PathBuf,
+    /// Create pgdata, archivedir and tablespace directories.
+    #[arg(short = 'I', long = "init")]
+    pub init: bool,
+    /// Take a base backup from the master.
+    #[arg(short = 'B', long = "basebackup")]
+    pub basebackup: bool,
+    /// Start PostgreSQL as a standby.
+    #[arg(short = 'S', long = "startstandby")]
+    pub start_standby: bool,
+    /// Fail over: -F999 (the value is a safety catch, as in pitrtools).
+    #[arg(short = 'F', long = "failover", value_name = "999")]
+    pub failover: Option<String>,
+    /// With -F999: recover to this timestamp (point-in-time recovery).
+    #[arg(short = 'R', long = "recovertotime", value_name = "TIMESTAMP")]
+    pub recover_to_time: Option<String>,
+    /// Ping the master and report what was found.
+    #[arg(short = 'P', long = "ping")]
+    pub ping: bool,
+    /// start | stop | stop_basebackup.
+    #[arg(short = 'A', long = "action", value_enum)]
+    pub action: Option<StandbyAction>,
+    /// Fail over even though the master seems alive (dangerous).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many WAL segments to generate and archive.
+    #[arg(long, default_value_t = 5)]
+    pub segments: u32,
+    /// Keep the demo directory (cluster, config, archive) instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Names under which the binary acts as a subcommand (pitrtools' programs).
+const MULTI_CALL: &[(&str, &str)] = &[("cmd_archiver", "archiver"), ("cmd_standby", "standby")];
+
+/// Rewrites `cmd_archiver -C x -F y` into `pitrkit archiver -C x -F y`
+/// when argv[0]'s file name is one of pitrtools' program names.
+pub fn multi_call_args(args: Vec<OsString>) -> Vec<OsString> {
+    let Some(argv0) = args.first() else { return args };
+    let base = Path::new(argv0)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = base.strip_suffix(".py").unwrap_or(&base);
+    match MULTI_CALL.iter().find(|(name, _)| *name == base) {
+        Some((_, sub)) => {
+            let mut out = vec![OsString::from("pitrkit"), OsString::from(*sub)];
+            out.extend(args.into_iter().skip(1));
+            out
+        }
+        None => args,
+    }
+}
+
+/// The program name to show in log lines.
+pub fn program_name(args: &[OsString]) -> String {
+    args.first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pitrkit".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let v: Vec<OsString> = args.iter().map(OsString::from).collect();
+        Cli::try_parse_from(multi_call_args(v))
+    }
+
+    #[test]
+    fn cmd_archiver_link_keeps_pitrtools_flags() {
+        let cli = parse(&[
+            "/usr/local/bin/cmd_archiver",
+            "-C",
+            "/etc/a.ini",
+            "-F",
+            "pg_wal/000000010000000000000001",
+        ])
+        .unwrap();
+        let Command::Archiver(a) = cli.command else { panic!() };
+        assert_eq!(a.config, PathBuf::from("/etc/a.ini"));
+        assert_eq!(a.file, Some(PathBuf::from("pg_wal/000000010000000000000001")));
+        let cli = parse(&["cmd_archiver", "-C", "a.ini", "-I"]).unwrap();
+        let Command::Archiver(a) = cli.command else { panic!() };
+        assert!(a.init);
+    }
+
+    #[test]
+    fn cmd_standby_link_keeps_pitrtools_flags() {
+        let cli = parse(&["cmd_standby", "-C", "s.ini", "-F999", "-R", "2026-11-21 10:00:00"]).unwrap();
+        let Command::Standby(s) = cli.command else { panic!() };
+        assert_eq!(s.failover.as_deref(), Some("999"));
+        assert_eq!(s.recover_to_time.as_deref(), Some("2026-11-21 10:00:00"));
+        for flag in ["-I", "-B", "-S", "-P"] {
+            assert!(parse(&["cmd_standby", "-C", "s.ini", flag]).is_ok(), "{flag}");
+        }
+        let cli = parse(&["cmd_standby", "-C", "s.ini", "-A", "stop_basebackup"]).unwrap();
+        let Command::Standby(s) = cli.command else { panic!() };
+        assert_eq!(s.action, Some(StandbyAction::StopBasebackup));
+    }
+
+    #[test]
+    fn subcommands_and_aliases() {
+        assert!(parse(&["pitrkit", "archiver", "-C", "a.ini", "--flush"]).is_ok());
+        assert!(parse(&["pitrkit", "cmd_archiver", "-C", "a.ini"]).is_ok());
+        assert!(parse(&["pitrkit", "archiver", "--flush", "-F", "x"]).is_err());
+        assert!(parse(&["pitrkit", "demo", "--segments", "3"]).is_ok());
+    }
+}

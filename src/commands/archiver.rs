@@ -1,0 +1,116 @@
+//! `pitrkit archiver` / `cmd_archiver`.
+
+use super::{early_error, refuse_root, EXIT_ERROR, EXIT_FAILED, EXIT_OK};
+use crate::archive::{self, state::Event};
+use crate::cli::ArchiverArgs;
+use crate::config::ArchiverConfig;
+use crate::logging;
+
+pub fn run(program: &str, args: ArchiverArgs) -> u8 {
+    let cfg = match ArchiverConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return early_error(program, "configuration error", &e),
+    };
+    logging::init(program, cfg.debug, cfg.logfile.as_deref());
+    if let Err(msg) = refuse_root(program) {
+        log::error!("{msg}");
+        return EXIT_ERROR;
+    }
+    if let Some(q) = &cfg.queue_user {
+        let me = super::current_user();
+        if &me != q {
+            log::error!(
+                "{}: queue_user is '{q}' but the archiver runs as '{me}'; run it as {q} or change queue_user",
+                cfg.source.display()
+            );
+            return EXIT_ERROR;
+        }
+    }
+
+    if args.init {
+        return init(&cfg);
+    }
+    if args.flush {
+        return flush(&cfg);
+    }
+    if args.status {
+        for line in archive::status(&cfg) {
+            println!("{line}");
+        }
+        return EXIT_OK;
+    }
+    let Some(file) = args.file else {
+        println!("Config OK: {}", cfg.source.display());
+        return EXIT_OK;
+    };
+    let _t = logging::StepTimer::new(format!("archive call for {}", file.display()));
+    match archive::archive_file(&cfg, &file) {
+        Ok(r) => {
+            let shipped = r
+                .slaves
+                .iter()
+                .map(|(s, e)| match e {
+                    Event::Delivered { depth: 0, .. } => format!("{s}: delivered"),
+                    Event::Delivered { depth, .. } | Event::Skipped { depth } => format!("{s}: {depth} queued"),
+                    Event::Failed { depth, .. } => format!("{s}: failed, {depth} queued"),
+                })
+                .collect::<Vec<_>>();
+            log::info!(
+                "archived {}: {} local archive(s){}{}",
+                r.wal,
+                r.local.len(),
+                if r.spooled.is_empty() {
+                    String::new()
+                } else {
+                    format!(", spooled for {}", r.spooled.join(","))
+                },
+                if shipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", shipped.join("; "))
+                }
+            );
+            EXIT_OK
+        }
+        // Already logged and notified by archive_file.
+        Err(_) => EXIT_FAILED,
+    }
+}
+
+fn init(cfg: &ArchiverConfig) -> u8 {
+    println!("Initializing queues and checking slaves for {}", cfg.source.display());
+    let checks = archive::init(cfg);
+    let mut ok = true;
+    for c in &checks {
+        match &c.problem {
+            None => println!("  ok      {}", c.what),
+            Some(p) => {
+                ok = false;
+                println!("  FAILED  {}\n          {}", c.what, p.replace('\n', "\n          "));
+            }
+        }
+    }
+    if ok {
+        println!("Archiver is ready.");
+        EXIT_OK
+    } else {
+        println!("Fix the problems above and run -I again.");
+        EXIT_FAILED
+    }
+}
+
+fn flush(cfg: &ArchiverConfig) -> u8 {
+    let (all_empty, results) = archive::flush(cfg);
+    for (slave, e) in &results {
+        match e {
+            Event::Delivered { delivered, depth } => println!("{slave}: delivered {delivered}, {depth} still queued"),
+            Event::Failed { error, depth } => println!("{slave}: FAILED, {depth} queued: {error}"),
+            Event::Skipped { depth } => println!("{slave}: busy (lock_timeout), {depth} queued"),
+        }
+    }
+    if all_empty {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}

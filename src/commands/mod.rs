@@ -1,0 +1,38 @@
+//! One file per command; each parses nothing and decides little: it loads
+//! the typed config, calls the library, and turns the outcome into output and
+//! an exit code.
+
+pub mod archiver;
+pub mod demo;
+pub mod standby;
+
+/// Exit codes shared by the commands (pitrtools: 0 ok, 1 action failed, 2 error).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+/// For errors before logging is set up (bad config, bad arguments).
+pub fn early_error(program: &str, what: &str, err: &dyn std::fmt::Display) -> u8 {
+    eprintln!("{program}: {what}: {err}");
+    EXIT_ERROR
+}
+
+/// Refuses root: a WAL archive written by root is unreadable by the
+/// postgres user on the standby, and a hook run as root is a liability.
+pub fn refuse_root(program: &str) -> Result<(), String> {
+    if nix::unistd::geteuid().is_root() {
+        return Err(format!(
+            "{program} must not run as root; run it as the PostgreSQL OS user (usually postgres), e.g. `runuser -u postgres -- {program} ...`"
+        ));
+    }
+    Ok(())
+}
+
+/// Name of the effective OS user.
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::geteuid()))
+}

@@ -1,0 +1,272 @@
+//! The archiver's typed configuration (`cmd_archiver.ini`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ini::{ConfigError, IniFile};
+use super::options::{Options, ARCHIVER_OPTIONS};
+use crate::notify::Notifier;
+use crate::transport::rsync::RsyncSettings;
+use crate::transport::ssh::SshSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShipMode {
+    /// Succeed once the file is durably spooled locally (pitrtools).
+    Async,
+    /// Succeed only when every destination has the file (OmniPITR).
+    Sync,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArchiverConfig {
+    pub source: PathBuf,
+    pub online: bool,
+    pub pgdata: Option<PathBuf>,
+    pub l_archivedir: Option<PathBuf>,
+    pub r_archivedir: Option<PathBuf>,
+    pub slaves: Vec<String>,
+    pub local_archivedirs: Vec<PathBuf>,
+    pub ship_mode: ShipMode,
+    pub queue_user: Option<String>,
+    pub queue_wait: Duration,
+    pub max_queue_workers: usize,
+    pub queue_critical_depth: usize,
+    pub lock_timeout: Duration,
+    pub ssh: SshSettings,
+    pub rsync: RsyncSettings,
+    pub notify: Notifier,
+    pub debug: bool,
+    pub logfile: Option<String>,
+}
+
+impl ArchiverConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_ini(&IniFile::load(path)?)
+    }
+
+    pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
+        let o = Options::new(file, ARCHIVER_OPTIONS)?;
+        let includepath = o.paths("includepath")?;
+        let rsync_version = o.choice("rsync_version")?;
+        let cfg = ArchiverConfig {
+            source: file.path.clone(),
+            online: o.choice("state")? == "online",
+            pgdata: o.path("pgdata")?,
+            l_archivedir: o.path("l_archivedir")?,
+            r_archivedir: o.path("r_archivedir")?,
+            slaves: o.hosts("slaves")?,
+            local_archivedirs: o.paths("local_archivedirs")?,
+            ship_mode: if o.choice("ship_mode")? == "sync" {
+                ShipMode::Sync
+            } else {
+                ShipMode::Async
+            },
+            queue_user: o.user("queue_user")?,
+            queue_wait: o.seconds("queue_wait")?,
+            max_queue_workers: o.count("max_queue_workers")?.unwrap_or(1).max(1) as usize,
+            queue_critical_depth: o.count("queue_critical_depth")?.unwrap_or(64) as usize,
+            lock_timeout: o.seconds("lock_timeout")?,
+            ssh: SshSettings::from_options(&o)?,
+            rsync: RsyncSettings {
+                program: o.path("rsync_bin")?,
+                flags: rsync_flags(&o)?,
+                timeout: o.seconds("rsync_timeout")?,
+                // rsync 2 has no --fsync.
+                fsync: o.bool("remote_fsync")? && rsync_version != "2",
+                includepath,
+            },
+            notify: Notifier {
+                ok: o.command("notify_ok"),
+                warning: o.command("notify_warning"),
+                critical: o.command("notify_critical"),
+                timeout: o.seconds("notify_timeout")?,
+            },
+            debug: o.bool("debug")?,
+            logfile: o.text("logfile"),
+        };
+        cfg.check(&o)?;
+        Ok(cfg)
+    }
+
+    /// Cross-key rules.
+    fn check(&self, o: &Options) -> Result<(), ConfigError> {
+        let file = &o.file().path;
+        if !self.slaves.is_empty() {
+            for key in ["l_archivedir", "r_archivedir"] {
+                if !o.is_set(key) {
+                    return Err(ConfigError::new(file, format!("'slaves' is set but '{key}' is not"))
+                        .key(key)
+                        .hint(format!(
+                            "add '{key}: /absolute/path' (the {})",
+                            if key == "l_archivedir" {
+                                "local queue directory on this master"
+                            } else {
+                                "directory on each slave that receives WAL"
+                            }
+                        )));
+                }
+            }
+        }
+        if self.slaves.is_empty() && self.local_archivedirs.is_empty() {
+            return Err(
+                ConfigError::new(file, "no destination configured: WAL would be archived nowhere")
+                    .hint("set 'slaves' (with l_archivedir and r_archivedir) and/or 'local_archivedirs'"),
+            );
+        }
+        if let Some(l) = &self.l_archivedir {
+            if self.local_archivedirs.iter().any(|d| d == l) {
+                return Err(o.file().error(
+                    "local_archivedirs",
+                    format!(
+                        "local_archivedirs contains l_archivedir ({}); the queue root cannot also be an archive",
+                        l.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The queue directory of one slave.
+    pub fn queue_dir(&self, slave: &str) -> Option<PathBuf> {
+        self.l_archivedir.as_ref().map(|l| l.join(slave))
+    }
+}
+
+/// rsync_flags, minus options that would change how pitrkit ships (and so
+/// break its guarantees): removal, deletion and a different remote shell.
+fn rsync_flags(o: &Options) -> Result<Vec<String>, ConfigError> {
+    let flags = o.flags("rsync_flags")?;
+    for f in &flags {
+        let long_bad = [
+            "--remove-source-files",
+            "--remove-sent-files",
+            "--rsh",
+            "--rsync-path",
+            "--delete",
+            "--inplace",
+            "--append",
+            "--files-from",
+            "--from0",
+        ]
+        .iter()
+        .any(|b| f == b || f.starts_with(&format!("{b}=")) || (b == &"--delete" && f.starts_with("--delete")));
+        let short_bad = f.starts_with('-') && !f.starts_with("--") && f.contains('e');
+        if long_bad || short_bad {
+            return Err(o.file().error("rsync_flags", format!("rsync_flags: '{f}' is not allowed"))
+                .hint("pitrkit sets the remote shell, temp-file and removal behaviour itself; use ssh_* keys for ssh settings"));
+        }
+    }
+    Ok(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ArchiverConfig, ConfigError> {
+        ArchiverConfig::from_ini(&IniFile::parse(Path::new("cmd_archiver.ini"), text).unwrap())
+    }
+
+    /// The sample from the pitrtools how-to, unchanged.
+    const PITRTOOLS_13: &str = "\
+[DEFAULT]
+; online or offline
+state: online
+
+; The base database directory
+
+pgdata: /var/lib/postgresql/8.4/main
+
+; where to remotely copy archives
+r_archivedir: /var/lib/postgresql/archive
+
+; where to locally copy archives
+l_archivedir: /var/lib/postgresql/archive
+
+; where is ssh and what flags to add
+ssh: /usr/bin/ssh
+
+; where is rsync
+rsync_bin: /usr/bin/rsync
+
+; extra rsync flags
+rsync_flags: -z
+
+; option 2 or 3, if running RHEL5 or similar it is likely 2
+rsync_version = 3
+
+; IP of slave
+slaves: bitarena-clone
+
+; the user for the ssh connection to a standby
+user: postgres
+
+; if rsync can't connect in 10 seconds error
+ssh_timeout: 10
+
+; command to process in ok
+notify_ok: echo OK
+
+; command to process in warning
+notify_warning:  echo WARNING
+
+; command to process in critical
+notify_critical: echo CRITICAL
+
+; if you want to debug on/off only
+debug: on
+
+; if you want ssh debug (warning noisy)
+ssh_debug: off
+includepath: /usr/local/bin
+queue_user: postgres
+queue_wait: 10
+max_queue_workers: 2
+";
+
+    #[test]
+    fn reads_a_pitrtools_13_file_unchanged() {
+        let c = load(PITRTOOLS_13).unwrap();
+        assert!(c.online);
+        assert_eq!(c.slaves, vec!["bitarena-clone"]);
+        assert_eq!(
+            c.r_archivedir.as_deref(),
+            Some(Path::new("/var/lib/postgresql/archive"))
+        );
+        assert_eq!(c.rsync.flags, vec!["-z"]);
+        assert_eq!(c.ssh.user.as_deref(), Some("postgres"));
+        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.notify.warning.as_deref(), Some("echo WARNING"));
+        assert_eq!(c.ship_mode, ShipMode::Async);
+        assert_eq!(c.max_queue_workers, 2);
+        assert!(c.debug);
+    }
+
+    #[test]
+    fn cross_key_rules() {
+        let e = load("slaves: a\nl_archivedir: /q\n").unwrap_err();
+        assert!(e.to_string().contains("'r_archivedir' is not"), "{e}");
+        let e = load("state: online\n").unwrap_err();
+        assert!(e.to_string().contains("no destination"), "{e}");
+        assert!(load("local_archivedirs: /a, /b\n").is_ok());
+        let e = load("state: sleeping\nlocal_archivedirs: /a\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("online, offline"), "{e}");
+    }
+
+    #[test]
+    fn rsync_flags_that_break_guarantees_are_refused() {
+        for bad in [
+            "--remove-source-files",
+            "-ze",
+            "--rsh=ssh",
+            "--delete-after",
+            "--inplace",
+        ] {
+            let e = load(&format!("local_archivedirs: /a\nrsync_flags: -z {bad}\n")).unwrap_err();
+            assert!(e.message.contains("not allowed"), "{bad}: {e}");
+        }
+        assert!(load("local_archivedirs: /a\nrsync_flags: -z --bwlimit=5000 -c\n").is_ok());
+    }
+}

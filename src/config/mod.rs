@@ -1,0 +1,10 @@
+//! Configuration: pitrtools INI files read unchanged, validated into typed structs.
+
+pub mod archiver;
+pub mod ini;
+pub mod options;
+pub mod validate;
+
+pub use archiver::ArchiverConfig;
+pub use ini::{ConfigError, IniFile};
+pub use options::Options;

@@ -1,0 +1,605 @@
+//! Every configuration key, defined once: name, type, default and meaning.
+//!
+//! The typed configs (`ArchiverConfig`, `StandbyConfig`) read values only
+//! through [`Options`], which looks the definition up here, so a key's type
+//! and default cannot drift between the parser, the docs and the code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ini::{ConfigError, IniFile};
+use super::validate;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text (kept verbatim).
+    Text,
+    /// An absolute path, checked with [`validate::check_path`].
+    Path,
+    /// Comma-separated absolute paths.
+    Paths,
+    /// on/off, yes/no, true/false, 1/0.
+    Bool,
+    /// A whole number.
+    Count,
+    /// A whole number of seconds.
+    Seconds,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// Comma-separated host names.
+    Hosts,
+    /// A user name.
+    User,
+    /// A command line run through the shell (notify hooks only).
+    Command,
+    /// White-space separated command-line options for rsync or ssh.
+    Flags,
+    /// White-space separated words free of shell metacharacters.
+    Words,
+}
+
+#[derive(Debug)]
+pub struct OptDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+const fn opt(name: &'static str, kind: Kind, default: Option<&'static str>, help: &'static str) -> OptDef {
+    OptDef {
+        name,
+        kind,
+        default,
+        help,
+    }
+}
+
+use Kind::*;
+
+/// Keys both programs understand, with the same meaning.
+pub static COMMON_OPTIONS: &[OptDef] = &[
+    opt(
+        "includepath",
+        Paths,
+        None,
+        "extra directories (':' or ',' separated) searched for rsync, ssh and PostgreSQL programs before PATH",
+    ),
+    opt(
+        "user",
+        User,
+        None,
+        "ssh user on the other host (default: ssh's own choice, usually the current user)",
+    ),
+    opt(
+        "ssh_timeout",
+        Seconds,
+        Some("10"),
+        "seconds to wait for an ssh connection (ssh ConnectTimeout)",
+    ),
+    opt("ssh_debug", Bool, Some("off"), "run ssh with -v"),
+    opt(
+        "ssh",
+        Text,
+        None,
+        "legacy: path of the ssh program, optionally followed by ssh options",
+    ),
+    opt(
+        "ssh_port",
+        Count,
+        None,
+        "ssh port on the other host (default: ssh's own, usually 22 or from ~/.ssh/config)",
+    ),
+    opt("ssh_identity", Path, None, "private key file for ssh (-i)"),
+    opt(
+        "ssh_options",
+        Words,
+        None,
+        "extra ssh -o options as Key=Value words, e.g. 'UserKnownHostsFile=/etc/pitrkit/known_hosts'",
+    ),
+    opt(
+        "strict_host_key_checking",
+        Choice(&["yes", "accept-new", "no"]),
+        Some("accept-new"),
+        "ssh StrictHostKeyChecking; 'no' is insecure",
+    ),
+    opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z"),
+    opt(
+        "notify_ok",
+        Command,
+        None,
+        "command run when things recover; the message is appended as one argument",
+    ),
+    opt(
+        "notify_warning",
+        Command,
+        None,
+        "command run on a warning; the message is appended as one argument",
+    ),
+    opt(
+        "notify_critical",
+        Command,
+        None,
+        "command run on a critical problem; the message is appended as one argument",
+    ),
+    opt(
+        "notify_timeout",
+        Seconds,
+        Some("30"),
+        "seconds a notify hook may run before it is killed",
+    ),
+    opt("debug", Bool, Some("off"), "log debug messages and per-step timings"),
+    opt(
+        "logfile",
+        Text,
+        None,
+        "also log to this file; ^Y ^m ^d ^H ^M ^S expand to the date (e.g. /var/log/pitrkit/archiver-^Y-^m-^d.log)",
+    ),
+];
+
+/// The archiver's keys: pitrtools `cmd_archiver.ini` plus pitrkit's own.
+pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, ARCHIVER_OWN];
+
+static ARCHIVER_OWN: &[OptDef] = &[
+    opt("state", Choice(&["online", "offline"]), Some("online"), "offline makes every archive call fail so PostgreSQL keeps its WAL (maintenance switch)"),
+    opt("pgdata", Path, None, "the master's data directory (relative %p paths are resolved against it)"),
+    opt("r_archivedir", Path, None, "directory on each slave that receives WAL"),
+    opt("l_archivedir", Path, None, "local queue root: one durable copy, hard-linked into one queue directory per slave"),
+    opt("slaves", Hosts, None, "comma-separated slave hosts; also the names of their queue directories"),
+    opt("rsync_version", Choice(&["2", "3"]), Some("3"), "legacy: major rsync version; 2 disables options rsync 2 lacks (--fsync)"),
+    opt("rsync_bin", Path, None, "legacy: path of the rsync program"),
+    opt("queue_user", User, None, "OS user that must run the archiver (checked, not switched to)"),
+    opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call tries that slave again (--flush always tries)"),
+    opt("max_queue_workers", Count, Some("4"), "slaves shipped to in parallel"),
+    opt("local_archivedirs", Paths, None, "comma-separated local or NFS directories that get a durable copy of every file"),
+    opt("ship_mode", Choice(&["async", "sync"]), Some("async"), "async: succeed once spooled locally (pitrtools); sync: succeed only when every destination has the file (OmniPITR)"),
+    opt("queue_critical_depth", Count, Some("64"), "queued files per slave above which a critical notification is sent"),
+    opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned"),
+    opt("remote_fsync", Bool, Some("on"), "make shipped files durable on the slave (rsync --fsync and a directory sync) before they leave the queue"),
+    opt("lock_timeout", Seconds, Some("300"), "seconds to wait for another pitrkit process shipping to the same slave"),
+];
+
+/// The standby's keys: pitrtools `cmd_standby.ini` plus pitrkit's own.
+pub static STANDBY_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, STANDBY_OWN];
+
+static STANDBY_OWN: &[OptDef] = &[
+    opt(
+        "pgversion",
+        Text,
+        None,
+        "major PostgreSQL version of this standby (e.g. 15); checked against the binaries and data directory",
+    ),
+    opt(
+        "use_streaming_replication",
+        Bool,
+        Some("off"),
+        "also stream WAL from the master (primary_conninfo)",
+    ),
+    opt(
+        "trigger_file",
+        Path,
+        None,
+        "legacy trigger file; touching it promotes the standby",
+    ),
+    opt(
+        "repl_db_user",
+        User,
+        Some("replication"),
+        "role used for streaming replication",
+    ),
+    opt(
+        "repl_db_password",
+        Text,
+        None,
+        "password of repl_db_user (written to a private passfile, never to a world-readable file)",
+    ),
+    opt(
+        "sslmode",
+        Choice(&["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+        Some("prefer"),
+        "libpq sslmode for connections to the master",
+    ),
+    opt("port", Count, Some("5432"), "the master's PostgreSQL port"),
+    opt(
+        "master_public_ip",
+        Text,
+        None,
+        "the master's host name or address (used for SQL and ssh)",
+    ),
+    opt(
+        "master_local_ip",
+        Text,
+        Some("127.0.0.1"),
+        "legacy: address psql used on the master itself",
+    ),
+    opt(
+        "rsync_threads",
+        Count,
+        Some("1"),
+        "parallel rsync streams for a base backup",
+    ),
+    opt(
+        "archivedir",
+        Path,
+        None,
+        "where WAL from the archiver arrives (the archiver's r_archivedir)",
+    ),
+    opt("pgdata", Path, None, "this standby's data directory"),
+    opt("pg_conf", Path, None, "postgresql.conf used while in standby mode"),
+    opt("pg_hba_conf", Path, None, "pg_hba.conf used while in standby mode"),
+    opt("pg_conf_failover", Path, None, "postgresql.conf used after failover"),
+    opt("pg_hba_conf_failover", Path, None, "pg_hba.conf used after failover"),
+    opt(
+        "no_copy_conf",
+        Bool,
+        Some("off"),
+        "pass the config files with -c config_file= instead of copying them into pgdata",
+    ),
+    opt(
+        "recovery_conf",
+        Path,
+        None,
+        "recovery.conf location (PostgreSQL 11 and older only)",
+    ),
+    opt(
+        "action_failover",
+        Command,
+        None,
+        "command run after a successful failover; must exit 0",
+    ),
+    opt("rsync", Path, None, "legacy: path of the rsync program"),
+    opt("pg_ctl", Path, None, "path of pg_ctl (default: found from pgversion)"),
+    opt(
+        "pg_standby",
+        Text,
+        None,
+        "legacy: pg_standby no longer exists (PostgreSQL 14+); pitrkit restore replaces it",
+    ),
+    opt(
+        "pg_archivecleanup",
+        Text,
+        None,
+        "legacy: pitrkit cleanup replaces pg_archivecleanup",
+    ),
+    opt(
+        "r_psql",
+        Text,
+        None,
+        "legacy: psql on the master; pitrkit connects with SQL directly",
+    ),
+    opt("numarchives", Count, None, "legacy: PostgreSQL 8.2 setting, ignored"),
+    opt(
+        "master_db",
+        Text,
+        Some("postgres"),
+        "database on the master to connect to",
+    ),
+    opt(
+        "master_user",
+        User,
+        Some("postgres"),
+        "role on the master for backups and checks",
+    ),
+    opt(
+        "master_password",
+        Text,
+        None,
+        "password of master_user (better: ~/.pgpass or PGPASSFILE)",
+    ),
+    opt(
+        "master_pgdata",
+        Path,
+        None,
+        "the master's data directory, if the helper functions are not installed",
+    ),
+    opt(
+        "tablespace_map",
+        Text,
+        None,
+        "old=new tablespace path pairs, comma-separated",
+    ),
+    opt(
+        "primary_slot_name",
+        Text,
+        None,
+        "replication slot on the master for streaming replication",
+    ),
+    opt(
+        "start_command",
+        Text,
+        None,
+        "command to start PostgreSQL instead of pg_ctl (systemd, pg_ctlcluster)",
+    ),
+    opt(
+        "stop_command",
+        Text,
+        None,
+        "command to stop PostgreSQL instead of pg_ctl",
+    ),
+    opt(
+        "restore_delay",
+        Seconds,
+        Some("0"),
+        "serve only WAL archived at least this many seconds ago (delayed standby)",
+    ),
+    opt(
+        "cleanup_pause_file",
+        Path,
+        None,
+        "while this file exists, cleanup removes nothing",
+    ),
+    opt(
+        "restore_finish_file",
+        Path,
+        None,
+        "while this file exists, restore reports every missing file at once",
+    ),
+    opt(
+        "wait_timeout",
+        Seconds,
+        Some("300"),
+        "seconds to wait for PostgreSQL to start, stop or promote",
+    ),
+];
+
+/// Typed, validated access to one INI file's values under a set of definitions.
+pub struct Options<'a> {
+    file: &'a IniFile,
+    defs: &'static [&'static [OptDef]],
+}
+
+fn find_def(defs: &'static [&'static [OptDef]], name: &str) -> Option<&'static OptDef> {
+    defs.iter().flat_map(|g| g.iter()).find(|d| d.name == name)
+}
+
+impl<'a> Options<'a> {
+    /// Checks that every key in the file is known; suggests the closest known key otherwise.
+    pub fn new(file: &'a IniFile, defs: &'static [&'static [OptDef]]) -> Result<Self, ConfigError> {
+        for key in file.entries.keys() {
+            if find_def(defs, key).is_none() {
+                let best = defs
+                    .iter()
+                    .flat_map(|g| g.iter())
+                    .map(|d| (strsim::damerau_levenshtein(key, d.name), d.name))
+                    .min();
+                let mut err = file.error(key, format!("unknown key '{key}'"));
+                err = match best {
+                    Some((dist, name)) if dist <= 3 || name.contains(key.as_str()) => {
+                        err.hint(format!("did you mean '{name}'?"))
+                    }
+                    _ => err.hint("see the commented sample files in etc/ for every key"),
+                };
+                return Err(err);
+            }
+        }
+        Ok(Options { file, defs })
+    }
+
+    pub fn file(&self) -> &IniFile {
+        self.file
+    }
+
+    fn def(&self, name: &str) -> &'static OptDef {
+        find_def(self.defs, name).unwrap_or_else(|| panic!("option '{name}' is not defined"))
+    }
+
+    /// The value set in the file, else the default; `None` when neither (or empty).
+    fn raw(&self, name: &str, kind: Kind) -> Option<String> {
+        let def = self.def(name);
+        debug_assert!(
+            std::mem::discriminant(&def.kind) == std::mem::discriminant(&kind),
+            "option '{name}' read as {kind:?} but defined as {:?}",
+            def.kind
+        );
+        let v = match self.file.get(name) {
+            Some(e) => e.value.clone(),
+            None => def.default?.to_string(),
+        };
+        (!v.trim().is_empty()).then(|| v.trim().to_string())
+    }
+
+    fn err(&self, name: &str, message: String) -> ConfigError {
+        self.file.error(name, message)
+    }
+
+    pub fn is_set(&self, name: &str) -> bool {
+        self.file.get(name).is_some_and(|e| !e.value.trim().is_empty())
+    }
+
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.raw(name, Text)
+    }
+
+    pub fn command(&self, name: &str) -> Option<String> {
+        self.raw(name, Command)
+    }
+
+    pub fn path(&self, name: &str) -> Result<Option<PathBuf>, ConfigError> {
+        match self.raw(name, Path) {
+            None => Ok(None),
+            Some(v) => validate::check_path(&v)
+                .map(|_| Some(PathBuf::from(&v)))
+                .map_err(|why| self.err(name, format!("{name}: '{v}' {why}"))),
+        }
+    }
+
+    pub fn required_path(&self, name: &str, why: &str) -> Result<PathBuf, ConfigError> {
+        self.path(name)?.ok_or_else(|| {
+            ConfigError::new(&self.file.path, format!("'{name}' is not set"))
+                .key(name)
+                .hint(format!("add '{name}: /absolute/path' ({why})"))
+        })
+    }
+
+    pub fn paths(&self, name: &str) -> Result<Vec<PathBuf>, ConfigError> {
+        let Some(v) = self.raw(name, Paths) else {
+            return Ok(Vec::new());
+        };
+        v.split([',', ':'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|p| {
+                validate::check_path(p)
+                    .map(|_| PathBuf::from(p))
+                    .map_err(|why| self.err(name, format!("{name}: '{p}' {why}")))
+            })
+            .collect()
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, ConfigError> {
+        let v = self.raw(name, Bool).unwrap_or_default();
+        match v.to_ascii_lowercase().as_str() {
+            "on" | "yes" | "true" | "1" => Ok(true),
+            "off" | "no" | "false" | "0" | "" => Ok(false),
+            _ => Err(self
+                .err(name, format!("{name} must be on or off, got '{v}'"))
+                .hint("use on/off, yes/no, true/false or 1/0")),
+        }
+    }
+
+    fn number(&self, name: &str, kind: Kind, unit: &str) -> Result<Option<u64>, ConfigError> {
+        let Some(v) = self.raw(name, kind) else {
+            return Ok(None);
+        };
+        v.parse::<u64>()
+            .map(Some)
+            .map_err(|_| self.err(name, format!("{name} must be a whole number{unit}, got '{v}'")))
+    }
+
+    pub fn count(&self, name: &str) -> Result<Option<u64>, ConfigError> {
+        self.number(name, Count, "")
+    }
+
+    pub fn seconds(&self, name: &str) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(
+            self.number(name, Seconds, " of seconds")?.unwrap_or(0),
+        ))
+    }
+
+    pub fn choice(&self, name: &str) -> Result<String, ConfigError> {
+        let Choice(allowed) = self.def(name).kind else {
+            panic!("option '{name}' is not a choice");
+        };
+        let v = self.raw(name, Choice(allowed)).unwrap_or_default().to_ascii_lowercase();
+        if allowed.contains(&v.as_str()) {
+            Ok(v)
+        } else {
+            Err(self
+                .err(name, format!("{name} must be one of {}, got '{v}'", allowed.join(", ")))
+                .hint(self.def(name).help))
+        }
+    }
+
+    pub fn hosts(&self, name: &str) -> Result<Vec<String>, ConfigError> {
+        let Some(v) = self.raw(name, Hosts) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<String> = Vec::new();
+        for h in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            validate::check_host(h).map_err(|why| self.err(name, format!("{name}: '{h}' {why}")))?;
+            if out.iter().any(|o| o == h) {
+                return Err(self.err(name, format!("{name}: '{h}' is listed twice")));
+            }
+            out.push(h.to_string());
+        }
+        Ok(out)
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.raw(name, User) {
+            None => Ok(None),
+            Some(v) => validate::check_user(&v)
+                .map(|_| Some(v.clone()))
+                .map_err(|why| self.err(name, format!("{name}: '{v}' {why}"))),
+        }
+    }
+
+    pub fn flags(&self, name: &str) -> Result<Vec<String>, ConfigError> {
+        let Some(v) = self.raw(name, Flags) else {
+            return Ok(Vec::new());
+        };
+        v.split_whitespace()
+            .map(|f| {
+                validate::check_flag(f)
+                    .map(|_| f.to_string())
+                    .map_err(|why| self.err(name, format!("{name}: '{f}' {why}")))
+            })
+            .collect()
+    }
+}
+
+impl Options<'_> {
+    pub fn words(&self, name: &str) -> Result<Vec<String>, ConfigError> {
+        let Some(v) = self.raw(name, Words) else {
+            return Ok(Vec::new());
+        };
+        v.split_whitespace()
+            .map(|w| match validate::unsafe_char_reason(w) {
+                None => Ok(w.to_string()),
+                Some(why) => Err(self.err(name, format!("{name}: '{w}' {why}"))),
+            })
+            .collect()
+    }
+}
+
+/// Every definition, for `--help`-style listings and the sample-file test.
+pub fn all_defs(defs: &'static [&'static [OptDef]]) -> impl Iterator<Item = &'static OptDef> {
+    defs.iter().flat_map(|g| g.iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn opts(text: &str) -> Result<IniFile, ConfigError> {
+        IniFile::parse(Path::new("archiver.ini"), text)
+    }
+
+    #[test]
+    fn no_key_is_defined_twice() {
+        for defs in [ARCHIVER_OPTIONS, STANDBY_OPTIONS] {
+            let mut names: Vec<_> = all_defs(defs).map(|d| d.name).collect();
+            names.sort();
+            let n = names.len();
+            names.dedup();
+            assert_eq!(n, names.len());
+        }
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_closest() {
+        let f = opts("[DEFAULT]\nstate: online\n\n\n\n\n\n\n\n\n\nslave: a\n").unwrap();
+        let e = Options::new(&f, ARCHIVER_OPTIONS).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "archiver.ini line 12: unknown key 'slave' — did you mean 'slaves'?"
+        );
+    }
+
+    #[test]
+    fn typed_values_and_their_errors() {
+        let f = opts("ssh_timeout: 10s\ndebug: maybe\nslaves: a, b\nrsync_flags: -z --bwlimit=100\n").unwrap();
+        let o = Options::new(&f, ARCHIVER_OPTIONS).unwrap();
+        let e = o.seconds("ssh_timeout").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e
+            .message
+            .contains("ssh_timeout must be a whole number of seconds, got '10s'"));
+        assert!(o.bool("debug").unwrap_err().message.contains("on or off"));
+        assert_eq!(o.hosts("slaves").unwrap(), vec!["a", "b"]);
+        assert_eq!(o.flags("rsync_flags").unwrap(), vec!["-z", "--bwlimit=100"]);
+        // Defaults come from the table.
+        assert_eq!(o.seconds("queue_wait").unwrap(), Duration::from_secs(30));
+        assert_eq!(o.choice("ship_mode").unwrap(), "async");
+    }
+
+    #[test]
+    fn dangerous_values_are_refused() {
+        let f = opts("slaves: ok, -oProxyCommand=x\nr_archivedir: /a;b\nrsync_flags: -e;sh\n").unwrap();
+        let o = Options::new(&f, ARCHIVER_OPTIONS).unwrap();
+        assert!(o.hosts("slaves").unwrap_err().message.contains("option"));
+        assert!(o.path("r_archivedir").is_err());
+        assert!(o.flags("rsync_flags").is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! pitrkit: WAL archiving, shipping and standby management for PostgreSQL.
+//!
+//! The file tree mirrors the concerns: `config` (INI files, every option
+//! defined once), `wal` (names and arithmetic), `fsutil` (durable writes),
+//! `archive` (archive_command, queues, delivery state), `transport` (ssh and
+//! rsync argument vectors), `notify` (user hooks), `logging`, `tools`
+//! (finding programs), `pg` (talking to PostgreSQL) and `commands` (one thin
+//! file per subcommand).
+
+pub mod archive;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod fsutil;
+pub mod logging;
+pub mod notify;
+pub mod pg;
+pub mod tools;
+pub mod transport;
+pub mod wal;

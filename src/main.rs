@@ -1,0 +1,27 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use pitrkit::cli::{self, Cli, Command};
+use pitrkit::commands;
+
+fn main() -> ExitCode {
+    let raw: Vec<_> = std::env::args_os().collect();
+    let program = cli::program_name(&raw);
+    let cli = match Cli::try_parse_from(cli::multi_call_args(raw)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                commands::EXIT_ERROR
+            } else {
+                commands::EXIT_OK
+            });
+        }
+    };
+    let code = match cli.command {
+        Command::Archiver(a) => commands::archiver::run(&program, a),
+        Command::Standby(s) => commands::standby::run(&program, s),
+        Command::Demo(d) => commands::demo::run(&program, d),
+    };
+    ExitCode::from(code)
+}

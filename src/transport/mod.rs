@@ -1,0 +1,6 @@
+//! Moving files between hosts: the OpenSSH client and rsync, driven as
+//! subprocesses with argument vectors (no shell). Local destinations need no
+//! transport: they go through `fsutil` directly.
+
+pub mod rsync;
+pub mod ssh;

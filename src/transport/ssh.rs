@@ -1,0 +1,215 @@
+//! The OpenSSH client as a subprocess: argument vectors only, no local shell.
+//!
+//! Using the system `ssh` (not an SSH library) means the user's
+//! `~/.ssh/config`, known_hosts and agent apply to every connection pitrkit
+//! makes, exactly as when they test with `ssh host` by hand.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::config::validate;
+use crate::config::{ConfigError, Options};
+use crate::tools;
+
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Explicit program from the legacy `ssh` key; else found on PATH.
+    pub program: Option<PathBuf>,
+    /// Options from the legacy `ssh` key's extra words and from `ssh_options`.
+    pub extra_args: Vec<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub strict_host_key_checking: String,
+    pub debug: bool,
+    pub includepath: Vec<PathBuf>,
+}
+
+impl SshSettings {
+    pub fn from_options(o: &Options) -> Result<Self, ConfigError> {
+        let mut program = None;
+        let mut extra_args = Vec::new();
+        if let Some(legacy) = o.text("ssh") {
+            // pitrtools allowed "ssh: /usr/bin/ssh -p 2222".
+            let mut words = legacy.split_whitespace();
+            if let Some(p) = words.next() {
+                validate::check_path(p).map_err(|why| o.file().error("ssh", format!("ssh: '{p}' {why}")))?;
+                program = Some(PathBuf::from(p));
+            }
+            for w in words {
+                if w.starts_with('-') {
+                    validate::check_flag(w)
+                } else {
+                    validate::unsafe_char_reason(w).map_or(Ok(()), Err)
+                }
+                .map_err(|why| o.file().error("ssh", format!("ssh: '{w}' {why}")))?;
+                extra_args.push(w.to_string());
+            }
+        }
+        for kv in o.words("ssh_options")? {
+            if !kv.contains('=') {
+                return Err(o
+                    .file()
+                    .error("ssh_options", format!("ssh_options: '{kv}' is not Key=Value"))
+                    .hint("write ssh -o options as Key=Value words, e.g. 'ServerAliveInterval=15'"));
+            }
+            extra_args.push("-o".into());
+            extra_args.push(kv);
+        }
+        let port = match o.count("ssh_port")? {
+            None => None,
+            Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+            Some(p) => {
+                return Err(o
+                    .file()
+                    .error("ssh_port", format!("ssh_port must be 1..65535, got {p}")))
+            }
+        };
+        Ok(SshSettings {
+            program,
+            extra_args,
+            user: o.user("user")?,
+            port,
+            identity: o.path("ssh_identity")?,
+            connect_timeout: o.seconds("ssh_timeout")?,
+            strict_host_key_checking: o.choice("strict_host_key_checking")?,
+            debug: o.bool("ssh_debug")?,
+            includepath: o.paths("includepath")?,
+        })
+    }
+
+    pub fn program(&self) -> Result<PathBuf, tools::NotFound> {
+        tools::find_program("ssh", self.program.as_deref(), &self.includepath)
+    }
+
+    /// Options for every connection. BatchMode: never wait for a password
+    /// prompt nobody will answer inside archive_command.
+    pub fn options(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+        if !self.connect_timeout.is_zero() {
+            a.push("-o".into());
+            a.push(format!("ConnectTimeout={}", self.connect_timeout.as_secs()));
+        }
+        // A user's explicit StrictHostKeyChecking in ssh_options wins.
+        if !self
+            .extra_args
+            .iter()
+            .any(|x| x.to_ascii_lowercase().starts_with("stricthostkeychecking="))
+        {
+            a.push("-o".into());
+            a.push(format!("StrictHostKeyChecking={}", self.strict_host_key_checking));
+        }
+        if let Some(p) = self.port {
+            a.push("-p".into());
+            a.push(p.to_string());
+        }
+        if let Some(i) = &self.identity {
+            a.push("-i".into());
+            a.push(i.display().to_string());
+        }
+        if let Some(u) = &self.user {
+            a.push("-l".into());
+            a.push(u.clone());
+        }
+        if self.debug {
+            a.push("-v".into());
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// `ssh [options] host -- remote words...`. The remote sshd hands the words
+    /// to the remote user's shell, so each is single-quoted.
+    pub fn command(&self, host: &str, remote: &[&str]) -> Result<Command, tools::NotFound> {
+        let mut c = Command::new(self.program()?);
+        c.args(self.options()).arg(host).arg("--");
+        c.arg(remote.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "));
+        Ok(c)
+    }
+
+    /// The value for `rsync -e`: rsync splits it on white space itself (no
+    /// shell); every word was validated to contain none.
+    pub fn rsync_rsh(&self) -> Result<String, tools::NotFound> {
+        let mut words = vec![self.program()?.display().to_string()];
+        words.extend(self.options());
+        Ok(words.join(" "))
+    }
+}
+
+/// Quotes a word for a POSIX shell on the remote side.
+pub fn shell_quote(w: &str) -> String {
+    if !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=+,:@%".contains(&b))
+    {
+        return w.to_string();
+    }
+    format!("'{}'", w.replace('\'', r"'\''"))
+}
+
+/// `host` as rsync wants it in `host:path` (IPv6 literals in brackets).
+pub fn rsync_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::options::ARCHIVER_OPTIONS;
+    use crate::config::IniFile;
+    use std::path::Path;
+
+    fn settings(text: &str) -> Result<SshSettings, ConfigError> {
+        let f = IniFile::parse(Path::new("a.ini"), text).unwrap();
+        SshSettings::from_options(&Options::new(&f, ARCHIVER_OPTIONS).unwrap())
+    }
+
+    #[test]
+    fn options_are_an_argument_vector() {
+        let s = settings(
+            "user: postgres\nssh_port: 2222\nssh_timeout: 7\nssh_identity: /k/id\nssh_options: ServerAliveInterval=5\n",
+        )
+        .unwrap();
+        let o = s.options();
+        let joined = o.join(" ");
+        assert!(joined.contains("-o BatchMode=yes"));
+        assert!(joined.contains("-o ConnectTimeout=7"));
+        assert!(joined.contains("-o StrictHostKeyChecking=accept-new"));
+        assert!(joined.contains("-p 2222 -i /k/id -l postgres"));
+        assert!(joined.contains("-o ServerAliveInterval=5"));
+    }
+
+    #[test]
+    fn never_disables_host_key_checks_by_default_but_respects_the_user() {
+        let s = settings("ssh_options: StrictHostKeyChecking=yes\n").unwrap();
+        let j = s.options().join(" ");
+        assert!(!j.contains("accept-new") && j.contains("StrictHostKeyChecking=yes"));
+    }
+
+    #[test]
+    fn legacy_ssh_key_and_bad_values() {
+        let s = settings("ssh: /usr/bin/ssh -p 2200\n").unwrap();
+        assert_eq!(s.program.as_deref(), Some(Path::new("/usr/bin/ssh")));
+        assert_eq!(s.extra_args, vec!["-p", "2200"]);
+        assert!(settings("ssh: /usr/bin/ssh;id\n").is_err());
+        assert!(settings("ssh_options: ProxyCommand\n")
+            .unwrap_err()
+            .to_string()
+            .contains("Key=Value"));
+        assert!(settings("ssh_port: 70000\n").is_err());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/var/lib/pg"), "/var/lib/pg");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(rsync_host("::1"), "[::1]");
+    }
+}
