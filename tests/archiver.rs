@@ -1,0 +1,578 @@
+//! The archiver against a real PostgreSQL (archive_command = cmd_archiver),
+//! a real sshd on a loopback port and real rsync.
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A master cluster archiving through the `cmd_archiver` link to one slave
+/// (the private sshd) and, optionally, a local archive directory.
+struct Setup {
+    env: TestEnv,
+    sshd: Sshd,
+    ini: PathBuf,
+    /// The slave's r_archivedir.
+    remote: PathBuf,
+    /// l_archivedir/<slave>.
+    queue: PathBuf,
+    local: PathBuf,
+    hooks: PathBuf,
+}
+
+const SLAVE: &str = "127.0.0.1";
+
+impl Setup {
+    /// `extra` is appended to a config that uses only pitrtools 1.3 keys.
+    fn new(name: &str, extra: &str) -> Setup {
+        let env = TestEnv::new(name, Path::new(env!("CARGO_BIN_EXE_pitrkit")));
+        std::os::unix::fs::symlink("pitrkit", env.path("bin/cmd_archiver")).unwrap();
+        let sshd = Sshd::start(&env);
+        let remote = env.mkdir("slave_archive");
+        let hooks = env.write("hooks.log", "");
+        let hook = env.write("hook.sh", &format!("#!/bin/sh\necho \"$*\" >> {}\n", hooks.display()));
+        fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let rsync = require_program("rsync");
+        let text = format!(
+            "[DEFAULT]
+; online or offline
+state: online
+pgdata: {pgdata}
+r_archivedir: {remote}
+l_archivedir: {queue_root}
+; the old explicit-path keys, with extra ssh options as pitrtools allowed
+ssh: {ssh}
+rsync_bin: {rsync}
+rsync_flags: -z
+rsync_version = 3
+slaves: {SLAVE}
+user: {user}
+ssh_timeout: 10
+queue_wait: 0
+notify_ok: {hook} ok
+notify_warning:  {hook} warning
+notify_critical: {hook} critical
+debug: on
+ssh_debug: off
+{extra}
+",
+            pgdata = env.path("master").display(),
+            remote = remote.display(),
+            queue_root = env.path("queue").display(),
+            ssh = sshd.ssh_command_line(),
+            rsync = rsync.display(),
+            user = sshd.user,
+            hook = hook.display(),
+        );
+        let ini = env.write("cmd_archiver.ini", &text);
+        let queue = env.path("queue").join(SLAVE);
+        let local = env.path("local_archive");
+        Setup {
+            env,
+            sshd,
+            ini,
+            remote,
+            queue,
+            local,
+            hooks,
+        }
+    }
+
+    fn archiver(&self, args: &[&str]) -> std::process::Output {
+        let mut c = self.env.command(&self.env.path("bin/cmd_archiver"));
+        c.arg("-C").arg(&self.ini).args(args);
+        run_output(&mut c)
+    }
+
+    fn init(&self) {
+        let out = self.archiver(&["-I"]);
+        assert!(out.status.success(), "-I failed:\n{}", describe_output(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Archiver is ready"));
+    }
+
+    fn master(&self, extra_conf: &str) -> PgCluster {
+        let pg = PgCluster::init(
+            &self.env,
+            "master",
+            &format!(
+                "archive_mode = on\narchive_command = '{} -C {} -F %p'\n\
+                 wal_keep_size = '1GB'\narchive_timeout = 0\n{extra_conf}",
+                self.env.path("bin/cmd_archiver").display(),
+                self.ini.display()
+            ),
+        );
+        pg.start();
+        pg
+    }
+
+    fn hook_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.hooks)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn queued(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.queue)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn assert_same_bytes(a: &Path, b: &Path) {
+    let (x, y) = (
+        fs::read(a).unwrap_or_else(|e| panic!("{}: {e}", a.display())),
+        fs::read(b).unwrap_or_else(|e| panic!("{}: {e}", b.display())),
+    );
+    assert!(
+        x == y,
+        "{} and {} differ ({} vs {} bytes)",
+        a.display(),
+        b.display(),
+        x.len(),
+        y.len()
+    );
+}
+
+#[test]
+fn every_segment_arrives_byte_identical_at_the_slave() {
+    let s = Setup::new(
+        "arch_e2e",
+        &format!("local_archivedirs: {}", "/nonexistent-replaced-below"),
+    );
+    // Rewrite with a real local archive too: both destinations must get every file.
+    let text = fs::read_to_string(&s.ini)
+        .unwrap()
+        .replace("/nonexistent-replaced-below", &s.local.display().to_string());
+    s.env.write("cmd_archiver.ini", &text);
+    s.init();
+    assert!(s.local.is_dir(), "-I creates local_archivedirs");
+    let pg = s.master("");
+    let mut segs = Vec::new();
+    for _ in 0..5 {
+        segs.push(pg.switch_wal());
+    }
+    let last = segs.last().unwrap();
+    assert!(
+        pg.wait_archived(last, WAIT),
+        "{last} not archived; server log:\n{}",
+        tail(&pg.log, 30)
+    );
+    for seg in &segs {
+        let src = pg.datadir.join("pg_wal").join(seg);
+        assert_same_bytes(&src, &s.remote.join(seg));
+        assert_same_bytes(&src, &s.local.join(seg));
+    }
+    assert!(s.queued().is_empty(), "queue not drained: {:?}", s.queued());
+    assert_eq!(pg.archiver_counts().1, 0, "no archive call may fail");
+    // Durable copies keep the archive private.
+    let mode = fs::metadata(s.remote.join(&segs[0])).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+    // No temporary files left on either side.
+    for dir in [&s.remote, &s.local] {
+        let stray: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().contains("tmp"))
+            .collect();
+        assert!(stray.is_empty(), "temporary files left in {}: {stray:?}", dir.display());
+    }
+    // A healthy run raises no alarm.
+    assert!(
+        s.hook_lines().is_empty(),
+        "unexpected notifications: {:?}",
+        s.hook_lines()
+    );
+}
+
+#[test]
+fn unreachable_slave_queues_warns_and_drains_on_flush() {
+    let mut s = Setup::new("arch_queue", "queue_critical_depth: 2");
+    s.init();
+    let pg = s.master("");
+    let first = pg.switch_wal();
+    assert!(pg.wait_archived(&first, WAIT));
+    s.sshd.stop();
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(pg.switch_wal());
+    }
+    let last = held.last().unwrap();
+    // Spooled durably: PostgreSQL hears success although the slave is down.
+    assert!(
+        pg.wait_archived(last, WAIT),
+        "archive calls must succeed once spooled:\n{}",
+        tail(&pg.log, 30)
+    );
+    assert_eq!(pg.archiver_counts().1, 0);
+    assert_eq!(s.queued(), held, "unshipped segments must stay queued");
+    for h in &held {
+        assert!(!s.remote.join(h).exists());
+    }
+    let hooks = s.hook_lines();
+    assert_eq!(
+        hooks.iter().filter(|l| l.starts_with("warning")).count(),
+        1,
+        "one warning per outage: {hooks:?}"
+    );
+    assert!(
+        hooks.iter().any(|l| l.starts_with("warning") && l.contains(SLAVE)),
+        "{hooks:?}"
+    );
+    assert_eq!(
+        hooks.iter().filter(|l| l.starts_with("critical")).count(),
+        1,
+        "queue over depth 2 is critical: {hooks:?}"
+    );
+    let status = s.archiver(&["--status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("3 queued, 0 conflict(s), FAILING"),
+        "{}",
+        describe_output(&status)
+    );
+
+    // While down, --flush reports failure and keeps everything.
+    let out = s.archiver(&["--flush"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert_eq!(s.queued(), held);
+
+    s.sshd.restart();
+    let out = s.archiver(&["--flush"]);
+    assert!(out.status.success(), "flush after recovery:\n{}", describe_output(&out));
+    assert!(s.queued().is_empty());
+    for h in &held {
+        assert_same_bytes(&pg.datadir.join("pg_wal").join(h), &s.remote.join(h));
+    }
+    let hooks = s.hook_lines();
+    assert!(
+        hooks.iter().any(|l| l.starts_with("ok") && l.contains("recovered")),
+        "recovery must be announced: {hooks:?}"
+    );
+}
+
+#[test]
+fn queued_files_ship_on_the_next_archive_call() {
+    let mut s = Setup::new("arch_retry", "");
+    s.init();
+    let pg = s.master("");
+    s.sshd.stop();
+    let held = pg.switch_wal();
+    assert!(pg.wait_archived(&held, WAIT));
+    assert_eq!(s.queued(), vec![held.clone()]);
+    s.sshd.restart();
+    let next = pg.switch_wal();
+    assert!(pg.wait_archived(&next, WAIT));
+    assert!(wait_until(WAIT, || s.remote.join(&next).exists()));
+    assert!(s.remote.join(&held).exists(), "the backlog ships with the next call");
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn offline_state_fails_the_call_and_keeps_the_wal() {
+    let s = Setup::new("arch_offline", "");
+    s.init();
+    let online = fs::read_to_string(&s.ini).unwrap();
+    s.env
+        .write("cmd_archiver.ini", &online.replace("state: online", "state: offline"));
+    let pg = s.master("");
+    let seg = pg.switch_wal();
+    assert!(
+        wait_until(WAIT, || pg.archiver_counts().1 > 0),
+        "archive calls must fail while offline"
+    );
+    assert!(
+        pg.datadir
+            .join("pg_wal/archive_status")
+            .join(format!("{seg}.ready"))
+            .exists(),
+        "PostgreSQL must keep {seg} for a retry"
+    );
+    assert!(!s.remote.join(&seg).exists());
+    assert!(
+        s.hook_lines()
+            .iter()
+            .any(|l| l.starts_with("warning") && l.contains("state: offline")),
+        "{:?}",
+        s.hook_lines()
+    );
+    assert!(
+        fs::read_to_string(&pg.log)
+            .unwrap()
+            .contains("archiving is switched off"),
+        "the reason must be in the server log"
+    );
+
+    s.env.write("cmd_archiver.ini", &online);
+    assert!(
+        pg.wait_archived(&seg, Duration::from_secs(120)),
+        "{seg} must be archived once back online"
+    );
+    assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
+}
+
+#[test]
+fn sync_mode_succeeds_only_when_the_slave_has_the_file() {
+    let mut s = Setup::new("arch_sync", "ship_mode: sync");
+    s.init();
+    let pg = s.master("");
+    let ok = pg.switch_wal();
+    assert!(pg.wait_archived(&ok, WAIT));
+    assert!(s.remote.join(&ok).exists(), "sync mode: archived means on the slave");
+    s.sshd.stop();
+    let seg = pg.switch_wal();
+    assert!(
+        wait_until(WAIT, || pg.archiver_counts().1 > 0),
+        "sync mode must fail while the slave is down"
+    );
+    assert!(pg
+        .datadir
+        .join("pg_wal/archive_status")
+        .join(format!("{seg}.ready"))
+        .exists());
+    s.sshd.restart();
+    assert!(
+        pg.wait_archived(&seg, Duration::from_secs(120)),
+        "PostgreSQL's retry must succeed"
+    );
+    assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
+    assert!(
+        !s.env.path("queue/.delivered").join(&seg).exists(),
+        "ledger entry removed once delivered everywhere"
+    );
+}
+
+/// A real segment to archive by hand, outside PostgreSQL's control.
+fn real_segment(s: &Setup) -> (PgCluster, String, PathBuf) {
+    let pg = s.master("archive_mode = off\n");
+    let seg = pg.switch_wal();
+    let path = pg.datadir.join("pg_wal").join(&seg);
+    (pg, seg, path)
+}
+
+#[test]
+fn same_name_different_bytes_is_never_overwritten() {
+    let s = Setup::new("arch_conflict", "local_archivedirs: LOCAL");
+    s.env.write(
+        "cmd_archiver.ini",
+        &fs::read_to_string(&s.ini)
+            .unwrap()
+            .replace("LOCAL", &s.local.display().to_string()),
+    );
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let wal = path.display().to_string();
+
+    // Identical re-archive (PostgreSQL does this after a crash): success.
+    assert!(s.archiver(&["-F", &wal]).status.success());
+    let out = s.archiver(&["-F", &wal]);
+    assert!(
+        out.status.success(),
+        "identical re-archive must succeed:\n{}",
+        describe_output(&out)
+    );
+    assert_same_bytes(&path, &s.remote.join(&seg));
+
+    // Local archive holds a different file of that name: fail, keep it, alert.
+    let impostor = vec![7u8; 16 << 20];
+    fs::write(s.local.join(&seg), &impostor).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(fs::read(s.local.join(&seg)).unwrap(), impostor);
+    assert!(
+        s.hook_lines()
+            .iter()
+            .any(|l| l.starts_with("critical") && l.contains(&seg)),
+        "{:?}",
+        s.hook_lines()
+    );
+
+    // The slave holds a different file: never overwritten, queued copy moved aside, alert.
+    fs::write(s.local.join(&seg), fs::read(&path).unwrap()).unwrap();
+    fs::write(s.remote.join(&seg), &impostor).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(
+        out.status.success(),
+        "async mode: spooled is success\n{}",
+        describe_output(&out)
+    );
+    assert_eq!(
+        fs::read(s.remote.join(&seg)).unwrap(),
+        impostor,
+        "remote file overwritten!"
+    );
+    assert!(s.queue.join(".conflicts").join(&seg).exists());
+    let critical: Vec<_> = s
+        .hook_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("critical"))
+        .collect();
+    assert_eq!(critical.len(), 2, "{critical:?}");
+    assert!(critical[1].contains("did not overwrite"), "{critical:?}");
+}
+
+#[test]
+fn refuses_files_that_are_not_wal_or_not_what_their_name_says() {
+    let s = Setup::new("arch_names", "");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+
+    let junk = s.env.write("postmaster.opts", "x");
+    let out = s.archiver(&["-F", &junk.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a WAL file name"),
+        "{}",
+        describe_output(&out)
+    );
+
+    // A segment copied under another segment's name (wrong page address).
+    let next = format!("{}{:08X}", &seg[..16], u32::from_str_radix(&seg[16..], 16).unwrap() + 1);
+    let renamed = s.env.path(&next);
+    fs::copy(&path, &renamed).unwrap();
+    s.env.chown(&renamed);
+    let out = s.archiver(&["-F", &renamed.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not belong"),
+        "{}",
+        describe_output(&out)
+    );
+
+    // Truncated segment.
+    let short = s.env.path(&format!("x/{seg}"));
+    fs::create_dir_all(short.parent().unwrap()).unwrap();
+    fs::write(&short, &fs::read(&path).unwrap()[..8192]).unwrap();
+    s.env.chown(&s.env.path("x"));
+    let out = s.archiver(&["-F", &short.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("8192 bytes"),
+        "{}",
+        describe_output(&out)
+    );
+
+    // History files are archived as they are.
+    let hist = s
+        .env
+        .write("00000002.history", "1\t0/3000000\tno recovery target specified\n");
+    let out = s.archiver(&["-F", &hist.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(s.remote.join("00000002.history").exists());
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn init_reports_an_unusable_slave_and_refuses_a_non_empty_queue() {
+    let mut s = Setup::new("arch_init", "");
+    fs::remove_dir(&s.remote).unwrap();
+    let out = s.archiver(&["-I"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the directory does not exist"), "{stdout}");
+    assert!(stdout.contains("mkdir -p"), "{stdout}");
+
+    s.env.mkdir("slave_archive");
+    s.init();
+    s.env.write(&format!("queue/{SLAVE}/000000010000000000000001"), "x");
+    let out = s.archiver(&["-I"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already holds 1 queued file"),
+        "{}",
+        describe_output(&out)
+    );
+
+    s.sshd.stop();
+    fs::remove_file(s.env.path(&format!("queue/{SLAVE}/000000010000000000000001"))).unwrap();
+    let out = s.archiver(&["-I"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("check that sshd runs on 127.0.0.1"),
+        "{}",
+        describe_output(&out)
+    );
+}
+
+#[test]
+fn bad_configurations_give_actionable_errors() {
+    let env = TestEnv::new("arch_badcfg", Path::new(env!("CARGO_BIN_EXE_pitrkit")));
+    let cases: &[(&str, &str)] = &[
+        (
+            "[DEFAULT]\nstate: online\nlocal_archivedirs: /a\n\n\n\n\n\n\n\n\nslave: x\n",
+            "line 12: unknown key 'slave' — did you mean 'slaves'?",
+        ),
+        (
+            "ssh_timeout: 10s\nlocal_archivedirs: /a\n",
+            "line 1: ssh_timeout must be a whole number of seconds, got '10s'",
+        ),
+        (
+            "slaves: good, bad;host\nl_archivedir: /q\nr_archivedir: /r\n",
+            "shell would interpret",
+        ),
+        (
+            "slaves: -oProxyCommand=touch\nl_archivedir: /q\nr_archivedir: /r\n",
+            "read it as an option",
+        ),
+        ("slaves: a\nl_archivedir: /q\n", "'r_archivedir' is not"),
+        ("state: online\n", "no destination configured"),
+        ("local_archivedirs: archive\n", "is not an absolute path"),
+        ("[archiver]\nstate: online\n", "under [DEFAULT]"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let ini = env.write(&format!("bad{i}.ini"), text);
+        let out = run_output(env.pitrkit().args(["archiver", "-C"]).arg(&ini));
+        assert_eq!(out.status.code(), Some(2), "case {i}: {}", describe_output(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(expected),
+            "case {i}: expected {expected:?} in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&ini.display().to_string()),
+            "case {i}: the file must be named:\n{stderr}"
+        );
+    }
+    let ok = env.write("ok.ini", "local_archivedirs: /tmp\n");
+    let out = run_output(env.pitrkit().args(["archiver", "-C"]).arg(&ok));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Config OK"),
+        "{}",
+        describe_output(&out)
+    );
+    let missing = run_output(env.pitrkit().args(["archiver", "-C", "/nonexistent.ini"]));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read configuration file"));
+}
+
+#[test]
+fn refuses_to_run_as_root() {
+    if !is_root() {
+        // Covered where the suite runs as root (CI); a non-root user cannot become root here.
+        return;
+    }
+    let env = TestEnv::new("arch_root", Path::new(env!("CARGO_BIN_EXE_pitrkit")));
+    let ini = env.write("ok.ini", "local_archivedirs: /tmp\n");
+    let out = run_output(std::process::Command::new(&env.bin).args(["archiver", "-C"]).arg(&ini));
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must not run as root"),
+        "{}",
+        describe_output(&out)
+    );
+}

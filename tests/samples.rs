@@ -1,0 +1,65 @@
+//! The commented sample files in etc/ are the configuration reference: they
+//! must load, and must mention every key pitrkit defines.
+use std::path::Path;
+
+use pitrkit::config::options::{all_defs, Options, ARCHIVER_OPTIONS, STANDBY_OPTIONS};
+use pitrkit::config::{ArchiverConfig, IniFile};
+
+fn mentions(text: &str, key: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start_matches(';').trim_start();
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with([':', '=']))
+    })
+}
+
+#[test]
+fn archiver_sample_loads_and_documents_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/archiver.ini");
+    let cfg = ArchiverConfig::load(&path).unwrap();
+    assert_eq!(cfg.slaves, vec!["standby1"]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for d in all_defs(ARCHIVER_OPTIONS) {
+        assert!(
+            mentions(&text, d.name),
+            "etc/archiver.ini does not mention '{}'",
+            d.name
+        );
+    }
+}
+
+#[test]
+fn standby_sample_loads_and_documents_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/standby.ini");
+    let file = IniFile::load(&path).unwrap();
+    Options::new(&file, STANDBY_OPTIONS).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for d in all_defs(STANDBY_OPTIONS) {
+        assert!(mentions(&text, d.name), "etc/standby.ini does not mention '{}'", d.name);
+    }
+}
+
+#[test]
+fn shipped_nagios_hook_writes_one_passive_check_line() {
+    let d = tempfile::tempdir().unwrap();
+    let cmd_file = d.path().join("nagios.cmd");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nagios-passive-check");
+    let hook = format!(
+        "NAGIOS_CMD_FILE={} NAGIOS_HOST=db1 {} 2",
+        cmd_file.display(),
+        script.display()
+    );
+    let outcome = pitrkit::notify::run_hook(
+        &hook,
+        &["slave sb1: 70 files queued; see\nlog"],
+        &[],
+        std::time::Duration::from_secs(10),
+    );
+    assert!(outcome.succeeded(), "{outcome:?}");
+    let line = std::fs::read_to_string(&cmd_file).unwrap();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.ends_with("] PROCESS_SERVICE_CHECK_RESULT;db1;pitrkit;2;slave sb1: 70 files queued, see log\n"),
+        "{line}"
+    );
+}
