@@ -27,8 +27,35 @@ pub enum Command {
     /// Manage a standby: init, base backup, start, failover, point-in-time recovery.
     #[command(alias = "cmd_standby")]
     Standby(StandbyArgs),
+    /// restore_command: copy archived WAL %f into %p (replaces pg_standby).
+    Restore(RestoreArgs),
+    /// archive_cleanup_command: remove archived WAL older than %r.
+    Cleanup(CleanupArgs),
     /// Quick start: a throw-away cluster archiving through pitrkit into a local directory.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Standby configuration file (archivedir, restore_delay).
+    #[arg(short = 'C', long = "config", default_value = "cmd_standby.ini")]
+    pub config: PathBuf,
+    /// PostgreSQL's %f: the file name wanted.
+    pub wal: String,
+    /// PostgreSQL's %p: where to put it (relative to the data directory).
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Standby configuration file (archivedir, cleanup_pause_file).
+    #[arg(short = 'C', long = "config", default_value = "cmd_standby.ini")]
+    pub config: PathBuf,
+    /// PostgreSQL's %r: the oldest file still needed.
+    pub oldest_kept: String,
+    /// Only print what would be removed.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,9 @@
 //! an exit code.
 
 pub mod archiver;
+pub mod cleanup;
 pub mod demo;
+pub mod restore;
 pub mod standby;
 
 /// Exit codes shared by the commands (pitrtools: 0 ok, 1 action failed, 2 error).

@@ -1,0 +1,268 @@
+//! The standby's typed configuration (`cmd_standby.ini`); also read by
+//! `pitrkit restore` and `pitrkit cleanup`, which PostgreSQL runs on the standby.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ini::{ConfigError, IniFile};
+use super::options::{Options, STANDBY_OPTIONS};
+use super::validate;
+use crate::notify::Notifier;
+use crate::transport::ssh::SshSettings;
+
+#[derive(Debug, Clone)]
+pub struct StandbyConfig {
+    pub source: PathBuf,
+    /// Major version from `pgversion` (e.g. 15), if set.
+    pub pgversion: Option<u32>,
+    pub streaming: bool,
+    pub trigger_file: Option<PathBuf>,
+    pub repl_db_user: String,
+    pub repl_db_password: Option<String>,
+    pub sslmode: String,
+    pub master_host: Option<String>,
+    pub master_port: u16,
+    pub master_db: String,
+    pub master_user: String,
+    pub master_password: Option<String>,
+    pub master_pgdata: Option<PathBuf>,
+    pub tablespace_map: Vec<(PathBuf, PathBuf)>,
+    pub primary_slot_name: Option<String>,
+    pub rsync_threads: usize,
+    pub rsync_program: Option<PathBuf>,
+    pub rsync_flags: Vec<String>,
+    pub archivedir: Option<PathBuf>,
+    pub pgdata: Option<PathBuf>,
+    pub pg_conf: Option<PathBuf>,
+    pub pg_hba_conf: Option<PathBuf>,
+    pub pg_conf_failover: Option<PathBuf>,
+    pub pg_hba_conf_failover: Option<PathBuf>,
+    pub no_copy_conf: bool,
+    pub recovery_conf: Option<PathBuf>,
+    pub logfile: Option<String>,
+    pub action_failover: Option<String>,
+    pub pg_ctl: Option<PathBuf>,
+    pub start_command: Option<String>,
+    pub stop_command: Option<String>,
+    pub restore_delay: Duration,
+    pub cleanup_pause_file: Option<PathBuf>,
+    pub wait_timeout: Duration,
+    pub includepath: Vec<PathBuf>,
+    pub ssh: SshSettings,
+    pub notify: Notifier,
+    pub debug: bool,
+}
+
+impl StandbyConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_ini(&IniFile::load(path)?)
+    }
+
+    pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
+        let o = Options::new(file, STANDBY_OPTIONS)?;
+        let pgversion = match o.text("pgversion") {
+            None => None,
+            // "9.6" and "15" both name a major version; 10+ has one number.
+            Some(v) => Some(parse_major(&v).ok_or_else(|| {
+                file.error(
+                    "pgversion",
+                    format!("pgversion must be a PostgreSQL major version like 15, got '{v}'"),
+                )
+            })?),
+        };
+        let master_host = o.text("master_public_ip");
+        if let Some(h) = &master_host {
+            validate::check_host(h)
+                .map_err(|why| file.error("master_public_ip", format!("master_public_ip: '{h}' {why}")))?;
+        }
+        let port = o.count("port")?.unwrap_or(5432);
+        if !(1..=65535).contains(&port) {
+            return Err(file.error("port", format!("port must be 1..65535, got {port}")));
+        }
+        let slot = o.text("primary_slot_name");
+        if let Some(s) = &slot {
+            if !s
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                || s.len() > 63
+            {
+                return Err(file
+                    .error(
+                        "primary_slot_name",
+                        format!("primary_slot_name '{s}' is not a valid slot name"),
+                    )
+                    .hint("slot names use lower-case letters, digits and '_' (at most 63)"));
+            }
+        }
+        Ok(StandbyConfig {
+            source: file.path.clone(),
+            pgversion,
+            streaming: o.bool("use_streaming_replication")?,
+            trigger_file: o.path("trigger_file")?,
+            repl_db_user: o.user("repl_db_user")?.unwrap_or_else(|| "replication".into()),
+            repl_db_password: o.text("repl_db_password"),
+            sslmode: o.choice("sslmode")?,
+            master_host,
+            master_port: port as u16,
+            master_db: o.text("master_db").unwrap_or_else(|| "postgres".into()),
+            master_user: o.user("master_user")?.unwrap_or_else(|| "postgres".into()),
+            master_password: o.text("master_password"),
+            master_pgdata: o.path("master_pgdata")?,
+            tablespace_map: tablespace_map(&o)?,
+            primary_slot_name: slot,
+            rsync_threads: o.count("rsync_threads")?.unwrap_or(1).clamp(1, 64) as usize,
+            rsync_program: o.path("rsync")?,
+            rsync_flags: o.flags("rsync_flags")?,
+            archivedir: o.path("archivedir")?,
+            pgdata: o.path("pgdata")?,
+            pg_conf: o.path("pg_conf")?,
+            pg_hba_conf: o.path("pg_hba_conf")?,
+            pg_conf_failover: o.path("pg_conf_failover")?,
+            pg_hba_conf_failover: o.path("pg_hba_conf_failover")?,
+            no_copy_conf: o.bool("no_copy_conf")?,
+            recovery_conf: o.path("recovery_conf")?,
+            logfile: o.text("logfile"),
+            action_failover: o.command("action_failover"),
+            pg_ctl: o.path("pg_ctl")?,
+            start_command: o.text("start_command"),
+            stop_command: o.text("stop_command"),
+            restore_delay: o.seconds("restore_delay")?,
+            cleanup_pause_file: o.path("cleanup_pause_file")?,
+            wait_timeout: o.seconds("wait_timeout")?,
+            includepath: o.paths("includepath")?,
+            ssh: SshSettings::from_options(&o)?,
+            notify: Notifier {
+                ok: o.command("notify_ok"),
+                warning: o.command("notify_warning"),
+                critical: o.command("notify_critical"),
+                timeout: o.seconds("notify_timeout")?,
+            },
+            debug: o.bool("debug")?,
+        })
+    }
+
+    /// A required path, with the error a DBA needs when it is missing.
+    pub fn require(&self, value: &Option<PathBuf>, key: &str, why: &str) -> Result<PathBuf, ConfigError> {
+        value.clone().ok_or_else(|| {
+            ConfigError::new(&self.source, format!("'{key}' is not set"))
+                .key(key)
+                .hint(format!("add '{key}: /absolute/path' ({why})"))
+        })
+    }
+}
+
+fn parse_major(v: &str) -> Option<u32> {
+    let mut parts = v.split('.');
+    let first: u32 = parts.next()?.parse().ok()?;
+    if first >= 10 {
+        return parts.next().is_none().then_some(first);
+    }
+    // 9.x and older: the major version is two numbers; keep 90600-style.
+    let second: u32 = parts.next()?.parse().ok()?;
+    Some(first * 10 + second)
+}
+
+fn tablespace_map(o: &Options) -> Result<Vec<(PathBuf, PathBuf)>, ConfigError> {
+    let Some(v) = o.text("tablespace_map") else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let bad = |why: String| {
+                o.file()
+                    .error("tablespace_map", format!("tablespace_map: '{pair}' {why}"))
+                    .hint("write old=new pairs of absolute paths, comma-separated")
+            };
+            let (old, new) = pair.split_once('=').ok_or_else(|| bad("is not old=new".into()))?;
+            for p in [old.trim(), new.trim()] {
+                validate::check_path(p).map_err(|why| bad(format!("('{p}' {why})")))?;
+            }
+            Ok((PathBuf::from(old.trim()), PathBuf::from(new.trim())))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<StandbyConfig, ConfigError> {
+        StandbyConfig::from_ini(&IniFile::parse(Path::new("cmd_standby.ini"), text).unwrap())
+    }
+
+    /// pitrtools' sample cmd_standby.ini (8.4 era), unchanged.
+    const PITRTOOLS: &str = "\
+pgversion: 8.4
+numarchives: 10
+use_streaming_replication: no
+trigger_file: /var/lib/postgresql/pitrtools/cmd_end_recovery
+repl_db_user: replication
+repl_db_password: replication
+sslmode: prefer
+ssh: /usr/bin/ssh
+rsync: /usr/bin/rsync
+rsync_flags: -z
+pg_standby: /usr/lib/postgresql/8.4/bin/pg_standby
+pg_ctl: /usr/lib/postgresql/8.4/bin/pg_ctl
+pg_archivecleanup: /usr/lib/postgresql/9.0/bin/pg_archivecleanup
+r_psql: /usr/lib/postgresql/8.4/bin/psql
+port: 5432
+master_public_ip: bitarena
+user: postgres
+debug: on
+ssh_debug: off
+ssh_timeout: 30
+archivedir: /var/lib/postgresql/archive
+pgdata: /var/lib/postgresql/8.4/main
+pg_conf_failover: /var/lib/postgresql/pitrtools/etc/pg_conf_failover/postgresql.conf
+pg_hba_conf_failover: /var/lib/postgresql/pitrtools/etc/pg_conf_failover/pg_hba.conf
+pg_conf: /var/lib/postgresql/pitrtools/etc/pg_conf/postgresql.conf
+pg_hba_conf: /var/lib/postgresql/pitrtools/etc/pg_conf/pg_hba.conf
+recovery_conf: /var/lib/postgresql/8.4/main/recovery.conf
+logfile: /var/log/postgresql/postgresql-8.4-main.log
+notify_critical: echo CRITICAL
+notify_warning: echo WARNING
+notify_ok: echo OK
+action_failover: /var/lib/postgresql/pitrtools/scripts/
+";
+
+    #[test]
+    fn reads_the_pitrtools_sample_unchanged() {
+        let c = load(PITRTOOLS).unwrap();
+        assert_eq!(c.pgversion, Some(84));
+        assert_eq!(c.master_host.as_deref(), Some("bitarena"));
+        assert_eq!(c.archivedir.as_deref(), Some(Path::new("/var/lib/postgresql/archive")));
+        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(30));
+        assert!(!c.streaming);
+        assert_eq!(
+            c.action_failover.as_deref(),
+            Some("/var/lib/postgresql/pitrtools/scripts/")
+        );
+    }
+
+    #[test]
+    fn versions_and_maps() {
+        assert_eq!(load("pgversion: 15\n").unwrap().pgversion, Some(15));
+        assert_eq!(load("pgversion: 9.6\n").unwrap().pgversion, Some(96));
+        assert!(load("pgversion: fifteen\n")
+            .unwrap_err()
+            .to_string()
+            .contains("major version"));
+        let c = load("tablespace_map: /a=/b, /c = /d\n").unwrap();
+        assert_eq!(
+            c.tablespace_map,
+            vec![
+                (PathBuf::from("/a"), PathBuf::from("/b")),
+                (PathBuf::from("/c"), PathBuf::from("/d"))
+            ]
+        );
+        assert!(load("tablespace_map: /a\n")
+            .unwrap_err()
+            .to_string()
+            .contains("old=new"));
+        assert!(load("master_public_ip: -oProxyCommand=x\n").is_err());
+        assert!(load("primary_slot_name: Bad-Slot\n").is_err());
+    }
+}
