@@ -39,7 +39,10 @@ pub struct StandbyConfig {
     pub pg_hba_conf_failover: Option<PathBuf>,
     pub no_copy_conf: bool,
     pub recovery_conf: Option<PathBuf>,
-    pub logfile: Option<String>,
+    /// Server log for `pg_ctl -l` (pitrtools' meaning of `logfile`).
+    pub server_log: Option<PathBuf>,
+    /// pitrkit's own log file pattern.
+    pub pitrkit_logfile: Option<String>,
     pub action_failover: Option<String>,
     pub pg_ctl: Option<PathBuf>,
     pub start_command: Option<String>,
@@ -121,7 +124,8 @@ impl StandbyConfig {
             pg_hba_conf_failover: o.path("pg_hba_conf_failover")?,
             no_copy_conf: o.bool("no_copy_conf")?,
             recovery_conf: o.path("recovery_conf")?,
-            logfile: o.text("logfile"),
+            server_log: o.path("logfile")?,
+            pitrkit_logfile: o.text("pitrkit_logfile"),
             action_failover: o.command("action_failover"),
             pg_ctl: o.path("pg_ctl")?,
             start_command: o.text("start_command"),
