@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod logging;
 pub mod notify;
 pub mod pg;
+pub mod standby;
 pub mod tools;
 pub mod transport;
 pub mod wal;

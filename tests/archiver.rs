@@ -2,6 +2,7 @@
 //! a real sshd on a loopback port and real rsync.
 mod common;
 
+use common::fixtures;
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,45 +30,10 @@ impl Setup {
     /// `extra` is appended to a config that uses only pitrtools 1.3 keys.
     fn new(name: &str, extra: &str) -> Setup {
         let env = TestEnv::new(name, Path::new(env!("CARGO_BIN_EXE_pitrkit")));
-        std::os::unix::fs::symlink("pitrkit", env.path("bin/cmd_archiver")).unwrap();
         let sshd = Sshd::start(&env);
         let remote = env.mkdir("slave_archive");
-        let hooks = env.write("hooks.log", "");
-        let hook = env.write("hook.sh", &format!("#!/bin/sh\necho \"$*\" >> {}\n", hooks.display()));
-        fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let rsync = require_program("rsync");
-        let text = format!(
-            "[DEFAULT]
-; online or offline
-state: online
-pgdata: {pgdata}
-r_archivedir: {remote}
-l_archivedir: {queue_root}
-; the old explicit-path keys, with extra ssh options as pitrtools allowed
-ssh: {ssh}
-rsync_bin: {rsync}
-rsync_flags: -z
-rsync_version = 3
-slaves: {SLAVE}
-user: {user}
-ssh_timeout: 10
-queue_wait: 0
-notify_ok: {hook} ok
-notify_warning:  {hook} warning
-notify_critical: {hook} critical
-debug: on
-ssh_debug: off
-{extra}
-",
-            pgdata = env.path("master").display(),
-            remote = remote.display(),
-            queue_root = env.path("queue").display(),
-            ssh = sshd.ssh_command_line(),
-            rsync = rsync.display(),
-            user = sshd.user,
-            hook = hook.display(),
-        );
-        let ini = env.write("cmd_archiver.ini", &text);
+        let (hook, hooks) = fixtures::recording_hook(&env, "hooks");
+        let ini = fixtures::archiver_ini(&env, &sshd, &remote, &hook, extra);
         let queue = env.path("queue").join(SLAVE);
         let local = env.path("local_archive");
         Setup {
@@ -82,7 +48,7 @@ ssh_debug: off
     }
 
     fn archiver(&self, args: &[&str]) -> std::process::Output {
-        let mut c = self.env.command(&self.env.path("bin/cmd_archiver"));
+        let mut c = self.env.command(&fixtures::cmd_link(&self.env, "cmd_archiver"));
         c.arg("-C").arg(&self.ini).args(args);
         run_output(&mut c)
     }
@@ -94,28 +60,12 @@ ssh_debug: off
     }
 
     fn master(&self, extra_conf: &str) -> PgCluster {
-        let pg = PgCluster::init(
-            &self.env,
-            "master",
-            &format!(
-                "archive_mode = on\narchive_command = '{} -C {} -F %p'\n\
-                 wal_keep_size = '1GB'\narchive_timeout = 0\n{extra_conf}",
-                self.env.path("bin/cmd_archiver").display(),
-                self.ini.display()
-            ),
-        );
-        pg.start();
-        pg
+        fixtures::archiving_master(&self.env, &self.ini, extra_conf)
     }
 
     fn hook_lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.hooks)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        fixtures::lines(&self.hooks)
     }
-
     fn queued(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(&self.queue)
             .unwrap()

@@ -121,7 +121,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     )?;
     let log = root.join("postgres.log");
     cluster
-        .start(&log, Duration::from_secs(60))
+        .start(Some(&log), None, Duration::from_secs(60))
         .context("starting the demo cluster")?;
     let _running = Running(cluster);
     println!("archive_command = '{archive_command}'");

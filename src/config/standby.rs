@@ -66,7 +66,7 @@ impl StandbyConfig {
         let pgversion = match o.text("pgversion") {
             None => None,
             // "9.6" and "15" both name a major version; 10+ has one number.
-            Some(v) => Some(parse_major(&v).ok_or_else(|| {
+            Some(v) => Some(crate::pg::parse_major(&v).ok_or_else(|| {
                 file.error(
                     "pgversion",
                     format!("pgversion must be a PostgreSQL major version like 15, got '{v}'"),
@@ -153,17 +153,6 @@ impl StandbyConfig {
                 .hint(format!("add '{key}: /absolute/path' ({why})"))
         })
     }
-}
-
-fn parse_major(v: &str) -> Option<u32> {
-    let mut parts = v.split('.');
-    let first: u32 = parts.next()?.parse().ok()?;
-    if first >= 10 {
-        return parts.next().is_none().then_some(first);
-    }
-    // 9.x and older: the major version is two numbers; keep 90600-style.
-    let second: u32 = parts.next()?.parse().ok()?;
-    Some(first * 10 + second)
 }
 
 fn tablespace_map(o: &Options) -> Result<Vec<(PathBuf, PathBuf)>, ConfigError> {

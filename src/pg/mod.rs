@@ -1,5 +1,9 @@
 //! Talking to PostgreSQL: local clusters through pg_ctl, remote ones over a
-//! real connection (the `postgres` crate).
+//! real connection (the `postgres` crate). Version differences live in
+//! `version.rs`.
+
+pub mod master;
+pub mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -66,24 +70,86 @@ impl LocalCluster {
         check(format!("initdb -D {}", self.datadir.display()), out).map(|_| ())
     }
 
-    pub fn start(&self, logfile: &Path, timeout: Duration) -> Result<(), PgError> {
+    /// `pg_ctl start -w`; `options` go to the server through `pg_ctl -o`.
+    pub fn start(&self, logfile: Option<&Path>, options: Option<&str>, timeout: Duration) -> Result<(), PgError> {
+        let mut c = self.cmd("pg_ctl");
+        c.arg("-D").arg(&self.datadir);
+        if let Some(l) = logfile {
+            c.arg("-l").arg(l);
+        }
+        if let Some(o) = options {
+            c.arg("-o").arg(o);
+        }
+        c.args(["-w", "-t", &timeout.as_secs().to_string(), "start"]);
+        let log_hint = logfile
+            .map(|l| format!(" (server log: {})", l.display()))
+            .unwrap_or_default();
+        check(
+            format!("pg_ctl start -D {}{log_hint}", self.datadir.display()),
+            c.output(),
+        )
+        .map(|_| ())
+    }
+
+    /// `pg_ctl promote -w`: ends recovery and waits until the server accepts writes.
+    pub fn promote(&self, timeout: Duration) -> Result<(), PgError> {
         let out = self
             .cmd("pg_ctl")
             .arg("-D")
             .arg(&self.datadir)
-            .arg("-l")
-            .arg(logfile)
-            .args(["-w", "-t", &timeout.as_secs().to_string(), "start"])
+            .args(["-w", "-t", &timeout.as_secs().to_string(), "promote"])
             .output();
-        check(
-            format!(
-                "pg_ctl start -D {} (server log: {})",
-                self.datadir.display(),
-                logfile.display()
+        check(format!("pg_ctl promote -D {}", self.datadir.display()), out).map(|_| ())
+    }
+
+    /// Major version of these binaries (`pg_ctl --version`), e.g. 15.
+    pub fn binary_major(&self) -> Result<u32, PgError> {
+        let out = check("pg_ctl --version".into(), self.cmd("pg_ctl").arg("--version").output())?;
+        // "pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        out.split_whitespace()
+            .nth(2)
+            .and_then(parse_major)
+            .ok_or_else(|| PgError::Command {
+                what: "pg_ctl --version".into(),
+                detail: format!("unexpected output '{}'", out.trim()),
+            })
+    }
+
+    /// Major version of the data directory (`PG_VERSION`), if there is one.
+    pub fn data_major(&self) -> Option<u32> {
+        std::fs::read_to_string(self.datadir.join("PG_VERSION"))
+            .ok()
+            .and_then(|v| parse_major(v.trim()))
+    }
+
+    /// Connects to the running server through the socket named in postmaster.pid.
+    pub fn connect_local(&self, user: &str, db: &str, password: Option<&str>) -> Result<postgres::Client, PgError> {
+        let pid = std::fs::read_to_string(self.datadir.join("postmaster.pid")).unwrap_or_default();
+        let lines: Vec<&str> = pid.lines().collect();
+        let port: u16 = lines.get(3).and_then(|p| p.trim().parse().ok()).unwrap_or(5432);
+        let host = lines
+            .get(4)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        let mut c = postgres::Config::new();
+        c.host(&host)
+            .port(port)
+            .user(user)
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(p) = password {
+            c.password(p);
+        }
+        c.connect(postgres::NoTls).map_err(|source| PgError::Connect {
+            target: format!("local server {}:{port} as {user}", host),
+            hint: format!(
+                "check pg_hba.conf in {} for local connections by {user}",
+                self.datadir.display()
             ),
-            out,
-        )
-        .map(|_| ())
+            source,
+        })
     }
 
     pub fn stop(&self, mode: &str) -> Result<(), PgError> {
@@ -96,6 +162,7 @@ impl LocalCluster {
         check(format!("pg_ctl stop -D {}", self.datadir.display()), out).map(|_| ())
     }
 
+    /// True while a postmaster serves this data directory.
     pub fn is_running(&self) -> bool {
         self.cmd("pg_ctl")
             .arg("-D")
@@ -105,6 +172,17 @@ impl LocalCluster {
             .map(|o| o.status.success())
             .unwrap_or(false)
     }
+}
+
+/// "15" → 15, "15.18" → 15, "9.6.24" → 96 (the config's spelling of 9.6).
+pub fn parse_major(v: &str) -> Option<u32> {
+    let mut parts = v.split('.');
+    let first: u32 = parts.next()?.trim().parse().ok()?;
+    if first >= 10 {
+        return Some(first);
+    }
+    let second: u32 = parts.next()?.trim().parse().ok()?;
+    Some(first * 10 + second)
 }
 
 /// Connects with a libpq-style connection string.

@@ -314,3 +314,142 @@ fn with_hint(e: TransportError, new_hint: String) -> TransportError {
         other => other,
     }
 }
+
+/// One directory tree to copy from a remote host (base backups).
+pub struct Pull<'a> {
+    pub host: &'a str,
+    pub src: &'a Path,
+    pub dest: &'a Path,
+    /// rsync filter options (`--exclude=...`, `--filter=P ...`), in order.
+    pub filters: Vec<String>,
+    /// Delete local files that are gone (or excluded) on the remote side.
+    pub delete: bool,
+}
+
+/// Outcome of a pull: rsync exit 24 (files vanished while copying) is
+/// expected during a hot copy, since WAL replay repairs it.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    pub vanished: bool,
+}
+
+/// Copies `job.src/` from `job.host` into `job.dest/`. `progress` receives
+/// the cumulative bytes transferred (from rsync's --info=progress2).
+pub fn pull_tree(
+    ssh: &SshSettings,
+    settings: &RsyncSettings,
+    job: &Pull,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<Pulled, TransportError> {
+    use std::io::Read;
+    let program = tools::find_program("rsync", settings.program.as_deref(), &settings.includepath)?;
+    let mut c = Command::new(program);
+    c.arg("-e").arg(ssh.rsync_rsh()?).arg("--archive");
+    if job.delete {
+        c.args(["--delete", "--delete-excluded"]);
+    }
+    if !settings.timeout.is_zero() {
+        c.arg(format!("--timeout={}", settings.timeout.as_secs()));
+    }
+    if progress.is_some() {
+        c.args(["--info=progress2", "--no-inc-recursive"]);
+    }
+    c.args(&job.filters)
+        .args(&settings.flags)
+        .arg("--")
+        .arg(format!("{}:{}/", rsync_host(job.host), job.src.display()))
+        .arg(format!("{}/", job.dest.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    log::debug!("running {c:?}");
+    let target = format!("{}:{}", job.host, job.src.display());
+    let mut child = c.spawn().map_err(|e| TransportError::Failed {
+        what: "copying",
+        target: target.clone(),
+        detail: format!("cannot start rsync: {e}"),
+        hint: "check the rsync installation".into(),
+    })?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // progress2 lines end in '\r'; the first field is the cumulative byte count.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut buf = [0u8; 4096];
+    let mut line = Vec::new();
+    while let Ok(n) = stdout.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let (Some(cb), Some(bytes)) = (progress, parse_progress(&line)) {
+                    cb(bytes);
+                }
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| TransportError::Failed {
+        what: "copying",
+        target: target.clone(),
+        detail: format!("waiting for rsync: {e}"),
+        hint: String::new(),
+    })?;
+    let stderr = err_reader.join().unwrap_or_default();
+    match status.code() {
+        Some(0) => Ok(Pulled::default()),
+        Some(24) => Ok(Pulled { vanished: true }),
+        code => {
+            let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+            let remote = Remote {
+                host: job.host,
+                dir: job.src,
+                ssh,
+                rsync: settings,
+            };
+            Err(TransportError::Failed {
+                what: "copying",
+                target,
+                detail: match code {
+                    Some(c) => format!("rsync exit {c} ({}): {tail}", rsync_exit_meaning(c)),
+                    None => format!("rsync killed by a signal: {tail}"),
+                },
+                hint: remote.hint_for(code),
+            })
+        }
+    }
+}
+
+fn parse_progress(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let first = text.split_whitespace().next()?;
+    first.replace(',', "").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(
+            parse_progress(b"  1,234,567  45%   12.34MB/s    0:00:10 (xfr#3, to-chk=0/9)"),
+            Some(1234567)
+        );
+        assert_eq!(parse_progress(b"receiving file list ..."), None);
+        assert_eq!(parse_progress(b""), None);
+    }
+
+    #[test]
+    fn exit_codes_have_words() {
+        assert!(rsync_exit_meaning(255).contains("ssh"));
+        assert!(rsync_exit_meaning(24).contains("vanished"));
+    }
+}

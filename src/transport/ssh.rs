@@ -129,6 +129,14 @@ impl SshSettings {
         Ok(c)
     }
 
+    /// `ssh [options] host -- script`: a small remote shell script whose
+    /// every interpolated value the caller has validated and quoted.
+    pub fn script(&self, host: &str, script: &str) -> Result<Command, tools::NotFound> {
+        let mut c = Command::new(self.program()?);
+        c.args(self.options()).arg(host).arg("--").arg(script);
+        Ok(c)
+    }
+
     /// The value for `rsync -e`: rsync splits it on white space itself (no
     /// shell); every word was validated to contain none.
     pub fn rsync_rsh(&self) -> Result<String, tools::NotFound> {

@@ -12,6 +12,8 @@
 //! PITRKIT_PG_BINDIR=/path/to/bin to pick a specific PostgreSQL version.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

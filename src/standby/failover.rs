@@ -1,0 +1,240 @@
+//! `-F999` (failover) and `-F999 -R <timestamp>` (point-in-time recovery).
+//!
+//! A failover promotes this standby; doing it while the master still runs
+//! makes two masters, so it is refused unless the master is confirmed gone
+//! (its port does not answer and, where ssh works, no postmaster runs in its
+//! data directory), or `--force` says otherwise, loudly.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+
+use super::recovery::{self, Mode};
+use super::start::{copy_config, refuse_incomplete, standby_settings};
+use super::Standby;
+use crate::notify::{self, HookOutcome, Level};
+use crate::transport::ssh::shell_quote;
+
+/// Validates a recovery target time and returns it with an explicit UTC
+/// offset, so PostgreSQL's TimeZone setting cannot shift it.
+pub fn parse_target_time(s: &str, now: DateTime<Local>) -> Result<String> {
+    let t = s.trim();
+    let with_zone = [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f %#z",
+    ];
+    let naive = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"];
+    let normalized = t.replace(" UTC", "+00:00").replace('Z', "+00:00");
+    let parsed: Option<DateTime<chrono::FixedOffset>> = with_zone
+        .iter()
+        .find_map(|f| DateTime::parse_from_str(&normalized, f).ok())
+        .or_else(|| {
+            naive
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                .and_then(|n| Local.from_local_datetime(&n).single().map(|d| d.fixed_offset()))
+        });
+    let Some(dt) = parsed else {
+        bail!("'{s}' is not a timestamp pitrkit understands; use e.g. '2026-11-21 10:00:00' (local time) or '2026-11-21 10:00:00+00'");
+    };
+    if dt > now {
+        bail!(
+            "recovery target '{s}' is in the future ({}); recovery would end before reaching it",
+            dt.format("%Y-%m-%d %H:%M:%S%:z")
+        );
+    }
+    Ok(dt.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string())
+}
+
+/// Why we believe the master is alive, if we do.
+fn master_alive(sb: &Standby) -> Option<String> {
+    let cfg = sb.cfg;
+    let host = cfg.master_host.as_deref()?;
+    let timeout = cfg
+        .ssh
+        .connect_timeout
+        .min(Duration::from_secs(5))
+        .max(Duration::from_secs(1));
+    if let Ok(addrs) = (host, cfg.master_port).to_socket_addrs() {
+        for a in addrs {
+            if TcpStream::connect_timeout(&a, timeout).is_ok() {
+                return Some(format!("{host}:{} accepts connections", cfg.master_port));
+            }
+        }
+    }
+    let pgdata = cfg.master_pgdata.as_ref()?;
+    let pidfile = shell_quote(&pgdata.join("postmaster.pid").display().to_string());
+    let script = format!("test -f {pidfile} && kill -0 \"$(head -n 1 {pidfile})\" 2>/dev/null");
+    let out = cfg
+        .ssh
+        .script(host, &script)
+        .ok()?
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    match out.status.code() {
+        Some(0) => Some(format!(
+            "a postmaster is running in {}:{} (postmaster.pid)",
+            host,
+            pgdata.display()
+        )),
+        // 255: ssh itself failed; the host is down or unreachable, which is what a failover expects.
+        _ => None,
+    }
+}
+
+pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
+    let cfg = sb.cfg;
+    let target = target_time.map(|t| parse_target_time(t, Local::now())).transpose()?;
+    if let Some(why) = master_alive(sb) {
+        if !force {
+            bail!(
+                "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
+                 Stop the master first, or, if you are certain it is fenced, add --force"
+            );
+        }
+        cfg.notify.send(
+            Level::Critical,
+            &format!(
+                "FORCED failover of {} although the master seems alive ({why})",
+                sb.pgdata.display()
+            ),
+        );
+    }
+
+    match &target {
+        None => promote(sb)?,
+        Some(t) => recover_to(sb, t)?,
+    }
+    recovery::clear(&sb.pgdata).context("removing recovery settings after promotion")?;
+
+    if let Some(action) = &cfg.action_failover {
+        let outcome = notify::run_hook(
+            action,
+            &[],
+            &[
+                ("PITRKIT_EVENT", "failover"),
+                ("PGDATA", &sb.pgdata.display().to_string()),
+            ],
+            cfg.wait_timeout,
+        );
+        if outcome != HookOutcome::Exited(0) {
+            let msg = format!(
+                "failover of {} done, but action_failover '{action}' failed ({outcome:?}); finish its work by hand",
+                sb.pgdata.display()
+            );
+            cfg.notify.send(Level::Critical, &msg);
+            bail!(msg);
+        }
+    }
+    let msg = match &target {
+        None => format!("failover complete: {} is now a read-write master", sb.pgdata.display()),
+        Some(t) => format!(
+            "point-in-time recovery to {t} complete: {} is now a read-write master",
+            sb.pgdata.display()
+        ),
+    };
+    println!("{msg}");
+    cfg.notify.send(Level::Ok, &msg);
+    Ok(())
+}
+
+/// Promotes a running standby, or recovers a stopped one to the end of the
+/// archive and then promotes; then installs the failover configuration.
+fn promote(sb: &Standby) -> Result<()> {
+    let failover_conf = sb.cfg.pg_conf_failover.is_some() || sb.cfg.pg_hba_conf_failover.is_some();
+    if sb.cluster.is_running() {
+        // Promotion first replays whatever WAL the archive already holds.
+        sb.cluster.promote(sb.cfg.wait_timeout)?;
+        sb.wait_for_recovery_state(false)?;
+        if failover_conf {
+            let files = copy_config(sb, true)?;
+            sb.stop_server()?;
+            sb.start_server(files)?;
+        }
+    } else {
+        refuse_incomplete(sb)?;
+        // recovery.signal without a target: replay the whole archive, then promote.
+        let mut s = standby_settings(sb)?;
+        s.primary_conninfo = None;
+        s.target_action = Some("promote".into());
+        recovery::write(
+            &sb.pgdata,
+            sb.version,
+            Mode::Targeted,
+            &s,
+            sb.cfg.recovery_conf.as_deref(),
+        )?;
+        let files = copy_config(sb, failover_conf)?;
+        sb.start_server(files)?;
+    }
+    sb.wait_for_recovery_state(false)
+}
+
+/// PITR: a stopped copy (fresh base backup) recovers to `t` and promotes.
+fn recover_to(sb: &Standby, t: &str) -> Result<()> {
+    if sb.cluster.is_running() {
+        bail!(
+            "PostgreSQL is running on {}; point-in-time recovery needs a stopped copy taken before the target: \
+             stop it (-A stop), take a fresh base backup (-B), then run -F999 -R again",
+            sb.pgdata.display()
+        );
+    }
+    refuse_incomplete(sb)?;
+    let mut s = standby_settings(sb)?;
+    s.primary_conninfo = None;
+    s.primary_slot_name = None;
+    s.target_time = Some(t.to_string());
+    s.target_action = Some("promote".into());
+    recovery::write(
+        &sb.pgdata,
+        sb.version,
+        Mode::Targeted,
+        &s,
+        sb.cfg.recovery_conf.as_deref(),
+    )?;
+    let files = copy_config(
+        sb,
+        sb.cfg.pg_conf_failover.is_some() || sb.cfg.pg_hba_conf_failover.is_some(),
+    )?;
+    sb.start_server(files)?;
+    sb.wait_for_recovery_state(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Local> {
+        Local.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn target_times() {
+        assert_eq!(
+            parse_target_time("2026-11-21 10:00:00+00", now()).unwrap(),
+            "2026-11-21 10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_target_time("2026-11-21T10:00:00.5Z", now()).unwrap(),
+            "2026-11-21 10:00:00.500+00:00"
+        );
+        assert_eq!(
+            parse_target_time("2026-11-21 10:00:00 UTC", now()).unwrap(),
+            "2026-11-21 10:00:00+00:00"
+        );
+        assert!(parse_target_time("2026-11-21 10:00:00", now()).is_ok());
+        assert!(parse_target_time("yesterday", now())
+            .unwrap_err()
+            .to_string()
+            .contains("not a timestamp"));
+        assert!(parse_target_time("2026-13-01 00:00:00", now()).is_err());
+        assert!(parse_target_time("2027-01-01 00:00:00+00", now())
+            .unwrap_err()
+            .to_string()
+            .contains("future"));
+    }
+}

@@ -1,0 +1,51 @@
+//! `-I`: create pgdata, archivedir and every tablespace directory the master
+//! reports (0700), refusing while the local PostgreSQL runs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::Standby;
+use crate::fsutil;
+use crate::pg::master::{Master, MasterTarget, Tablespace};
+
+/// Where a master tablespace lives on this standby (`tablespace_map`).
+pub fn local_location(sb: &Standby, ts: &Tablespace) -> PathBuf {
+    sb.cfg
+        .tablespace_map
+        .iter()
+        .find(|(old, _)| old == &ts.location)
+        .map(|(_, new)| new.clone())
+        .unwrap_or_else(|| ts.location.clone())
+}
+
+pub fn run(sb: &Standby) -> Result<()> {
+    sb.require_stopped("-I")?;
+    let target = MasterTarget::from_standby(sb.cfg)?;
+    let mut master = Master::open(&target, "pitrkit init")?;
+    let tablespaces = master.tablespaces()?;
+    let archivedir = sb
+        .cfg
+        .require(&sb.cfg.archivedir, "archivedir", "where WAL from the archiver arrives")?;
+    let mut dirs: Vec<(String, PathBuf)> =
+        vec![("pgdata".into(), sb.pgdata.clone()), ("archivedir".into(), archivedir)];
+    for ts in &tablespaces {
+        dirs.push((
+            format!("tablespace {} (master: {})", ts.name, ts.location.display()),
+            local_location(sb, ts),
+        ));
+    }
+    for (what, dir) in &dirs {
+        create(dir).with_context(|| format!("creating {what} {}", dir.display()))?;
+        println!("  ok  {what}: {}", dir.display());
+    }
+    println!("Standby is ready for a base backup (-B).");
+    Ok(())
+}
+
+fn create(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fsutil::ensure_dir(dir, 0o700)?;
+    // PostgreSQL refuses a data or tablespace directory others can read.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

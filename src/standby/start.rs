@@ -1,0 +1,151 @@
+//! `-S` (start as a standby), `-A start` and `-A stop`.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::recovery::{self, Mode, RecoverySettings};
+use super::{Standby, INCOMPLETE_MARKER, PASSFILE};
+use crate::pg::master::pgpass_line;
+
+/// Copies the configured postgresql.conf / pg_hba.conf (standby or failover
+/// set) into pgdata, unless `no_copy_conf`. Returns the files to point the
+/// server at with `-c config_file=` when `no_copy_conf` is on.
+pub fn copy_config<'c>(sb: &'c Standby, failover: bool) -> Result<Option<(&'c Path, Option<&'c Path>)>> {
+    let cfg = sb.cfg;
+    let (conf, hba) = if failover {
+        (cfg.pg_conf_failover.as_deref(), cfg.pg_hba_conf_failover.as_deref())
+    } else {
+        (cfg.pg_conf.as_deref(), cfg.pg_hba_conf.as_deref())
+    };
+    if cfg.no_copy_conf {
+        return Ok(conf.map(|c| (c, hba)));
+    }
+    for (src, name) in [(conf, "postgresql.conf"), (hba, "pg_hba.conf")] {
+        if let Some(src) = src {
+            let text =
+                fs::read_to_string(src).with_context(|| format!("reading {} (to install as {name})", src.display()))?;
+            recovery::write_atomic(&sb.pgdata.join(name), &text)?;
+            log::info!("installed {} as {name}", src.display());
+        }
+    }
+    Ok(None)
+}
+
+/// A libpq conninfo value, quoted.
+fn conninfo_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The settings a standby needs: restore from the archive through pitrkit,
+/// clean the archive, and optionally stream from the master.
+pub fn standby_settings(sb: &Standby) -> Result<RecoverySettings> {
+    let cfg = sb.cfg;
+    let mut s = RecoverySettings {
+        restore_command: sb.own_command("restore", "%f %p")?,
+        archive_cleanup_command: Some(sb.own_command("cleanup", "%r")?),
+        ..Default::default()
+    };
+    if cfg.streaming {
+        let host = cfg
+            .master_host
+            .clone()
+            .context("use_streaming_replication needs master_public_ip")?;
+        let app = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "pitrkit".into());
+        let mut ci = format!(
+            "host={} port={} user={} sslmode={} application_name={}",
+            conninfo_value(&host),
+            cfg.master_port,
+            conninfo_value(&cfg.repl_db_user),
+            cfg.sslmode,
+            conninfo_value(&app)
+        );
+        if let Some(pw) = &cfg.repl_db_password {
+            // Never put the password into postgresql.auto.conf (world-readable copies, backups).
+            let pass = sb.pgdata.join(PASSFILE);
+            recovery::write_atomic(&pass, &pgpass_line(&host, cfg.master_port, &cfg.repl_db_user, pw))?;
+            ci.push_str(&format!(" passfile={}", conninfo_value(&pass.display().to_string())));
+        }
+        s.primary_conninfo = Some(ci);
+        s.primary_slot_name = cfg.primary_slot_name.clone();
+    }
+    Ok(s)
+}
+
+pub fn refuse_incomplete(sb: &Standby) -> Result<()> {
+    if sb.pgdata.join(INCOMPLETE_MARKER).exists() {
+        bail!(
+            "{} holds an unfinished base backup ({INCOMPLETE_MARKER}); starting it would give a corrupt database. Run `cmd_standby -C {} -B` again first",
+            sb.pgdata.display(),
+            sb.cfg.source.display()
+        );
+    }
+    if !sb.pgdata.join("PG_VERSION").exists() {
+        bail!(
+            "{} is not a PostgreSQL data directory yet; take a base backup first (-B)",
+            sb.pgdata.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn start_standby(sb: &Standby) -> Result<()> {
+    refuse_incomplete(sb)?;
+    if sb.cluster.is_running() {
+        bail!(
+            "PostgreSQL is already running on {}; stop it first (-A stop) to restart it as a standby",
+            sb.pgdata.display()
+        );
+    }
+    let conf_files = copy_config(sb, false)?;
+    let settings = standby_settings(sb)?;
+    recovery::write(
+        &sb.pgdata,
+        sb.version,
+        Mode::Standby,
+        &settings,
+        sb.cfg.recovery_conf.as_deref(),
+    )
+    .with_context(|| format!("writing recovery settings into {}", sb.pgdata.display()))?;
+    sb.start_server(conf_files)?;
+    sb.wait_for_recovery_state(true)?;
+    println!(
+        "standby running on {} (PostgreSQL {}), in recovery: restoring WAL from {}{}",
+        sb.pgdata.display(),
+        sb.version,
+        sb.cfg
+            .archivedir
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "?".into()),
+        if sb.cfg.streaming {
+            " and streaming from the master"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `-A start`: start the server as it is configured now.
+pub fn action_start(sb: &Standby) -> Result<()> {
+    refuse_incomplete(sb)?;
+    let conf_files = if sb.cfg.no_copy_conf {
+        copy_config(sb, false)?
+    } else {
+        None
+    };
+    sb.start_server(conf_files)?;
+    println!("PostgreSQL started on {}", sb.pgdata.display());
+    Ok(())
+}
+
+/// `-A stop`.
+pub fn action_stop(sb: &Standby) -> Result<()> {
+    sb.stop_server()?;
+    println!("PostgreSQL stopped on {}", sb.pgdata.display());
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! pitrkit-specific fixtures shared by the integration tests: notify hooks
+//! that record their calls, and a master archiving through cmd_archiver.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{require_program, PgCluster, Sshd, TestEnv};
+
+/// A hook script that appends its arguments to a log file; returns (script, log).
+pub fn recording_hook(env: &TestEnv, name: &str) -> (PathBuf, PathBuf) {
+    let log = env.write(&format!("{name}.log"), "");
+    let script = env.write(
+        &format!("{name}.sh"),
+        &format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()),
+    );
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, log)
+}
+
+pub fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `cmd_archiver` link next to the binary under test.
+pub fn cmd_link(env: &TestEnv, name: &str) -> PathBuf {
+    let link = env.path(&format!("bin/{name}"));
+    if !link.exists() {
+        std::os::unix::fs::symlink("pitrkit", &link).unwrap();
+    }
+    link
+}
+
+/// An archiver config using only pitrtools 1.3 keys (plus `extra`), shipping
+/// to the private sshd's 127.0.0.1 into `remote`, hooks logging to `hooks`.
+pub fn archiver_ini(env: &TestEnv, sshd: &Sshd, remote: &Path, hook: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "[DEFAULT]
+; online or offline
+state: online
+pgdata: {pgdata}
+r_archivedir: {remote}
+l_archivedir: {queue_root}
+; the old explicit-path keys, with extra ssh options as pitrtools allowed
+ssh: {ssh}
+rsync_bin: {rsync}
+rsync_flags: -z
+rsync_version = 3
+slaves: 127.0.0.1
+user: {user}
+ssh_timeout: 10
+queue_wait: 0
+notify_ok: {hook} ok
+notify_warning:  {hook} warning
+notify_critical: {hook} critical
+debug: on
+ssh_debug: off
+{extra}
+",
+        pgdata = env.path("master").display(),
+        remote = remote.display(),
+        queue_root = env.path("queue").display(),
+        ssh = sshd.ssh_command_line(),
+        rsync = require_program("rsync").display(),
+        user = sshd.user,
+        hook = hook.display(),
+    );
+    env.write("cmd_archiver.ini", &text)
+}
+
+/// A started master (datadir `master`) whose archive_command is cmd_archiver.
+pub fn archiving_master(env: &TestEnv, ini: &Path, extra_conf: &str) -> PgCluster {
+    let pg = PgCluster::init(
+        env,
+        "master",
+        &format!(
+            "archive_mode = on\narchive_command = '{} -C {} -F %p'\n\
+             wal_keep_size = '1GB'\narchive_timeout = 0\n{extra_conf}",
+            cmd_link(env, "cmd_archiver").display(),
+            ini.display()
+        ),
+    );
+    pg.start();
+    pg
+}
