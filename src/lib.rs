@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod cli;
 pub mod commands;
+pub mod compress;
 pub mod config;
 pub mod fsutil;
 pub mod logging;
