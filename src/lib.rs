@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod logging;
 pub mod notify;
 pub mod pg;
+pub mod restore;
 pub mod tools;
 pub mod transport;
 pub mod wal;
