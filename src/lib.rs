@@ -8,6 +8,7 @@
 //! file per subcommand).
 
 pub mod archive;
+pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod compress;
