@@ -22,6 +22,10 @@
 //!   archive recovery would end at that segment and promote the server
 //!   without the rest of the WAL, silently losing data. Stopping loudly lets
 //!   the DBA fix the archive and restart.
+//!
+//! `restore_delay` is for standby mode (standby.signal), where "not yet"
+//! means "ask again later". In archive recovery (recovery.signal, PITR) a
+//! held-back segment reads as the end of the archive, so set it to 0 there.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter};
