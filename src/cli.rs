@@ -148,6 +148,17 @@ pub fn multi_call_args(args: Vec<OsString>) -> Vec<OsString> {
     }
 }
 
+/// Exit status for a command line that does not parse. restore_command's
+/// must be above 125: status 2 would tell PostgreSQL "file not in the
+/// archive", and a typo in restore_command would end archive recovery early.
+pub fn usage_error_code(args: &[OsString]) -> u8 {
+    if args.get(1).is_some_and(|a| a == "restore") {
+        crate::restore::EXIT_FATAL
+    } else {
+        crate::commands::EXIT_ERROR
+    }
+}
+
 /// The program name to show in log lines.
 pub fn program_name(args: &[OsString]) -> String {
     args.first()
@@ -203,5 +214,15 @@ mod tests {
         assert!(parse(&["pitrkit", "cmd_archiver", "-C", "a.ini"]).is_ok());
         assert!(parse(&["pitrkit", "archiver", "--flush", "-F", "x"]).is_err());
         assert!(parse(&["pitrkit", "demo", "--segments", "3"]).is_ok());
+    }
+
+    #[test]
+    fn restore_usage_errors_stop_recovery() {
+        let v = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        // Missing %p: must not read as "not in the archive".
+        assert!(parse(&["pitrkit", "restore", "-C", "s.ini", "000000010000000000000001"]).is_err());
+        assert_eq!(usage_error_code(&v(&["pitrkit", "restore", "-C", "s.ini"])), 200);
+        assert_eq!(usage_error_code(&v(&["pitrkit", "cleanup"])), 2);
+        assert_eq!(usage_error_code(&v(&["pitrkit"])), 2);
     }
 }

@@ -7,15 +7,13 @@ use pitrkit::commands;
 fn main() -> ExitCode {
     let raw: Vec<_> = std::env::args_os().collect();
     let program = cli::program_name(&raw);
-    let cli = match Cli::try_parse_from(cli::multi_call_args(raw)) {
+    let args = cli::multi_call_args(raw);
+    let usage_error = cli::usage_error_code(&args);
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                commands::EXIT_ERROR
-            } else {
-                commands::EXIT_OK
-            });
+            return ExitCode::from(if e.use_stderr() { usage_error } else { commands::EXIT_OK });
         }
     };
     let code = match cli.command {

@@ -35,7 +35,12 @@ impl Pair {
         let archive = env.mkdir("standby_archive");
         let (hook, hooks) = fixtures::recording_hook(&env, "hooks");
         let archiver_ini = fixtures::archiver_ini(&env, &sshd, &archive, &hook, "");
-        let init = run_output(env.command(&fixtures::cmd_link(&env, "cmd_archiver")).arg("-C").arg(&archiver_ini).arg("-I"));
+        let init = run_output(
+            env.command(&fixtures::cmd_link(&env, "cmd_archiver"))
+                .arg("-C")
+                .arg(&archiver_ini)
+                .arg("-I"),
+        );
         assert!(init.status.success(), "{}", describe_output(&init));
         let master = fixtures::archiving_master(&env, &archiver_ini, "listen_addresses = '127.0.0.1'\n");
         let ts_master = env.mkdir("ts_master");
@@ -61,11 +66,20 @@ impl Pair {
         let failover_conf = env.write("failover.conf", &conf("work_mem = '7MB'\n"));
         let hba = env.write("pg_hba.conf", "local all all trust\nhost all all 127.0.0.1/32 trust\n");
         let failover_marker = env.path("failover_happened");
-        let action = env.write("failover.sh", &format!("#!/bin/sh\necho \"$PITRKIT_EVENT $PGDATA\" > {}\n", failover_marker.display()));
+        let action = env.write(
+            "failover.sh",
+            &format!(
+                "#!/bin/sh\necho \"$PITRKIT_EVENT $PGDATA\" > {}\n",
+                failover_marker.display()
+            ),
+        );
         fs::set_permissions(&action, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let ts_standby = env.path("ts_standby");
         let pgdata = env.path("standby_data");
-        let major = fs::read_to_string(master.datadir.join("PG_VERSION")).unwrap().trim().to_string();
+        let major = fs::read_to_string(master.datadir.join("PG_VERSION"))
+            .unwrap()
+            .trim()
+            .to_string();
         let text = format!(
             "[DEFAULT]
 pgversion: {major}
@@ -111,7 +125,19 @@ debug: on
             action = action.display(),
         );
         let ini = env.write("cmd_standby.ini", &text);
-        Pair { env, sshd, master, ini, hooks, pgdata, port, sock, failover_marker, ts_master, ts_standby }
+        Pair {
+            env,
+            sshd,
+            master,
+            ini,
+            hooks,
+            pgdata,
+            port,
+            sock,
+            failover_marker,
+            ts_master,
+            ts_standby,
+        }
     }
 
     fn standby(&self, args: &[&str]) -> std::process::Output {
@@ -149,7 +175,11 @@ debug: on
     /// Commits a little, switches and waits until the archive has it.
     fn ship_everything(&self) {
         let seg = self.master.switch_wal();
-        assert!(self.master.wait_archived(&seg, WAIT), "master did not archive {seg}:\n{}", tail(&self.master.log, 30));
+        assert!(
+            self.master.wait_archived(&seg, WAIT),
+            "master did not archive {seg}:\n{}",
+            tail(&self.master.log, 30)
+        );
     }
 
     fn hook_lines(&self) -> Vec<String> {
@@ -170,7 +200,11 @@ fn base_backup_standby_catches_up_and_fails_over() {
     let pgbench = pg_program("pgbench");
     let bench = |args: &[&str]| {
         let mut c = p.env.command(&pgbench);
-        c.arg("-h").arg(&p.master.socket_dir).args(["-p", &p.master.port.to_string()]).args(args).arg("postgres");
+        c.arg("-h")
+            .arg(&p.master.socket_dir)
+            .args(["-p", &p.master.port.to_string()])
+            .args(args)
+            .arg("postgres");
         c
     };
     run_ok(&mut bench(&["-i", "-s", "2", "-q"]));
@@ -181,28 +215,58 @@ fn base_backup_standby_catches_up_and_fails_over() {
     assert!(p.pgdata.is_dir() && p.ts_standby.is_dir());
 
     // The copy runs while pgbench writes: a hot, non-exclusive backup.
-    let mut load = bench(&["-T", "6", "-c", "2", "-n"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut load = bench(&["-T", "6", "-c", "2", "-n"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let out = p.standby_ok(&["-B"]);
     assert!(out.contains("base backup of 127.0.0.1"), "{out}");
     assert!(load.wait().unwrap().success());
     let label = fs::read_to_string(p.pgdata.join("backup_label")).unwrap();
-    assert!(label.contains("START WAL LOCATION") && label.contains("pitrkit base backup"), "{label}");
+    assert!(
+        label.contains("START WAL LOCATION") && label.contains("pitrkit base backup"),
+        "{label}"
+    );
     let map = fs::read_to_string(p.pgdata.join("tablespace_map")).unwrap();
-    assert!(map.contains(&p.ts_standby.display().to_string()) && !map.contains(&p.ts_master.display().to_string()), "{map}");
+    assert!(
+        map.contains(&p.ts_standby.display().to_string()) && !map.contains(&p.ts_master.display().to_string()),
+        "{map}"
+    );
     assert!(!p.pgdata.join("PITRKIT_BACKUP_INCOMPLETE").exists());
-    assert!(!p.pgdata.join("postmaster.pid").exists(), "postmaster.pid must not be copied");
-    assert_eq!(fs::read_dir(p.pgdata.join("pg_wal")).unwrap().flatten().filter(|e| e.path().is_file()).count(), 0, "pg_wal contents must not be copied");
-    assert!(p.hook_lines().iter().any(|l| l.starts_with("ok") && l.contains("base backup")), "{:?}", p.hook_lines());
+    assert!(
+        !p.pgdata.join("postmaster.pid").exists(),
+        "postmaster.pid must not be copied"
+    );
+    assert_eq!(
+        fs::read_dir(p.pgdata.join("pg_wal"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .count(),
+        0,
+        "pg_wal contents must not be copied"
+    );
+    assert!(
+        p.hook_lines()
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("base backup")),
+        "{:?}",
+        p.hook_lines()
+    );
 
     let out = p.standby_ok(&["-S"]);
     assert!(out.contains("in recovery"), "{out}");
     assert!(p.pgdata.join("standby.signal").exists());
     let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
-    assert!(auto.contains("restore_command = '") && auto.contains(" restore -C "), "{auto}");
+    assert!(
+        auto.contains("restore_command = '") && auto.contains(" restore -C "),
+        "{auto}"
+    );
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
 
     // More writes on the master, shipped through the archive only.
-    p.master.psql("INSERT INTO in_ts SELECT g, 'late' FROM generate_series(5001, 6000) g");
+    p.master
+        .psql("INSERT INTO in_ts SELECT g, 'late' FROM generate_series(5001, 6000) g");
     let target_lsn = p.master.psql("SELECT pg_current_wal_lsn()");
     p.ship_everything();
     assert!(
@@ -212,7 +276,13 @@ fn base_backup_standby_catches_up_and_fails_over() {
         "standby did not reach {target_lsn}; its log:\n{}",
         tail(&p.env.path("standby.log"), 40)
     );
-    for table in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "in_ts"] {
+    for table in [
+        "pgbench_accounts",
+        "pgbench_branches",
+        "pgbench_tellers",
+        "pgbench_history",
+        "in_ts",
+    ] {
         let m = checksum(|s| p.master.psql(s), table);
         let s = checksum(|s| p.standby_psql(s).unwrap(), table);
         assert_eq!(m, s, "table {table} differs between master and standby");
@@ -221,7 +291,11 @@ fn base_backup_standby_catches_up_and_fails_over() {
     // Failover is refused while the master lives...
     let out = p.standby(&["-F999"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to fail over"), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to fail over"),
+        "{}",
+        describe_output(&out)
+    );
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
 
     // ...and done once it is gone.
@@ -229,11 +303,19 @@ fn base_backup_standby_catches_up_and_fails_over() {
     let out = p.standby_ok(&["-F999"]);
     assert!(out.contains("failover complete"), "{out}");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
-    p.standby_psql("CREATE TABLE after_failover(id int); INSERT INTO after_failover VALUES (1)").unwrap();
-    assert_eq!(p.standby_psql("SHOW work_mem").unwrap(), "7MB", "pg_conf_failover must be in effect");
+    p.standby_psql("CREATE TABLE after_failover(id int); INSERT INTO after_failover VALUES (1)")
+        .unwrap();
+    assert_eq!(
+        p.standby_psql("SHOW work_mem").unwrap(),
+        "7MB",
+        "pg_conf_failover must be in effect"
+    );
     let marker = fs::read_to_string(&p.failover_marker).expect("action_failover must run");
     assert!(marker.starts_with("failover "), "{marker}");
-    assert!(p.hook_lines().iter().any(|l| l.starts_with("ok") && l.contains("failover complete")));
+    assert!(p
+        .hook_lines()
+        .iter()
+        .any(|l| l.starts_with("ok") && l.contains("failover complete")));
     let _ = p.standby(&["-A", "stop"]);
     drop(p.sshd);
 }
@@ -244,11 +326,13 @@ fn point_in_time_recovery_stops_at_the_target() {
     p.standby_ok(&["-I"]);
     p.standby_ok(&["-B"]);
     p.master.psql("CREATE TABLE batches (id int, batch int)");
-    p.master.psql("INSERT INTO batches SELECT g, 1 FROM generate_series(1, 100) g");
+    p.master
+        .psql("INSERT INTO batches SELECT g, 1 FROM generate_series(1, 100) g");
     std::thread::sleep(Duration::from_millis(1100));
     let target = p.master.psql("SELECT clock_timestamp()");
     std::thread::sleep(Duration::from_millis(1100));
-    p.master.psql("INSERT INTO batches SELECT g, 2 FROM generate_series(101, 200) g");
+    p.master
+        .psql("INSERT INTO batches SELECT g, 2 FROM generate_series(101, 200) g");
     p.ship_everything();
     p.master.stop();
 
@@ -262,8 +346,15 @@ fn point_in_time_recovery_stops_at_the_target() {
 
     let out = p.standby_ok(&["-F999", "-R", &target]);
     assert!(out.contains("point-in-time recovery"), "{out}");
-    assert_eq!(p.standby_psql("SELECT count(*) FROM batches WHERE batch = 1").unwrap(), "100");
-    assert_eq!(p.standby_psql("SELECT count(*) FROM batches WHERE batch = 2").unwrap(), "0", "rows committed after the target must be absent");
+    assert_eq!(
+        p.standby_psql("SELECT count(*) FROM batches WHERE batch = 1").unwrap(),
+        "100"
+    );
+    assert_eq!(
+        p.standby_psql("SELECT count(*) FROM batches WHERE batch = 2").unwrap(),
+        "0",
+        "rows committed after the target must be absent"
+    );
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
     assert!(!p.pgdata.join("recovery.signal").exists());
     let _ = p.standby(&["-A", "stop"]);
@@ -279,16 +370,24 @@ fn failures_are_stopped_cleanly_and_reported() {
     let out = p.standby(&["-B"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("backup was stopped on the master") && stderr.contains("-B` again"), "{stderr}");
+    assert!(
+        stderr.contains("backup was stopped on the master") && stderr.contains("-B` again"),
+        "{stderr}"
+    );
     assert!(p.pgdata.join("PITRKIT_BACKUP_INCOMPLETE").exists());
     assert_eq!(
-        p.master.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit basebackup'"),
+        p.master
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit basebackup'"),
         "0",
         "the backup session must be gone"
     );
     let out = p.standby(&["-S"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unfinished base backup"), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unfinished base backup"),
+        "{}",
+        describe_output(&out)
+    );
 
     // Rerun works once ssh is back.
     p.sshd.restart();
@@ -301,7 +400,13 @@ fn failures_are_stopped_cleanly_and_reported() {
     let text = fs::read_to_string(&p.ini).unwrap();
     let text: String = text
         .lines()
-        .map(|l| if l.starts_with("action_failover:") { format!("action_failover: {}", failing.display()) } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("action_failover:") {
+                format!("action_failover: {}", failing.display())
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     p.env.write("cmd_standby.ini", &text);
@@ -309,9 +414,23 @@ fn failures_are_stopped_cleanly_and_reported() {
     p.master.stop();
     let out = p.standby(&["-F999"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("action_failover"), "{}", describe_output(&out));
-    assert!(p.hook_lines().iter().any(|l| l.starts_with("critical") && l.contains("action_failover")), "{:?}", p.hook_lines());
-    assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f", "the promotion itself succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("action_failover"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(
+        p.hook_lines()
+            .iter()
+            .any(|l| l.starts_with("critical") && l.contains("action_failover")),
+        "{:?}",
+        p.hook_lines()
+    );
+    assert_eq!(
+        p.standby_psql("SELECT pg_is_in_recovery()").unwrap(),
+        "f",
+        "the promotion itself succeeded"
+    );
     let _ = p.standby(&["-A", "stop"]);
 }
 
@@ -321,13 +440,28 @@ fn bad_standby_configs_are_refused_with_the_reason() {
     let pgdata = env.mkdir("data");
     let major: u32 = fs::read_dir("/usr/lib/postgresql")
         .ok()
-        .and_then(|rd| rd.flatten().filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok()).max())
+        .and_then(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                .max()
+        })
         .unwrap_or_else(|| {
             let v = run_ok(std::process::Command::new(pg_program("pg_ctl")).arg("--version"));
-            v.split_whitespace().nth(2).unwrap().split('.').next().unwrap().parse().unwrap()
+            v.split_whitespace()
+                .nth(2)
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         });
     let cases: Vec<(String, &str, i32)> = vec![
-        (format!("pgversion: {}\npgdata: {}\n", major - 1, pgdata.display()), "pgversion is", 2),
+        (
+            format!("pgversion: {}\npgdata: {}\n", major - 1, pgdata.display()),
+            "pgversion is",
+            2,
+        ),
         ("pgversion: fifteen\n".into(), "major version like 15", 2),
         ("master_public_ip: db1;reboot\n".into(), "shell would interpret", 2),
         ("tablespace_map: /a\n".into(), "old=new", 2),
@@ -338,10 +472,23 @@ fn bad_standby_configs_are_refused_with_the_reason() {
         let ini = env.write(&format!("s{i}.ini"), text);
         let out = run_output(env.pitrkit().args(["standby", "-C"]).arg(&ini).arg("-P"));
         assert_eq!(out.status.code(), Some(*code), "case {i}: {}", describe_output(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(expected), "case {i}: want {expected:?}: {}", describe_output(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "case {i}: want {expected:?}: {}",
+            describe_output(&out)
+        );
     }
     let ini = env.write("ok.ini", &format!("pgdata: {}\n", pgdata.display()));
-    let out = run_output(env.pitrkit().args(["standby", "-C"]).arg(&ini).args(["-A", "stop_basebackup"]));
+    let out = run_output(
+        env.pitrkit()
+            .args(["standby", "-C"])
+            .arg(&ini)
+            .args(["-A", "stop_basebackup"]),
+    );
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("non-exclusive"), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("non-exclusive"),
+        "{}",
+        describe_output(&out)
+    );
 }

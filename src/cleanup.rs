@@ -1,0 +1,475 @@
+//! PostgreSQL's archive_cleanup_command:
+//! `pitrkit cleanup -C standby.ini %r [--dry-run]` (replaces pg_archivecleanup).
+//!
+//! `%r` names the oldest segment the standby still needs. Every segment and
+//! `.partial` file in `archivedir` whose position (log, seg) is older is
+//! removed, plain or compressed, on any timeline: like pg_archivecleanup,
+//! which compares names without their timeline, because a standby that
+//! followed a timeline switch never reads the old timeline's older segments
+//! again. Positions are compared as numbers, so no segment size is assumed.
+//!
+//! Always kept: `.history` files (a later timeline switch reads them all),
+//! `.backup` files (small, and a DBA's record of base backups), dot-files
+//! (files still being written by rsync or pitrkit) and anything that is not
+//! a WAL file name. While `cleanup_pause_file` exists nothing is removed
+//! (OmniPITR -p), e.g. while a second standby is being built from the archive.
+//!
+//! Only one standby may run cleanup on an archive directory: it removes what
+//! it no longer needs, whoever else reads the directory.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use crate::compress::Codec;
+use crate::config::{ConfigError, StandbyConfig};
+use crate::fsutil;
+use crate::wal::{WalKind, WalName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("%r '{0}' is not a WAL segment name (24 hex digits); archive_cleanup_command must be 'pitrkit cleanup -C <standby.ini> %r'")]
+    BadOldest(String),
+    #[error("archivedir {dir}: {why}")]
+    ArchiveDir { dir: PathBuf, why: String },
+    #[error("cleanup_pause_file {path}: cannot tell whether it exists: {source}; removing nothing")]
+    PauseFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CleanupError {
+    /// 2 for a mistake in the configuration or command line, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CleanupError::Config(_) | CleanupError::BadOldest(_) => crate::commands::EXIT_ERROR,
+            CleanupError::ArchiveDir { .. } | CleanupError::PauseFile { .. } => crate::commands::EXIT_FAILED,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum CleanupOutcome {
+    /// `cleanup_pause_file` exists: nothing was looked at or removed.
+    Paused {
+        pause_file: PathBuf,
+    },
+    Done(CleanupReport),
+}
+
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    pub dir: PathBuf,
+    pub oldest_kept: String,
+    pub dry_run: bool,
+    /// Files removed (with `dry_run`: that would be), oldest first, with sizes.
+    pub removed: Vec<(String, u64)>,
+    pub removed_bytes: u64,
+    /// Segments and .partial files at or after `%r`.
+    pub kept_wal: usize,
+    pub kept_history: usize,
+    pub kept_backup: usize,
+    /// Dot-files, directories, names that are not WAL.
+    pub ignored: usize,
+    /// What went wrong (files that could not be removed, the directory fsync).
+    pub problems: Vec<String>,
+}
+
+impl CleanupReport {
+    /// The one-line summary for the log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} file(s), {} bytes ({:.1} MiB), older than {} from {}; kept {} WAL, {} history, {} backup, {} other file(s){}",
+            if self.dry_run { "would remove" } else { "removed" },
+            self.removed.len(),
+            self.removed_bytes,
+            self.removed_bytes as f64 / (1 << 20) as f64,
+            self.oldest_kept,
+            self.dir.display(),
+            self.kept_wal,
+            self.kept_history,
+            self.kept_backup,
+            self.ignored,
+            if self.problems.is_empty() {
+                String::new()
+            } else {
+                format!("; {} problem(s)", self.problems.len())
+            }
+        )
+    }
+}
+
+/// What cleanup does with one directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Remove(WalName),
+    KeepWal,
+    KeepHistory,
+    KeepBackup,
+    Ignore(&'static str),
+}
+
+/// Decides the fate of `file_name` given `%r`; compressed names are judged
+/// by the name inside the codec suffix.
+pub fn classify(file_name: &str, oldest: &WalName) -> Verdict {
+    if file_name.starts_with('.') {
+        return Verdict::Ignore("a dot-file (a copy in progress?)");
+    }
+    let (_, base) = Codec::detect(file_name);
+    let Ok(name) = WalName::parse(base) else {
+        return Verdict::Ignore("not a WAL file name");
+    };
+    match name.kind {
+        WalKind::History => Verdict::KeepHistory,
+        WalKind::Backup => Verdict::KeepBackup,
+        WalKind::Segment | WalKind::Partial => {
+            // The timeline is deliberately not compared (pg_archivecleanup does the same).
+            if (name.log, name.seg) < (oldest.log, oldest.seg) {
+                Verdict::Remove(name)
+            } else {
+                Verdict::KeepWal
+            }
+        }
+    }
+}
+
+/// Removes (or with `dry_run` lists) archived WAL older than `oldest_kept` (`%r`).
+pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<CleanupOutcome, CleanupError> {
+    let oldest = match WalName::parse(oldest_kept) {
+        Ok(n) if n.kind == WalKind::Segment => n,
+        _ => return Err(CleanupError::BadOldest(oldest_kept.to_string())),
+    };
+    let dir = cfg.require(
+        &cfg.archivedir,
+        "archivedir",
+        "the directory the archiver ships WAL to; cleanup removes old WAL from it",
+    )?;
+    if let Some(pause) = &cfg.cleanup_pause_file {
+        // symlink_metadata: a dangling symlink still means "paused"; and an
+        // error other than "not there" must not be read as "not paused".
+        match fs::symlink_metadata(pause) {
+            Ok(_) => {
+                return Ok(CleanupOutcome::Paused {
+                    pause_file: pause.clone(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(CleanupError::PauseFile {
+                    path: pause.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    let entries = fs::read_dir(&dir).map_err(|e| CleanupError::ArchiveDir {
+        dir: dir.clone(),
+        why: format!(
+            "cannot list it: {e}; fix 'archivedir' in {} or the directory's permissions",
+            cfg.source.display()
+        ),
+    })?;
+
+    let mut report = CleanupReport {
+        dir: dir.clone(),
+        oldest_kept: oldest_kept.to_string(),
+        dry_run,
+        ..Default::default()
+    };
+    let mut doomed = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("{}: cannot read directory entry: {e}", dir.display()));
+                continue;
+            }
+        };
+        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+            log::debug!("ignoring {:?}: not a UTF-8 name", entry.file_name());
+            report.ignored += 1;
+            continue;
+        };
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                log::debug!("ignoring {file_name}: a directory");
+                report.ignored += 1;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                report.problems.push(format!("{}: {e}", entry.path().display()));
+                continue;
+            }
+        }
+        match classify(&file_name, &oldest) {
+            Verdict::Remove(name) => {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                doomed.push(((name.log, name.seg, name.timeline), file_name, size));
+            }
+            Verdict::KeepWal => report.kept_wal += 1,
+            Verdict::KeepHistory => report.kept_history += 1,
+            Verdict::KeepBackup => report.kept_backup += 1,
+            Verdict::Ignore(why) => {
+                log::debug!("ignoring {file_name}: {why}");
+                report.ignored += 1;
+            }
+        }
+    }
+    doomed.sort();
+
+    for (_, file_name, size) in doomed {
+        let path = dir.join(&file_name);
+        if dry_run {
+            println!("would remove {} ({size} bytes)", path.display());
+        } else {
+            match fs::remove_file(&path) {
+                Ok(()) => log::debug!("removed {}", path.display()),
+                // Another cleanup got there first: the goal is reached all the same.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    report.problems.push(format!("{}: cannot remove: {e}", path.display()));
+                    continue;
+                }
+            }
+        }
+        report.removed_bytes += size;
+        report.removed.push((file_name, size));
+    }
+    // Once, not per file: a crash may bring some names back, and the next
+    // cleanup removes them again.
+    if !dry_run && !report.removed.is_empty() {
+        if let Err(e) = fsutil::fsync_dir(&dir) {
+            report.problems.push(format!("{}: fsync directory: {e}", dir.display()));
+        }
+    }
+    Ok(CleanupOutcome::Done(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IniFile;
+    use std::path::Path;
+
+    struct Env {
+        _dir: tempfile::TempDir,
+        cfg: StandbyConfig,
+        archive: PathBuf,
+        pause: PathBuf,
+    }
+
+    impl Env {
+        fn new(files: &[&str]) -> Env {
+            let dir = tempfile::tempdir().unwrap();
+            let archive = dir.path().join("archive");
+            let pause = dir.path().join("pause_cleanup");
+            fs::create_dir(&archive).unwrap();
+            for f in files {
+                fs::write(archive.join(f), f.as_bytes()).unwrap();
+            }
+            let text = format!(
+                "archivedir: {}\ncleanup_pause_file: {}\n",
+                archive.display(),
+                pause.display()
+            );
+            let cfg = StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), &text).unwrap()).unwrap();
+            Env {
+                _dir: dir,
+                cfg,
+                archive,
+                pause,
+            }
+        }
+
+        fn run(&self, oldest: &str, dry_run: bool) -> CleanupReport {
+            match cleanup(&self.cfg, oldest, dry_run).unwrap() {
+                CleanupOutcome::Done(r) => {
+                    assert!(r.problems.is_empty(), "{:?}", r.problems);
+                    r
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn left(&self) -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(&self.archive)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+
+    fn names(r: &CleanupReport) -> Vec<&str> {
+        r.removed.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn removes_older_segments_on_every_timeline() {
+        let env = Env::new(&[
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000003.partial",
+            "000000010000000000000004",
+            "000000020000000000000003",
+            "000000020000000000000004",
+            "000000020000000000000005",
+            "000000030000000000000002",
+        ]);
+        let r = env.run("000000020000000000000004", false);
+        assert_eq!(
+            names(&r),
+            [
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000030000000000000002",
+                "000000010000000000000003.partial",
+                "000000020000000000000003",
+            ]
+        );
+        assert_eq!(r.removed_bytes, 24 * 4 + 32);
+        assert_eq!(
+            env.left(),
+            [
+                "000000010000000000000004",
+                "000000020000000000000004",
+                "000000020000000000000005"
+            ]
+        );
+        assert_eq!(r.kept_wal, 3);
+        assert!(
+            r.summary().starts_with("removed 5 file(s), 128 bytes"),
+            "{}",
+            r.summary()
+        );
+    }
+
+    #[test]
+    fn positions_compare_as_numbers_across_log_ids() {
+        // Log 1 segment FF (16 MiB segments) and log 1 segment 3F (64 MiB):
+        // both before log 2 segment 0, whatever the segment size.
+        let env = Env::new(&[
+            "0000000100000001000000FF",
+            "00000001000000010000003F",
+            "000000010000000200000000",
+            "00000001000000020000000a",
+            "000000010000000A00000000",
+        ]);
+        let r = env.run("000000010000000200000000", false);
+        assert_eq!(names(&r), ["00000001000000010000003F", "0000000100000001000000FF"]);
+        assert_eq!(env.left().len(), 3);
+    }
+
+    #[test]
+    fn compressed_files_go_history_and_backup_stay() {
+        let env = Env::new(&[
+            "000000010000000000000001.zst",
+            "000000010000000000000002.lz4",
+            "000000010000000000000003.gz",
+            "000000010000000000000003.partial.zst",
+            "000000010000000000000004.zst",
+            "00000002.history",
+            "00000003.history.gz",
+            "000000010000000000000002.00000028.backup",
+        ]);
+        let r = env.run("000000010000000000000004", false);
+        assert_eq!(
+            names(&r),
+            [
+                "000000010000000000000001.zst",
+                "000000010000000000000002.lz4",
+                "000000010000000000000003.gz",
+                "000000010000000000000003.partial.zst",
+            ]
+        );
+        assert_eq!(
+            env.left(),
+            [
+                "000000010000000000000002.00000028.backup",
+                "000000010000000000000004.zst",
+                "00000002.history",
+                "00000003.history.gz",
+            ]
+        );
+        assert_eq!((r.kept_wal, r.kept_history, r.kept_backup), (1, 2, 1));
+    }
+
+    #[test]
+    fn dot_files_unknown_files_and_directories_are_left_alone() {
+        let env = Env::new(&[
+            ".000000010000000000000001.pitrkit-42.tmp",
+            ".000000010000000000000001.Xy12Ab",
+            "000000010000000000000001.bz2",
+            "000000010000000000000001.tmp",
+            "README",
+        ]);
+        fs::create_dir(env.archive.join("000000010000000000000001")).unwrap();
+        let before = env.left();
+        let r = env.run("000000010000000000000009", false);
+        assert!(r.removed.is_empty());
+        assert_eq!(r.ignored, 6);
+        assert_eq!(env.left(), before);
+    }
+
+    #[test]
+    fn pause_file_stops_everything() {
+        let env = Env::new(&["000000010000000000000001"]);
+        fs::write(&env.pause, "").unwrap();
+        match cleanup(&env.cfg, "000000010000000000000005", false).unwrap() {
+            CleanupOutcome::Paused { pause_file } => assert_eq!(pause_file, env.pause),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(env.left(), ["000000010000000000000001"]);
+        fs::remove_file(&env.pause).unwrap();
+        assert_eq!(
+            names(&env.run("000000010000000000000005", false)),
+            ["000000010000000000000001"]
+        );
+    }
+
+    #[test]
+    fn dry_run_removes_nothing() {
+        let env = Env::new(&["000000010000000000000001", "000000010000000000000002.gz"]);
+        let r = env.run("000000010000000000000003", true);
+        assert_eq!(names(&r), ["000000010000000000000001", "000000010000000000000002.gz"]);
+        assert!(r.summary().starts_with("would remove 2 file(s)"), "{}", r.summary());
+        assert_eq!(env.left().len(), 2);
+    }
+
+    #[test]
+    fn bad_oldest_kept_is_a_usage_error() {
+        let env = Env::new(&["000000010000000000000001"]);
+        for bad in [
+            "",
+            "00000002.history",
+            "000000010000000000000003.partial",
+            "000000010000000000000002.00000028.backup",
+            "RECOVERYXLOG",
+            "000000010000000000000003.zst",
+        ] {
+            let e = cleanup(&env.cfg, bad, false).unwrap_err();
+            assert!(matches!(e, CleanupError::BadOldest(_)), "{bad}: {e}");
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("%r"), "{e}");
+        }
+        assert_eq!(env.left(), ["000000010000000000000001"]);
+
+        let mut gone = env.cfg.clone();
+        gone.archivedir = Some(env.archive.join("missing"));
+        let e = cleanup(&gone, "000000010000000000000003", false).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("missing"), "{e}");
+        gone.archivedir = None;
+        let e = cleanup(&gone, "000000010000000000000003", false).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("'archivedir' is not set"), "{e}");
+    }
+}

@@ -1,0 +1,570 @@
+//! PostgreSQL's restore_command: `pitrkit restore -C standby.ini %f %p`.
+//!
+//! Replaces pg_standby (removed in PostgreSQL 14). PostgreSQL asks for the
+//! archived file `%f` and wants it at `%p`, a path relative to its working
+//! directory, the data directory. `archivedir/%f` is used, or else
+//! `%f.zst`, `%f.lz4`, `%f.gz` (first found wins), decompressed in process.
+//!
+//! Exit status, which PostgreSQL reads as follows:
+//!
+//! - [`EXIT_RESTORED`] (0): `%p` holds the complete file; a segment has
+//!   been checked against its name (page header address and size).
+//! - [`EXIT_NOT_FOUND`] (1): not in the archive, or not yet for a delayed
+//!   standby (`restore_delay`). PostgreSQL asks for missing files all the
+//!   time (the next timeline's history file, the segment after the newest
+//!   one), so this is logged at debug level only. PostgreSQL then tries
+//!   pg_wal and streaming, or ends archive recovery.
+//! - [`EXIT_FATAL`] (200): anything else: unreadable or corrupt archive file,
+//!   a segment whose header does not match its name, `%p` not writable,
+//!   archivedir missing or not configured, a bad `%f`. PostgreSQL treats an
+//!   exit status above 125 like a signal: recovery stops with a FATAL error.
+//!   A status of 1 or 2 instead would read as "not in the archive", and
+//!   archive recovery would end at that segment and promote the server
+//!   without the rest of the WAL, silently losing data. Stopping loudly lets
+//!   the DBA fix the archive and restart.
+//!
+//! `restore_delay` applies only in standby mode (standby.signal), where "not
+//! yet" means "ask again later". In archive recovery (recovery.signal: PITR,
+//! failover of a stopped standby) a held-back segment would read as the end
+//! of the archive and end recovery early, so there the delay is ignored.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::compress::{Codec, CodecError};
+use crate::config::{ConfigError, StandbyConfig};
+use crate::fsutil;
+use crate::wal::{self, BadWalName, SegmentCheckError, WalName};
+
+/// `%p` holds the file.
+pub const EXIT_RESTORED: u8 = 0;
+/// Not in the archive (yet): PostgreSQL looks elsewhere or ends archive recovery.
+pub const EXIT_NOT_FOUND: u8 = 1;
+/// A real failure: above 125, so PostgreSQL stops recovery instead of ending it early.
+pub const EXIT_FATAL: u8 = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// Written to `%p`.
+    Restored {
+        archived: PathBuf,
+        codec: Codec,
+        bytes: u64,
+    },
+    /// No such file in the archive.
+    NotFound,
+    /// Archived less than `restore_delay` ago: held back for now.
+    Delayed { archived: PathBuf, age: Duration },
+}
+
+impl RestoreOutcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RestoreOutcome::Restored { .. } => EXIT_RESTORED,
+            RestoreOutcome::NotFound | RestoreOutcome::Delayed { .. } => EXIT_NOT_FOUND,
+        }
+    }
+}
+
+/// Every way a restore can really fail; all of them exit with [`EXIT_FATAL`].
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("archivedir {dir}: {why}")]
+    ArchiveDir { dir: PathBuf, why: String },
+    #[error("{0}; restore_command must be 'pitrkit restore -C <standby.ini> %f %p'")]
+    BadName(#[from] BadWalName),
+    #[error("{archived}: cannot read the archived file: {source}; it must be readable by the PostgreSQL OS user; fix that and restart PostgreSQL")]
+    Unreadable {
+        archived: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{archived}: {source}; the archived copy is damaged: replace it with an intact copy of {name} (another archive, or the master's pg_wal if still there) and restart PostgreSQL")]
+    Corrupt {
+        archived: PathBuf,
+        name: String,
+        #[source]
+        source: CodecError,
+    },
+    #[error("{archived}: {why}, so it is not WAL segment {name} (renamed, truncated, or from another cluster or timeline); replace it with the real {name} and restart PostgreSQL")]
+    WrongSegment {
+        archived: PathBuf,
+        name: String,
+        why: String,
+    },
+    #[error("cannot write {path} (restoring {archived}): {source}; check free space and permissions in the data directory, then restart PostgreSQL")]
+    Write {
+        path: PathBuf,
+        archived: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Restores archived `wanted` (`%f`) to `dest` (`%p`).
+///
+/// `dest` appears only complete: the data goes to a temporary name in the
+/// same directory, is checked, and is renamed over `dest`. On error the
+/// temporary file is removed and `dest` is left as it was.
+pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<RestoreOutcome, RestoreError> {
+    let name = WalName::parse(wanted)?;
+    let dir = cfg.require(
+        &cfg.archivedir,
+        "archivedir",
+        "the directory the archiver ships WAL to; restore reads it",
+    )?;
+    check_archivedir(&dir, &cfg.source)?;
+
+    let Some((archived, codec, meta)) = find(&dir, &name)? else {
+        log::debug!("{name}: not in {}", dir.display());
+        return Ok(RestoreOutcome::NotFound);
+    };
+
+    // Delay only what PostgreSQL replays; a delayed history file would only
+    // hold back the timeline switch, not the data.
+    if name.is_segment_data() && !cfg.restore_delay.is_zero() && in_standby_mode(cfg) {
+        let mtime = meta.modified().map_err(|source| RestoreError::Unreadable {
+            archived: archived.clone(),
+            source,
+        })?;
+        // An mtime in the future (clock skew) counts as just archived.
+        let age = SystemTime::now().duration_since(mtime).unwrap_or(Duration::ZERO);
+        if age < cfg.restore_delay {
+            log::debug!(
+                "{name}: archived {}s ago, restore_delay is {}s: not yet",
+                age.as_secs(),
+                cfg.restore_delay.as_secs()
+            );
+            return Ok(RestoreOutcome::Delayed { archived, age });
+        }
+    }
+
+    let bytes = copy_into_place(&archived, codec, &name, dest)?;
+    Ok(RestoreOutcome::Restored { archived, codec, bytes })
+}
+
+/// Is the server following a master (rather than recovering to an end)?
+/// PostgreSQL runs restore_command in the data directory; `pgdata` wins if set.
+fn in_standby_mode(cfg: &StandbyConfig) -> bool {
+    let data = cfg.pgdata.clone().unwrap_or_else(|| PathBuf::from("."));
+    if data.join("standby.signal").exists() {
+        return true;
+    }
+    // 11 and older: recovery.conf with standby_mode = on.
+    fs::read_to_string(data.join("recovery.conf")).is_ok_and(|t| {
+        t.lines().any(|l| {
+            let l = l.split('#').next().unwrap_or("").replace([' ', '\t', '\''], "");
+            l == "standby_mode=on" || l == "standby_mode=true"
+        })
+    })
+}
+
+fn check_archivedir(dir: &Path, config: &Path) -> Result<(), RestoreError> {
+    let why = match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "is not a directory".to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist".to_string(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(RestoreError::ArchiveDir {
+        dir: dir.to_path_buf(),
+        why: format!(
+            "{why}; fix 'archivedir' in {} or create/mount the directory, then restart PostgreSQL",
+            config.display()
+        ),
+    })
+}
+
+/// The archived file for `name`: plain, then each compressed form.
+fn find(dir: &Path, name: &WalName) -> Result<Option<(PathBuf, Codec, fs::Metadata)>, RestoreError> {
+    for codec in Codec::ALL {
+        let path = dir.join(format!("{name}{}", codec.suffix()));
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => return Ok(Some((path, codec, m))),
+            Ok(_) => {
+                return Err(RestoreError::Unreadable {
+                    archived: path,
+                    source: io::Error::other("not a regular file"),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(RestoreError::Unreadable { archived: path, source }),
+        }
+    }
+    Ok(None)
+}
+
+/// A temporary file that is removed unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn copy_into_place(archived: &Path, codec: Codec, name: &WalName, dest: &Path) -> Result<u64, RestoreError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RestoreError::Write {
+            path,
+            archived: archived.to_path_buf(),
+            source,
+        }
+    };
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Some(file_name) = dest.file_name() else {
+        return Err(write_err(dest)(io::Error::other("%p does not end in a file name")));
+    };
+    let mut tmp = TempFile {
+        path: fsutil::temp_name(dir, &file_name.to_string_lossy()),
+        keep: false,
+    };
+
+    let input = File::open(archived).map_err(|source| RestoreError::Unreadable {
+        archived: archived.to_path_buf(),
+        source,
+    })?;
+    // Default mode under PostgreSQL's umask: 0600, or 0640 with group access.
+    let out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp.path)
+        .map_err(write_err(&tmp.path))?;
+    let counts = codec
+        .decompress(input, BufWriter::with_capacity(1 << 20, out))
+        .map_err(|e| match e {
+            CodecError::Read(source) => RestoreError::Unreadable {
+                archived: archived.to_path_buf(),
+                source,
+            },
+            CodecError::Write(source) => write_err(&tmp.path)(source),
+            other => RestoreError::Corrupt {
+                archived: archived.to_path_buf(),
+                name: name.to_string(),
+                source: other,
+            },
+        })?;
+
+    // PostgreSQL would stop at a wrong page address too, but as "end of
+    // WAL": archive recovery would end early. Refuse it here, loudly.
+    if name.is_segment_data() {
+        wal::check_segment_file(&tmp.path, name).map_err(|e| match e {
+            SegmentCheckError::Io { source, .. } => write_err(&tmp.path)(source),
+            SegmentCheckError::Invalid { why, .. } => RestoreError::WrongSegment {
+                archived: archived.to_path_buf(),
+                name: name.to_string(),
+                why: why.replace("file is", "restored data is"),
+            },
+        })?;
+    }
+
+    // No fsync: the archive still has the data, and PostgreSQL fsyncs the
+    // files it keeps (durable_rename into pg_wal).
+    fs::rename(&tmp.path, dest).map_err(write_err(dest))?;
+    tmp.keep = true;
+    Ok(counts.written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IniFile;
+
+    const SEG: u64 = 1 << 20;
+
+    /// A 1 MiB segment with a valid long page header for `name`, or for the
+    /// segment `header_for` when testing a renamed file.
+    fn segment(header_for: &str) -> Vec<u8> {
+        let n = WalName::parse(header_for).unwrap();
+        let mut b = vec![0u8; SEG as usize];
+        b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        b[4..8].copy_from_slice(&n.timeline.to_le_bytes());
+        b[8..16].copy_from_slice(&(n.segno(SEG) * SEG).to_le_bytes());
+        b[24..32].copy_from_slice(&7u64.to_le_bytes());
+        b[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
+        b[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        for (i, x) in b[40..4000].iter_mut().enumerate() {
+            *x = (i * 31 % 251) as u8;
+        }
+        b
+    }
+
+    struct Env {
+        _dir: tempfile::TempDir,
+        cfg: StandbyConfig,
+        archive: PathBuf,
+        pg_wal: PathBuf,
+    }
+
+    impl Env {
+        fn new(extra: &str) -> Env {
+            let dir = tempfile::tempdir().unwrap();
+            let archive = dir.path().join("archive");
+            let pg_wal = dir.path().join("pgdata/pg_wal");
+            fs::create_dir(&archive).unwrap();
+            fs::create_dir_all(&pg_wal).unwrap();
+            let text = format!(
+                "archivedir: {}\npgdata: {}\n{extra}",
+                archive.display(),
+                dir.path().join("pgdata").display()
+            );
+            let cfg = StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), &text).unwrap()).unwrap();
+            Env {
+                _dir: dir,
+                cfg,
+                archive,
+                pg_wal,
+            }
+        }
+
+        fn archive(&self, file: &str, data: &[u8]) -> PathBuf {
+            let p = self.archive.join(file);
+            fs::write(&p, data).unwrap();
+            p
+        }
+
+        fn archive_compressed(&self, name: &str, codec: Codec, data: &[u8]) -> PathBuf {
+            let mut packed = Vec::new();
+            codec.compress(data, &mut packed, None).unwrap();
+            self.archive(&format!("{name}{}", codec.suffix()), &packed)
+        }
+
+        fn dest(&self) -> PathBuf {
+            self.pg_wal.join("RECOVERYXLOG")
+        }
+
+        fn restore(&self, wanted: &str) -> Result<RestoreOutcome, RestoreError> {
+            restore(&self.cfg, wanted, &self.dest())
+        }
+
+        /// Everything in pg_wal: proves no temporary file was left behind.
+        fn pg_wal_files(&self) -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(&self.pg_wal)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+
+    const S3: &str = "000000010000000000000003";
+
+    #[test]
+    fn restores_a_plain_segment() {
+        let env = Env::new("");
+        let data = segment(S3);
+        let archived = env.archive(S3, &data);
+        let out = env.restore(S3).unwrap();
+        assert_eq!(
+            out,
+            RestoreOutcome::Restored {
+                archived,
+                codec: Codec::None,
+                bytes: SEG
+            }
+        );
+        assert_eq!(out.exit_code(), EXIT_RESTORED);
+        assert!(fs::read(env.dest()).unwrap() == data);
+        assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"]);
+    }
+
+    #[test]
+    fn restores_each_compressed_form() {
+        for codec in [Codec::Zstd, Codec::Lz4, Codec::Gzip] {
+            let env = Env::new("");
+            let data = segment(S3);
+            env.archive_compressed(S3, codec, &data);
+            match env.restore(S3).unwrap() {
+                RestoreOutcome::Restored { codec: c, bytes, .. } => assert_eq!((c, bytes), (codec, SEG)),
+                other => panic!("{codec}: {other:?}"),
+            }
+            assert!(fs::read(env.dest()).unwrap() == data, "{codec}");
+            assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"], "{codec}");
+        }
+        // History files too, and the plain file wins over a compressed one.
+        let env = Env::new("");
+        env.archive_compressed("00000002.history", Codec::Gzip, b"1\t0/3000000\tno recovery target\n");
+        env.archive_compressed("00000002.history", Codec::Zstd, b"zstd copy\n");
+        let RestoreOutcome::Restored { codec, .. } = env.restore("00000002.history").unwrap() else {
+            panic!()
+        };
+        assert_eq!(codec, Codec::Zstd);
+        assert_eq!(fs::read(env.dest()).unwrap(), b"zstd copy\n");
+        env.archive("00000002.history", b"plain copy\n");
+        env.restore("00000002.history").unwrap();
+        assert_eq!(fs::read(env.dest()).unwrap(), b"plain copy\n");
+    }
+
+    #[test]
+    fn missing_file_is_not_found_and_writes_nothing() {
+        let env = Env::new("");
+        for wanted in [S3, "00000002.history", "000000010000000000000003.partial"] {
+            let out = env.restore(wanted).unwrap();
+            assert_eq!(out, RestoreOutcome::NotFound);
+            assert_eq!(out.exit_code(), EXIT_NOT_FOUND);
+        }
+        assert!(env.pg_wal_files().is_empty());
+    }
+
+    #[test]
+    fn delay_holds_back_segments_but_not_history() {
+        let env = Env::new("restore_delay: 3600\n");
+        let seg = env.archive_compressed(S3, Codec::Zstd, &segment(S3));
+        env.archive("00000002.history", b"1\t0/3000000\tno recovery target\n");
+
+        // Archive recovery (PITR, failover): never delayed, it would end recovery early.
+        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
+        fs::remove_file(env.dest()).unwrap();
+        let pgdata = env.pg_wal.parent().unwrap();
+        fs::write(pgdata.join("standby.signal"), b"").unwrap();
+
+        let out = env.restore(S3).unwrap();
+        assert!(matches!(out, RestoreOutcome::Delayed { .. }), "{out:?}");
+        assert_eq!(out.exit_code(), EXIT_NOT_FOUND);
+        assert!(env.pg_wal_files().is_empty());
+
+        // History files are never delayed: a standby must see a new timeline.
+        assert!(matches!(
+            env.restore("00000002.history").unwrap(),
+            RestoreOutcome::Restored { .. }
+        ));
+
+        // Once old enough, the segment is served.
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
+        assert!(fs::read(env.dest()).unwrap() == segment(S3));
+    }
+
+    #[test]
+    fn corrupt_compressed_file_is_fatal_and_leaves_nothing() {
+        for codec in [Codec::Zstd, Codec::Lz4, Codec::Gzip] {
+            let env = Env::new("");
+            let p = env.archive_compressed(S3, codec, &segment(S3));
+            // Truncated, as by a full disk or an interrupted copy.
+            let packed = fs::read(&p).unwrap();
+            fs::write(&p, &packed[..packed.len() / 2]).unwrap();
+            let e = env.restore(S3).unwrap_err();
+            assert!(matches!(e, RestoreError::Corrupt { .. }), "{codec}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&p.display().to_string()) && msg.contains("damaged"),
+                "{msg}"
+            );
+            assert!(env.pg_wal_files().is_empty(), "{codec}: {:?}", env.pg_wal_files());
+
+            // A flipped bit.
+            let mut bad = packed.clone();
+            let at = bad.len() - 2;
+            bad[at] ^= 0x40;
+            fs::write(&p, &bad).unwrap();
+            assert!(matches!(env.restore(S3), Err(RestoreError::Corrupt { .. })), "{codec}");
+            assert!(env.pg_wal_files().is_empty());
+        }
+    }
+
+    #[test]
+    fn renamed_or_truncated_segment_is_fatal() {
+        let env = Env::new("");
+        // Segment 4's bytes under segment 3's name.
+        env.archive(S3, &segment("000000010000000000000004"));
+        let e = env.restore(S3).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, RestoreError::WrongSegment { .. }), "{msg}");
+        assert!(msg.contains("does not belong") && msg.contains(S3), "{msg}");
+        assert!(env.pg_wal_files().is_empty());
+
+        // Compressed, and cut short before compression.
+        fs::remove_file(env.archive.join(S3)).unwrap();
+        env.archive_compressed(S3, Codec::Lz4, &segment(S3)[..SEG as usize / 2]);
+        let msg = env.restore(S3).unwrap_err().to_string();
+        assert!(msg.contains("restored data is 524288 bytes"), "{msg}");
+        assert!(env.pg_wal_files().is_empty());
+    }
+
+    #[test]
+    fn dest_is_replaced_atomically_or_not_at_all() {
+        let env = Env::new("");
+        fs::write(env.dest(), b"previous RECOVERYXLOG").unwrap();
+        env.archive(S3, &segment("000000010000000000000009"));
+        assert!(env.restore(S3).is_err());
+        // Failure: the old file is untouched and no temporary file remains.
+        assert_eq!(fs::read(env.dest()).unwrap(), b"previous RECOVERYXLOG");
+        assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"]);
+
+        env.archive(S3, &segment(S3));
+        env.restore(S3).unwrap();
+        assert!(fs::read(env.dest()).unwrap() == segment(S3));
+        assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"]);
+
+        // %p in a directory that does not exist: a write error, fatal.
+        let e = restore(&env.cfg, S3, &env.pg_wal.join("nope/RECOVERYXLOG")).unwrap_err();
+        assert!(matches!(e, RestoreError::Write { .. }), "{e}");
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn bad_requests_and_config_are_fatal() {
+        let env = Env::new("");
+        for bad in ["RECOVERYXLOG", "pg_wal/000000010000000000000003", ""] {
+            let e = env.restore(bad).unwrap_err();
+            assert!(matches!(e, RestoreError::BadName(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("%f %p"), "{e}");
+        }
+
+        let no_key =
+            StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), "debug: on\n").unwrap()).unwrap();
+        let e = restore(&no_key, S3, &env.dest()).unwrap_err().to_string();
+        assert!(e.contains("'archivedir' is not set"), "{e}");
+
+        let mut gone = env.cfg.clone();
+        gone.archivedir = Some(env.archive.join("missing"));
+        let e = restore(&gone, S3, &env.dest()).unwrap_err().to_string();
+        assert!(e.contains("missing") && e.contains("does not exist"), "{e}");
+
+        // A directory where the file should be is not "not found".
+        fs::create_dir(env.archive.join(S3)).unwrap();
+        assert!(matches!(env.restore(S3), Err(RestoreError::Unreadable { .. })));
+    }
+
+    #[test]
+    fn unreadable_archive_file_is_fatal() {
+        use std::os::unix::fs::PermissionsExt;
+        // root reads anything, so this part needs an ordinary user.
+        if !nix::unistd::geteuid().is_root() {
+            let env = Env::new("");
+            let p = env.archive(S3, &segment(S3));
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
+            let e = env.restore(S3).unwrap_err();
+            assert!(matches!(e, RestoreError::Unreadable { .. }), "{e}");
+            assert!(env.pg_wal_files().is_empty());
+        }
+        // Reading fails half way (a directory opens, then EISDIR on read):
+        // reported as unreadable, not as corrupt data.
+        let env = Env::new("");
+        let e = copy_into_place(&env.archive, Codec::Zstd, &WalName::parse(S3).unwrap(), &env.dest()).unwrap_err();
+        assert!(matches!(e, RestoreError::Unreadable { .. }), "{e}");
+        assert!(env.pg_wal_files().is_empty());
+    }
+}
