@@ -492,3 +492,41 @@ fn bad_standby_configs_are_refused_with_the_reason() {
         describe_output(&out)
     );
 }
+
+#[test]
+fn streaming_standby_follows_without_waiting_for_the_archive() {
+    let p = Pair::new(
+        "sb_stream",
+        "use_streaming_replication: yes\nrepl_db_user: repl\nrepl_db_password: s3cr:et\nsslmode: disable\n",
+    );
+    p.master.psql("CREATE ROLE repl REPLICATION LOGIN PASSWORD 's3cr:et'");
+    p.standby_ok(&["-I"]);
+    p.standby_ok(&["-B"]);
+    let out = p.standby_ok(&["-S"]);
+    assert!(out.contains("streaming from the master"), "{out}");
+    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains("primary_conninfo = '") && !auto.contains("s3cr"),
+        "the password must not be in postgresql.auto.conf:\n{auto}"
+    );
+    let passfile = p.pgdata.join("pitrkit.pgpass");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&passfile).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "passfile must be private");
+
+    // No WAL switch: only streaming can bring this row over quickly.
+    p.master
+        .psql("CREATE TABLE streamed (v text); INSERT INTO streamed VALUES ('live')");
+    assert!(
+        wait_until(Duration::from_secs(30), || p
+            .standby_psql("SELECT v FROM streamed")
+            .is_ok_and(|v| v == "live")),
+        "standby did not stream the row; its log:\n{}",
+        tail(&p.env.path("standby.log"), 30)
+    );
+    assert_eq!(
+        p.master
+            .psql("SELECT count(*) FROM pg_stat_replication WHERE usename = 'repl'"),
+        "1"
+    );
+    let _ = p.standby(&["-A", "stop"]);
+}
