@@ -21,14 +21,14 @@ runuser. The outer process always cleans up: it stops whatever postmaster,
 sshd or ssh control master is left in the work directory and removes it.
 
 Settings (environment, full / --quick defaults):
-  BENCH_SEGMENTS        WAL segments per set                  20 / 8
+  BENCH_SEGMENTS        WAL segments per set                  16 / 5
   BENCH_REPS            repetitions (interleaved)              5 / 5
-  BENCH_GEN_SCALE       pgbench scale of the WAL generator     10 / 5
+  BENCH_GEN_SCALE       pgbench scale of the WAL generator     10 / 10
   BENCH_RECOVERY_REPS   standby recoveries per contender       5 / 5
-  BENCH_SUSTAINED_SECS  pgbench -T under archive_command       60 / 15
+  BENCH_SUSTAINED_SECS  pgbench -T under archive_command       60 / 10
   BENCH_SUSTAINED_SCALE pgbench scale for the sustained test   30 / 5
   BENCH_SUSTAINED_CLIENTS pgbench -c                            2 / 2
-  BENCH_BB_SCALE        pgbench scale of the base backup db    70 / 8
+  BENCH_BB_SCALE        pgbench scale of the base backup db    70 / 5
   BENCH_BB_REPS         base backup repetitions                 5 / 5
   BENCH_RSYNC_THREADS   standby.ini rsync_threads for -B        1 / 1
   BENCH_SECTIONS        comma list: local,ssh,restore,sustained,basebackup
@@ -71,14 +71,14 @@ def settings(quick):
 
     s = dict(
         quick=quick,
-        segments=e("BENCH_SEGMENTS", 20, 8),
+        segments=e("BENCH_SEGMENTS", 16, 5),
         reps=e("BENCH_REPS", 5, 5),
-        gen_scale=e("BENCH_GEN_SCALE", 10, 5),
+        gen_scale=e("BENCH_GEN_SCALE", 10, 10),
         recovery_reps=e("BENCH_RECOVERY_REPS", 5, 5),
-        sustained_secs=e("BENCH_SUSTAINED_SECS", 60, 15),
+        sustained_secs=e("BENCH_SUSTAINED_SECS", 60, 10),
         sustained_scale=e("BENCH_SUSTAINED_SCALE", 30, 5),
         sustained_clients=e("BENCH_SUSTAINED_CLIENTS", 2, 2),
-        bb_scale=e("BENCH_BB_SCALE", 70, 8),
+        bb_scale=e("BENCH_BB_SCALE", 70, 5),
         bb_reps=e("BENCH_BB_REPS", 5, 5),
         rsync_threads=e("BENCH_RSYNC_THREADS", 1, 1),
         sections=[x.strip() for x in e("BENCH_SECTIONS", ",".join(ALL_SECTIONS), ",".join(ALL_SECTIONS), str).split(",") if x.strip()],
@@ -751,6 +751,7 @@ class Bench:
         cm_opts = f"ControlMaster=auto ControlPath={cm_dir}/%C ControlPersist=60"
         contenders = [
             ("rsync per segment (pitrtools)", "rsync", {}),
+            ("one rsync of all N segments (bound for batching)", "rsync1", {}),
             ("pitrkit sync (inline ship per call)", "sync", {}),
             ("pitrkit async calls + --flush", "async", {}),
             ("pitrkit spool-only calls + one --flush (batched)", "batched", {}),
@@ -796,6 +797,12 @@ class Bench:
                             break
                         lats.append(c.secs)
                     total = sum(lats)
+                elif kind == "rsync1":
+                    c = self.timed(["rsync", "-e", " ".join(self.ssh_argv())] + self.segs
+                                   + [f"{self.user}@127.0.0.1:{remote}/"])
+                    if c.rc != 0:
+                        err = c.err
+                    total = c.secs
                 elif kind in ("sync", "async"):
                     ini = ini_for(slug, rep, kind, opts)
                     self.pitrkit_ok("archiver", "-C", ini, "-I")
@@ -875,7 +882,43 @@ class Bench:
                     o["spool_call_ms"] = med(r["spool"]) * 1000
             out["contenders"][name] = o
         out["rss"] = self.flush_rss(ini_for, dead_port)
+        self.ship_evidence(ini_for, dead_port)
         return out
+
+    def ship_evidence(self, ini_for, dead_port):
+        """pitrkit's own step timings (debug: on) for one sync call and one --flush."""
+        try:
+            text = []
+            self.fresh_dir("ship", "dbg", "0")
+            self.mkdir("ship", "dbg", "0", "remote")
+            ini = ini_for("dbg", 0, "sync", {})
+            body = open(ini).read().replace("debug: off", "debug: on")
+            open(ini, "w").write(body)
+            self.pitrkit_ok("archiver", "-C", ini, "-I")
+            c = self.timed([self.bin, "archiver", "-C", ini, "-F", self.segs[0]])
+            text.append(f"=== pitrkit archiver -F (ship_mode: sync), {c.secs * 1000:.0f} ms wall ===\n{c.err}")
+            self.fresh_dir("ship", "dbg", "0")
+            self.mkdir("ship", "dbg", "0", "remote")
+            ini = ini_for("dbg", 0, "batched", {})
+            body = open(ini).read().replace("debug: off", "debug: on")
+            open(ini, "w").write(body)
+            dead = ini_for("dbg", 0, "batched", {}, port=dead_port)
+            self.pitrkit_ok("archiver", "-C", ini, "-I")
+            for seg in self.segs:
+                self.pitrkit_ok("archiver", "-C", dead, "-F", seg)
+            c = self.timed([self.bin, "archiver", "-C", ini, "--flush"])
+            text.append(f"=== pitrkit archiver --flush of {len(self.segs)} queued segments, {c.secs * 1000:.0f} ms wall ===\n"
+                        f"{c.err}")
+            for label, argv in (("ssh true", self.ssh_argv() + [f"{self.user}@127.0.0.1", "true"]),
+                                ("one rsync of 1 segment", ["rsync", "-e", " ".join(self.ssh_argv()), self.segs[0],
+                                                            f"{self.user}@127.0.0.1:{self.path('ship', 'dbg', '0', 'remote')}/x"])):
+                ts = [self.timed(argv).secs for _ in range(5)]
+                text.append(f"=== {label}: median of 5 {med(ts) * 1000:.0f} ms ===")
+            with open(self.path("evidence-ship-debug.txt"), "w") as fh:
+                fh.write("\n".join(text) + "\n")
+            shutil.rmtree(self.path("ship", "dbg"), ignore_errors=True)
+        except Failed as e:
+            log(f"ship evidence failed: {e}")
 
     def flush_rss(self, ini_for, dead_port):
         """Peak RSS of `--flush` shipping a queue of every segment (untimed run)."""
@@ -988,6 +1031,25 @@ class Bench:
             out["per_segment"]["pitrkit restore (zstd)"]["ratio_vs_pgbackrest_zst"] = med(
                 [a / b for a, b in zip(pz["rep_median"], pb["rep_median"])])
         out["recovery"] = self.bench_recovery(arch, zarch, ini_plain, ini_zst)
+        # pitrkit's own timing (debug: on) and syscall profile of one restore.
+        try:
+            dbg = self.write("restore/debug.ini", f"[DEFAULT]\narchivedir: {arch}\ndebug: on\n")
+            d = os.path.join(dest_dir, "RECOVERYXLOG")
+            c = self.timed([self.bin, "restore", "-C", dbg, os.path.basename(self.segs[0]), d])
+            text = f"=== pitrkit restore (plain), {c.secs * 1000:.1f} ms wall ===\n{c.err}\n"
+            os.unlink(d)
+            if shutil.which("strace"):
+                for label, argv in (("pitrkit restore (plain)", [self.bin, "restore", "-C", ini_plain,
+                                                               os.path.basename(self.segs[0]), d]),
+                                    ("cp", ["cp", self.segs[0], d])):
+                    r = self.run(["strace", "-f", "-c", "-o", self.path("restore", "strace.txt")] + argv, check=False)
+                    text += f"=== strace -c {label} ===\n" + open(self.path("restore", "strace.txt")).read()
+                    if os.path.exists(d):
+                        os.unlink(d)
+            with open(self.path("evidence-restore-debug.txt"), "w") as fh:
+                fh.write(text)
+        except (Failed, OSError) as e:
+            log(f"restore evidence failed: {e}")
         return out
 
     def bench_recovery(self, arch, zarch, ini_plain, ini_zst):
@@ -1317,7 +1379,7 @@ def report(res):
     if loc:
         L.append(f"### 1. Archive to a local directory (one call per segment, {loc['segments']} segments × "
                  f"{loc['reps']} reps, {loc['raw_bytes'] / MiB:.0f} MiB raw)\n")
-        L.append("| contender | median ms/segment | p90 ms | MB/s | ratio vs floor | size of set | size/raw | max RSS |")
+        L.append("| contender | median ms/segment | p90 ms | MB/s | time ratio vs floor | size of set | size/raw | max RSS |")
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, o in loc["contenders"].items():
             if "median_ms" not in o:
@@ -1390,7 +1452,7 @@ def report(res):
     if rst:
         L.append(f"### 4. Restore (restore_command, one call per segment, {rst['segments']} segments × {rst['reps']} reps)\n")
         L.append(f"zstd archive made by {rst['zstd_archive']['made_by']}.\n")
-        L.append("| contender | median ms/segment | p90 ms | MB/s | ratio vs pgbackrest archive-get (none) | max RSS |")
+        L.append("| contender | median ms/segment | p90 ms | MB/s | time ratio vs pgbackrest archive-get (none) | max RSS |")
         L.append("|---|---:|---:|---:|---:|---:|")
         for name, o in rst["per_segment"].items():
             if "median_ms" not in o:
@@ -1402,7 +1464,7 @@ def report(res):
         rec = rst.get("recovery", {})
         if rec:
             L.append(f"Recovery of a base backup replaying {rec['replay_mb']:.0f} MiB of WAL from the archive "
-                     f"(recovery.signal, pg_ctl start -w until promoted; {rec['reps']} reps):\n")
+                     f"(recovery.signal; from pg_ctl start until the server log says it is ready for connections after the end of the archive; {rec['reps']} reps):\n")
             L.append("| restore_command | median s | replay MB/s | ratio vs cp |")
             L.append("|---|---:|---:|---:|")
             for name, o in rec["contenders"].items():

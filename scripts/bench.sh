@@ -25,6 +25,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 [ -x /usr/bin/time ] || need+=(time)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
