@@ -166,6 +166,7 @@ def machine(repo, binary, work):
         "python": platform.python_version(),
         "pitrkit": first_line([binary, "--version"]),
         "pitrkit_commit": commit + (" (+uncommitted changes in src)" if dirty else ""),
+        "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -364,6 +365,21 @@ class Call:
 
 class Failed(Exception):
     pass
+
+
+def cpu_ticks():
+    """(busy, iowait, total) jiffies of all CPUs from /proc/stat."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle, iowait = f[3], f[4]
+    total = sum(f[:8])
+    return total - idle - iowait, iowait, total
+
+
+def cores_busy(before, after):
+    """CPU cores kept busy (user+system) between two cpu_ticks() snapshots, and iowait in cores."""
+    ncpu = os.cpu_count() or 1
+    dt = max(1, after[2] - before[2])
+    return (after[0] - before[0]) / dt * ncpu, (after[1] - before[1]) / dt * ncpu
 
 
 class Bench:
@@ -798,8 +814,10 @@ class Bench:
                         lats.append(c.secs)
                     total = sum(lats)
                 elif kind == "rsync1":
+                    c0 = cpu_ticks()
                     c = self.timed(["rsync", "-e", " ".join(self.ssh_argv())] + self.segs
                                    + [f"{self.user}@127.0.0.1:{remote}/"])
+                    r.setdefault("busy", []).append(cores_busy(c0, cpu_ticks())[0])
                     if c.rc != 0:
                         err = c.err
                     total = c.secs
@@ -837,7 +855,9 @@ class Bench:
                     if err is None and queued != N:
                         err = f"expected {N} queued files before --flush, found {queued} (calls shipped?)"
                     if err is None:
+                        c0 = cpu_ticks()
                         c = self.timed([self.bin, "archiver", "-C", ini, "--flush"])
+                        r.setdefault("busy", []).append(cores_busy(c0, cpu_ticks())[0])
                         if c.rc != 0:
                             err = c.err
                         r["flush"].append(c.secs)
@@ -880,6 +900,8 @@ class Bench:
                     o["flush_ms"] = med(r["flush"]) * 1000
                 if r["spool"]:
                     o["spool_call_ms"] = med(r["spool"]) * 1000
+                if r.get("busy"):
+                    o["cpu_cores_busy"] = med(r["busy"])
             out["contenders"][name] = o
         out["rss"] = self.flush_rss(ini_for, dead_port)
         self.ship_evidence(ini_for, dead_port)
@@ -1223,6 +1245,7 @@ class Bench:
 
         R = self.s["bb_reps"]
         t = {"pitrkit -B (fresh)": [], "pitrkit -B (re-sync, unchanged)": [], "pg_basebackup -X none": []}
+        busy = {k: [] for k in t}
         errors = {}
         sizes = {}
         evidence = None
@@ -1236,7 +1259,9 @@ class Bench:
                 if who == "pitrkit" and "pitrkit -B (fresh)" not in errors:
                     ini = standby_ini(d)
                     self.pitrkit_ok("standby", "-C", ini, "-I")
+                    c0 = cpu_ticks()
                     a = self.timed([self.bin, "standby", "-C", ini, "-B"])
+                    busy["pitrkit -B (fresh)"].append(cores_busy(c0, cpu_ticks()))
                     if a.rc != 0:
                         errors["pitrkit -B (fresh)"] = a.err[-1500:]
                         continue
@@ -1249,8 +1274,10 @@ class Bench:
                     sizes["pitrkit"] = self.du(d)
                     evidence = {"fresh_stderr": a.err[-6000:], "resync_stderr": b.err[-6000:]}
                 elif who == "pgbb":
+                    c0 = cpu_ticks()
                     a = self.timed([f"{self.pgbin}/pg_basebackup", "-h", "127.0.0.1", "-p", str(c["port"]),
                                     "-U", self.user, "-D", d, "-X", "none", "--checkpoint=fast"])
+                    busy["pg_basebackup -X none"].append(cores_busy(c0, cpu_ticks()))
                     if a.rc != 0:
                         errors["pg_basebackup -X none"] = a.err[-1500:]
                         continue
@@ -1275,6 +1302,9 @@ class Bench:
                 o["mb_s"] = db_bytes / MiB / med(xs)
                 if len(ref) == len(xs):
                     o["ratio_vs_pg_basebackup"] = med([a / b for a, b in zip(xs, ref)])
+                if busy[name]:
+                    o["cpu_cores_busy"] = med([b[0] for b in busy[name]])
+                    o["iowait_cores"] = med([b[1] for b in busy[name]])
                 if name.endswith("unchanged)") and len(fresh) == len(xs):
                     o["fraction_of_fresh"] = med([a / b for a, b in zip(xs, fresh)])
             out["contenders"][name] = o
@@ -1367,7 +1397,7 @@ def report(res):
     L.append(f"## pitrkit benchmark — {m.get('date', '')}\n")
     L.append(f"{m.get('pitrkit', '')} (commit {m.get('pitrkit_commit', '')}); "
              f"{m.get('nproc')} cores ({m.get('cpu')}), {m.get('memory')} RAM, {m.get('os')}, kernel {m.get('kernel')}, "
-             f"work dir on {m.get('work_fs')}; {m.get('postgresql')}, {m.get('pgbackrest')}, {m.get('rsync')}, "
+             f"work dir on {m.get('work_fs')}, load average at start {m.get('loadavg_at_start')}; {m.get('postgresql')}, {m.get('pgbackrest')}, {m.get('rsync')}, "
              f"{m.get('ssh')}.\n")
     L.append(f"Settings: {s.get('segments')} real 16 MiB segments from pgbench, {s.get('reps')} interleaved "
              f"repetitions{' (--quick)' if s.get('quick') else ''}. Ratios are medians of per-repetition ratios "
@@ -1419,8 +1449,10 @@ def report(res):
                 L.append(f"| {name} | {o.get('na', '–')} | | | |")
                 continue
             extra = ""
+            if "cpu_cores_busy" in o:
+                extra = f" ({o['cpu_cores_busy']:.2f} of {os.cpu_count()} cores busy during the transfer)"
             if "flush_ms" in o:
-                extra = f" (flush {o['flush_ms']:.0f} ms" + (f", spool call {o['spool_call_ms']:.1f} ms" if "spool_call_ms" in o else "") + ")"
+                extra = f" (flush {o['flush_ms']:.0f} ms" + (f", spool call {o['spool_call_ms']:.1f} ms" if "spool_call_ms" in o else "") + (f", {o['cpu_cores_busy']:.2f} cores busy during flush" if "cpu_cores_busy" in o else "") + ")"
             L.append(f"| {name} | {o['per_segment_ms']:.1f}{extra} | {fmt(o.get('median_call_ms'))} | {o['mb_s']:.1f} | "
                      f"{fmt(o.get('throughput_ratio'), '.2f')}x |")
         L.append("")
@@ -1486,14 +1518,15 @@ def report(res):
     if bb:
         L.append(f"### 5. Base backup (pgbench scale {bb['scale']}, {bb['db_bytes'] / MiB:.0f} MiB of databases, "
                  f"{bb['reps']} reps)\n")
-        L.append("| contender | median s | MB/s | ratio vs pg_basebackup | fraction of a fresh -B |")
-        L.append("|---|---:|---:|---:|---:|")
+        L.append("| contender | median s | MB/s | ratio vs pg_basebackup | fraction of a fresh -B | CPU cores busy (of "
+                 f"{os.cpu_count()}) |")
+        L.append("|---|---:|---:|---:|---:|---:|")
         for name, o in bb["contenders"].items():
             if "median_s" not in o:
-                L.append(f"| {name} | {o.get('na', '–')} | | | |")
+                L.append(f"| {name} | {o.get('na', '–')} | | | | |")
                 continue
             L.append(f"| {name} | {o['median_s']:.2f} | {o['mb_s']:.0f} | {fmt(o.get('ratio_vs_pg_basebackup'), '.2f')}x | "
-                     f"{fmt(o.get('fraction_of_fresh'), '.3f')} |")
+                     f"{fmt(o.get('fraction_of_fresh'), '.3f')} | {fmt(o.get('cpu_cores_busy'), '.2f')} |")
         L.append("")
         fr = bb["contenders"].get("pitrkit -B (fresh)", {})
         rs = bb["contenders"].get("pitrkit -B (re-sync, unchanged)", {})
