@@ -4,7 +4,7 @@
 # NOT part of the test suite: run it by hand. See BENCHMARKS.md.
 #
 #   scripts/bench.sh            full run (~10 min on 2 cores)
-#   scripts/bench.sh --quick    smaller sizes (~3.5 min)
+#   scripts/bench.sh --quick    smaller sizes (~3 min)
 #
 # Sizes and repetitions: BENCH_* environment variables (see scripts/bench.py
 # or BENCHMARKS.md). Results: a markdown table on stdout, and results.json,
