@@ -59,6 +59,12 @@ impl Setup {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Archiver is ready"));
     }
 
+    /// Rewrites the configuration file: `f` gets the current text.
+    fn edit_ini(&self, f: impl FnOnce(String) -> String) {
+        let text = fs::read_to_string(&self.ini).unwrap();
+        self.env.write("cmd_archiver.ini", &f(text));
+    }
+
     fn master(&self, extra_conf: &str) -> PgCluster {
         fixtures::archiving_master(&self.env, &self.ini, extra_conf)
     }
@@ -525,4 +531,49 @@ fn refuses_to_run_as_root() {
         "{}",
         describe_output(&out)
     );
+}
+
+#[test]
+fn a_directory_init_never_prepared_is_refused() {
+    let s = Setup::new("arch_noinit", "local_archivedirs: LOCAL");
+    s.edit_ini(|t| t.replace("LOCAL", &s.local.display().to_string()));
+    // What an unmounted NFS share looks like: an empty directory.
+    s.env.mkdir("local_archive");
+    s.env.mkdir(&format!("queue/{SLAVE}"));
+    let (_pg, _seg, path) = real_segment(&s);
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let expected = format!(
+        "{} is not initialized for pitrkit (no .pitrkit-system-id): run `pitrkit archiver -C {} -I`, and check that the share is mounted",
+        s.local.display(),
+        s.ini.display()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&expected),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(fs::read_dir(&s.local).unwrap().count(), 0, "nothing written");
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn init_records_the_clusters_system_id() {
+    let s = Setup::new("arch_sysid", "local_archivedirs: LOCAL");
+    s.edit_ini(|t| t.replace("LOCAL", &s.local.display().to_string()));
+    let (pg, _seg, path) = real_segment(&s);
+    s.init();
+    let controldata = run_ok(s.env.command(&pg_program("pg_controldata")).arg(&pg.datadir));
+    let id = controldata
+        .lines()
+        .find_map(|l| l.strip_prefix("Database system identifier:"))
+        .expect("pg_controldata prints the system identifier")
+        .trim()
+        .to_string();
+    for dir in [s.local.clone(), s.env.path("queue")] {
+        let recorded = fs::read_to_string(dir.join(".pitrkit-system-id")).unwrap();
+        assert_eq!(recorded.trim(), id, "{}", dir.display());
+    }
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
 }

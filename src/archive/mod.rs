@@ -9,8 +9,8 @@
 
 pub mod queue;
 pub mod state;
+pub mod sysid;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,9 +23,7 @@ use crate::transport::rsync::Remote;
 use crate::wal::{self, WalName};
 use queue::{Ledger, Shipped};
 use state::{Event, SlaveState};
-
-/// Name of the file recording which database system an archive belongs to.
-pub const SYSTEM_ID_FILE: &str = ".pitrkit-system-id";
+pub use sysid::SYSTEM_ID_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -46,6 +44,15 @@ pub enum ArchiveError {
     },
     #[error("{dir} does not exist ({why}); create it, or run `pitrkit archiver -C <config> -I`")]
     NoDirectory { dir: PathBuf, why: &'static str },
+    #[error("{dir} is not initialized for pitrkit (no {SYSTEM_ID_FILE}): run `pitrkit archiver -C {config} -I`, and check that the share is mounted")]
+    NotInitialized { dir: PathBuf, config: String },
+    #[error("{dir}: {source}; fix or remove the file, then run `pitrkit archiver -C {config} -I`")]
+    SystemIdFile {
+        dir: PathBuf,
+        config: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("archiving {wal} to {dest}: {source}")]
     Place {
         wal: String,
@@ -139,7 +146,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
                 why: "a local_archivedirs entry; is the NFS share mounted?",
             });
         }
-        check_system_id(dir, system_id, &file_name)?;
+        check_system_id(cfg, dir, system_id, &file_name)?;
         let placed = fsutil::place_copy(&src, dir, &file_name, 0o600).map_err(|source| ArchiveError::Place {
             wal: file_name.clone(),
             dest: dir.display().to_string(),
@@ -159,7 +166,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
             why: "l_archivedir, the local queue root",
         });
     }
-    check_system_id(ldir, system_id, &file_name)?;
+    check_system_id(cfg, ldir, system_id, &file_name)?;
     let ledger = Ledger::new(ldir, &file_name);
     let already = if cfg.ship_mode == ShipMode::Sync {
         ledger.delivered()
@@ -246,28 +253,38 @@ fn spool(cfg: &ArchiverConfig, src: &Path, name: &str, targets: &[&String]) -> R
     Ok(spooled)
 }
 
-/// Refuses to mix two database systems' WAL in one directory; records the
-/// system on first use.
-fn check_system_id(dir: &Path, ours: Option<u64>, wal: &str) -> Result<(), ArchiveError> {
-    let Some(ours) = ours else { return Ok(()) };
-    let path = dir.join(SYSTEM_ID_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(archive) if archive != ours => Err(ArchiveError::SystemIdMismatch {
-                dir: dir.to_path_buf(),
-                archive,
-                ours,
-                wal: wal.to_string(),
-            }),
-            _ => Ok(()),
-        },
-        Err(_) => {
-            // Best effort: the id only guards against misconfiguration.
-            let tmp = fsutil::temp_name(dir, SYSTEM_ID_FILE);
-            if fs::write(&tmp, format!("{ours}\n")).is_ok() {
-                let _ = fs::rename(&tmp, &path);
+/// Refuses a directory `-I` never prepared (an unmounted share looks just
+/// like an empty directory), and mixing two database systems' WAL in one
+/// directory; claims an unclaimed directory for our system, durably.
+fn check_system_id(cfg: &ArchiverConfig, dir: &Path, ours: Option<u64>, wal: &str) -> Result<(), ArchiveError> {
+    let config = cfg.source.display().to_string();
+    let file_err = |source| ArchiveError::SystemIdFile {
+        dir: dir.to_path_buf(),
+        config: config.clone(),
+        source,
+    };
+    let mismatch = |archive| ArchiveError::SystemIdMismatch {
+        dir: dir.to_path_buf(),
+        archive,
+        ours: ours.unwrap_or(0),
+        wal: wal.to_string(),
+    };
+    match sysid::read(dir).map_err(file_err)? {
+        sysid::Recorded::Missing => Err(ArchiveError::NotInitialized {
+            dir: dir.to_path_buf(),
+            config: config.clone(),
+        }),
+        sysid::Recorded::System(archive) if ours.is_some_and(|o| o != archive) => Err(mismatch(archive)),
+        sysid::Recorded::System(_) => Ok(()),
+        sysid::Recorded::Unclaimed => {
+            let Some(o) = ours else { return Ok(()) };
+            sysid::write(dir, Some(o)).map_err(file_err)?;
+            log::info!("{} claimed for database system {o}", dir.display());
+            // Another process may have claimed it at the same moment.
+            match sysid::read(dir).map_err(file_err)? {
+                sysid::Recorded::System(a) if a != o => Err(mismatch(a)),
+                _ => Ok(()),
             }
-            Ok(())
         }
     }
 }
@@ -420,6 +437,18 @@ pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
         for s in &cfg.slaves {
             mk(format!("queue for {s}"), &l.join(s), true);
         }
+    }
+    // Only -I marks a directory as an archive; see sysid.
+    let roots = cfg.local_archivedirs.iter().chain(cfg.l_archivedir.iter());
+    for d in roots {
+        if !d.is_dir() {
+            continue; // reported above
+        }
+        let (what, problem) = match sysid::init_dir(d, cfg.pgdata.as_deref()) {
+            Ok(note) => (format!("{}: {note}", d.display()), None),
+            Err(p) => (format!("{}: database system", d.display()), Some(p)),
+        };
+        checks.push(InitCheck { what, problem });
     }
     if let Some(rdir) = &cfg.r_archivedir {
         for s in &cfg.slaves {
