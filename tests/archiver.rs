@@ -133,13 +133,14 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
     // Durable copies keep the archive private.
     let mode = fs::metadata(s.remote.join(&segs[0])).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
-    // No temporary files left on either side.
+    // No temporary files left on either side: pitrkit's are `.NAME.pitrkit-PID.tmp`,
+    // rsync's `.NAME.XXXXXX`; the only dot-file allowed is the system id.
     for dir in [&s.remote, &s.local] {
         let stray: Vec<_> = fs::read_dir(dir)
             .unwrap()
             .flatten()
-            .map(|e| e.file_name())
-            .filter(|n| n.to_string_lossy().contains("tmp"))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".pitrkit-system-id")
             .collect();
         assert!(stray.is_empty(), "temporary files left in {}: {stray:?}", dir.display());
     }
