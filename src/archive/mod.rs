@@ -11,6 +11,7 @@ pub mod queue;
 pub mod state;
 pub mod sysid;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -174,7 +175,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
         Vec::new()
     };
     let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
-    report.spooled = spool(cfg, &src, &file_name, &targets)?;
+    report.spooled = spool(cfg, ldir, &src, &file_name, &targets)?;
 
     match cfg.ship_mode {
         ShipMode::Async => {
@@ -218,19 +219,18 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     }
 }
 
-/// One durable copy of the file, hard-linked into each target slave's queue.
-fn spool(cfg: &ArchiverConfig, src: &Path, name: &str, targets: &[&String]) -> Result<Vec<String>, ArchiveError> {
+/// One durable copy of the file, staged in `l_archivedir/.spool/`, then
+/// hard-linked into each target slave's queue. Linking from a queue entry
+/// instead would race with a concurrent `--flush` that ships and removes it.
+fn spool(
+    cfg: &ArchiverConfig,
+    ldir: &Path,
+    src: &Path,
+    name: &str,
+    targets: &[&String],
+) -> Result<Vec<String>, ArchiveError> {
     let _t = StepTimer::new(format!("spooling {name} for {} slave(s)", targets.len()));
-    let place_err = |dest: &Path| {
-        let dest = dest.display().to_string();
-        move |source| ArchiveError::Place {
-            wal: name.to_string(),
-            dest,
-            source,
-        }
-    };
-    let mut first: Option<PathBuf> = None;
-    let mut spooled = Vec::new();
+    let mut qdirs = Vec::new();
     for slave in targets {
         let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
         if !qdir.is_dir() {
@@ -239,18 +239,60 @@ fn spool(cfg: &ArchiverConfig, src: &Path, name: &str, targets: &[&String]) -> R
                 why: "the queue of a slave listed in 'slaves'",
             });
         }
-        match &first {
-            None => {
-                fsutil::place_copy(src, &qdir, name, 0o600).map_err(place_err(&qdir))?;
-                first = Some(qdir.join(name));
-            }
-            Some(copy) => {
-                fsutil::place_link(copy, &qdir, name).map_err(place_err(&qdir))?;
-            }
-        }
-        spooled.push(slave.to_string());
+        qdirs.push(qdir);
     }
-    Ok(spooled)
+    spool_into(ldir, src, name, &qdirs)?;
+    Ok(targets.iter().map(|s| s.to_string()).collect())
+}
+
+fn spool_into(ldir: &Path, src: &Path, name: &str, qdirs: &[PathBuf]) -> Result<(), ArchiveError> {
+    if qdirs.is_empty() {
+        return Ok(());
+    }
+    let place_err = |dest: &Path| {
+        let dest = dest.display().to_string();
+        move |source| ArchiveError::Place {
+            wal: name.to_string(),
+            dest,
+            source,
+        }
+    };
+    let sdir = ldir.join(queue::SPOOL_DIR);
+    fsutil::ensure_dir(&sdir, 0o700).map_err(|e| ArchiveError::Place {
+        wal: name.to_string(),
+        dest: sdir.display().to_string(),
+        source: PlaceError::Io {
+            path: sdir.clone(),
+            op: "create spool directory",
+            source: e,
+        },
+    })?;
+    let staged = sdir.join(name);
+    match fsutil::place_copy(src, &sdir, name, 0o600) {
+        Ok(_) => {}
+        // A different copy left by an interrupted earlier call: only ours to use.
+        Err(PlaceError::Conflict { .. }) => {
+            fs::remove_file(&staged).map_err(|e| ArchiveError::Place {
+                wal: name.to_string(),
+                dest: sdir.display().to_string(),
+                source: PlaceError::Io {
+                    path: staged.clone(),
+                    op: "remove stale spool copy",
+                    source: e,
+                },
+            })?;
+            fsutil::place_copy(src, &sdir, name, 0o600).map_err(place_err(&sdir))?;
+        }
+        Err(e) => return Err(place_err(&sdir)(e)),
+    }
+    for qdir in qdirs {
+        fsutil::place_link(&staged, qdir, name).map_err(place_err(qdir))?;
+    }
+    // Every queue holds its own durable link now; the staging name can go.
+    if let Err(e) = fs::remove_file(&staged) {
+        log::warn!("cannot remove {}: {e}", staged.display());
+    }
+    Ok(())
 }
 
 /// Refuses a directory `-I` never prepared (an unmounted share looks just
@@ -497,4 +539,52 @@ pub fn status(cfg: &ArchiverConfig) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn spooling_survives_a_flush_emptying_the_first_queue() {
+        let d = tempfile::tempdir().unwrap();
+        let ldir = d.path().to_path_buf();
+        let qdirs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|q| ldir.join(q)).collect();
+        for q in &qdirs {
+            fs::create_dir(q).unwrap();
+        }
+        let src = d.path().join("src");
+        fs::write(&src, vec![5u8; 64 << 10]).unwrap();
+        let names: Vec<String> = (1..=20).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+        // A concurrent --flush: ships and removes whatever appears in queue a.
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for n in &names {
+                        let _ = fs::remove_file(qdirs[0].join(n));
+                    }
+                }
+            });
+            for n in &names {
+                let r = spool_into(&ldir, &src, n, &qdirs);
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r.unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        for n in &names {
+            for q in &qdirs[1..] {
+                assert_eq!(fs::read(q.join(n)).unwrap().len(), 64 << 10, "{n} in {}", q.display());
+            }
+        }
+        assert_eq!(
+            fs::read_dir(ldir.join(queue::SPOOL_DIR)).unwrap().count(),
+            0,
+            "staging copies are removed once linked"
+        );
+    }
 }

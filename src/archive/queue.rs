@@ -5,6 +5,7 @@
 //! l_archivedir/
 //!   .pitrkit-system-id        database system the queued WAL belongs to
 //!   .delivered/<wal>          sync mode: slaves that already have <wal>
+//!   .spool/<wal>              the durable copy being linked into the queues
 //!   <slave>/<wal>             hard links of one durable copy, 0600
 //!   <slave>/.lock             held while shipping this queue
 //!   <slave>/.state            delivery state (drives notifications)
@@ -24,6 +25,7 @@ pub const LOCK_FILE: &str = ".lock";
 pub const STATE_FILE: &str = ".state";
 pub const CONFLICTS_DIR: &str = ".conflicts";
 pub const LEDGER_DIR: &str = ".delivered";
+pub const SPOOL_DIR: &str = ".spool";
 
 /// WAL files waiting in a queue directory, oldest name first.
 pub fn queued_files(qdir: &Path) -> io::Result<Vec<String>> {
