@@ -22,7 +22,7 @@ use crate::logging::StepTimer;
 use crate::notify::Level;
 use crate::transport::rsync::Remote;
 use crate::wal::{self, WalName};
-use queue::{Ledger, Shipped};
+use queue::{Ledger, Outcome, Shipped};
 use state::{Event, SlaveState};
 pub use sysid::SYSTEM_ID_FILE;
 
@@ -184,25 +184,16 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
         }
         ShipMode::Sync => {
             let only: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
-            report.slaves = ship_round_for(cfg, &only, true, true);
+            let runs = ship_round_for(cfg, &only, true, true);
             let mut have = already;
             let mut failures = Vec::new();
-            for (slave, event) in &report.slaves {
-                let still_queued = cfg
-                    .queue_dir(slave)
-                    .map(|q| q.join(&file_name).exists())
-                    .unwrap_or(false);
-                match event {
-                    Event::Delivered { .. } if !still_queued => have.push(slave.clone()),
-                    Event::Delivered { .. } => failures.push(format!(
-                        "{slave}: it already has a different {file_name} (see .conflicts)"
-                    )),
-                    Event::Failed { error, .. } => failures.push(format!("{slave}: {error}")),
-                    Event::Skipped { .. } => failures.push(format!(
-                        "{slave}: busy (another pitrkit process is shipping; lock_timeout)"
-                    )),
+            for (slave, run) in &runs {
+                match sync_verdict(cfg, slave, run, &file_name) {
+                    Ok(()) => have.push(slave.clone()),
+                    Err(why) => failures.push(format!("{slave}: {why}")),
                 }
             }
+            report.slaves = runs.into_iter().map(|(s, r)| (s, r.event)).collect();
             if failures.is_empty() {
                 ledger.remove();
                 Ok(report)
@@ -216,6 +207,51 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
                 })
             }
         }
+    }
+}
+
+/// Sync mode: does `slave` now have `name`? Only this run's outcome for this
+/// very file counts, never the absence of the file from the queue.
+fn sync_verdict(cfg: &ArchiverConfig, slave: &str, run: &SlaveRun, name: &str) -> Result<(), String> {
+    let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
+    let conflict = qdir.join(queue::CONFLICTS_DIR).join(name);
+    let rdir = cfg
+        .r_archivedir
+        .as_deref()
+        .unwrap_or(Path::new("?"))
+        .display()
+        .to_string();
+    let in_conflict = || {
+        format!(
+            "it already has a different {name} in {rdir}; pitrkit did not overwrite it and keeps ours in {}. Compare the two, then remove the wrong one (and {} once resolved)",
+            conflict.display(),
+            conflict.display()
+        )
+    };
+    match (&run.shipped, &run.event) {
+        (Some(shipped), _) => match shipped.outcome(name) {
+            Some(Outcome::Delivered) if conflict.exists() => Err(format!(
+                "{name} was delivered, but {} remains from an earlier conflict; check {rdir}/{name} on the slave, then remove it",
+                conflict.display()
+            )),
+            Some(Outcome::Delivered) => Ok(()),
+            Some(Outcome::Conflict) => Err(in_conflict()),
+            Some(Outcome::StillQueued) => Err(format!(
+                "{name} could not be confirmed on the slave ({}); it stays queued",
+                if shipped.problems.is_empty() {
+                    "see the log".to_string()
+                } else {
+                    shipped.problems.join("; ")
+                }
+            )),
+            None if conflict.exists() => Err(in_conflict()),
+            None => Err(format!(
+                "{name} left the queue while another pitrkit process was shipping it; PostgreSQL's retry will confirm it"
+            )),
+        },
+        (None, Event::Failed { error, .. }) => Err(error.clone()),
+        (None, Event::Skipped { .. }) => Err("busy: another pitrkit process is shipping this queue (lock_timeout)".into()),
+        (None, Event::Delivered { .. }) => Err(format!("{name} was not shipped")),
     }
 }
 
@@ -335,21 +371,32 @@ fn check_system_id(cfg: &ArchiverConfig, dir: &Path, ours: Option<u64>, wal: &st
 /// `force` ignores the retry back-off; `wait` waits for a busy queue's lock.
 pub fn ship_round(cfg: &ArchiverConfig, force: bool, wait: bool) -> Vec<(String, Event)> {
     ship_round_for(cfg, &cfg.slaves, force, wait)
+        .into_iter()
+        .map(|(s, r)| (s, r.event))
+        .collect()
 }
 
-fn ship_round_for(cfg: &ArchiverConfig, slaves: &[String], force: bool, wait: bool) -> Vec<(String, Event)> {
+/// What shipping one slave's queue did.
+#[derive(Debug)]
+struct SlaveRun {
+    event: Event,
+    /// Per-file outcomes, when the queue was shipped at all.
+    shipped: Option<Shipped>,
+}
+
+fn ship_round_for(cfg: &ArchiverConfig, slaves: &[String], force: bool, wait: bool) -> Vec<(String, SlaveRun)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(String, Event)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(String, SlaveRun)>> = Mutex::new(Vec::new());
     let workers = cfg.max_queue_workers.min(slaves.len()).max(1);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(slave) = slaves.get(i) else { break };
-                let event = ship_slave(cfg, slave, force, wait);
-                results.lock().unwrap().push((slave.clone(), event));
+                let run = ship_slave(cfg, slave, force, wait);
+                results.lock().unwrap().push((slave.clone(), run));
             });
         }
     });
@@ -362,61 +409,78 @@ fn depth(qdir: &Path) -> usize {
     queue::queued_files(qdir).map(|v| v.len()).unwrap_or(0)
 }
 
-/// One slave: respect back-off and locking, ship, update state, notify.
-fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> Event {
+/// One slave: take its queue lock (a busy queue is another process's job:
+/// skipped, state untouched), then under the lock load the delivery state,
+/// respect the back-off, ship, record the new state; notify after unlocking.
+fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> SlaveRun {
     let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
+    let wait_for = if wait {
+        cfg.lock_timeout
+    } else {
+        std::time::Duration::ZERO
+    };
+    let (lock, lock_error) = match fsutil::lock(&qdir.join(queue::LOCK_FILE), wait_for) {
+        Ok(Some(l)) => (Some(l), None),
+        Ok(None) => {
+            log::debug!("slave {slave}: another pitrkit process is shipping this queue");
+            return SlaveRun {
+                event: Event::Skipped { depth: depth(&qdir) },
+                shipped: None,
+            };
+        }
+        // Nobody can hold a lock that cannot be opened: record the failure
+        // (one warning per outage) like any other.
+        Err(e) => (
+            None,
+            Some(format!(
+                "cannot lock queue {}: {e}; check that the directory exists and belongs to the archiver's OS user (`pitrkit archiver -I` creates it)",
+                qdir.display()
+            )),
+        ),
+    };
     let state_path = qdir.join(queue::STATE_FILE);
     let prev = SlaveState::load(&state_path);
     let now = now_unix();
-    let event = if !state::should_attempt(&prev, now, cfg.queue_wait.as_secs(), force) {
+    let mut shipped = None;
+    let event = if let Some(error) = lock_error {
+        Event::Failed {
+            error,
+            depth: depth(&qdir),
+        }
+    } else if !state::should_attempt(&prev, now, cfg.queue_wait.as_secs(), force) {
         log::debug!(
             "slave {slave}: last delivery failed {}s ago; next try after queue_wait",
             now - prev.last_attempt
         );
         Event::Skipped { depth: depth(&qdir) }
     } else {
-        let wait_for = if wait {
-            cfg.lock_timeout
-        } else {
-            std::time::Duration::ZERO
-        };
-        match fsutil::lock(&qdir.join(queue::LOCK_FILE), wait_for) {
-            Ok(None) => {
-                log::debug!("slave {slave}: another pitrkit process is shipping this queue");
-                Event::Skipped { depth: depth(&qdir) }
+        match queue::ship_queue(cfg, slave) {
+            Ok(s) => {
+                let delivered = s.delivered().len();
+                if delivered > 0 {
+                    log::info!("slave {slave}: delivered {delivered} file(s), {} queued", s.remaining);
+                }
+                let event = if s.problems.is_empty() {
+                    Event::Delivered {
+                        delivered,
+                        depth: s.remaining,
+                    }
+                } else {
+                    Event::Failed {
+                        error: format!(
+                            "{} file(s) not confirmed on the slave and kept queued: {}",
+                            s.problems.len(),
+                            s.problems.join("; ")
+                        ),
+                        depth: s.remaining,
+                    }
+                };
+                shipped = Some(s);
+                event
             }
             Err(e) => Event::Failed {
-                error: format!("cannot lock queue {}: {e}", qdir.display()),
+                error: e.to_string(),
                 depth: depth(&qdir),
-            },
-            Ok(Some(_lock)) => match queue::ship_queue(cfg, slave) {
-                Ok(Shipped {
-                    delivered,
-                    conflicts,
-                    remaining,
-                }) => {
-                    for c in &conflicts {
-                        cfg.notify.send(Level::Critical, &format!(
-                            "slave {slave} already has a different {c} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
-                            cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
-                            qdir.join(queue::CONFLICTS_DIR).join(c).display()
-                        ));
-                    }
-                    if !delivered.is_empty() {
-                        log::info!(
-                            "slave {slave}: delivered {} file(s), {remaining} queued",
-                            delivered.len()
-                        );
-                    }
-                    Event::Delivered {
-                        delivered: delivered.len(),
-                        depth: remaining,
-                    }
-                }
-                Err(e) => Event::Failed {
-                    error: e.to_string(),
-                    depth: depth(&qdir),
-                },
             },
         }
     };
@@ -426,13 +490,23 @@ fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> Eve
             log::warn!("cannot save delivery state {}: {e}", state_path.display());
         }
     }
+    drop(lock);
+
+    // Hooks may be slow: never while holding the queue.
+    for c in shipped.iter().flat_map(|s| s.conflicts()) {
+        cfg.notify.send(Level::Critical, &format!(
+            "slave {slave} already has a different {c} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
+            cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
+            qdir.join(queue::CONFLICTS_DIR).join(&c).display()
+        ));
+    }
     for n in notices {
         cfg.notify.send(n.level, &n.message);
     }
     if let Event::Failed { error, .. } = &event {
         log::warn!("slave {slave}: delivery failed, files stay queued: {error}");
     }
-    event
+    SlaveRun { event, shipped }
 }
 
 /// `--flush`: ship every queue now, waiting for locks and ignoring back-off.
@@ -520,9 +594,7 @@ pub fn status(cfg: &ArchiverConfig) -> Vec<String> {
     for s in &cfg.slaves {
         let qdir = cfg.queue_dir(s).expect("slaves require l_archivedir");
         let st = SlaveState::load(&qdir.join(queue::STATE_FILE));
-        let conflicts = queue::queued_files(&qdir.join(queue::CONFLICTS_DIR))
-            .map(|v| v.len())
-            .unwrap_or(0);
+        let conflicts = queue::conflict_count(&qdir);
         let health = if st.failing {
             format!(
                 "FAILING for {}s ({} attempts): {}",
@@ -544,7 +616,9 @@ pub fn status(cfg: &ArchiverConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::IniFile;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
     #[test]
     fn spooling_survives_a_flush_emptying_the_first_queue() {
@@ -586,5 +660,38 @@ mod tests {
             0,
             "staging copies are removed once linked"
         );
+    }
+
+    fn config(dir: &Path, extra: &str) -> ArchiverConfig {
+        let text = format!(
+            "slaves: sb\nl_archivedir: {}\nr_archivedir: /r\nqueue_wait: 0\n{extra}",
+            dir.display()
+        );
+        ArchiverConfig::from_ini(&IniFile::parse(&dir.join("a.ini"), &text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_busy_queue_is_left_alone_state_and_alerts_included() {
+        let d = tempfile::tempdir().unwrap();
+        let hooked = d.path().join("hooked");
+        let cfg = config(
+            d.path(),
+            &format!("queue_critical_depth: 1\nnotify_critical: touch {}\n", hooked.display()),
+        );
+        let q = cfg.queue_dir("sb").unwrap();
+        fs::create_dir(&q).unwrap();
+        for i in 1..=3 {
+            fs::write(q.join(format!("00000001000000000000000{i}")), b"x").unwrap();
+        }
+        let _held = fsutil::lock(&q.join(queue::LOCK_FILE), Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let run = ship_slave(&cfg, "sb", false, false);
+        assert_eq!(run.event, Event::Skipped { depth: 3 });
+        assert!(run.shipped.is_none());
+        // The process holding the lock owns the state; this one must not
+        // write it (or raise the depth alarm) from a stale read.
+        assert!(!q.join(queue::STATE_FILE).exists(), "state written without the lock");
+        assert!(!hooked.exists(), "alert sent for a queue another process is shipping");
     }
 }
