@@ -59,6 +59,19 @@ impl Setup {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Archiver is ready"));
     }
 
+    /// Rewrites the configuration file: `f` gets the current text.
+    fn edit_ini(&self, f: impl FnOnce(String) -> String) {
+        let text = fs::read_to_string(&self.ini).unwrap();
+        self.env.write("cmd_archiver.ini", &f(text));
+    }
+
+    /// An executable script in the test directory.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.env.write(name, &format!("#!/bin/sh\n{body}"));
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    }
+
     fn master(&self, extra_conf: &str) -> PgCluster {
         fixtures::archiving_master(&self.env, &self.ini, extra_conf)
     }
@@ -127,13 +140,14 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
     // Durable copies keep the archive private.
     let mode = fs::metadata(s.remote.join(&segs[0])).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
-    // No temporary files left on either side.
+    // No temporary files left on either side: pitrkit's are `.NAME.pitrkit-PID.tmp`,
+    // rsync's `.NAME.XXXXXX`; the only dot-file allowed is the system id.
     for dir in [&s.remote, &s.local] {
         let stray: Vec<_> = fs::read_dir(dir)
             .unwrap()
             .flatten()
-            .map(|e| e.file_name())
-            .filter(|n| n.to_string_lossy().contains("tmp"))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".pitrkit-system-id")
             .collect();
         assert!(stray.is_empty(), "temporary files left in {}: {stray:?}", dir.display());
     }
@@ -525,4 +539,203 @@ fn refuses_to_run_as_root() {
         "{}",
         describe_output(&out)
     );
+}
+
+#[test]
+fn sync_mode_never_acknowledges_a_file_the_slave_has_differently() {
+    let s = Setup::new("arch_sync_conflict", "ship_mode: sync");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let wal = path.display().to_string();
+    let impostor = vec![9u8; 16 << 20];
+    fs::write(s.remote.join(&seg), &impostor).unwrap();
+    for attempt in 1..=2 {
+        // PostgreSQL retries a failed call: it must keep failing.
+        let out = s.archiver(&["-F", &wal]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "attempt {attempt}: {}",
+            describe_output(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("is not on every slave yet") && stderr.contains(&format!("already has a different {seg}")),
+            "attempt {attempt}: {stderr}"
+        );
+        assert_eq!(
+            fs::read(s.remote.join(&seg)).unwrap(),
+            impostor,
+            "remote file overwritten!"
+        );
+        assert!(s.queue.join(".conflicts").join(&seg).exists());
+    }
+    assert!(
+        !s.env.path("queue/.delivered").join(&seg).exists()
+            || !fs::read_to_string(s.env.path("queue/.delivered").join(&seg))
+                .unwrap()
+                .contains(SLAVE),
+        "the slave must not be recorded as having {seg}"
+    );
+}
+
+#[test]
+fn rsync_saying_nothing_never_empties_the_queue() {
+    let s = Setup::new("arch_silent", "");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let rsync = require_program("rsync");
+    // An rsync that skips every file without a word (what --existing, -n or a
+    // filter in rsync_flags used to do).
+    let silent = s.script("silent-rsync", &format!("exec {} --existing \"$@\"\n", rsync.display()));
+    s.edit_ini(|t| {
+        t.replace(
+            &format!("rsync_bin: {}", rsync.display()),
+            &format!("rsync_bin: {}", silent.display()),
+        )
+    });
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "async: queued is archived\n{}",
+        describe_output(&out)
+    );
+    assert_eq!(s.queued(), vec![seg.clone()], "{}", describe_output(&out));
+    assert!(!s.remote.join(&seg).exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("rsync reported nothing about {seg}")),
+        "{stderr}"
+    );
+    assert!(
+        s.hook_lines()
+            .iter()
+            .any(|l| l.starts_with("warning") && l.contains("not confirmed on the slave")),
+        "{:?}",
+        s.hook_lines()
+    );
+
+    // With a working rsync the file ships.
+    s.edit_ini(|t| {
+        t.replace(
+            &format!("rsync_bin: {}", silent.display()),
+            &format!("rsync_bin: {}", rsync.display()),
+        )
+    });
+    let out = s.archiver(&["--flush"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(s.queued().is_empty());
+    assert_same_bytes(&path, &s.remote.join(&seg));
+}
+
+#[test]
+fn remote_sync_covers_every_delivered_file_and_the_directory() {
+    let s = Setup::new("arch_rsync_sync", "");
+    s.init();
+    let (pg, seg, path) = real_segment(&s);
+    // The slave already has an identical copy (say, from before a master
+    // crash): delivered, but only after it was made durable there too.
+    fs::copy(&path, s.remote.join(&seg)).unwrap();
+    s.env.chown(&s.remote.join(&seg));
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(s.queued().is_empty(), "identical on the slave is delivered");
+    let r = s.remote.display().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("sync -- {r}/{seg} {r}\"")), "{stderr}");
+    assert!(!stderr.contains("--fsync"), "needs rsync 3.2.4+ on both ends: {stderr}");
+
+    // A newly sent file is synced the same way.
+    let next = pg.switch_wal();
+    let out = s.archiver(&["-F", &pg.datadir.join("pg_wal").join(&next).display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}\"")));
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn a_hung_slave_command_is_killed_after_the_time_limit() {
+    let s = Setup::new("arch_hung", "rsync_timeout: 2\nssh_timeout: 3");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let pidfile = s.env.path("hung.pid");
+    // ssh that hangs on the remote sync, like a standby with a stuck disk.
+    let ssh = require_program("ssh");
+    let hung = s.script(
+        "hung-ssh",
+        &format!(
+            "for a; do case \"$a\" in \"sync -- \"*) echo $$ > {}; exec sleep 600;; esac; done\nexec {} \"$@\"\n",
+            pidfile.display(),
+            ssh.display()
+        ),
+    );
+    s.edit_ini(|t| {
+        t.replacen(
+            &format!("ssh: {}", ssh.display()),
+            &format!("ssh: {}", hung.display()),
+            1,
+        )
+    });
+    let started = std::time::Instant::now();
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "async: queued is archived\n{}",
+        describe_output(&out)
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not finish within 5s"), "{stderr}");
+    assert_eq!(s.queued(), vec![seg], "unsynced files stay queued");
+    let pid = fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(pid.parse().unwrap())),
+        "the hung remote command (pid {pid}) was not killed"
+    );
+}
+
+#[test]
+fn a_directory_init_never_prepared_is_refused() {
+    let s = Setup::new("arch_noinit", "local_archivedirs: LOCAL");
+    s.edit_ini(|t| t.replace("LOCAL", &s.local.display().to_string()));
+    // What an unmounted NFS share looks like: an empty directory.
+    s.env.mkdir("local_archive");
+    s.env.mkdir(&format!("queue/{SLAVE}"));
+    let (_pg, _seg, path) = real_segment(&s);
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let expected = format!(
+        "{} is not initialized for pitrkit (no .pitrkit-system-id): run `pitrkit archiver -C {} -I`, and check that the share is mounted",
+        s.local.display(),
+        s.ini.display()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&expected),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(fs::read_dir(&s.local).unwrap().count(), 0, "nothing written");
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn init_records_the_clusters_system_id() {
+    let s = Setup::new("arch_sysid", "local_archivedirs: LOCAL");
+    s.edit_ini(|t| t.replace("LOCAL", &s.local.display().to_string()));
+    let (pg, _seg, path) = real_segment(&s);
+    s.init();
+    let controldata = run_ok(s.env.command(&pg_program("pg_controldata")).arg(&pg.datadir));
+    let id = controldata
+        .lines()
+        .find_map(|l| l.strip_prefix("Database system identifier:"))
+        .expect("pg_controldata prints the system identifier")
+        .trim()
+        .to_string();
+    for dir in [s.local.clone(), s.env.path("queue")] {
+        let recorded = fs::read_to_string(dir.join(".pitrkit-system-id")).unwrap();
+        assert_eq!(recorded.trim(), id, "{}", dir.display());
+    }
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
 }

@@ -69,11 +69,11 @@ pub static COMMON_OPTIONS: &[OptDef] = &[
     opt("ssh_identity", Path, None, "private key file for ssh (-i)"),
     opt("ssh_options", Words, None, "extra ssh -o options as Key=Value words, e.g. 'UserKnownHostsFile=/etc/pitrkit/known_hosts'"),
     opt("strict_host_key_checking", Choice(&["yes", "accept-new", "no"]), Some("accept-new"), "ssh StrictHostKeyChecking; 'no' is insecure"),
-    opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z"),
+    opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z (the archiver allows only compression, bandwidth, address-family, connection-timeout, protocol and checksum options)"),
     opt("notify_ok", Command, None, "command run when things recover; the message is appended as one argument"),
     opt("notify_warning", Command, None, "command run on a warning; the message is appended as one argument"),
     opt("notify_critical", Command, None, "command run on a critical problem; the message is appended as one argument"),
-    opt("notify_timeout", Seconds, Some("30"), "seconds a notify hook may run before it is killed"),
+    opt("notify_timeout", Seconds, Some("30"), "seconds a notify hook may run before it is killed (at least 1)"),
     opt("debug", Bool, Some("off"), "log debug messages and per-step timings"),
 ];
 
@@ -88,7 +88,7 @@ static ARCHIVER_OWN: &[OptDef] = &[
     opt("r_archivedir", Path, None, "directory on each slave that receives WAL"),
     opt("l_archivedir", Path, None, "local queue root: one durable copy, hard-linked into one queue directory per slave"),
     opt("slaves", Hosts, None, "comma-separated slave hosts; also the names of their queue directories"),
-    opt("rsync_version", Choice(&["2", "3"]), Some("3"), "legacy: major rsync version; 2 disables options rsync 2 lacks (--fsync)"),
+    opt("rsync_version", Choice(&["2", "3"]), Some("3"), "legacy: major rsync version; accepted for pitrtools compatibility and changes nothing (pitrkit uses no option rsync 2 lacks)"),
     opt("rsync_bin", Path, None, "legacy: path of the rsync program"),
     opt("queue_user", User, None, "OS user that must run the archiver (checked, not switched to)"),
     opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call tries that slave again (--flush always tries)"),
@@ -96,8 +96,8 @@ static ARCHIVER_OWN: &[OptDef] = &[
     opt("local_archivedirs", Paths, None, "comma-separated local or NFS directories that get a durable copy of every file"),
     opt("ship_mode", Choice(&["async", "sync"]), Some("async"), "async: succeed once spooled locally (pitrtools); sync: succeed only when every destination has the file (OmniPITR)"),
     opt("queue_critical_depth", Count, Some("64"), "queued files per slave above which a critical notification is sent"),
-    opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned"),
-    opt("remote_fsync", Bool, Some("on"), "make shipped files durable on the slave (rsync --fsync and a directory sync) before they leave the queue"),
+    opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned; also the limit for each remote command (sync, checks) once ssh is connected; at least 1"),
+    opt("remote_fsync", Bool, Some("on"), "make shipped files durable on the slave (one remote `sync -- <files> <dir>` after each push, coreutils 8.24+) before they leave the queue; ship_mode: sync requires it"),
     opt("lock_timeout", Seconds, Some("300"), "seconds to wait for another pitrkit process shipping to the same slave"),
 ];
 
@@ -219,6 +219,20 @@ impl<'a> Options<'a> {
         self.raw(name, Command)
     }
 
+    /// A notify hook: a command line that must be able to take the message
+    /// appended as one more argument (see [`crate::notify::hook_problem`]).
+    pub fn hook(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let Some(h) = self.command(name) else {
+            return Ok(None);
+        };
+        match crate::notify::hook_problem(&h) {
+            None => Ok(Some(h)),
+            Some(why) => Err(self.err(name, format!("{name}: '{h}' {why}")).hint(
+                "end the command line with the program and its own arguments; wrap anything more complex in a script",
+            )),
+        }
+    }
+
     pub fn path(&self, name: &str) -> Result<Option<PathBuf>, ConfigError> {
         match self.raw(name, Path) {
             None => Ok(None),
@@ -279,6 +293,20 @@ impl<'a> Options<'a> {
         Ok(Duration::from_secs(
             self.number(name, Seconds, " of seconds")?.unwrap_or(0),
         ))
+    }
+
+    /// Seconds that must be at least `min` (0 would disable a time limit).
+    pub fn seconds_at_least(&self, name: &str, min: u64) -> Result<Duration, ConfigError> {
+        let d = self.seconds(name)?;
+        if d.as_secs() < min {
+            return Err(self
+                .err(
+                    name,
+                    format!("{name} must be at least {min} second(s), got {}", d.as_secs()),
+                )
+                .hint(self.def(name).help));
+        }
+        Ok(d)
     }
 
     pub fn choice(&self, name: &str) -> Result<String, ConfigError> {

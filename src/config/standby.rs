@@ -138,10 +138,10 @@ impl StandbyConfig {
             includepath: o.paths("includepath")?,
             ssh: SshSettings::from_options(&o)?,
             notify: Notifier {
-                ok: o.command("notify_ok"),
-                warning: o.command("notify_warning"),
-                critical: o.command("notify_critical"),
-                timeout: o.seconds("notify_timeout")?,
+                ok: o.hook("notify_ok")?,
+                warning: o.hook("notify_warning")?,
+                critical: o.hook("notify_critical")?,
+                timeout: o.seconds_at_least("notify_timeout", 1)?,
             },
             debug: o.bool("debug")?,
         })

@@ -84,23 +84,41 @@ impl SshSettings {
         tools::find_program("ssh", self.program.as_deref(), &self.includepath)
     }
 
-    /// Options for every connection. BatchMode: never wait for a password
-    /// prompt nobody will answer inside archive_command.
+    /// True when the user's own options (`ssh` key words, `ssh_options`) set
+    /// the ssh option `key`, as `-o Key=v` or `-oKey=v` (any case).
+    fn user_sets(&self, key: &str) -> bool {
+        let mut prev_o = false;
+        self.extra_args.iter().any(|a| {
+            let setting = if prev_o { Some(a.as_str()) } else { a.strip_prefix("-o") };
+            prev_o = a == "-o";
+            setting.is_some_and(|kv| {
+                kv.split(['=', ' ', '\t'])
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(key))
+            })
+        })
+    }
+
+    /// Options for every connection. The user's own options come first:
+    /// ssh takes the first value it sees for an option, so theirs win.
+    /// BatchMode: never wait for a password prompt nobody will answer inside
+    /// archive_command. ServerAlive*: a slave that stops answering mid-session
+    /// is given up after about a minute instead of hanging.
     pub fn options(&self) -> Vec<String> {
-        let mut a: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+        let mut a: Vec<String> = self.extra_args.clone();
+        let mut opt = |kv: String| {
+            a.push("-o".into());
+            a.push(kv);
+        };
+        opt("BatchMode=yes".into());
         if !self.connect_timeout.is_zero() {
-            a.push("-o".into());
-            a.push(format!("ConnectTimeout={}", self.connect_timeout.as_secs()));
+            opt(format!("ConnectTimeout={}", self.connect_timeout.as_secs()));
         }
-        // A user's explicit StrictHostKeyChecking in ssh_options wins.
-        if !self
-            .extra_args
-            .iter()
-            .any(|x| x.to_ascii_lowercase().starts_with("stricthostkeychecking="))
-        {
-            a.push("-o".into());
-            a.push(format!("StrictHostKeyChecking={}", self.strict_host_key_checking));
+        if !self.user_sets("StrictHostKeyChecking") {
+            opt(format!("StrictHostKeyChecking={}", self.strict_host_key_checking));
         }
+        opt("ServerAliveInterval=15".into());
+        opt("ServerAliveCountMax=4".into());
         if let Some(p) = self.port {
             a.push("-p".into());
             a.push(p.to_string());
@@ -116,7 +134,6 @@ impl SshSettings {
         if self.debug {
             a.push("-v".into());
         }
-        a.extend(self.extra_args.iter().cloned());
         a
     }
 
@@ -190,7 +207,19 @@ mod tests {
         assert!(joined.contains("-o ConnectTimeout=7"));
         assert!(joined.contains("-o StrictHostKeyChecking=accept-new"));
         assert!(joined.contains("-p 2222 -i /k/id -l postgres"));
-        assert!(joined.contains("-o ServerAliveInterval=5"));
+        assert!(joined.contains("-o ServerAliveInterval=15 -o ServerAliveCountMax=4"));
+        // ssh keeps the first value it sees: the user's options go first.
+        assert_eq!(&o[..2], ["-o", "ServerAliveInterval=5"]);
+        let first = |k: &str| o.iter().position(|x| x.starts_with(k)).unwrap();
+        assert!(first("ServerAliveInterval=5") < first("ServerAliveInterval=15"));
+    }
+
+    #[test]
+    fn legacy_ssh_words_come_before_pitrkits_defaults() {
+        let s = settings("ssh: /usr/bin/ssh -F none -o BatchMode=no\n").unwrap();
+        let o = s.options();
+        assert_eq!(&o[..4], ["-F", "none", "-o", "BatchMode=no"]);
+        assert!(o.contains(&"BatchMode=yes".to_string()));
     }
 
     #[test]
@@ -198,6 +227,19 @@ mod tests {
         let s = settings("ssh_options: StrictHostKeyChecking=yes\n").unwrap();
         let j = s.options().join(" ");
         assert!(!j.contains("accept-new") && j.contains("StrictHostKeyChecking=yes"));
+        // The attached form in the legacy key, in any case.
+        for legacy in [
+            "ssh: /usr/bin/ssh -oStrictHostKeyChecking=yes\n",
+            "ssh: /usr/bin/ssh -ostricthostkeychecking=yes\n",
+            "ssh: /usr/bin/ssh -o STRICTHOSTKEYCHECKING=yes\n",
+        ] {
+            let j = settings(legacy).unwrap().options().join(" ");
+            assert!(!j.contains("accept-new"), "{legacy}: {j}");
+        }
+        let d = settings("").unwrap().options().join(" ");
+        assert!(d.contains("-o StrictHostKeyChecking=accept-new"), "{d}");
+        let no = settings("strict_host_key_checking: no\n").unwrap().options().join(" ");
+        assert!(no.contains("-o StrictHostKeyChecking=no"), "{no}");
     }
 
     #[test]
