@@ -151,6 +151,16 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
             .collect();
         assert!(stray.is_empty(), "temporary files left in {}: {stray:?}", dir.display());
     }
+    // Connection reuse: one login serves -I and every shipment (without it:
+    // an rsync and a remote sync per segment, 10+ logins here).
+    let logins = fs::read_to_string(&s.sshd.log)
+        .unwrap()
+        .matches("Accepted publickey")
+        .count();
+    assert!(
+        logins <= 2,
+        "{logins} ssh logins for 5 segments: connections are not reused"
+    );
     // A healthy run raises no alarm.
     assert!(
         s.hook_lines().is_empty(),

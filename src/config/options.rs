@@ -67,6 +67,7 @@ pub static COMMON_OPTIONS: &[OptDef] = &[
     opt("ssh", Text, None, "legacy: path of the ssh program, optionally followed by ssh options"),
     opt("ssh_port", Count, None, "ssh port on the other host (default: ssh's own, usually 22 or from ~/.ssh/config)"),
     opt("ssh_identity", Path, None, "private key file for ssh (-i)"),
+    opt("ssh_control_persist", Seconds, Some("60"), "reuse one ssh connection per host for this many idle seconds (OpenSSH ControlPersist); 0 turns it off"),
     opt("ssh_options", Words, None, "extra ssh -o options as Key=Value words, e.g. 'UserKnownHostsFile=/etc/pitrkit/known_hosts'"),
     opt("strict_host_key_checking", Choice(&["yes", "accept-new", "no"]), Some("accept-new"), "ssh StrictHostKeyChecking; 'no' is insecure"),
     opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z (the archiver allows only compression, bandwidth, address-family, connection-timeout, protocol and checksum options)"),

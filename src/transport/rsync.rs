@@ -606,6 +606,7 @@ mod tests {
             strict_host_key_checking: "accept-new".into(),
             debug: false,
             includepath: vec![],
+            control_persist: Duration::ZERO,
         };
         let rsync = RsyncSettings {
             program: Some(PathBuf::from("/bin/sh")),

@@ -25,6 +25,8 @@ pub struct SshSettings {
     pub strict_host_key_checking: String,
     pub debug: bool,
     pub includepath: Vec<PathBuf>,
+    /// ssh connection reuse (ControlPersist); zero turns it off.
+    pub control_persist: Duration,
 }
 
 impl SshSettings {
@@ -77,6 +79,7 @@ impl SshSettings {
             strict_host_key_checking: o.choice("strict_host_key_checking")?,
             debug: o.bool("ssh_debug")?,
             includepath: o.paths("includepath")?,
+            control_persist: o.seconds("ssh_control_persist")?,
         })
     }
 
@@ -119,6 +122,13 @@ impl SshSettings {
         }
         opt("ServerAliveInterval=15".into());
         opt("ServerAliveCountMax=4".into());
+        if let Some(dir) = self.control_dir() {
+            // One TCP+SSH handshake per host per ControlPersist window instead
+            // of one per rsync and per remote sync.
+            opt("ControlMaster=auto".into());
+            opt(format!("ControlPersist={}", self.control_persist.as_secs()));
+            opt(format!("ControlPath={}/%C", dir.display()));
+        }
         if let Some(p) = self.port {
             a.push("-p".into());
             a.push(p.to_string());
@@ -135,6 +145,31 @@ impl SshSettings {
             a.push("-v".into());
         }
         a
+    }
+
+    /// The private directory for multiplexing sockets, when connection reuse
+    /// is on and the user has not configured multiplexing themselves. The
+    /// path stays short (sockets are limited to ~100 bytes) and is checked to
+    /// be ours and private: anyone who can reach a control socket can use the
+    /// connection. If the check fails we simply do not multiplex.
+    pub fn control_dir(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if self.control_persist.is_zero() || self.user_sets("ControlMaster") || self.user_sets("ControlPath") {
+            return None;
+        }
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = PathBuf::from(format!("/tmp/pitrkit-ssh-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0 => Some(dir),
+            _ => {
+                log::debug!(
+                    "{} is not a private directory of ours; not multiplexing ssh",
+                    dir.display()
+                );
+                None
+            }
+        }
     }
 
     /// `ssh [options] host -- remote words...`. The remote sshd hands the words
@@ -253,6 +288,22 @@ mod tests {
             .to_string()
             .contains("Key=Value"));
         assert!(settings("ssh_port: 70000\n").is_err());
+    }
+
+    #[test]
+    fn connections_are_reused_unless_turned_off_or_configured_by_the_user() {
+        let on = settings("").unwrap().options().join(" ");
+        assert!(
+            on.contains("-o ControlMaster=auto -o ControlPersist=60 -o ControlPath=/tmp/pitrkit-ssh-"),
+            "{on}"
+        );
+        let off = settings("ssh_control_persist: 0\n").unwrap().options().join(" ");
+        assert!(!off.contains("Control"), "{off}");
+        let theirs = settings("ssh_options: ControlPath=/run/x/%C\n")
+            .unwrap()
+            .options()
+            .join(" ");
+        assert!(!theirs.contains("ControlMaster=auto"), "{theirs}");
     }
 
     #[test]
