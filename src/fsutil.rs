@@ -135,7 +135,15 @@ pub fn place_link(src: &Path, dir: &Path, name: &str) -> Result<Placed, PlaceErr
 }
 
 fn compare_existing(src: &Path, dest: &Path) -> Result<Placed, PlaceError> {
-    if identical(src, dest).map_err(io_err(dest, "compare with existing file"))? {
+    let same = identical(src, dest).map_err(io_err(dest, "compare with existing file"))?;
+    let ours = fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+    accept_existing(dest, same, ours)
+}
+
+/// Settles a name that is already taken: the same content (however it was
+/// judged) is success once made durable; anything else is a conflict.
+pub fn accept_existing(dest: &Path, same: bool, ours: u64) -> Result<Placed, PlaceError> {
+    if same {
         // It may be there only in the page cache (we crashed before fsync last
         // time): make it durable before calling it archived.
         File::open(dest)
@@ -146,11 +154,10 @@ fn compare_existing(src: &Path, dest: &Path) -> Result<Placed, PlaceError> {
         }
         Ok(Placed::AlreadyPresent)
     } else {
-        let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         Err(PlaceError::Conflict {
             path: dest.to_path_buf(),
-            existing: size(dest),
-            ours: size(src),
+            existing: fs::metadata(dest).map(|m| m.len()).unwrap_or(0),
+            ours,
         })
     }
 }

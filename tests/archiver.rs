@@ -749,3 +749,126 @@ fn init_records_the_clusters_system_id() {
     let out = s.archiver(&["-F", &path.display().to_string()]);
     assert!(out.status.success(), "{}", describe_output(&out));
 }
+
+#[test]
+fn compressed_once_per_codec_restorable_and_judged_by_content() {
+    let s = Setup::new(
+        "arch_compress",
+        "local_archivedirs: LOCAL\ncompression: zstd\nslave_compression: lz4",
+    );
+    s.env.write(
+        "cmd_archiver.ini",
+        &fs::read_to_string(&s.ini)
+            .unwrap()
+            .replace("LOCAL", &s.local.display().to_string()),
+    );
+    s.init();
+    let pg = s.master("");
+    let mut segs = Vec::new();
+    for _ in 0..3 {
+        segs.push(pg.switch_wal());
+    }
+    assert!(pg.wait_archived(segs.last().unwrap(), WAIT), "{}", tail(&pg.log, 30));
+    for seg in &segs {
+        assert!(s.local.join(format!("{seg}.zst")).exists() && !s.local.join(seg).exists());
+        assert!(s.remote.join(format!("{seg}.lz4")).exists() && !s.remote.join(seg).exists());
+        assert!(fs::metadata(s.local.join(format!("{seg}.zst"))).unwrap().len() < 16 << 20);
+    }
+    // pitrkit restore brings both back byte for byte.
+    for (dir, codec) in [(&s.local, "zst"), (&s.remote, "lz4")] {
+        let ini = s.env.write(
+            &format!("restore-{codec}.ini"),
+            &format!("archivedir: {}\n", dir.display()),
+        );
+        for seg in &segs {
+            let dest = s.env.path(&format!("restored-{codec}-{seg}"));
+            let out = run_output(s.env.pitrkit().args(["restore", "-C"]).arg(&ini).arg(seg).arg(&dest));
+            assert!(out.status.success(), "{}", describe_output(&out));
+            assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &dest);
+        }
+    }
+    // Re-archiving under another codec: recognised by content, no second copy.
+    let text = fs::read_to_string(&s.ini)
+        .unwrap()
+        .replace("compression: zstd", "compression: gzip");
+    s.env.write("cmd_archiver.ini", &text);
+    let wal = pg.datadir.join("pg_wal").join(&segs[0]).display().to_string();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        !s.local.join(format!("{}.gz", segs[0])).exists(),
+        "a second copy under another codec"
+    );
+    // Different content under the compressed name is a conflict, never replaced.
+    let other = pg.datadir.join("pg_wal").join(&segs[1]);
+    let mut packed = Vec::new();
+    pitrkit::compress::Codec::Zstd
+        .compress(fs::File::open(&other).unwrap(), &mut packed, None)
+        .unwrap();
+    fs::write(s.local.join(format!("{}.zst", segs[0])), &packed).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(fs::read(s.local.join(format!("{}.zst", segs[0]))).unwrap(), packed);
+}
+
+#[test]
+fn a_backlog_ships_in_one_batch_and_later_calls_return_at_once() {
+    let s = Setup::new("arch_lookahead", "lookahead: 8");
+    s.init();
+    let online = fs::read_to_string(&s.ini).unwrap();
+    // Build a backlog: archiving is off while four segments fill up.
+    s.env
+        .write("cmd_archiver.ini", &online.replace("state: online", "state: offline"));
+    let pg = s.master("");
+    let mut segs = Vec::new();
+    for _ in 0..4 {
+        segs.push(pg.switch_wal());
+    }
+    assert!(wait_until(WAIT, || pg.archiver_counts().1 > 0));
+    let sessions_before = fs::read_to_string(&s.sshd.log)
+        .unwrap()
+        .matches("Starting session")
+        .count();
+    s.env.write("cmd_archiver.ini", &online);
+    let last = segs.last().unwrap();
+    assert!(
+        pg.wait_archived(last, Duration::from_secs(120)),
+        "{}",
+        tail(&pg.log, 30)
+    );
+    for seg in &segs {
+        assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &s.remote.join(seg));
+    }
+    let log = fs::read_to_string(&pg.log).unwrap();
+    assert!(
+        log.contains("more ready file(s) by look-ahead"),
+        "no look-ahead in:\n{}",
+        tail(&pg.log, 40)
+    );
+    let quick = log.matches("already done by an earlier call's look-ahead").count();
+    assert!(
+        quick >= 2,
+        "later calls should find their files archived ({quick}):\n{}",
+        tail(&pg.log, 40)
+    );
+    // One rsync and one remote sync for the batch, not two per segment.
+    let sessions = fs::read_to_string(&s.sshd.log)
+        .unwrap()
+        .matches("Starting session")
+        .count()
+        - sessions_before;
+    assert!(
+        sessions < 2 * segs.len(),
+        "{sessions} ssh sessions for {} segments",
+        segs.len()
+    );
+    assert!(
+        !s.env.path("queue/.done").read_dir().unwrap().any(|e| e.is_ok()),
+        "markers are consumed"
+    );
+}

@@ -7,6 +7,7 @@
 //!   pitrtools did, and ships the queues best-effort);
 //! - every slave: in `ship_mode: sync`.
 
+pub mod lookahead;
 pub mod queue;
 pub mod state;
 pub mod sysid;
@@ -15,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::compress::{self, Codec};
 use crate::config::archiver::ShipMode;
 use crate::config::ArchiverConfig;
 use crate::fsutil::{self, PlaceError, Placed};
@@ -82,6 +84,10 @@ pub struct ArchiveReport {
     pub local: Vec<(PathBuf, Placed)>,
     pub spooled: Vec<String>,
     pub slaves: Vec<(String, Event)>,
+    /// This call found the file already archived by an earlier look-ahead.
+    pub by_lookahead: bool,
+    /// Other ready files this call archived along.
+    pub lookahead: usize,
 }
 
 pub fn now_unix() -> i64 {
@@ -128,58 +134,58 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     if !src.is_file() {
         return Err(ArchiveError::Missing { path: src });
     }
-    let system_id = if name.is_segment_data() {
-        let _t = StepTimer::new("checking segment header");
-        Some(wal::check_segment_file(&src, &name)?.system_id)
-    } else {
-        None
-    };
     let mut report = ArchiveReport {
         wal: file_name.clone(),
         ..Default::default()
     };
-
-    for dir in &cfg.local_archivedirs {
-        let _t = StepTimer::new(format!("durable copy to {}", dir.display()));
-        if !dir.is_dir() {
-            return Err(ArchiveError::NoDirectory {
-                dir: dir.clone(),
-                why: "a local_archivedirs entry; is the NFS share mounted?",
-            });
+    let ldir = cfg.l_archivedir.as_deref().filter(|_| !cfg.slaves.is_empty());
+    if let Some(ldir) = ldir {
+        if lookahead::take_marker(ldir, &src, &file_name) {
+            log::debug!("{file_name}: already archived by an earlier call's look-ahead");
+            report.by_lookahead = true;
+            return Ok(report);
         }
-        check_system_id(cfg, dir, system_id, &file_name)?;
-        let placed = fsutil::place_copy(&src, dir, &file_name, 0o600).map_err(|source| ArchiveError::Place {
-            wal: file_name.clone(),
-            dest: dir.display().to_string(),
-            source,
-        })?;
-        log::debug!("{file_name}: {placed:?} in {}", dir.display());
-        report.local.push((dir.clone(), placed));
     }
 
-    if cfg.slaves.is_empty() {
-        return Ok(report);
-    }
-    let ldir = cfg.l_archivedir.as_deref().expect("checked at config load");
-    if !ldir.is_dir() {
-        return Err(ArchiveError::NoDirectory {
-            dir: ldir.to_path_buf(),
-            why: "l_archivedir, the local queue root",
-        });
-    }
-    check_system_id(cfg, ldir, system_id, &file_name)?;
-    let ledger = Ledger::new(ldir, &file_name);
-    let already = if cfg.ship_mode == ShipMode::Sync {
-        ledger.delivered()
-    } else {
-        Vec::new()
+    // In sync mode a retry after a partial failure only targets the slaves still missing it.
+    let ledger = ldir.map(|l| Ledger::new(l, &file_name));
+    let already = match (&ledger, cfg.ship_mode) {
+        (Some(l), ShipMode::Sync) => l.delivered(),
+        _ => Vec::new(),
     };
     let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
-    report.spooled = spool(cfg, ldir, &src, &file_name, &targets)?;
+    let queued_name = stage(cfg, &src, &name, &targets, &mut report)?;
+    let (Some(ldir), Some(ledger)) = (ldir, ledger) else {
+        return Ok(report);
+    };
+
+    // Take other ready files along (all slaves each), so one rsync ships them all.
+    let mut extras: Vec<(PathBuf, String, String)> = Vec::new();
+    if targets.len() == cfg.slaves.len() {
+        let all: Vec<&String> = cfg.slaves.iter().collect();
+        for (path, n) in lookahead::candidates(&src, &file_name, cfg.lookahead) {
+            let Ok(extra_name) = WalName::parse(&n) else { continue };
+            let mut ignored = ArchiveReport::default();
+            match stage(cfg, &path, &extra_name, &all, &mut ignored) {
+                Ok(q) => extras.push((path, n, q)),
+                Err(e) => {
+                    // PostgreSQL's own call for it will meet and report the problem.
+                    log::debug!("look-ahead stops at {n}: {e}");
+                    break;
+                }
+            }
+        }
+    }
 
     match cfg.ship_mode {
         ShipMode::Async => {
             report.slaves = ship_round(cfg, false, false);
+            for (path, n, _) in &extras {
+                if let Err(e) = lookahead::mark_done(ldir, path, n) {
+                    log::debug!("cannot mark {n} as archived: {e}");
+                }
+            }
+            report.lookahead = extras.len();
             Ok(report)
         }
         ShipMode::Sync => {
@@ -188,9 +194,18 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
             let mut have = already;
             let mut failures = Vec::new();
             for (slave, run) in &runs {
-                match sync_verdict(cfg, slave, run, &file_name) {
+                match sync_verdict(cfg, slave, run, &queued_name) {
                     Ok(()) => have.push(slave.clone()),
                     Err(why) => failures.push(format!("{slave}: {why}")),
+                }
+            }
+            // An extra counts as archived only once every slave has it.
+            for (path, n, q) in &extras {
+                if runs.iter().all(|(slave, run)| sync_verdict(cfg, slave, run, q).is_ok()) {
+                    report.lookahead += 1;
+                    if let Err(e) = lookahead::mark_done(ldir, path, n) {
+                        log::debug!("cannot mark {n} as archived: {e}");
+                    }
                 }
             }
             report.slaves = runs.into_iter().map(|(s, r)| (s, r.event)).collect();
@@ -208,6 +223,63 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
             }
         }
     }
+}
+
+/// Checks one file and makes it durable at every local destination and in
+/// the queues of `targets`. Returns the name it has in the queues.
+fn stage(
+    cfg: &ArchiverConfig,
+    src: &Path,
+    name: &WalName,
+    targets: &[&String],
+    report: &mut ArchiveReport,
+) -> Result<String, ArchiveError> {
+    let file_name = name.as_str().to_string();
+    let system_id = if name.is_segment_data() {
+        let _t = StepTimer::new(format!("checking the header of {file_name}"));
+        Some(wal::check_segment_file(src, name)?.system_id)
+    } else {
+        None
+    };
+    let mut payloads = Payloads {
+        raw: src,
+        wal: &file_name,
+        level: cfg.compression_level,
+        made: Vec::new(),
+    };
+    for dir in &cfg.local_archivedirs {
+        let _t = StepTimer::new(format!("durable copy of {file_name} to {}", dir.display()));
+        if !dir.is_dir() {
+            return Err(ArchiveError::NoDirectory {
+                dir: dir.clone(),
+                why: "a local_archivedirs entry; is the NFS share mounted?",
+            });
+        }
+        check_system_id(cfg, dir, system_id, &file_name)?;
+        let (payload, payload_name) = payloads.get(cfg.local_codec, dir)?;
+        let placed =
+            place_payload(dir, src, &file_name, &payload, &payload_name).map_err(|source| ArchiveError::Place {
+                wal: file_name.clone(),
+                dest: dir.display().to_string(),
+                source,
+            })?;
+        log::debug!("{payload_name}: {placed:?} in {}", dir.display());
+        report.local.push((dir.clone(), placed));
+    }
+    if cfg.slaves.is_empty() {
+        return Ok(file_name);
+    }
+    let ldir = cfg.l_archivedir.as_deref().expect("checked at config load");
+    if !ldir.is_dir() {
+        return Err(ArchiveError::NoDirectory {
+            dir: ldir.to_path_buf(),
+            why: "l_archivedir, the local queue root",
+        });
+    }
+    check_system_id(cfg, ldir, system_id, &file_name)?;
+    let (payload, queued_name) = payloads.get(cfg.slave_codec, ldir)?;
+    report.spooled = spool(cfg, ldir, &payload, &queued_name, targets)?;
+    Ok(queued_name)
 }
 
 /// Sync mode: does `slave` now have `name`? Only this run's outcome for this
@@ -253,6 +325,80 @@ fn sync_verdict(cfg: &ArchiverConfig, slave: &str, run: &SlaveRun, name: &str) -
         (None, Event::Skipped { .. }) => Err("busy: another pitrkit process is shipping this queue (lock_timeout)".into()),
         (None, Event::Delivered { .. }) => Err(format!("{name} was not shipped")),
     }
+}
+
+/// What destinations receive: the WAL itself, or a compressed copy made once
+/// per codec and shared by every destination that wants that codec.
+struct Payloads<'a> {
+    raw: &'a Path,
+    wal: &'a str,
+    level: Option<i32>,
+    made: Vec<(Codec, tempfile::TempPath)>,
+}
+
+impl Payloads<'_> {
+    /// The file to place and the name it gets (the codec's suffix added).
+    /// `scratch` is a directory on the destination's filesystem.
+    fn get(&mut self, codec: Codec, scratch: &Path) -> Result<(PathBuf, String), ArchiveError> {
+        let name = format!("{}{}", self.wal, codec.suffix());
+        if codec == Codec::None {
+            return Ok((self.raw.to_path_buf(), name));
+        }
+        if let Some((_, p)) = self.made.iter().find(|(c, _)| *c == codec) {
+            return Ok((p.to_path_buf(), name));
+        }
+        let _t = StepTimer::new(format!("{codec} compression of {}", self.wal));
+        let io = |e: std::io::Error| ArchiveError::Place {
+            wal: self.wal.to_string(),
+            dest: scratch.display().to_string(),
+            source: PlaceError::Io {
+                path: scratch.to_path_buf(),
+                op: "compress",
+                source: e,
+            },
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".pitrkit-compress-")
+            .tempfile_in(scratch)
+            .map_err(io)?;
+        let input = fs::File::open(self.raw).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        codec
+            .compress(input, &mut out, self.level)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        std::io::Write::flush(&mut out).map_err(io)?;
+        drop(out);
+        let path = tmp.into_temp_path();
+        let p = path.to_path_buf();
+        self.made.push((codec, path));
+        Ok((p, name))
+    }
+}
+
+/// Places a payload in `dir` unless the WAL is already there in any form,
+/// judged by content (decompressed): a change of codec or of compressor
+/// build never turns a re-archive into a conflict, nor into a second copy
+/// under another suffix.
+fn place_payload(dir: &Path, raw: &Path, wal: &str, payload: &Path, payload_name: &str) -> Result<Placed, PlaceError> {
+    for codec in Codec::ALL {
+        let existing = dir.join(format!("{wal}{}", codec.suffix()));
+        if !existing.exists() {
+            continue;
+        }
+        let same = if codec == Codec::None {
+            fsutil::identical(raw, &existing)
+        } else {
+            compress::same_content(&existing, codec, raw)
+        }
+        .map_err(|source| PlaceError::Io {
+            path: existing.clone(),
+            op: "compare with existing file",
+            source,
+        })?;
+        let ours = fs::metadata(raw).map(|m| m.len()).unwrap_or(0);
+        return fsutil::accept_existing(&existing, same, ours);
+    }
+    fsutil::place_copy(payload, dir, payload_name, 0o600)
 }
 
 /// One durable copy of the file, staged in `l_archivedir/.spool/`, then

@@ -32,7 +32,7 @@ pub fn queued_files(qdir: &Path) -> io::Result<Vec<String>> {
     let mut out: Vec<String> = fs::read_dir(qdir)?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| WalName::parse(n).is_ok())
+        .filter(|n| WalName::parse(crate::compress::Codec::detect(n).1).is_ok())
         .collect();
     out.sort();
     Ok(out)

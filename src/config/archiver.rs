@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
+use crate::compress::Codec;
 use crate::notify::Notifier;
 use crate::transport::rsync::RsyncSettings;
 use crate::transport::ssh::SshSettings;
@@ -37,6 +38,12 @@ pub struct ArchiverConfig {
     pub notify: Notifier,
     pub debug: bool,
     pub logfile: Option<String>,
+    /// Codec for local_archivedirs, and for what is shipped to slaves.
+    pub local_codec: Codec,
+    pub slave_codec: Codec,
+    pub compression_level: Option<i32>,
+    /// Other .ready segments an archive call takes along (slaves only).
+    pub lookahead: usize,
 }
 
 impl ArchiverConfig {
@@ -83,7 +90,13 @@ impl ArchiverConfig {
             },
             debug: o.bool("debug")?,
             logfile: o.text("logfile"),
+            local_codec: Codec::None,
+            slave_codec: Codec::None,
+            compression_level: None,
+            lookahead: o.count("lookahead")?.unwrap_or(0).min(1024) as usize,
         };
+        let mut cfg = cfg;
+        (cfg.local_codec, cfg.slave_codec, cfg.compression_level) = codecs(&o)?;
         cfg.check(&o)?;
         Ok(cfg)
     }
@@ -169,6 +182,35 @@ fn rsync_flag_allowed(f: &str) -> bool {
         || value_ok(WORD, |c| {
             c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_')
         })
+}
+
+/// `compression`, `slave_compression` and `compression_level`, checked together.
+fn codecs(o: &Options) -> Result<(Codec, Codec, Option<i32>), ConfigError> {
+    let local = Codec::parse(&o.choice("compression")?).expect("choices are codec names");
+    let slave = match o.choice("slave_compression")?.as_str() {
+        "same" => local,
+        other => Codec::parse(other).expect("choices are codec names"),
+    };
+    let level = o.count("compression_level")?.map(|l| l.min(i32::MAX as u64) as i32);
+    let leveled: Vec<Codec> = [local, slave]
+        .into_iter()
+        .filter(|c| c.default_level().is_some())
+        .collect();
+    if level.is_some() && leveled.is_empty() {
+        return Err(o
+            .file()
+            .error(
+                "compression_level",
+                "compression_level is set, but neither compression nor slave_compression takes a level",
+            )
+            .hint("use compression: zstd or gzip, or remove compression_level"));
+    }
+    for codec in leveled {
+        codec
+            .check_level(level)
+            .map_err(|e| o.file().error("compression_level", format!("compression_level: {e}")))?;
+    }
+    Ok((local, slave, level))
 }
 
 /// rsync_flags, limited to [`ALLOWED_RSYNC_FLAGS`]. They go before pitrkit's

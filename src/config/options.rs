@@ -83,6 +83,10 @@ pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, ARCHIVER_OWN];
 
 #[rustfmt::skip]
 static ARCHIVER_OWN: &[OptDef] = &[
+    opt("compression", Choice(&["none", "lz4", "zstd", "gzip"]), Some("none"), "compress archived WAL in process (file names get .lz4, .zst or .gz; restore reads them all)"),
+    opt("compression_level", Count, None, "compression level (zstd 1-22, default 1; gzip 1-9, default 6; lz4 has none)"),
+    opt("slave_compression", Choice(&["same", "none", "lz4", "zstd", "gzip"]), Some("same"), "compression for what is shipped to slaves; 'same' uses 'compression'"),
+    opt("lookahead", Count, Some("16"), "with slaves: an archive call also archives up to this many other .ready segments and ships them in one rsync; 0 turns it off"),
     opt("logfile", Text, None, "also log to this file; ^Y ^m ^d ^H ^M ^S expand to the date (e.g. /var/log/pitrkit/archiver-^Y-^m-^d.log)"),
     opt("state", Choice(&["online", "offline"]), Some("online"), "offline makes every archive call fail so PostgreSQL keeps its WAL (maintenance switch)"),
     opt("pgdata", Path, None, "the master's data directory (relative %p paths are resolved against it)"),
