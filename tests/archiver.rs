@@ -872,3 +872,151 @@ fn a_backlog_ships_in_one_batch_and_later_calls_return_at_once() {
         "markers are consumed"
     );
 }
+
+/// Two slaves through one ssh config file: `good` reaches the test sshd,
+/// `dead` a closed port until `revive` points it at the sshd too.
+struct TwoSlaves {
+    s: Setup,
+    ssh_config: PathBuf,
+}
+
+impl TwoSlaves {
+    fn new(name: &str, extra: &str) -> TwoSlaves {
+        let s = Setup::new(name, extra);
+        let ssh_config = s.env.path("ssh_config");
+        let t = TwoSlaves { s, ssh_config };
+        t.write_ssh_config(free_port());
+        let ini = fs::read_to_string(&t.s.ini).unwrap();
+        let ini: String = ini
+            .lines()
+            .map(|l| {
+                if l.starts_with("ssh:") {
+                    format!(
+                        "ssh: {} -F {}",
+                        require_program("ssh").display(),
+                        t.ssh_config.display()
+                    )
+                } else if l.starts_with("slaves:") {
+                    "slaves: good, dead".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        t.s.env.write("cmd_archiver.ini", &ini);
+        t
+    }
+
+    fn write_ssh_config(&self, dead_port: u16) {
+        let sshd = &self.s.sshd;
+        let common = format!(
+            "  HostName 127.0.0.1\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n",
+            sshd.identity.display(),
+            sshd.known_hosts.display()
+        );
+        self.s.env.write(
+            "ssh_config",
+            &format!(
+                "Host good\n  Port {}\n{common}Host dead\n  Port {dead_port}\n{common}",
+                sshd.port
+            ),
+        );
+    }
+
+    fn queue(&self, slave: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.s.env.path("queue").join(slave))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[test]
+fn one_dead_slave_never_blocks_the_others() {
+    let t = TwoSlaves::new("arch_two", "ssh_control_persist: 0\nmax_queue_workers: 2");
+    let out = t.s.archiver(&["-I"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "-I must report the dead slave: {}",
+        describe_output(&out)
+    );
+    let pg = t.s.master("");
+    let mut segs = Vec::new();
+    for _ in 0..3 {
+        segs.push(pg.switch_wal());
+    }
+    assert!(pg.wait_archived(segs.last().unwrap(), WAIT), "{}", tail(&pg.log, 30));
+    assert_eq!(pg.archiver_counts().1, 0);
+    for seg in &segs {
+        assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &t.s.remote.join(seg));
+    }
+    assert!(t.queue("good").is_empty());
+    assert_eq!(t.queue("dead"), segs, "the dead slave's files wait in its own queue");
+    let hooks = t.s.hook_lines();
+    assert!(
+        hooks
+            .iter()
+            .any(|l| l.starts_with("warning") && l.contains("slave dead")),
+        "{hooks:?}"
+    );
+    assert!(!hooks.iter().any(|l| l.contains("slave good")), "{hooks:?}");
+}
+
+#[test]
+fn sync_mode_retries_only_the_slaves_still_missing_a_file() {
+    let t = TwoSlaves::new("arch_ledger", "ssh_control_persist: 0\nship_mode: sync\nlookahead: 0");
+    let _ = t.s.archiver(&["-I"]);
+    let pg = t.s.master("");
+    let seg = pg.switch_wal();
+    assert!(
+        wait_until(WAIT, || pg.archiver_counts().1 > 0),
+        "sync mode must fail while 'dead' is down"
+    );
+    assert!(
+        t.s.remote.join(&seg).exists(),
+        "'good' received it in the first attempt"
+    );
+    let ledger = fs::read_to_string(t.s.env.path("queue/.delivered").join(&seg)).unwrap();
+    assert_eq!(ledger.trim(), "good");
+    let log_before = fs::read_to_string(&pg.log).unwrap().len();
+    t.write_ssh_config(t.s.sshd.port);
+    assert!(
+        pg.wait_archived(&seg, Duration::from_secs(120)),
+        "{}",
+        tail(&pg.log, 30)
+    );
+    let retry_log = fs::read_to_string(&pg.log).unwrap()[log_before..].to_string();
+    assert!(
+        retry_log.contains(&format!("spooling {seg} for 1 slave(s)")),
+        "the retry must only queue for 'dead':\n{retry_log}"
+    );
+    assert!(!t.s.env.path("queue/.delivered").join(&seg).exists());
+    assert!(t.queue("good").is_empty() && t.queue("dead").is_empty());
+}
+
+#[test]
+fn segment_size_is_read_from_the_wal_not_assumed() {
+    let s = Setup::new("arch_segsize", "");
+    s.init();
+    let pg = PgCluster::init_with_args(
+        &s.env,
+        "master",
+        &format!(
+            "archive_mode = on\narchive_command = '{} -C {} -F %p'\nwal_keep_size = '64MB'\n",
+            fixtures::cmd_link(&s.env, "cmd_archiver").display(),
+            s.ini.display()
+        ),
+        &["--wal-segsize=1"],
+    );
+    pg.start();
+    let seg = pg.switch_wal();
+    assert!(pg.wait_archived(&seg, WAIT), "{}", tail(&pg.log, 30));
+    assert_eq!(fs::metadata(s.remote.join(&seg)).unwrap().len(), 1 << 20);
+    assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
+}

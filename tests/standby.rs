@@ -210,6 +210,11 @@ fn base_backup_standby_catches_up_and_fails_over() {
     run_ok(&mut bench(&["-i", "-s", "2", "-q"]));
     p.master.psql("CREATE TABLE in_ts (id int, v text) TABLESPACE ts1; INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
 
+    let out = p.standby_ok(&["-P"]);
+    assert!(
+        out.contains("primary (accepting writes)") && out.contains("installed"),
+        "{out}"
+    );
     let out = p.standby_ok(&["-I"]);
     assert!(out.contains("Standby is ready"), "{out}");
     assert!(p.pgdata.is_dir() && p.ts_standby.is_dir());
