@@ -6,7 +6,6 @@ use std::time::Duration;
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
 use crate::compress::Codec;
-use crate::notify::Notifier;
 use crate::transport::rsync::RsyncSettings;
 use crate::transport::ssh::SshSettings;
 
@@ -35,7 +34,7 @@ pub struct ArchiverConfig {
     pub lock_timeout: Duration,
     pub ssh: SshSettings,
     pub rsync: RsyncSettings,
-    pub notify: Notifier,
+    pub notify: crate::notify::Notifier,
     pub debug: bool,
     pub logfile: Option<String>,
     /// Codec for local_archivedirs, and for what is shipped to slaves.
@@ -82,12 +81,7 @@ impl ArchiverConfig {
                 fsync: o.bool("remote_fsync")?,
                 includepath,
             },
-            notify: Notifier {
-                ok: o.hook("notify_ok")?,
-                warning: o.hook("notify_warning")?,
-                critical: o.hook("notify_critical")?,
-                timeout: o.seconds_at_least("notify_timeout", 1)?,
-            },
+            notify: o.notifier()?,
             debug: o.bool("debug")?,
             logfile: o.text("logfile"),
             local_codec: Codec::None,

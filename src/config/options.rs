@@ -226,6 +226,16 @@ impl<'a> Options<'a> {
 
     /// A notify hook: a command line that must be able to take the message
     /// appended as one more argument (see [`crate::notify::hook_problem`]).
+    /// The notify_ok / notify_warning / notify_critical hooks, checked.
+    pub fn notifier(&self) -> Result<crate::notify::Notifier, ConfigError> {
+        Ok(crate::notify::Notifier {
+            ok: self.hook("notify_ok")?,
+            warning: self.hook("notify_warning")?,
+            critical: self.hook("notify_critical")?,
+            timeout: self.seconds_at_least("notify_timeout", 1)?,
+        })
+    }
+
     pub fn hook(&self, name: &str) -> Result<Option<String>, ConfigError> {
         let Some(h) = self.command(name) else {
             return Ok(None);

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, STANDBY_OPTIONS};
 use super::validate;
-use crate::notify::Notifier;
 use crate::transport::ssh::SshSettings;
 
 #[derive(Debug, Clone)]
@@ -53,7 +52,7 @@ pub struct StandbyConfig {
     pub wait_timeout: Duration,
     pub includepath: Vec<PathBuf>,
     pub ssh: SshSettings,
-    pub notify: Notifier,
+    pub notify: crate::notify::Notifier,
     pub debug: bool,
 }
 
@@ -137,14 +136,14 @@ impl StandbyConfig {
             wait_timeout: o.seconds("wait_timeout")?,
             includepath: o.paths("includepath")?,
             ssh: SshSettings::from_options(&o)?,
-            notify: Notifier {
-                ok: o.hook("notify_ok")?,
-                warning: o.hook("notify_warning")?,
-                critical: o.hook("notify_critical")?,
-                timeout: o.seconds_at_least("notify_timeout", 1)?,
-            },
+            notify: o.notifier()?,
             debug: o.bool("debug")?,
         })
+    }
+
+    /// Is a configuration for after failover set (pg_conf_failover / pg_hba_conf_failover)?
+    pub fn has_failover_conf(&self) -> bool {
+        self.pg_conf_failover.is_some() || self.pg_hba_conf_failover.is_some()
     }
 
     /// A required path, with the error a DBA needs when it is missing.
