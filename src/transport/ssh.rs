@@ -154,7 +154,13 @@ impl SshSettings {
     /// connection. If the check fails we simply do not multiplex.
     pub fn control_dir(&self) -> Option<PathBuf> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        if self.control_persist.is_zero() || self.user_sets("ControlMaster") || self.user_sets("ControlPath") {
+        // With -v, OpenSSH keeps a persisting master's stderr open, and whoever
+        // reads our stderr pipe would wait for it: no multiplexing while debugging.
+        if self.control_persist.is_zero()
+            || self.debug
+            || self.user_sets("ControlMaster")
+            || self.user_sets("ControlPath")
+        {
             return None;
         }
         let uid = nix::unistd::geteuid().as_raw();
@@ -299,6 +305,8 @@ mod tests {
         );
         let off = settings("ssh_control_persist: 0\n").unwrap().options().join(" ");
         assert!(!off.contains("Control"), "{off}");
+        let debugging = settings("ssh_debug: on\n").unwrap().options().join(" ");
+        assert!(!debugging.contains("Control"), "{debugging}");
         let theirs = settings("ssh_options: ControlPath=/run/x/%C\n")
             .unwrap()
             .options()
