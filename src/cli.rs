@@ -44,6 +44,10 @@ pub struct RestoreArgs {
     pub wal: String,
     /// PostgreSQL's %p: where to put it (relative to the data directory).
     pub dest: PathBuf,
+    /// Internal: run as the prefetch worker after %f was served; the value
+    /// is the segment size.
+    #[arg(long, hide = true, value_name = "SEGMENT_SIZE")]
+    pub prefetch_after: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -483,6 +483,51 @@ impl<R: Read> Read for Lz4Walker<R> {
     }
 }
 
+/// Does `compressed` (in `codec`) decompress to exactly the bytes of `raw`?
+/// Archives are compared by content, never by compressed bytes: another
+/// zstd build may compress the same WAL differently. Corrupt data is "not
+/// the same", which the caller reports as a conflict.
+pub fn same_content(compressed: &std::path::Path, codec: Codec, raw: &std::path::Path) -> std::io::Result<bool> {
+    struct Compare<R: Read> {
+        other: R,
+        equal: bool,
+        buf: Vec<u8>,
+    }
+    impl<R: Read> Write for Compare<R> {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            if self.equal {
+                self.buf.resize(data.len(), 0);
+                let mut got = 0;
+                while got < data.len() {
+                    match self.other.read(&mut self.buf[got..])? {
+                        0 => break,
+                        n => got += n,
+                    }
+                }
+                self.equal = got == data.len() && self.buf[..got] == *data;
+            }
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let raw_file = std::fs::File::open(raw)?;
+    let mut cmp = Compare {
+        other: std::io::BufReader::with_capacity(1 << 20, raw_file),
+        equal: true,
+        buf: Vec::new(),
+    };
+    match codec.decompress(std::fs::File::open(compressed)?, &mut cmp) {
+        Ok(_) => {}
+        Err(CodecError::Read(e)) => return Err(e),
+        Err(_) => return Ok(false),
+    }
+    // Equal so far, and nothing left over in the raw file.
+    let mut rest = [0u8; 1];
+    Ok(cmp.equal && cmp.other.read(&mut rest)? == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,5 +727,39 @@ mod tests {
             Codec::Zstd.decompress(&packed[..], Failing),
             Err(CodecError::Write(_))
         ));
+    }
+
+    #[test]
+    fn same_content_judges_decompressed_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let raw = d.path().join("raw");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&raw, &data).unwrap();
+        for codec in [Codec::Zstd, Codec::Lz4, Codec::Gzip] {
+            let packed = d.path().join(format!("p{}", codec.suffix()));
+            let mut out = Vec::new();
+            codec.compress(&data[..], &mut out, None).unwrap();
+            std::fs::write(&packed, &out).unwrap();
+            assert!(same_content(&packed, codec, &raw).unwrap(), "{codec}");
+            // Another level gives other bytes but the same content.
+            if codec == Codec::Zstd {
+                let mut other = Vec::new();
+                codec.compress(&data[..], &mut other, Some(19)).unwrap();
+                assert_ne!(other, out);
+                std::fs::write(&packed, &other).unwrap();
+                assert!(same_content(&packed, codec, &raw).unwrap());
+            }
+            let mut longer = data.clone();
+            longer.push(1);
+            let mut o2 = Vec::new();
+            codec.compress(&longer[..], &mut o2, None).unwrap();
+            std::fs::write(&packed, &o2).unwrap();
+            assert!(!same_content(&packed, codec, &raw).unwrap(), "{codec}: longer content");
+            std::fs::write(&packed, &out[..out.len() / 2]).unwrap();
+            assert!(
+                !same_content(&packed, codec, &raw).unwrap(),
+                "{codec}: corrupt is not the same"
+            );
+        }
     }
 }

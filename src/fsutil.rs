@@ -25,8 +25,11 @@ pub enum Placed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
-    #[error("{path}: a different file of the same name is already there; refusing to overwrite it")]
-    Conflict { path: PathBuf },
+    #[error(
+        "{path}: a different file of the same name is already there ({existing} bytes; the file being archived has {ours} bytes); refusing to overwrite it. {}",
+        conflict_advice(*existing, *ours)
+    )]
+    Conflict { path: PathBuf, existing: u64, ours: u64 },
     #[error("{path}: {op}: {source}")]
     Io {
         path: PathBuf,
@@ -34,6 +37,14 @@ pub enum PlaceError {
         #[source]
         source: io::Error,
     },
+}
+
+fn conflict_advice(existing: u64, ours: u64) -> &'static str {
+    if existing < ours {
+        "The archived copy is shorter, so it is probably a truncated leftover of an interrupted copy by another tool: check it (pg_waldump) and move it aside; PostgreSQL's next retry then archives the file"
+    } else {
+        "Two clusters may share this archive (a cloned server keeps its archive_command): check every server that archives here before touching the file"
+    }
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> PlaceError + 'a {
@@ -57,8 +68,10 @@ pub fn temp_name(dir: &Path, name: &str) -> PathBuf {
 
 /// Writes `src` durably as `dir/name` with `mode`, never replacing a different file.
 ///
-/// `fs::copy` uses `copy_file_range(2)`, so on one filesystem the data is not
-/// even read into user space.
+/// The temporary file is created with `mode` (no moment where others can
+/// read it), and `io::copy` between two files uses `copy_file_range(2)`, so
+/// on one filesystem the data is not even read into user space. (`fs::copy`
+/// would give the copy the source's permissions for a while.)
 pub fn place_copy(src: &Path, dir: &Path, name: &str, mode: u32) -> Result<Placed, PlaceError> {
     let dest = dir.join(name);
     if dest.exists() {
@@ -66,19 +79,26 @@ pub fn place_copy(src: &Path, dir: &Path, name: &str, mode: u32) -> Result<Place
     }
     let tmp = temp_name(dir, name);
     let result = (|| {
-        // Create with the final mode: no window where the file is readable by others.
-        OpenOptions::new()
+        let mut input = File::open(src).map_err(io_err(src, "open"))?;
+        // Left over by a crashed process that had our pid: ours to replace.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err(&tmp, "remove stale temporary file")(e))
+            }
+            _ => {}
+        }
+        let mut out = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)
             .map_err(io_err(&tmp, "create temporary file"))?;
-        fs::copy(src, &tmp).map_err(io_err(&tmp, "copy"))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp, "chmod"))?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&tmp, "fsync"))?;
+        io::copy(&mut input, &mut out).map_err(io_err(&tmp, "copy"))?;
+        // The umask may have removed bits from `mode`.
+        out.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err(&tmp, "chmod"))?;
+        out.sync_all().map_err(io_err(&tmp, "fsync"))?;
+        drop(out);
         publish(&tmp, src, &dest)
     })();
     let _ = fs::remove_file(&tmp);
@@ -115,7 +135,15 @@ pub fn place_link(src: &Path, dir: &Path, name: &str) -> Result<Placed, PlaceErr
 }
 
 fn compare_existing(src: &Path, dest: &Path) -> Result<Placed, PlaceError> {
-    if identical(src, dest).map_err(io_err(dest, "compare with existing file"))? {
+    let same = identical(src, dest).map_err(io_err(dest, "compare with existing file"))?;
+    let ours = fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+    accept_existing(dest, same, ours)
+}
+
+/// Settles a name that is already taken: the same content (however it was
+/// judged) is success once made durable; anything else is a conflict.
+pub fn accept_existing(dest: &Path, same: bool, ours: u64) -> Result<Placed, PlaceError> {
+    if same {
         // It may be there only in the page cache (we crashed before fsync last
         // time): make it durable before calling it archived.
         File::open(dest)
@@ -128,18 +156,18 @@ fn compare_existing(src: &Path, dest: &Path) -> Result<Placed, PlaceError> {
     } else {
         Err(PlaceError::Conflict {
             path: dest.to_path_buf(),
+            existing: fs::metadata(dest).map(|m| m.len()).unwrap_or(0),
+            ours,
         })
     }
 }
 
 /// Byte-for-byte comparison of two files.
 pub fn identical(a: &Path, b: &Path) -> io::Result<bool> {
-    let (fa, fb) = (File::open(a)?, File::open(b)?);
-    if fa.metadata()?.len() != fb.metadata()?.len() {
+    let (mut ra, mut rb) = (File::open(a)?, File::open(b)?);
+    if ra.metadata()?.len() != rb.metadata()?.len() {
         return Ok(false);
     }
-    let (mut ra, mut rb) = (io::BufReader::with_capacity(1 << 20, fa), File::open(b)?);
-    drop(fb);
     let mut bufa = vec![0u8; 1 << 20];
     let mut bufb = vec![0u8; 1 << 20];
     loop {
@@ -223,13 +251,47 @@ mod tests {
         let mode = fs::metadata(out.join("f")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(place_copy(&src, &out, "f", 0o600).unwrap(), Placed::AlreadyPresent);
-        write(&src, b"segment-b");
-        assert!(matches!(
-            place_copy(&src, &out, "f", 0o600),
-            Err(PlaceError::Conflict { .. })
-        ));
+        write(&src, b"segment-b2");
+        let e = place_copy(&src, &out, "f", 0o600).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PlaceError::Conflict {
+                    existing: 9,
+                    ours: 10,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("(9 bytes; the file being archived has 10 bytes)"), "{msg}");
+        assert!(
+            msg.contains("refusing to overwrite") && msg.contains("truncated leftover"),
+            "{msg}"
+        );
+        write(&src, b"segment");
+        let msg = place_copy(&src, &out, "f", 0o600).unwrap_err().to_string();
+        assert!(msg.contains("Two clusters may share this archive"), "{msg}");
         // The original is untouched and no temporary file is left behind.
         assert_eq!(fs::read(out.join("f")).unwrap(), b"segment-a");
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn place_copy_gives_the_copy_our_mode_not_the_sources() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        write(&src, b"wal");
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o644)).unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        // A stale temporary file of a crashed process with our pid is replaced.
+        write(&temp_name(&out, "f"), b"stale junk");
+        assert_eq!(place_copy(&src, &out, "f", 0o600).unwrap(), Placed::Created);
+        let mode = fs::metadata(out.join("f")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read(out.join("f")).unwrap(), b"wal");
         assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
     }
 

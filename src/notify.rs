@@ -8,11 +8,10 @@
 //! containing `; rm -rf` is just text. pitrtools executed the message itself
 //! when a hook was empty; an empty hook here is simply skipped.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use wait_timeout::ChildExt;
+use crate::tools;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -48,7 +47,8 @@ impl HookOutcome {
 }
 
 /// Runs a user hook command line with `args` appended as separate arguments.
-/// `env` adds variables (PITRKIT_LEVEL and the like) for richer hooks.
+/// `env` adds variables (PITRKIT_LEVEL and the like) for richer hooks. The
+/// hook runs in its own process group; on time-out the whole group is killed.
 pub fn run_hook(hook: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> HookOutcome {
     if hook.trim().is_empty() {
         return HookOutcome::NotConfigured;
@@ -58,30 +58,37 @@ pub fn run_hook(hook: &str, args: &[&str], env: &[(&str, &str)], timeout: Durati
         .arg(format!("{hook} \"$@\""))
         .arg("pitrkit-hook")
         .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        // Own process group, so a timeout kills the hook's children too.
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return HookOutcome::FailedToStart(e.to_string()),
-    };
-    let status: Option<ExitStatus> = match child.wait_timeout(timeout) {
-        Ok(s) => s,
-        Err(e) => return HookOutcome::FailedToStart(e.to_string()),
-    };
-    match status {
-        Some(s) => match s.code() {
+        .envs(env.iter().copied());
+    // Output is inherited: hooks run by hand (action_failover) talk to the user.
+    match tools::run_bounded(&mut cmd, None, false, Some(timeout)) {
+        Err(e) => HookOutcome::FailedToStart(e.to_string()),
+        Ok(f) if f.timed_out => HookOutcome::TimedOut,
+        Ok(f) => match f.status.code() {
             Some(code) => HookOutcome::Exited(code),
             None => HookOutcome::Signalled,
         },
-        None => {
-            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait();
-            HookOutcome::TimedOut
-        }
     }
+}
+
+/// Why a hook command line cannot take the message appended to it, if it
+/// cannot: pitrkit runs `<hook> "$@"`, so a line ending in `;`, `&` or `|`
+/// or holding a `#` comment would drop or detach the message.
+pub fn hook_problem(hook: &str) -> Option<String> {
+    let h = hook.trim_end();
+    if let Some(c) = h.chars().last().filter(|c| matches!(c, ';' | '&' | '|' | '\\')) {
+        return Some(format!(
+            "ends with '{c}': pitrkit appends the message as an argument (<hook> \"$@\"), which would then be lost or run as a separate command"
+        ));
+    }
+    let comment = h.starts_with('#')
+        || h.char_indices()
+            .any(|(i, c)| c == '#' && h[..i].ends_with(char::is_whitespace));
+    if comment {
+        return Some(
+            "contains a '#' comment: pitrkit appends the message as an argument (<hook> \"$@\"), and the comment would swallow it".into(),
+        );
+    }
+    None
 }
 
 /// The three notify hooks of one configuration.
@@ -186,5 +193,43 @@ mod tests {
             HookOutcome::TimedOut
         );
         assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn hooks_that_would_lose_the_message_are_recognised() {
+        for bad in [
+            "echo x;",
+            "logger -t pg &",
+            "mail -s alert dba |",
+            "echo a && ",
+            "echo x # note",
+            "# off",
+            "x \\",
+        ] {
+            assert!(hook_problem(bad).is_some(), "{bad}");
+        }
+        for ok in [
+            "echo OK",
+            "/usr/lib/nagios/send 2",
+            "printf '%s' a#b",
+            "logger -t pg;echo x",
+        ] {
+            assert_eq!(hook_problem(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn timeout_kills_the_hooks_children_too() {
+        let d = tempfile::tempdir().unwrap();
+        let late = d.path().join("late");
+        let t = std::time::Instant::now();
+        let hook = format!("(sleep 1; touch {}) & sleep 30; :", late.display());
+        assert_eq!(
+            run_hook(&hook, &[], &[], Duration::from_millis(300)),
+            HookOutcome::TimedOut
+        );
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!late.exists(), "a child of the timed-out hook kept running");
     }
 }

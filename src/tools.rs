@@ -1,6 +1,14 @@
-//! Finding the external programs we drive: rsync, ssh, PostgreSQL's binaries.
+//! Finding the external programs we drive (rsync, ssh, PostgreSQL's
+//! binaries) and running them with a time limit.
 
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wait_timeout::ChildExt;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{name} not found (searched {searched}); {install}")]
@@ -111,6 +119,119 @@ pub fn command_as(program: &Path, user: Option<&str>) -> std::process::Command {
     }
 }
 
+/// How a command run by [`run_bounded`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    /// The time limit ran out and the process group was killed.
+    pub timed_out: bool,
+    /// Captured output (empty unless `capture` was asked for).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// How long to wait for the output pipes to close once the program exited
+/// without a time limit (a stray grandchild may hold them open).
+const PIPE_GRACE: Duration = Duration::from_secs(5);
+
+fn kill_group(pgid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Runs `cmd` in its own process group, so that a time-out kills everything
+/// it started (ssh under rsync, a hook's children), not just the first
+/// process. `input` is written to its stdin from a thread (stdin is
+/// /dev/null otherwise); with `capture`, stdout and stderr are read by
+/// threads as they come (no pipe-full deadlock), else they are inherited.
+/// `timeout` bounds the whole run; `None` means no limit.
+pub fn run_bounded(
+    cmd: &mut Command,
+    input: Option<Vec<u8>>,
+    capture: bool,
+    timeout: Option<Duration>,
+) -> io::Result<Finished> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    cmd.process_group(0)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    if capture {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn()?;
+    let pgid = child.id();
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A program may fill its output pipe before reading all of its input.
+        // EPIPE (it exited early) is reported through its exit status.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
+    let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();
+    let mut readers = 0;
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    for (i, pipe) in pipes.into_iter().enumerate() {
+        if let Some(mut pipe) = pipe {
+            readers += 1;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                let _ = tx.send((i, buf));
+            });
+        }
+    }
+    drop(tx);
+
+    let mut timed_out = false;
+    let status = match deadline {
+        None => child.wait()?,
+        Some(d) => match child.wait_timeout(d.saturating_duration_since(Instant::now()))? {
+            Some(s) => s,
+            None => {
+                timed_out = true;
+                // Not reaped yet, so the group id cannot have been reused.
+                kill_group(pgid);
+                child.wait()?
+            }
+        },
+    };
+
+    let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut killed = timed_out;
+    let mut got = 0;
+    while got < readers {
+        let wait = match deadline {
+            Some(d) if !killed => d.saturating_duration_since(Instant::now()),
+            _ => PIPE_GRACE,
+        };
+        match rx.recv_timeout(wait) {
+            Ok((i, buf)) => {
+                out[i] = buf;
+                got += 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if !killed => {
+                // Something it started still holds the pipes open.
+                kill_group(pgid);
+                killed = true;
+            }
+            // Give up on the output; the reader threads end with the process.
+            Err(_) => break,
+        }
+    }
+    let [stdout, stderr] = out;
+    Ok(Finished {
+        status,
+        timed_out,
+        stdout,
+        stderr,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +253,58 @@ mod tests {
         assert_eq!(find_program("rsync", None, &[d.path().to_path_buf()]).unwrap(), fake);
         let e = find_program("no-such-program-xyz", None, &[]).unwrap_err();
         assert!(e.to_string().contains("includepath"), "{e}");
+    }
+
+    #[test]
+    fn run_bounded_captures_large_output_and_feeds_stdin() {
+        // More than a pipe buffer on both streams at once: no deadlock.
+        let mut c = Command::new("/bin/sh");
+        c.args([
+            "-c",
+            "cat; head -c 300000 /dev/zero; head -c 200000 /dev/zero >&2; exit 3",
+        ]);
+        let f = run_bounded(&mut c, Some(b"hello ".to_vec()), true, Some(Duration::from_secs(20))).unwrap();
+        assert!(!f.timed_out);
+        assert_eq!(f.status.code(), Some(3));
+        assert_eq!(&f.stdout[..6], b"hello ");
+        assert_eq!(f.stdout.len(), 300006);
+        assert_eq!(f.stderr.len(), 200000);
+    }
+
+    #[test]
+    fn run_bounded_kills_the_whole_group_on_timeout() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("pid");
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(format!("sleep 60 & echo $! > {}; wait", pidfile.display()));
+        let t = Instant::now();
+        let f = run_bounded(&mut c, None, true, Some(Duration::from_millis(500))).unwrap();
+        assert!(f.timed_out);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        // The background sleep (a grandchild) must be gone too.
+        let gone = (0..100).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let alive = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'));
+            if alive {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            !alive
+        });
+        assert!(gone, "grandchild {pid} survived the time-out");
+    }
+
+    #[test]
+    fn run_bounded_does_not_hang_on_a_grandchild_holding_the_pipe() {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "sleep 60 & echo done"]);
+        let t = Instant::now();
+        let f = run_bounded(&mut c, None, true, Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(f.status.code(), Some(0));
+        assert_eq!(f.stdout, b"done\n");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }

@@ -59,6 +59,19 @@ impl Setup {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Archiver is ready"));
     }
 
+    /// Rewrites the configuration file: `f` gets the current text.
+    fn edit_ini(&self, f: impl FnOnce(String) -> String) {
+        let text = fs::read_to_string(&self.ini).unwrap();
+        self.env.write("cmd_archiver.ini", &f(text));
+    }
+
+    /// An executable script in the test directory.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.env.write(name, &format!("#!/bin/sh\n{body}"));
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    }
+
     fn master(&self, extra_conf: &str) -> PgCluster {
         fixtures::archiving_master(&self.env, &self.ini, extra_conf)
     }
@@ -127,16 +140,27 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
     // Durable copies keep the archive private.
     let mode = fs::metadata(s.remote.join(&segs[0])).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
-    // No temporary files left on either side.
+    // No temporary files left on either side: pitrkit's are `.NAME.pitrkit-PID.tmp`,
+    // rsync's `.NAME.XXXXXX`; the only dot-file allowed is the system id.
     for dir in [&s.remote, &s.local] {
         let stray: Vec<_> = fs::read_dir(dir)
             .unwrap()
             .flatten()
-            .map(|e| e.file_name())
-            .filter(|n| n.to_string_lossy().contains("tmp"))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".pitrkit-system-id")
             .collect();
         assert!(stray.is_empty(), "temporary files left in {}: {stray:?}", dir.display());
     }
+    // Connection reuse: one login serves -I and every shipment (without it:
+    // an rsync and a remote sync per segment, 10+ logins here).
+    let logins = fs::read_to_string(&s.sshd.log)
+        .unwrap()
+        .matches("Accepted publickey")
+        .count();
+    assert!(
+        logins <= 2,
+        "{logins} ssh logins for 5 segments: connections are not reused"
+    );
     // A healthy run raises no alarm.
     assert!(
         s.hook_lines().is_empty(),
@@ -525,4 +549,474 @@ fn refuses_to_run_as_root() {
         "{}",
         describe_output(&out)
     );
+}
+
+#[test]
+fn sync_mode_never_acknowledges_a_file_the_slave_has_differently() {
+    let s = Setup::new("arch_sync_conflict", "ship_mode: sync");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let wal = path.display().to_string();
+    let impostor = vec![9u8; 16 << 20];
+    fs::write(s.remote.join(&seg), &impostor).unwrap();
+    for attempt in 1..=2 {
+        // PostgreSQL retries a failed call: it must keep failing.
+        let out = s.archiver(&["-F", &wal]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "attempt {attempt}: {}",
+            describe_output(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("is not on every slave yet") && stderr.contains(&format!("already has a different {seg}")),
+            "attempt {attempt}: {stderr}"
+        );
+        assert_eq!(
+            fs::read(s.remote.join(&seg)).unwrap(),
+            impostor,
+            "remote file overwritten!"
+        );
+        assert!(s.queue.join(".conflicts").join(&seg).exists());
+    }
+    assert!(
+        !s.env.path("queue/.delivered").join(&seg).exists()
+            || !fs::read_to_string(s.env.path("queue/.delivered").join(&seg))
+                .unwrap()
+                .contains(SLAVE),
+        "the slave must not be recorded as having {seg}"
+    );
+}
+
+#[test]
+fn rsync_saying_nothing_never_empties_the_queue() {
+    let s = Setup::new("arch_silent", "");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let rsync = require_program("rsync");
+    // An rsync that skips every file without a word (what --existing, -n or a
+    // filter in rsync_flags used to do).
+    let silent = s.script("silent-rsync", &format!("exec {} --existing \"$@\"\n", rsync.display()));
+    s.edit_ini(|t| {
+        t.replace(
+            &format!("rsync_bin: {}", rsync.display()),
+            &format!("rsync_bin: {}", silent.display()),
+        )
+    });
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "async: queued is archived\n{}",
+        describe_output(&out)
+    );
+    assert_eq!(s.queued(), vec![seg.clone()], "{}", describe_output(&out));
+    assert!(!s.remote.join(&seg).exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("rsync reported nothing about {seg}")),
+        "{stderr}"
+    );
+    assert!(
+        s.hook_lines()
+            .iter()
+            .any(|l| l.starts_with("warning") && l.contains("not confirmed on the slave")),
+        "{:?}",
+        s.hook_lines()
+    );
+
+    // With a working rsync the file ships.
+    s.edit_ini(|t| {
+        t.replace(
+            &format!("rsync_bin: {}", silent.display()),
+            &format!("rsync_bin: {}", rsync.display()),
+        )
+    });
+    let out = s.archiver(&["--flush"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(s.queued().is_empty());
+    assert_same_bytes(&path, &s.remote.join(&seg));
+}
+
+#[test]
+fn remote_sync_covers_every_delivered_file_and_the_directory() {
+    let s = Setup::new("arch_rsync_sync", "");
+    s.init();
+    let (pg, seg, path) = real_segment(&s);
+    // The slave already has an identical copy (say, from before a master
+    // crash): delivered, but only after it was made durable there too.
+    fs::copy(&path, s.remote.join(&seg)).unwrap();
+    s.env.chown(&s.remote.join(&seg));
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(s.queued().is_empty(), "identical on the slave is delivered");
+    let r = s.remote.display().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("sync -- {r}/{seg} {r}\"")), "{stderr}");
+    assert!(!stderr.contains("--fsync"), "needs rsync 3.2.4+ on both ends: {stderr}");
+
+    // A newly sent file is synced the same way.
+    let next = pg.switch_wal();
+    let out = s.archiver(&["-F", &pg.datadir.join("pg_wal").join(&next).display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}\"")));
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn a_hung_slave_command_is_killed_after_the_time_limit() {
+    let s = Setup::new("arch_hung", "rsync_timeout: 2\nssh_timeout: 3");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let pidfile = s.env.path("hung.pid");
+    // ssh that hangs on the remote sync, like a standby with a stuck disk.
+    let ssh = require_program("ssh");
+    let hung = s.script(
+        "hung-ssh",
+        &format!(
+            "for a; do case \"$a\" in \"sync -- \"*) echo $$ > {}; exec sleep 600;; esac; done\nexec {} \"$@\"\n",
+            pidfile.display(),
+            ssh.display()
+        ),
+    );
+    s.edit_ini(|t| {
+        t.replacen(
+            &format!("ssh: {}", ssh.display()),
+            &format!("ssh: {}", hung.display()),
+            1,
+        )
+    });
+    let started = std::time::Instant::now();
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "async: queued is archived\n{}",
+        describe_output(&out)
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not finish within 5s"), "{stderr}");
+    assert_eq!(s.queued(), vec![seg], "unsynced files stay queued");
+    let pid = fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(pid.parse().unwrap())),
+        "the hung remote command (pid {pid}) was not killed"
+    );
+}
+
+#[test]
+fn a_directory_init_never_prepared_is_refused() {
+    let s = Setup::new("arch_noinit", "local_archivedirs: LOCAL");
+    s.edit_ini(|t| t.replace("LOCAL", &s.local.display().to_string()));
+    // What an unmounted NFS share looks like: an empty directory.
+    s.env.mkdir("local_archive");
+    s.env.mkdir(&format!("queue/{SLAVE}"));
+    let (_pg, _seg, path) = real_segment(&s);
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let expected = format!(
+        "{} is not initialized for pitrkit (no .pitrkit-system-id): run `pitrkit archiver -C {} -I`, and check that the share is mounted",
+        s.local.display(),
+        s.ini.display()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&expected),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(fs::read_dir(&s.local).unwrap().count(), 0, "nothing written");
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn init_records_the_clusters_system_id() {
+    let s = Setup::new("arch_sysid", "local_archivedirs: LOCAL");
+    s.edit_ini(|t| t.replace("LOCAL", &s.local.display().to_string()));
+    let (pg, _seg, path) = real_segment(&s);
+    s.init();
+    let controldata = run_ok(s.env.command(&pg_program("pg_controldata")).arg(&pg.datadir));
+    let id = controldata
+        .lines()
+        .find_map(|l| l.strip_prefix("Database system identifier:"))
+        .expect("pg_controldata prints the system identifier")
+        .trim()
+        .to_string();
+    for dir in [s.local.clone(), s.env.path("queue")] {
+        let recorded = fs::read_to_string(dir.join(".pitrkit-system-id")).unwrap();
+        assert_eq!(recorded.trim(), id, "{}", dir.display());
+    }
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+}
+
+#[test]
+fn compressed_once_per_codec_restorable_and_judged_by_content() {
+    let s = Setup::new(
+        "arch_compress",
+        "local_archivedirs: LOCAL\ncompression: zstd\nslave_compression: lz4",
+    );
+    s.env.write(
+        "cmd_archiver.ini",
+        &fs::read_to_string(&s.ini)
+            .unwrap()
+            .replace("LOCAL", &s.local.display().to_string()),
+    );
+    s.init();
+    let pg = s.master("");
+    let mut segs = Vec::new();
+    for _ in 0..3 {
+        segs.push(pg.switch_wal());
+    }
+    assert!(pg.wait_archived(segs.last().unwrap(), WAIT), "{}", tail(&pg.log, 30));
+    for seg in &segs {
+        assert!(s.local.join(format!("{seg}.zst")).exists() && !s.local.join(seg).exists());
+        assert!(s.remote.join(format!("{seg}.lz4")).exists() && !s.remote.join(seg).exists());
+        assert!(fs::metadata(s.local.join(format!("{seg}.zst"))).unwrap().len() < 16 << 20);
+    }
+    // pitrkit restore brings both back byte for byte.
+    for (dir, codec) in [(&s.local, "zst"), (&s.remote, "lz4")] {
+        let ini = s.env.write(
+            &format!("restore-{codec}.ini"),
+            &format!("archivedir: {}\n", dir.display()),
+        );
+        for seg in &segs {
+            let dest = s.env.path(&format!("restored-{codec}-{seg}"));
+            let out = run_output(s.env.pitrkit().args(["restore", "-C"]).arg(&ini).arg(seg).arg(&dest));
+            assert!(out.status.success(), "{}", describe_output(&out));
+            assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &dest);
+        }
+    }
+    // Re-archiving under another codec: recognised by content, no second copy.
+    let text = fs::read_to_string(&s.ini)
+        .unwrap()
+        .replace("compression: zstd", "compression: gzip");
+    s.env.write("cmd_archiver.ini", &text);
+    let wal = pg.datadir.join("pg_wal").join(&segs[0]).display().to_string();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        !s.local.join(format!("{}.gz", segs[0])).exists(),
+        "a second copy under another codec"
+    );
+    // Different content under the compressed name is a conflict, never replaced.
+    let other = pg.datadir.join("pg_wal").join(&segs[1]);
+    let mut packed = Vec::new();
+    pitrkit::compress::Codec::Zstd
+        .compress(fs::File::open(&other).unwrap(), &mut packed, None)
+        .unwrap();
+    fs::write(s.local.join(format!("{}.zst", segs[0])), &packed).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(fs::read(s.local.join(format!("{}.zst", segs[0]))).unwrap(), packed);
+}
+
+#[test]
+fn a_backlog_ships_in_one_batch_and_later_calls_return_at_once() {
+    let s = Setup::new("arch_lookahead", "lookahead: 8");
+    s.init();
+    let online = fs::read_to_string(&s.ini).unwrap();
+    // Build a backlog: archiving is off while four segments fill up.
+    s.env
+        .write("cmd_archiver.ini", &online.replace("state: online", "state: offline"));
+    let pg = s.master("");
+    let mut segs = Vec::new();
+    for _ in 0..4 {
+        segs.push(pg.switch_wal());
+    }
+    assert!(wait_until(WAIT, || pg.archiver_counts().1 > 0));
+    let sessions_before = fs::read_to_string(&s.sshd.log)
+        .unwrap()
+        .matches("Starting session")
+        .count();
+    s.env.write("cmd_archiver.ini", &online);
+    let last = segs.last().unwrap();
+    assert!(
+        pg.wait_archived(last, Duration::from_secs(120)),
+        "{}",
+        tail(&pg.log, 30)
+    );
+    for seg in &segs {
+        assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &s.remote.join(seg));
+    }
+    let log = fs::read_to_string(&pg.log).unwrap();
+    assert!(
+        log.contains("more ready file(s) by look-ahead"),
+        "no look-ahead in:\n{}",
+        tail(&pg.log, 40)
+    );
+    let quick = log.matches("already done by an earlier call's look-ahead").count();
+    assert!(
+        quick >= 2,
+        "later calls should find their files archived ({quick}):\n{}",
+        tail(&pg.log, 40)
+    );
+    // One rsync and one remote sync for the batch, not two per segment.
+    let sessions = fs::read_to_string(&s.sshd.log)
+        .unwrap()
+        .matches("Starting session")
+        .count()
+        - sessions_before;
+    assert!(
+        sessions < 2 * segs.len(),
+        "{sessions} ssh sessions for {} segments",
+        segs.len()
+    );
+    assert!(
+        !s.env.path("queue/.done").read_dir().unwrap().any(|e| e.is_ok()),
+        "markers are consumed"
+    );
+}
+
+/// Two slaves through one ssh config file: `good` reaches the test sshd,
+/// `dead` a closed port until `revive` points it at the sshd too.
+struct TwoSlaves {
+    s: Setup,
+    ssh_config: PathBuf,
+}
+
+impl TwoSlaves {
+    fn new(name: &str, extra: &str) -> TwoSlaves {
+        let s = Setup::new(name, extra);
+        let ssh_config = s.env.path("ssh_config");
+        let t = TwoSlaves { s, ssh_config };
+        t.write_ssh_config(free_port());
+        let ini = fs::read_to_string(&t.s.ini).unwrap();
+        let ini: String = ini
+            .lines()
+            .map(|l| {
+                if l.starts_with("ssh:") {
+                    format!(
+                        "ssh: {} -F {}",
+                        require_program("ssh").display(),
+                        t.ssh_config.display()
+                    )
+                } else if l.starts_with("slaves:") {
+                    "slaves: good, dead".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        t.s.env.write("cmd_archiver.ini", &ini);
+        t
+    }
+
+    fn write_ssh_config(&self, dead_port: u16) {
+        let sshd = &self.s.sshd;
+        let common = format!(
+            "  HostName 127.0.0.1\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n",
+            sshd.identity.display(),
+            sshd.known_hosts.display()
+        );
+        self.s.env.write(
+            "ssh_config",
+            &format!(
+                "Host good\n  Port {}\n{common}Host dead\n  Port {dead_port}\n{common}",
+                sshd.port
+            ),
+        );
+    }
+
+    fn queue(&self, slave: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.s.env.path("queue").join(slave))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[test]
+fn one_dead_slave_never_blocks_the_others() {
+    let t = TwoSlaves::new("arch_two", "ssh_control_persist: 0\nmax_queue_workers: 2");
+    let out = t.s.archiver(&["-I"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "-I must report the dead slave: {}",
+        describe_output(&out)
+    );
+    let pg = t.s.master("");
+    let mut segs = Vec::new();
+    for _ in 0..3 {
+        segs.push(pg.switch_wal());
+    }
+    assert!(pg.wait_archived(segs.last().unwrap(), WAIT), "{}", tail(&pg.log, 30));
+    assert_eq!(pg.archiver_counts().1, 0);
+    for seg in &segs {
+        assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &t.s.remote.join(seg));
+    }
+    assert!(t.queue("good").is_empty());
+    assert_eq!(t.queue("dead"), segs, "the dead slave's files wait in its own queue");
+    let hooks = t.s.hook_lines();
+    assert!(
+        hooks
+            .iter()
+            .any(|l| l.starts_with("warning") && l.contains("slave dead")),
+        "{hooks:?}"
+    );
+    assert!(!hooks.iter().any(|l| l.contains("slave good")), "{hooks:?}");
+}
+
+#[test]
+fn sync_mode_retries_only_the_slaves_still_missing_a_file() {
+    let t = TwoSlaves::new("arch_ledger", "ssh_control_persist: 0\nship_mode: sync\nlookahead: 0");
+    let _ = t.s.archiver(&["-I"]);
+    let pg = t.s.master("");
+    let seg = pg.switch_wal();
+    assert!(
+        wait_until(WAIT, || pg.archiver_counts().1 > 0),
+        "sync mode must fail while 'dead' is down"
+    );
+    assert!(
+        t.s.remote.join(&seg).exists(),
+        "'good' received it in the first attempt"
+    );
+    let ledger = fs::read_to_string(t.s.env.path("queue/.delivered").join(&seg)).unwrap();
+    assert_eq!(ledger.trim(), "good");
+    let log_before = fs::read_to_string(&pg.log).unwrap().len();
+    t.write_ssh_config(t.s.sshd.port);
+    assert!(
+        pg.wait_archived(&seg, Duration::from_secs(120)),
+        "{}",
+        tail(&pg.log, 30)
+    );
+    let retry_log = fs::read_to_string(&pg.log).unwrap()[log_before..].to_string();
+    assert!(
+        retry_log.contains(&format!("spooling {seg} for 1 slave(s)")),
+        "the retry must only queue for 'dead':\n{retry_log}"
+    );
+    assert!(!t.s.env.path("queue/.delivered").join(&seg).exists());
+    assert!(t.queue("good").is_empty() && t.queue("dead").is_empty());
+}
+
+#[test]
+fn segment_size_is_read_from_the_wal_not_assumed() {
+    let s = Setup::new("arch_segsize", "");
+    s.init();
+    let pg = PgCluster::init_with_args(
+        &s.env,
+        "master",
+        &format!(
+            "archive_mode = on\narchive_command = '{} -C {} -F %p'\nwal_keep_size = '64MB'\n",
+            fixtures::cmd_link(&s.env, "cmd_archiver").display(),
+            s.ini.display()
+        ),
+        &["--wal-segsize=1"],
+    );
+    pg.start();
+    let seg = pg.switch_wal();
+    assert!(pg.wait_archived(&seg, WAIT), "{}", tail(&pg.log, 30));
+    assert_eq!(fs::metadata(s.remote.join(&seg)).unwrap().len(), 1 << 20);
+    assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
 }

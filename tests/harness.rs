@@ -122,7 +122,23 @@ fn sshd_ssh_and_rsync() {
     );
     assert_eq!(fs::read(dest.join("payload.bin")).unwrap(), data.as_bytes());
 
+    // An established session must die with sshd, or a "stopped" slave keeps receiving.
+    let mut session = sshd
+        .ssh("sleep 60")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(&sshd.log)
+            .unwrap_or_default()
+            .contains("Accepted publickey")
+    }));
+    std::thread::sleep(Duration::from_millis(300));
     sshd.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), || session.try_wait().unwrap().is_some()),
+        "an ssh session survived sshd.stop()"
+    );
     let out = run_output(&mut sshd.ssh("true"));
     assert!(!out.status.success(), "ssh still works after stop");
 

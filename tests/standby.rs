@@ -196,7 +196,7 @@ fn checksum(sql: impl Fn(&str) -> String, table: &str) -> String {
 
 #[test]
 fn base_backup_standby_catches_up_and_fails_over() {
-    let p = Pair::new("sb_e2e", "");
+    let p = Pair::new("sb_e2e", "restore_prefetch: 4");
     let pgbench = pg_program("pgbench");
     let bench = |args: &[&str]| {
         let mut c = p.env.command(&pgbench);
@@ -210,6 +210,11 @@ fn base_backup_standby_catches_up_and_fails_over() {
     run_ok(&mut bench(&["-i", "-s", "2", "-q"]));
     p.master.psql("CREATE TABLE in_ts (id int, v text) TABLESPACE ts1; INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
 
+    let out = p.standby_ok(&["-P"]);
+    assert!(
+        out.contains("primary (accepting writes)") && out.contains("installed"),
+        "{out}"
+    );
     let out = p.standby_ok(&["-I"]);
     assert!(out.contains("Standby is ready"), "{out}");
     assert!(p.pgdata.is_dir() && p.ts_standby.is_dir());
@@ -322,7 +327,7 @@ fn base_backup_standby_catches_up_and_fails_over() {
 
 #[test]
 fn point_in_time_recovery_stops_at_the_target() {
-    let p = Pair::new("sb_pitr", "");
+    let p = Pair::new("sb_pitr", "restore_prefetch: 4");
     p.standby_ok(&["-I"]);
     p.standby_ok(&["-B"]);
     p.master.psql("CREATE TABLE batches (id int, batch int)");
@@ -346,6 +351,14 @@ fn point_in_time_recovery_stops_at_the_target() {
 
     let out = p.standby_ok(&["-F999", "-R", &target]);
     assert!(out.contains("point-in-time recovery"), "{out}");
+    let spool = p.pgdata.join("pg_wal/.pitrkit-prefetch");
+    let leftovers: Vec<_> = fs::read_dir(&spool)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.iter().all(|n| n.to_string_lossy().starts_with("00000001")),
+        "only old-timeline leftovers may remain: {leftovers:?}"
+    );
     assert_eq!(
         p.standby_psql("SELECT count(*) FROM batches WHERE batch = 1").unwrap(),
         "100"

@@ -7,13 +7,16 @@
 //!   pitrtools did, and ships the queues best-effort);
 //! - every slave: in `ship_mode: sync`.
 
+pub mod lookahead;
 pub mod queue;
 pub mod state;
+pub mod sysid;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::compress::{self, Codec};
 use crate::config::archiver::ShipMode;
 use crate::config::ArchiverConfig;
 use crate::fsutil::{self, PlaceError, Placed};
@@ -21,11 +24,9 @@ use crate::logging::StepTimer;
 use crate::notify::Level;
 use crate::transport::rsync::Remote;
 use crate::wal::{self, WalName};
-use queue::{Ledger, Shipped};
+use queue::{Ledger, Outcome, Shipped};
 use state::{Event, SlaveState};
-
-/// Name of the file recording which database system an archive belongs to.
-pub const SYSTEM_ID_FILE: &str = ".pitrkit-system-id";
+pub use sysid::SYSTEM_ID_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -46,6 +47,15 @@ pub enum ArchiveError {
     },
     #[error("{dir} does not exist ({why}); create it, or run `pitrkit archiver -C <config> -I`")]
     NoDirectory { dir: PathBuf, why: &'static str },
+    #[error("{dir} is not initialized for pitrkit (no {SYSTEM_ID_FILE}): run `pitrkit archiver -C {config} -I`, and check that the share is mounted")]
+    NotInitialized { dir: PathBuf, config: String },
+    #[error("{dir}: {source}; fix or remove the file, then run `pitrkit archiver -C {config} -I`")]
+    SystemIdFile {
+        dir: PathBuf,
+        config: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("archiving {wal} to {dest}: {source}")]
     Place {
         wal: String,
@@ -74,6 +84,10 @@ pub struct ArchiveReport {
     pub local: Vec<(PathBuf, Placed)>,
     pub spooled: Vec<String>,
     pub slaves: Vec<(String, Event)>,
+    /// This call found the file already archived by an earlier look-ahead.
+    pub by_lookahead: bool,
+    /// Other ready files this call archived along.
+    pub lookahead: usize,
 }
 
 pub fn now_unix() -> i64 {
@@ -120,81 +134,81 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     if !src.is_file() {
         return Err(ArchiveError::Missing { path: src });
     }
-    let system_id = if name.is_segment_data() {
-        let _t = StepTimer::new("checking segment header");
-        Some(wal::check_segment_file(&src, &name)?.system_id)
-    } else {
-        None
-    };
     let mut report = ArchiveReport {
         wal: file_name.clone(),
         ..Default::default()
     };
-
-    for dir in &cfg.local_archivedirs {
-        let _t = StepTimer::new(format!("durable copy to {}", dir.display()));
-        if !dir.is_dir() {
-            return Err(ArchiveError::NoDirectory {
-                dir: dir.clone(),
-                why: "a local_archivedirs entry; is the NFS share mounted?",
-            });
+    let ldir = cfg.l_archivedir.as_deref().filter(|_| !cfg.slaves.is_empty());
+    if let Some(ldir) = ldir {
+        if lookahead::take_marker(ldir, &src, &file_name) {
+            log::debug!("{file_name}: already archived by an earlier call's look-ahead");
+            report.by_lookahead = true;
+            return Ok(report);
         }
-        check_system_id(dir, system_id, &file_name)?;
-        let placed = fsutil::place_copy(&src, dir, &file_name, 0o600).map_err(|source| ArchiveError::Place {
-            wal: file_name.clone(),
-            dest: dir.display().to_string(),
-            source,
-        })?;
-        log::debug!("{file_name}: {placed:?} in {}", dir.display());
-        report.local.push((dir.clone(), placed));
     }
 
-    if cfg.slaves.is_empty() {
-        return Ok(report);
-    }
-    let ldir = cfg.l_archivedir.as_deref().expect("checked at config load");
-    if !ldir.is_dir() {
-        return Err(ArchiveError::NoDirectory {
-            dir: ldir.to_path_buf(),
-            why: "l_archivedir, the local queue root",
-        });
-    }
-    check_system_id(ldir, system_id, &file_name)?;
-    let ledger = Ledger::new(ldir, &file_name);
-    let already = if cfg.ship_mode == ShipMode::Sync {
-        ledger.delivered()
-    } else {
-        Vec::new()
+    // In sync mode a retry after a partial failure only targets the slaves still missing it.
+    let ledger = ldir.map(|l| Ledger::new(l, &file_name));
+    let already = match (&ledger, cfg.ship_mode) {
+        (Some(l), ShipMode::Sync) => l.delivered(),
+        _ => Vec::new(),
     };
     let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
-    report.spooled = spool(cfg, &src, &file_name, &targets)?;
+    let queued_name = stage(cfg, &src, &name, &targets, &mut report)?;
+    let (Some(ldir), Some(ledger)) = (ldir, ledger) else {
+        return Ok(report);
+    };
+
+    // Take other ready files along (all slaves each), so one rsync ships them all.
+    let mut extras: Vec<(PathBuf, String, String)> = Vec::new();
+    if targets.len() == cfg.slaves.len() {
+        let all: Vec<&String> = cfg.slaves.iter().collect();
+        for (path, n) in lookahead::candidates(&src, &file_name, cfg.lookahead) {
+            let Ok(extra_name) = WalName::parse(&n) else { continue };
+            let mut ignored = ArchiveReport::default();
+            match stage(cfg, &path, &extra_name, &all, &mut ignored) {
+                Ok(q) => extras.push((path, n, q)),
+                Err(e) => {
+                    // PostgreSQL's own call for it will meet and report the problem.
+                    log::debug!("look-ahead stops at {n}: {e}");
+                    break;
+                }
+            }
+        }
+    }
 
     match cfg.ship_mode {
         ShipMode::Async => {
             report.slaves = ship_round(cfg, false, false);
+            for (path, n, _) in &extras {
+                if let Err(e) = lookahead::mark_done(ldir, path, n) {
+                    log::debug!("cannot mark {n} as archived: {e}");
+                }
+            }
+            report.lookahead = extras.len();
             Ok(report)
         }
         ShipMode::Sync => {
             let only: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
-            report.slaves = ship_round_for(cfg, &only, true, true);
+            let runs = ship_round_for(cfg, &only, true, true);
             let mut have = already;
             let mut failures = Vec::new();
-            for (slave, event) in &report.slaves {
-                let still_queued = cfg
-                    .queue_dir(slave)
-                    .map(|q| q.join(&file_name).exists())
-                    .unwrap_or(false);
-                match event {
-                    Event::Delivered { .. } if !still_queued => have.push(slave.clone()),
-                    Event::Delivered { .. } => failures.push(format!(
-                        "{slave}: it already has a different {file_name} (see .conflicts)"
-                    )),
-                    Event::Failed { error, .. } => failures.push(format!("{slave}: {error}")),
-                    Event::Skipped { .. } => failures.push(format!(
-                        "{slave}: busy (another pitrkit process is shipping; lock_timeout)"
-                    )),
+            for (slave, run) in &runs {
+                match sync_verdict(cfg, slave, run, &queued_name) {
+                    Ok(()) => have.push(slave.clone()),
+                    Err(why) => failures.push(format!("{slave}: {why}")),
                 }
             }
+            // An extra counts as archived only once every slave has it.
+            for (path, n, q) in &extras {
+                if runs.iter().all(|(slave, run)| sync_verdict(cfg, slave, run, q).is_ok()) {
+                    report.lookahead += 1;
+                    if let Err(e) = lookahead::mark_done(ldir, path, n) {
+                        log::debug!("cannot mark {n} as archived: {e}");
+                    }
+                }
+            }
+            report.slaves = runs.into_iter().map(|(s, r)| (s, r.event)).collect();
             if failures.is_empty() {
                 ledger.remove();
                 Ok(report)
@@ -211,19 +225,194 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     }
 }
 
-/// One durable copy of the file, hard-linked into each target slave's queue.
-fn spool(cfg: &ArchiverConfig, src: &Path, name: &str, targets: &[&String]) -> Result<Vec<String>, ArchiveError> {
-    let _t = StepTimer::new(format!("spooling {name} for {} slave(s)", targets.len()));
-    let place_err = |dest: &Path| {
-        let dest = dest.display().to_string();
-        move |source| ArchiveError::Place {
-            wal: name.to_string(),
-            dest,
-            source,
-        }
+/// Checks one file and makes it durable at every local destination and in
+/// the queues of `targets`. Returns the name it has in the queues.
+fn stage(
+    cfg: &ArchiverConfig,
+    src: &Path,
+    name: &WalName,
+    targets: &[&String],
+    report: &mut ArchiveReport,
+) -> Result<String, ArchiveError> {
+    let file_name = name.as_str().to_string();
+    let system_id = if name.is_segment_data() {
+        let _t = StepTimer::new(format!("checking the header of {file_name}"));
+        Some(wal::check_segment_file(src, name)?.system_id)
+    } else {
+        None
     };
-    let mut first: Option<PathBuf> = None;
-    let mut spooled = Vec::new();
+    let mut payloads = Payloads {
+        raw: src,
+        wal: &file_name,
+        level: cfg.compression_level,
+        made: Vec::new(),
+    };
+    for dir in &cfg.local_archivedirs {
+        let _t = StepTimer::new(format!("durable copy of {file_name} to {}", dir.display()));
+        if !dir.is_dir() {
+            return Err(ArchiveError::NoDirectory {
+                dir: dir.clone(),
+                why: "a local_archivedirs entry; is the NFS share mounted?",
+            });
+        }
+        check_system_id(cfg, dir, system_id, &file_name)?;
+        let (payload, payload_name) = payloads.get(cfg.local_codec, dir)?;
+        let placed =
+            place_payload(dir, src, &file_name, &payload, &payload_name).map_err(|source| ArchiveError::Place {
+                wal: file_name.clone(),
+                dest: dir.display().to_string(),
+                source,
+            })?;
+        log::debug!("{payload_name}: {placed:?} in {}", dir.display());
+        report.local.push((dir.clone(), placed));
+    }
+    if cfg.slaves.is_empty() {
+        return Ok(file_name);
+    }
+    let ldir = cfg.l_archivedir.as_deref().expect("checked at config load");
+    if !ldir.is_dir() {
+        return Err(ArchiveError::NoDirectory {
+            dir: ldir.to_path_buf(),
+            why: "l_archivedir, the local queue root",
+        });
+    }
+    check_system_id(cfg, ldir, system_id, &file_name)?;
+    let (payload, queued_name) = payloads.get(cfg.slave_codec, ldir)?;
+    report.spooled = spool(cfg, ldir, &payload, &queued_name, targets)?;
+    Ok(queued_name)
+}
+
+/// Sync mode: does `slave` now have `name`? Only this run's outcome for this
+/// very file counts, never the absence of the file from the queue.
+fn sync_verdict(cfg: &ArchiverConfig, slave: &str, run: &SlaveRun, name: &str) -> Result<(), String> {
+    let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
+    let conflict = qdir.join(queue::CONFLICTS_DIR).join(name);
+    let rdir = cfg
+        .r_archivedir
+        .as_deref()
+        .unwrap_or(Path::new("?"))
+        .display()
+        .to_string();
+    let in_conflict = || {
+        format!(
+            "it already has a different {name} in {rdir}; pitrkit did not overwrite it and keeps ours in {}. Compare the two, then remove the wrong one (and {} once resolved)",
+            conflict.display(),
+            conflict.display()
+        )
+    };
+    match (&run.shipped, &run.event) {
+        (Some(shipped), _) => match shipped.outcome(name) {
+            Some(Outcome::Delivered) if conflict.exists() => Err(format!(
+                "{name} was delivered, but {} remains from an earlier conflict; check {rdir}/{name} on the slave, then remove it",
+                conflict.display()
+            )),
+            Some(Outcome::Delivered) => Ok(()),
+            Some(Outcome::Conflict) => Err(in_conflict()),
+            Some(Outcome::StillQueued) => Err(format!(
+                "{name} could not be confirmed on the slave ({}); it stays queued",
+                if shipped.problems.is_empty() {
+                    "see the log".to_string()
+                } else {
+                    shipped.problems.join("; ")
+                }
+            )),
+            None if conflict.exists() => Err(in_conflict()),
+            None => Err(format!(
+                "{name} left the queue while another pitrkit process was shipping it; PostgreSQL's retry will confirm it"
+            )),
+        },
+        (None, Event::Failed { error, .. }) => Err(error.clone()),
+        (None, Event::Skipped { .. }) => Err("busy: another pitrkit process is shipping this queue (lock_timeout)".into()),
+        (None, Event::Delivered { .. }) => Err(format!("{name} was not shipped")),
+    }
+}
+
+/// What destinations receive: the WAL itself, or a compressed copy made once
+/// per codec and shared by every destination that wants that codec.
+struct Payloads<'a> {
+    raw: &'a Path,
+    wal: &'a str,
+    level: Option<i32>,
+    made: Vec<(Codec, tempfile::TempPath)>,
+}
+
+impl Payloads<'_> {
+    /// The file to place and the name it gets (the codec's suffix added).
+    /// `scratch` is a directory on the destination's filesystem.
+    fn get(&mut self, codec: Codec, scratch: &Path) -> Result<(PathBuf, String), ArchiveError> {
+        let name = format!("{}{}", self.wal, codec.suffix());
+        if codec == Codec::None {
+            return Ok((self.raw.to_path_buf(), name));
+        }
+        if let Some((_, p)) = self.made.iter().find(|(c, _)| *c == codec) {
+            return Ok((p.to_path_buf(), name));
+        }
+        let _t = StepTimer::new(format!("{codec} compression of {}", self.wal));
+        let io = |e: std::io::Error| ArchiveError::Place {
+            wal: self.wal.to_string(),
+            dest: scratch.display().to_string(),
+            source: PlaceError::Io {
+                path: scratch.to_path_buf(),
+                op: "compress",
+                source: e,
+            },
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".pitrkit-compress-")
+            .tempfile_in(scratch)
+            .map_err(io)?;
+        let input = fs::File::open(self.raw).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        codec
+            .compress(input, &mut out, self.level)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        std::io::Write::flush(&mut out).map_err(io)?;
+        drop(out);
+        let path = tmp.into_temp_path();
+        let p = path.to_path_buf();
+        self.made.push((codec, path));
+        Ok((p, name))
+    }
+}
+
+/// Places a payload in `dir` unless the WAL is already there in any form,
+/// judged by content (decompressed): a change of codec or of compressor
+/// build never turns a re-archive into a conflict, nor into a second copy
+/// under another suffix.
+fn place_payload(dir: &Path, raw: &Path, wal: &str, payload: &Path, payload_name: &str) -> Result<Placed, PlaceError> {
+    for codec in Codec::ALL {
+        let existing = dir.join(format!("{wal}{}", codec.suffix()));
+        if !existing.exists() {
+            continue;
+        }
+        let same = if codec == Codec::None {
+            fsutil::identical(raw, &existing)
+        } else {
+            compress::same_content(&existing, codec, raw)
+        }
+        .map_err(|source| PlaceError::Io {
+            path: existing.clone(),
+            op: "compare with existing file",
+            source,
+        })?;
+        let ours = fs::metadata(raw).map(|m| m.len()).unwrap_or(0);
+        return fsutil::accept_existing(&existing, same, ours);
+    }
+    fsutil::place_copy(payload, dir, payload_name, 0o600)
+}
+
+/// One durable copy of the file, staged in `l_archivedir/.spool/`, then
+/// hard-linked into each target slave's queue. Linking from a queue entry
+/// instead would race with a concurrent `--flush` that ships and removes it.
+fn spool(
+    cfg: &ArchiverConfig,
+    ldir: &Path,
+    src: &Path,
+    name: &str,
+    targets: &[&String],
+) -> Result<Vec<String>, ArchiveError> {
+    let _t = StepTimer::new(format!("spooling {name} for {} slave(s)", targets.len()));
+    let mut qdirs = Vec::new();
     for slave in targets {
         let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
         if !qdir.is_dir() {
@@ -232,42 +421,94 @@ fn spool(cfg: &ArchiverConfig, src: &Path, name: &str, targets: &[&String]) -> R
                 why: "the queue of a slave listed in 'slaves'",
             });
         }
-        match &first {
-            None => {
-                fsutil::place_copy(src, &qdir, name, 0o600).map_err(place_err(&qdir))?;
-                first = Some(qdir.join(name));
-            }
-            Some(copy) => {
-                fsutil::place_link(copy, &qdir, name).map_err(place_err(&qdir))?;
-            }
-        }
-        spooled.push(slave.to_string());
+        qdirs.push(qdir);
     }
-    Ok(spooled)
+    spool_into(ldir, src, name, &qdirs)?;
+    Ok(targets.iter().map(|s| s.to_string()).collect())
 }
 
-/// Refuses to mix two database systems' WAL in one directory; records the
-/// system on first use.
-fn check_system_id(dir: &Path, ours: Option<u64>, wal: &str) -> Result<(), ArchiveError> {
-    let Some(ours) = ours else { return Ok(()) };
-    let path = dir.join(SYSTEM_ID_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(archive) if archive != ours => Err(ArchiveError::SystemIdMismatch {
-                dir: dir.to_path_buf(),
-                archive,
-                ours,
-                wal: wal.to_string(),
-            }),
-            _ => Ok(()),
+fn spool_into(ldir: &Path, src: &Path, name: &str, qdirs: &[PathBuf]) -> Result<(), ArchiveError> {
+    if qdirs.is_empty() {
+        return Ok(());
+    }
+    let place_err = |dest: &Path| {
+        let dest = dest.display().to_string();
+        move |source| ArchiveError::Place {
+            wal: name.to_string(),
+            dest,
+            source,
+        }
+    };
+    let sdir = ldir.join(queue::SPOOL_DIR);
+    fsutil::ensure_dir(&sdir, 0o700).map_err(|e| ArchiveError::Place {
+        wal: name.to_string(),
+        dest: sdir.display().to_string(),
+        source: PlaceError::Io {
+            path: sdir.clone(),
+            op: "create spool directory",
+            source: e,
         },
-        Err(_) => {
-            // Best effort: the id only guards against misconfiguration.
-            let tmp = fsutil::temp_name(dir, SYSTEM_ID_FILE);
-            if fs::write(&tmp, format!("{ours}\n")).is_ok() {
-                let _ = fs::rename(&tmp, &path);
+    })?;
+    let staged = sdir.join(name);
+    match fsutil::place_copy(src, &sdir, name, 0o600) {
+        Ok(_) => {}
+        // A different copy left by an interrupted earlier call: only ours to use.
+        Err(PlaceError::Conflict { .. }) => {
+            fs::remove_file(&staged).map_err(|e| ArchiveError::Place {
+                wal: name.to_string(),
+                dest: sdir.display().to_string(),
+                source: PlaceError::Io {
+                    path: staged.clone(),
+                    op: "remove stale spool copy",
+                    source: e,
+                },
+            })?;
+            fsutil::place_copy(src, &sdir, name, 0o600).map_err(place_err(&sdir))?;
+        }
+        Err(e) => return Err(place_err(&sdir)(e)),
+    }
+    for qdir in qdirs {
+        fsutil::place_link(&staged, qdir, name).map_err(place_err(qdir))?;
+    }
+    // Every queue holds its own durable link now; the staging name can go.
+    if let Err(e) = fs::remove_file(&staged) {
+        log::warn!("cannot remove {}: {e}", staged.display());
+    }
+    Ok(())
+}
+
+/// Refuses a directory `-I` never prepared (an unmounted share looks just
+/// like an empty directory), and mixing two database systems' WAL in one
+/// directory; claims an unclaimed directory for our system, durably.
+fn check_system_id(cfg: &ArchiverConfig, dir: &Path, ours: Option<u64>, wal: &str) -> Result<(), ArchiveError> {
+    let config = cfg.source.display().to_string();
+    let file_err = |source| ArchiveError::SystemIdFile {
+        dir: dir.to_path_buf(),
+        config: config.clone(),
+        source,
+    };
+    let mismatch = |archive| ArchiveError::SystemIdMismatch {
+        dir: dir.to_path_buf(),
+        archive,
+        ours: ours.unwrap_or(0),
+        wal: wal.to_string(),
+    };
+    match sysid::read(dir).map_err(file_err)? {
+        sysid::Recorded::Missing => Err(ArchiveError::NotInitialized {
+            dir: dir.to_path_buf(),
+            config: config.clone(),
+        }),
+        sysid::Recorded::System(archive) if ours.is_some_and(|o| o != archive) => Err(mismatch(archive)),
+        sysid::Recorded::System(_) => Ok(()),
+        sysid::Recorded::Unclaimed => {
+            let Some(o) = ours else { return Ok(()) };
+            sysid::write(dir, Some(o)).map_err(file_err)?;
+            log::info!("{} claimed for database system {o}", dir.display());
+            // Another process may have claimed it at the same moment.
+            match sysid::read(dir).map_err(file_err)? {
+                sysid::Recorded::System(a) if a != o => Err(mismatch(a)),
+                _ => Ok(()),
             }
-            Ok(())
         }
     }
 }
@@ -276,21 +517,32 @@ fn check_system_id(dir: &Path, ours: Option<u64>, wal: &str) -> Result<(), Archi
 /// `force` ignores the retry back-off; `wait` waits for a busy queue's lock.
 pub fn ship_round(cfg: &ArchiverConfig, force: bool, wait: bool) -> Vec<(String, Event)> {
     ship_round_for(cfg, &cfg.slaves, force, wait)
+        .into_iter()
+        .map(|(s, r)| (s, r.event))
+        .collect()
 }
 
-fn ship_round_for(cfg: &ArchiverConfig, slaves: &[String], force: bool, wait: bool) -> Vec<(String, Event)> {
+/// What shipping one slave's queue did.
+#[derive(Debug)]
+struct SlaveRun {
+    event: Event,
+    /// Per-file outcomes, when the queue was shipped at all.
+    shipped: Option<Shipped>,
+}
+
+fn ship_round_for(cfg: &ArchiverConfig, slaves: &[String], force: bool, wait: bool) -> Vec<(String, SlaveRun)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(String, Event)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(String, SlaveRun)>> = Mutex::new(Vec::new());
     let workers = cfg.max_queue_workers.min(slaves.len()).max(1);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(slave) = slaves.get(i) else { break };
-                let event = ship_slave(cfg, slave, force, wait);
-                results.lock().unwrap().push((slave.clone(), event));
+                let run = ship_slave(cfg, slave, force, wait);
+                results.lock().unwrap().push((slave.clone(), run));
             });
         }
     });
@@ -303,61 +555,78 @@ fn depth(qdir: &Path) -> usize {
     queue::queued_files(qdir).map(|v| v.len()).unwrap_or(0)
 }
 
-/// One slave: respect back-off and locking, ship, update state, notify.
-fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> Event {
+/// One slave: take its queue lock (a busy queue is another process's job:
+/// skipped, state untouched), then under the lock load the delivery state,
+/// respect the back-off, ship, record the new state; notify after unlocking.
+fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> SlaveRun {
     let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
+    let wait_for = if wait {
+        cfg.lock_timeout
+    } else {
+        std::time::Duration::ZERO
+    };
+    let (lock, lock_error) = match fsutil::lock(&qdir.join(queue::LOCK_FILE), wait_for) {
+        Ok(Some(l)) => (Some(l), None),
+        Ok(None) => {
+            log::debug!("slave {slave}: another pitrkit process is shipping this queue");
+            return SlaveRun {
+                event: Event::Skipped { depth: depth(&qdir) },
+                shipped: None,
+            };
+        }
+        // Nobody can hold a lock that cannot be opened: record the failure
+        // (one warning per outage) like any other.
+        Err(e) => (
+            None,
+            Some(format!(
+                "cannot lock queue {}: {e}; check that the directory exists and belongs to the archiver's OS user (`pitrkit archiver -I` creates it)",
+                qdir.display()
+            )),
+        ),
+    };
     let state_path = qdir.join(queue::STATE_FILE);
     let prev = SlaveState::load(&state_path);
     let now = now_unix();
-    let event = if !state::should_attempt(&prev, now, cfg.queue_wait.as_secs(), force) {
+    let mut shipped = None;
+    let event = if let Some(error) = lock_error {
+        Event::Failed {
+            error,
+            depth: depth(&qdir),
+        }
+    } else if !state::should_attempt(&prev, now, cfg.queue_wait.as_secs(), force) {
         log::debug!(
             "slave {slave}: last delivery failed {}s ago; next try after queue_wait",
             now - prev.last_attempt
         );
         Event::Skipped { depth: depth(&qdir) }
     } else {
-        let wait_for = if wait {
-            cfg.lock_timeout
-        } else {
-            std::time::Duration::ZERO
-        };
-        match fsutil::lock(&qdir.join(queue::LOCK_FILE), wait_for) {
-            Ok(None) => {
-                log::debug!("slave {slave}: another pitrkit process is shipping this queue");
-                Event::Skipped { depth: depth(&qdir) }
+        match queue::ship_queue(cfg, slave) {
+            Ok(s) => {
+                let delivered = s.delivered().len();
+                if delivered > 0 {
+                    log::info!("slave {slave}: delivered {delivered} file(s), {} queued", s.remaining);
+                }
+                let event = if s.problems.is_empty() {
+                    Event::Delivered {
+                        delivered,
+                        depth: s.remaining,
+                    }
+                } else {
+                    Event::Failed {
+                        error: format!(
+                            "{} file(s) not confirmed on the slave and kept queued: {}",
+                            s.problems.len(),
+                            s.problems.join("; ")
+                        ),
+                        depth: s.remaining,
+                    }
+                };
+                shipped = Some(s);
+                event
             }
             Err(e) => Event::Failed {
-                error: format!("cannot lock queue {}: {e}", qdir.display()),
+                error: e.to_string(),
                 depth: depth(&qdir),
-            },
-            Ok(Some(_lock)) => match queue::ship_queue(cfg, slave) {
-                Ok(Shipped {
-                    delivered,
-                    conflicts,
-                    remaining,
-                }) => {
-                    for c in &conflicts {
-                        cfg.notify.send(Level::Critical, &format!(
-                            "slave {slave} already has a different {c} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
-                            cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
-                            qdir.join(queue::CONFLICTS_DIR).join(c).display()
-                        ));
-                    }
-                    if !delivered.is_empty() {
-                        log::info!(
-                            "slave {slave}: delivered {} file(s), {remaining} queued",
-                            delivered.len()
-                        );
-                    }
-                    Event::Delivered {
-                        delivered: delivered.len(),
-                        depth: remaining,
-                    }
-                }
-                Err(e) => Event::Failed {
-                    error: e.to_string(),
-                    depth: depth(&qdir),
-                },
             },
         }
     };
@@ -367,13 +636,23 @@ fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> Eve
             log::warn!("cannot save delivery state {}: {e}", state_path.display());
         }
     }
+    drop(lock);
+
+    // Hooks may be slow: never while holding the queue.
+    for c in shipped.iter().flat_map(|s| s.conflicts()) {
+        cfg.notify.send(Level::Critical, &format!(
+            "slave {slave} already has a different {c} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
+            cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
+            qdir.join(queue::CONFLICTS_DIR).join(&c).display()
+        ));
+    }
     for n in notices {
         cfg.notify.send(n.level, &n.message);
     }
     if let Event::Failed { error, .. } = &event {
         log::warn!("slave {slave}: delivery failed, files stay queued: {error}");
     }
-    event
+    SlaveRun { event, shipped }
 }
 
 /// `--flush`: ship every queue now, waiting for locks and ignoring back-off.
@@ -421,6 +700,18 @@ pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
             mk(format!("queue for {s}"), &l.join(s), true);
         }
     }
+    // Only -I marks a directory as an archive; see sysid.
+    let roots = cfg.local_archivedirs.iter().chain(cfg.l_archivedir.iter());
+    for d in roots {
+        if !d.is_dir() {
+            continue; // reported above
+        }
+        let (what, problem) = match sysid::init_dir(d, cfg.pgdata.as_deref()) {
+            Ok(note) => (format!("{}: {note}", d.display()), None),
+            Err(p) => (format!("{}: database system", d.display()), Some(p)),
+        };
+        checks.push(InitCheck { what, problem });
+    }
     if let Some(rdir) = &cfg.r_archivedir {
         for s in &cfg.slaves {
             let remote = Remote {
@@ -449,9 +740,7 @@ pub fn status(cfg: &ArchiverConfig) -> Vec<String> {
     for s in &cfg.slaves {
         let qdir = cfg.queue_dir(s).expect("slaves require l_archivedir");
         let st = SlaveState::load(&qdir.join(queue::STATE_FILE));
-        let conflicts = queue::queued_files(&qdir.join(queue::CONFLICTS_DIR))
-            .map(|v| v.len())
-            .unwrap_or(0);
+        let conflicts = queue::conflict_count(&qdir);
         let health = if st.failing {
             format!(
                 "FAILING for {}s ({} attempts): {}",
@@ -468,4 +757,87 @@ pub fn status(cfg: &ArchiverConfig) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IniFile;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn spooling_survives_a_flush_emptying_the_first_queue() {
+        let d = tempfile::tempdir().unwrap();
+        let ldir = d.path().to_path_buf();
+        let qdirs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|q| ldir.join(q)).collect();
+        for q in &qdirs {
+            fs::create_dir(q).unwrap();
+        }
+        let src = d.path().join("src");
+        fs::write(&src, vec![5u8; 64 << 10]).unwrap();
+        let names: Vec<String> = (1..=20).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+        // A concurrent --flush: ships and removes whatever appears in queue a.
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for n in &names {
+                        let _ = fs::remove_file(qdirs[0].join(n));
+                    }
+                }
+            });
+            for n in &names {
+                let r = spool_into(&ldir, &src, n, &qdirs);
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r.unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        for n in &names {
+            for q in &qdirs[1..] {
+                assert_eq!(fs::read(q.join(n)).unwrap().len(), 64 << 10, "{n} in {}", q.display());
+            }
+        }
+        assert_eq!(
+            fs::read_dir(ldir.join(queue::SPOOL_DIR)).unwrap().count(),
+            0,
+            "staging copies are removed once linked"
+        );
+    }
+
+    fn config(dir: &Path, extra: &str) -> ArchiverConfig {
+        let text = format!(
+            "slaves: sb\nl_archivedir: {}\nr_archivedir: /r\nqueue_wait: 0\n{extra}",
+            dir.display()
+        );
+        ArchiverConfig::from_ini(&IniFile::parse(&dir.join("a.ini"), &text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_busy_queue_is_left_alone_state_and_alerts_included() {
+        let d = tempfile::tempdir().unwrap();
+        let hooked = d.path().join("hooked");
+        let cfg = config(
+            d.path(),
+            &format!("queue_critical_depth: 1\nnotify_critical: touch {}\n", hooked.display()),
+        );
+        let q = cfg.queue_dir("sb").unwrap();
+        fs::create_dir(&q).unwrap();
+        for i in 1..=3 {
+            fs::write(q.join(format!("00000001000000000000000{i}")), b"x").unwrap();
+        }
+        let _held = fsutil::lock(&q.join(queue::LOCK_FILE), Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let run = ship_slave(&cfg, "sb", false, false);
+        assert_eq!(run.event, Event::Skipped { depth: 3 });
+        assert!(run.shipped.is_none());
+        // The process holding the lock owns the state; this one must not
+        // write it (or raise the depth alarm) from a stale read.
+        assert!(!q.join(queue::STATE_FILE).exists(), "state written without the lock");
+        assert!(!hooked.exists(), "alert sent for a queue another process is shipping");
+    }
 }

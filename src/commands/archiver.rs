@@ -55,9 +55,18 @@ pub fn run(program: &str, args: ArchiverArgs) -> u8 {
                     Event::Failed { depth, .. } => format!("{s}: failed, {depth} queued"),
                 })
                 .collect::<Vec<_>>();
+            if r.by_lookahead {
+                log::info!("archived {}: already done by an earlier call's look-ahead", r.wal);
+                return EXIT_OK;
+            }
             log::info!(
-                "archived {}: {} local archive(s){}{}",
+                "archived {}{}: {} local archive(s){}{}",
                 r.wal,
+                if r.lookahead > 0 {
+                    format!(" and {} more ready file(s) by look-ahead", r.lookahead)
+                } else {
+                    String::new()
+                },
                 r.local.len(),
                 if r.spooled.is_empty() {
                     String::new()

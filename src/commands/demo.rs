@@ -110,6 +110,15 @@ fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
         root.display()
     );
     cluster.initdb(&["-U", &user]).context("initdb")?;
+    // What `cmd_archiver -I` does: mark the archive directory as this cluster's
+    // (archive calls refuse a directory that was never initialized).
+    let cfg = crate::config::ArchiverConfig::load(&config).context("loading the demo configuration")?;
+    for check in crate::archive::init(&cfg) {
+        if let Some(problem) = check.problem {
+            anyhow::bail!("initializing the archive ({}): {problem}", check.what);
+        }
+    }
+    chown_to(&archive.join(crate::archive::SYSTEM_ID_FILE), run_as.as_deref())?;
     let archive_command = format!("{} -C {} -F %p", bin.join("cmd_archiver").display(), config.display());
     let mut conf = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?;
     use std::io::Write;

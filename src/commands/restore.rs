@@ -16,6 +16,18 @@ pub fn run(program: &str, args: RestoreArgs) -> u8 {
         }
     };
     logging::init(program, cfg.debug, cfg.pitrkit_logfile.as_deref());
+    if let Some(seg_size) = args.prefetch_after {
+        return match crate::wal::WalName::parse(&args.wal) {
+            Ok(served) if crate::wal::valid_segment_size(seg_size) => {
+                match restore::prefetch::run_worker(&cfg, &served, seg_size, &args.dest) {
+                    Ok(n) => log::debug!("prefetched {n} segment(s) after {}", args.wal),
+                    Err(e) => log::debug!("prefetch after {} stopped: {e}", args.wal),
+                }
+                0
+            }
+            _ => 2,
+        };
+    }
     let _t = logging::StepTimer::new(format!("restore of {}", args.wal));
     match restore::restore(&cfg, &args.wal, &args.dest) {
         Ok(out) => {

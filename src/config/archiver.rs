@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
-use crate::notify::Notifier;
+use crate::compress::Codec;
 use crate::transport::rsync::RsyncSettings;
 use crate::transport::ssh::SshSettings;
 
@@ -34,9 +34,15 @@ pub struct ArchiverConfig {
     pub lock_timeout: Duration,
     pub ssh: SshSettings,
     pub rsync: RsyncSettings,
-    pub notify: Notifier,
+    pub notify: crate::notify::Notifier,
     pub debug: bool,
     pub logfile: Option<String>,
+    /// Codec for local_archivedirs, and for what is shipped to slaves.
+    pub local_codec: Codec,
+    pub slave_codec: Codec,
+    pub compression_level: Option<i32>,
+    /// Other .ready segments an archive call takes along (slaves only).
+    pub lookahead: usize,
 }
 
 impl ArchiverConfig {
@@ -47,7 +53,8 @@ impl ArchiverConfig {
     pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
         let o = Options::new(file, ARCHIVER_OPTIONS)?;
         let includepath = o.paths("includepath")?;
-        let rsync_version = o.choice("rsync_version")?;
+        // Accepted for pitrtools compatibility; pitrkit uses no option rsync 2 lacks.
+        o.choice("rsync_version")?;
         let cfg = ArchiverConfig {
             source: file.path.clone(),
             online: o.choice("state")? == "online",
@@ -70,20 +77,20 @@ impl ArchiverConfig {
             rsync: RsyncSettings {
                 program: o.path("rsync_bin")?,
                 flags: rsync_flags(&o)?,
-                timeout: o.seconds("rsync_timeout")?,
-                // rsync 2 has no --fsync.
-                fsync: o.bool("remote_fsync")? && rsync_version != "2",
+                timeout: o.seconds_at_least("rsync_timeout", 1)?,
+                fsync: o.bool("remote_fsync")?,
                 includepath,
             },
-            notify: Notifier {
-                ok: o.command("notify_ok"),
-                warning: o.command("notify_warning"),
-                critical: o.command("notify_critical"),
-                timeout: o.seconds("notify_timeout")?,
-            },
+            notify: o.notifier()?,
             debug: o.bool("debug")?,
             logfile: o.text("logfile"),
+            local_codec: Codec::None,
+            slave_codec: Codec::None,
+            compression_level: None,
+            lookahead: o.count("lookahead")?.unwrap_or(0).min(1024) as usize,
         };
+        let mut cfg = cfg;
+        (cfg.local_codec, cfg.slave_codec, cfg.compression_level) = codecs(&o)?;
         cfg.check(&o)?;
         Ok(cfg)
     }
@@ -113,6 +120,15 @@ impl ArchiverConfig {
                     .hint("set 'slaves' (with l_archivedir and r_archivedir) and/or 'local_archivedirs'"),
             );
         }
+        if self.ship_mode == ShipMode::Sync && !self.slaves.is_empty() && !self.rsync.fsync {
+            return Err(o
+                .file()
+                .error(
+                    "remote_fsync",
+                    "ship_mode: sync with remote_fsync: off: sync mode promises PostgreSQL that every slave has the file durably, which only the remote sync guarantees",
+                )
+                .hint("set remote_fsync: on, or ship_mode: async if losing the newest WAL on a slave crash is acceptable"));
+        }
         if let Some(l) = &self.l_archivedir {
             if self.local_archivedirs.iter().any(|d| d == l) {
                 return Err(o.file().error(
@@ -133,28 +149,77 @@ impl ArchiverConfig {
     }
 }
 
-/// rsync_flags, minus options that would change how pitrkit ships (and so
-/// break its guarantees): removal, deletion and a different remote shell.
+/// rsync options the archiver lets users add: how bytes travel (compression,
+/// bandwidth, address family, connection time-out, protocol) and `--checksum`.
+/// Anything else could change what rsync sends or reports (`-n`, `--existing`,
+/// `-q`, `--out-format`, filters, `--compare-dest`, `-T`, ...), and pitrkit
+/// decides from rsync's report whether WAL left the queue.
+const ALLOWED_RSYNC_FLAGS: &str = "-z, --compress, --compress-level=N, --zl=N, --zc=NAME, --compress-choice=NAME, --bwlimit=RATE, -4, -6, --ipv4, --ipv6, --address=ADDR, --contimeout=N, --protocol=N, -c, --checksum";
+
+fn rsync_flag_allowed(f: &str) -> bool {
+    const EXACT: &[&str] = &["-z", "--compress", "-4", "-6", "--ipv4", "--ipv6", "-c", "--checksum"];
+    const NUMBER: &[&str] = &["--compress-level=", "--zl=", "--contimeout=", "--protocol="];
+    const WORD: &[&str] = &["--zc=", "--compress-choice=", "--bwlimit=", "--address="];
+    if EXACT.contains(&f) {
+        return true;
+    }
+    // Bundled short options made only of allowed letters (-zc, -z4).
+    if let Some(letters) = f.strip_prefix('-').filter(|l| !l.starts_with('-') && l.len() > 1) {
+        return letters.chars().all(|c| matches!(c, 'z' | 'c' | '4' | '6'));
+    }
+    let value_ok = |prefixes: &[&str], ok: fn(char) -> bool| {
+        prefixes
+            .iter()
+            .any(|p| f.strip_prefix(p).is_some_and(|v| !v.is_empty() && v.chars().all(ok)))
+    };
+    value_ok(NUMBER, |c| c.is_ascii_digit())
+        || value_ok(WORD, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_')
+        })
+}
+
+/// `compression`, `slave_compression` and `compression_level`, checked together.
+fn codecs(o: &Options) -> Result<(Codec, Codec, Option<i32>), ConfigError> {
+    let local = Codec::parse(&o.choice("compression")?).expect("choices are codec names");
+    let slave = match o.choice("slave_compression")?.as_str() {
+        "same" => local,
+        other => Codec::parse(other).expect("choices are codec names"),
+    };
+    let level = o.count("compression_level")?.map(|l| l.min(i32::MAX as u64) as i32);
+    let leveled: Vec<Codec> = [local, slave]
+        .into_iter()
+        .filter(|c| c.default_level().is_some())
+        .collect();
+    if level.is_some() && leveled.is_empty() {
+        return Err(o
+            .file()
+            .error(
+                "compression_level",
+                "compression_level is set, but neither compression nor slave_compression takes a level",
+            )
+            .hint("use compression: zstd or gzip, or remove compression_level"));
+    }
+    for codec in leveled {
+        codec
+            .check_level(level)
+            .map_err(|e| o.file().error("compression_level", format!("compression_level: {e}")))?;
+    }
+    Ok((local, slave, level))
+}
+
+/// rsync_flags, limited to [`ALLOWED_RSYNC_FLAGS`]. They go before pitrkit's
+/// own options on the command line, so that pitrkit's win where rsync lets
+/// a later option override an earlier one.
 fn rsync_flags(o: &Options) -> Result<Vec<String>, ConfigError> {
     let flags = o.flags("rsync_flags")?;
     for f in &flags {
-        let long_bad = [
-            "--remove-source-files",
-            "--remove-sent-files",
-            "--rsh",
-            "--rsync-path",
-            "--delete",
-            "--inplace",
-            "--append",
-            "--files-from",
-            "--from0",
-        ]
-        .iter()
-        .any(|b| f == b || f.starts_with(&format!("{b}=")) || (b == &"--delete" && f.starts_with("--delete")));
-        let short_bad = f.starts_with('-') && !f.starts_with("--") && f.contains('e');
-        if long_bad || short_bad {
-            return Err(o.file().error("rsync_flags", format!("rsync_flags: '{f}' is not allowed"))
-                .hint("pitrkit sets the remote shell, temp-file and removal behaviour itself; use ssh_* keys for ssh settings"));
+        if !rsync_flag_allowed(f) {
+            return Err(o
+                .file()
+                .error("rsync_flags", format!("rsync_flags: '{f}' is not allowed for the archiver"))
+                .hint(format!(
+                    "pitrkit decides from rsync's report which WAL files reached a slave, so only options that change how bytes travel are accepted: {ALLOWED_RSYNC_FLAGS}; use the ssh_* keys for ssh settings"
+                )));
         }
     }
     Ok(flags)
@@ -256,17 +321,76 @@ max_queue_workers: 2
     }
 
     #[test]
-    fn rsync_flags_that_break_guarantees_are_refused() {
+    fn rsync_flags_are_an_allowlist() {
         for bad in [
             "--remove-source-files",
             "-ze",
             "--rsh=ssh",
             "--delete-after",
             "--inplace",
+            // Silence or change what rsync sends and reports:
+            "-n",
+            "--dry-run",
+            "--existing",
+            "-q",
+            "--out-format=%n",
+            "--info=name0",
+            "--max-size=1",
+            "--filter=-_x",
+            "--exclude=0",
+            "--compare-dest=/x",
+            "-T",
+            "--temp-dir=/x",
+            "-zn",
+            "--bwlimit=",
+            "--protocol=x",
+            "-a",
         ] {
             let e = load(&format!("local_archivedirs: /a\nrsync_flags: -z {bad}\n")).unwrap_err();
-            assert!(e.message.contains("not allowed"), "{bad}: {e}");
+            assert!(e.message.contains(&format!("'{bad}' is not allowed")), "{bad}: {e}");
+            assert_eq!(e.line, Some(2), "{bad}");
+            let text = e.to_string();
+            assert!(text.contains("--bwlimit=RATE") && text.contains("--checksum"), "{text}");
         }
-        assert!(load("local_archivedirs: /a\nrsync_flags: -z --bwlimit=5000 -c\n").is_ok());
+        let ok =
+            "-z --compress --compress-level=9 --zl=3 --zc=zstd --compress-choice=lz4 --bwlimit=5000 --bwlimit=1.5m \
+                  -4 -6 --ipv4 --ipv6 --address=10.0.0.1 --contimeout=5 --protocol=30 -c --checksum -zc";
+        let c = load(&format!("local_archivedirs: /a\nrsync_flags: {ok}\n")).unwrap();
+        assert_eq!(c.rsync.flags.len(), ok.split_whitespace().count());
+    }
+
+    #[test]
+    fn time_limits_and_hooks_are_checked() {
+        let e = load("local_archivedirs: /a\nrsync_timeout: 0\n").unwrap_err();
+        assert!(e.message.contains("rsync_timeout must be at least 1"), "{e}");
+        let e = load("local_archivedirs: /a\nnotify_timeout: 0\n").unwrap_err();
+        assert!(e.message.contains("notify_timeout must be at least 1"), "{e}");
+        for bad in ["echo x;", "logger -t pg &", "mail dba |"] {
+            let e = load(&format!("local_archivedirs: /a\nnotify_warning: {bad}\n")).unwrap_err();
+            assert!(
+                e.message.contains("notify_warning") && e.message.contains("appends the message"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(load("local_archivedirs: /a\nnotify_warning: logger -t pitrkit\n").is_ok());
+    }
+
+    #[test]
+    fn sync_mode_requires_remote_fsync() {
+        let base = "slaves: sb\nl_archivedir: /q\nr_archivedir: /r\nship_mode: sync\n";
+        let e = load(&format!("{base}remote_fsync: off\n")).unwrap_err();
+        assert!(
+            e.message.contains("remote_fsync: off") && e.message.contains("durably"),
+            "{e}"
+        );
+        assert!(load(base).unwrap().rsync.fsync);
+        // rsync_version: 2 no longer switches durability off.
+        assert!(load(&format!("{base}rsync_version: 2\n")).unwrap().rsync.fsync);
+        assert!(
+            !load("slaves: sb\nl_archivedir: /q\nr_archivedir: /r\nremote_fsync: off\n")
+                .unwrap()
+                .rsync
+                .fsync
+        );
     }
 }

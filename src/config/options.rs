@@ -67,13 +67,14 @@ pub static COMMON_OPTIONS: &[OptDef] = &[
     opt("ssh", Text, None, "legacy: path of the ssh program, optionally followed by ssh options"),
     opt("ssh_port", Count, None, "ssh port on the other host (default: ssh's own, usually 22 or from ~/.ssh/config)"),
     opt("ssh_identity", Path, None, "private key file for ssh (-i)"),
+    opt("ssh_control_persist", Seconds, Some("60"), "reuse one ssh connection per host for this many idle seconds (OpenSSH ControlPersist); 0 turns it off"),
     opt("ssh_options", Words, None, "extra ssh -o options as Key=Value words, e.g. 'UserKnownHostsFile=/etc/pitrkit/known_hosts'"),
     opt("strict_host_key_checking", Choice(&["yes", "accept-new", "no"]), Some("accept-new"), "ssh StrictHostKeyChecking; 'no' is insecure"),
-    opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z"),
+    opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z (the archiver allows only compression, bandwidth, address-family, connection-timeout, protocol and checksum options)"),
     opt("notify_ok", Command, None, "command run when things recover; the message is appended as one argument"),
     opt("notify_warning", Command, None, "command run on a warning; the message is appended as one argument"),
     opt("notify_critical", Command, None, "command run on a critical problem; the message is appended as one argument"),
-    opt("notify_timeout", Seconds, Some("30"), "seconds a notify hook may run before it is killed"),
+    opt("notify_timeout", Seconds, Some("30"), "seconds a notify hook may run before it is killed (at least 1)"),
     opt("debug", Bool, Some("off"), "log debug messages and per-step timings"),
 ];
 
@@ -82,13 +83,17 @@ pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, ARCHIVER_OWN];
 
 #[rustfmt::skip]
 static ARCHIVER_OWN: &[OptDef] = &[
+    opt("compression", Choice(&["none", "lz4", "zstd", "gzip"]), Some("none"), "compress archived WAL in process (file names get .lz4, .zst or .gz; restore reads them all)"),
+    opt("compression_level", Count, None, "compression level (zstd 1-22, default 1; gzip 1-9, default 6; lz4 has none)"),
+    opt("slave_compression", Choice(&["same", "none", "lz4", "zstd", "gzip"]), Some("same"), "compression for what is shipped to slaves; 'same' uses 'compression'"),
+    opt("lookahead", Count, Some("16"), "with slaves: an archive call also archives up to this many other .ready segments and ships them in one rsync; 0 turns it off"),
     opt("logfile", Text, None, "also log to this file; ^Y ^m ^d ^H ^M ^S expand to the date (e.g. /var/log/pitrkit/archiver-^Y-^m-^d.log)"),
     opt("state", Choice(&["online", "offline"]), Some("online"), "offline makes every archive call fail so PostgreSQL keeps its WAL (maintenance switch)"),
     opt("pgdata", Path, None, "the master's data directory (relative %p paths are resolved against it)"),
     opt("r_archivedir", Path, None, "directory on each slave that receives WAL"),
     opt("l_archivedir", Path, None, "local queue root: one durable copy, hard-linked into one queue directory per slave"),
     opt("slaves", Hosts, None, "comma-separated slave hosts; also the names of their queue directories"),
-    opt("rsync_version", Choice(&["2", "3"]), Some("3"), "legacy: major rsync version; 2 disables options rsync 2 lacks (--fsync)"),
+    opt("rsync_version", Choice(&["2", "3"]), Some("3"), "legacy: major rsync version; accepted for pitrtools compatibility and changes nothing (pitrkit uses no option rsync 2 lacks)"),
     opt("rsync_bin", Path, None, "legacy: path of the rsync program"),
     opt("queue_user", User, None, "OS user that must run the archiver (checked, not switched to)"),
     opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call tries that slave again (--flush always tries)"),
@@ -96,8 +101,8 @@ static ARCHIVER_OWN: &[OptDef] = &[
     opt("local_archivedirs", Paths, None, "comma-separated local or NFS directories that get a durable copy of every file"),
     opt("ship_mode", Choice(&["async", "sync"]), Some("async"), "async: succeed once spooled locally (pitrtools); sync: succeed only when every destination has the file (OmniPITR)"),
     opt("queue_critical_depth", Count, Some("64"), "queued files per slave above which a critical notification is sent"),
-    opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned"),
-    opt("remote_fsync", Bool, Some("on"), "make shipped files durable on the slave (rsync --fsync and a directory sync) before they leave the queue"),
+    opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned; also the limit for each remote command (sync, checks) once ssh is connected; at least 1"),
+    opt("remote_fsync", Bool, Some("on"), "make shipped files durable on the slave (one remote `sync -- <files> <dir>` after each push, coreutils 8.24+) before they leave the queue; ship_mode: sync requires it"),
     opt("lock_timeout", Seconds, Some("300"), "seconds to wait for another pitrkit process shipping to the same slave"),
 ];
 
@@ -142,6 +147,7 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("start_command", Text, None, "command to start PostgreSQL instead of pg_ctl (systemd, pg_ctlcluster)"),
     opt("stop_command", Text, None, "command to stop PostgreSQL instead of pg_ctl"),
     opt("restore_delay", Seconds, Some("0"), "serve only WAL archived at least this many seconds ago (delayed standby)"),
+    opt("restore_prefetch", Count, Some("0"), "restore: segments fetched ahead in the background (0: off; ignored with restore_delay)"),
     opt("cleanup_pause_file", Path, None, "while this file exists, cleanup removes nothing"),
     opt("wait_timeout", Seconds, Some("300"), "seconds to wait for PostgreSQL to start, stop or promote"),
 ];
@@ -218,6 +224,30 @@ impl<'a> Options<'a> {
         self.raw(name, Command)
     }
 
+    /// A notify hook: a command line that must be able to take the message
+    /// appended as one more argument (see [`crate::notify::hook_problem`]).
+    /// The notify_ok / notify_warning / notify_critical hooks, checked.
+    pub fn notifier(&self) -> Result<crate::notify::Notifier, ConfigError> {
+        Ok(crate::notify::Notifier {
+            ok: self.hook("notify_ok")?,
+            warning: self.hook("notify_warning")?,
+            critical: self.hook("notify_critical")?,
+            timeout: self.seconds_at_least("notify_timeout", 1)?,
+        })
+    }
+
+    pub fn hook(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let Some(h) = self.command(name) else {
+            return Ok(None);
+        };
+        match crate::notify::hook_problem(&h) {
+            None => Ok(Some(h)),
+            Some(why) => Err(self.err(name, format!("{name}: '{h}' {why}")).hint(
+                "end the command line with the program and its own arguments; wrap anything more complex in a script",
+            )),
+        }
+    }
+
     pub fn path(&self, name: &str) -> Result<Option<PathBuf>, ConfigError> {
         match self.raw(name, Path) {
             None => Ok(None),
@@ -278,6 +308,20 @@ impl<'a> Options<'a> {
         Ok(Duration::from_secs(
             self.number(name, Seconds, " of seconds")?.unwrap_or(0),
         ))
+    }
+
+    /// Seconds that must be at least `min` (0 would disable a time limit).
+    pub fn seconds_at_least(&self, name: &str, min: u64) -> Result<Duration, ConfigError> {
+        let d = self.seconds(name)?;
+        if d.as_secs() < min {
+            return Err(self
+                .err(
+                    name,
+                    format!("{name} must be at least {min} second(s), got {}", d.as_secs()),
+                )
+                .hint(self.def(name).help));
+        }
+        Ok(d)
     }
 
     pub fn choice(&self, name: &str) -> Result<String, ConfigError> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, STANDBY_OPTIONS};
 use super::validate;
-use crate::notify::Notifier;
 use crate::transport::ssh::SshSettings;
 
 #[derive(Debug, Clone)]
@@ -48,11 +47,12 @@ pub struct StandbyConfig {
     pub start_command: Option<String>,
     pub stop_command: Option<String>,
     pub restore_delay: Duration,
+    pub restore_prefetch: usize,
     pub cleanup_pause_file: Option<PathBuf>,
     pub wait_timeout: Duration,
     pub includepath: Vec<PathBuf>,
     pub ssh: SshSettings,
-    pub notify: Notifier,
+    pub notify: crate::notify::Notifier,
     pub debug: bool,
 }
 
@@ -131,18 +131,19 @@ impl StandbyConfig {
             start_command: o.text("start_command"),
             stop_command: o.text("stop_command"),
             restore_delay: o.seconds("restore_delay")?,
+            restore_prefetch: o.count("restore_prefetch")?.unwrap_or(0).min(256) as usize,
             cleanup_pause_file: o.path("cleanup_pause_file")?,
             wait_timeout: o.seconds("wait_timeout")?,
             includepath: o.paths("includepath")?,
             ssh: SshSettings::from_options(&o)?,
-            notify: Notifier {
-                ok: o.command("notify_ok"),
-                warning: o.command("notify_warning"),
-                critical: o.command("notify_critical"),
-                timeout: o.seconds("notify_timeout")?,
-            },
+            notify: o.notifier()?,
             debug: o.bool("debug")?,
         })
+    }
+
+    /// Is a configuration for after failover set (pg_conf_failover / pg_hba_conf_failover)?
+    pub fn has_failover_conf(&self) -> bool {
+        self.pg_conf_failover.is_some() || self.pg_hba_conf_failover.is_some()
     }
 
     /// A required path, with the error a DBA needs when it is missing.

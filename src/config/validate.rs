@@ -47,8 +47,14 @@ pub fn check_host(value: &str) -> Result<(), String> {
     if value.contains('@') {
         return Err("contains '@': put the ssh user in the 'user' key, not in the host".into());
     }
-    if value.contains('/') || value == "." || value == ".." {
-        return Err("is used as a queue directory name and may not contain '/' or be '.'/'..'".into());
+    if value.contains('/') {
+        return Err("is used as a queue directory name and may not contain '/'".into());
+    }
+    if value.starts_with('.') {
+        return Err(
+            "starts with '.': it names the slave's queue directory in l_archivedir, where pitrkit keeps its own dot-directories (.delivered, .spool)"
+                .into(),
+        );
     }
     if let Some(r) = unsafe_char_reason(value) {
         return Err(r);
@@ -117,6 +123,12 @@ mod tests {
         assert!(check_host("a;b").is_err());
         assert!(check_host("postgres@db").unwrap_err().contains("'user'"));
         assert!(check_host("..").is_err());
+        for reserved in [".", ".delivered", ".conflicts", ".spool", ".pitrkit-system-id"] {
+            assert!(
+                check_host(reserved).unwrap_err().contains("starts with '.'"),
+                "{reserved}"
+            );
+        }
         assert!(check_host("a/b").is_err());
         assert!(check_host("").is_err());
     }

@@ -145,7 +145,7 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
 /// Promotes a running standby, or recovers a stopped one to the end of the
 /// archive and then promotes; then installs the failover configuration.
 fn promote(sb: &Standby) -> Result<()> {
-    let failover_conf = sb.cfg.pg_conf_failover.is_some() || sb.cfg.pg_hba_conf_failover.is_some();
+    let failover_conf = sb.cfg.has_failover_conf();
     if sb.cluster.is_running() {
         // Promotion first replays whatever WAL the archive already holds.
         sb.cluster.promote(sb.cfg.wait_timeout)?;
@@ -156,20 +156,8 @@ fn promote(sb: &Standby) -> Result<()> {
             sb.start_server(files)?;
         }
     } else {
-        refuse_incomplete(sb)?;
         // recovery.signal without a target: replay the whole archive, then promote.
-        let mut s = standby_settings(sb)?;
-        s.primary_conninfo = None;
-        s.target_action = Some("promote".into());
-        recovery::write(
-            &sb.pgdata,
-            sb.version,
-            Mode::Targeted,
-            &s,
-            sb.cfg.recovery_conf.as_deref(),
-        )?;
-        let files = copy_config(sb, failover_conf)?;
-        sb.start_server(files)?;
+        archive_recovery(sb, None, failover_conf)?;
     }
     sb.wait_for_recovery_state(false)
 }
@@ -183,11 +171,19 @@ fn recover_to(sb: &Standby, t: &str) -> Result<()> {
             sb.pgdata.display()
         );
     }
+    archive_recovery(sb, Some(t), sb.cfg.has_failover_conf())?;
+    sb.wait_for_recovery_state(false)
+}
+
+/// Starts a stopped copy in archive recovery (recovery.signal): replay the
+/// archive up to `target` (or its end), then promote. No streaming: a
+/// failover or PITR must not follow the old master.
+fn archive_recovery(sb: &Standby, target: Option<&str>, failover_conf: bool) -> Result<()> {
     refuse_incomplete(sb)?;
     let mut s = standby_settings(sb)?;
     s.primary_conninfo = None;
     s.primary_slot_name = None;
-    s.target_time = Some(t.to_string());
+    s.target_time = target.map(str::to_string);
     s.target_action = Some("promote".into());
     recovery::write(
         &sb.pgdata,
@@ -196,12 +192,8 @@ fn recover_to(sb: &Standby, t: &str) -> Result<()> {
         &s,
         sb.cfg.recovery_conf.as_deref(),
     )?;
-    let files = copy_config(
-        sb,
-        sb.cfg.pg_conf_failover.is_some() || sb.cfg.pg_hba_conf_failover.is_some(),
-    )?;
-    sb.start_server(files)?;
-    sb.wait_for_recovery_state(false)
+    let files = copy_config(sb, failover_conf)?;
+    sb.start_server(files)
 }
 
 #[cfg(test)]

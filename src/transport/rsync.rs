@@ -3,24 +3,28 @@
 //! rsync writes each file under a temporary dot-name in the destination
 //! directory and renames it when complete, so a standby reading the directory
 //! never sees half a segment. `--ignore-existing` makes rsync skip names that
-//! already exist remotely; those are then compared by checksum (rare: only
-//! after a crash or a misconfiguration), so an identical file counts as
-//! delivered and a different one is reported as a conflict, never overwritten.
+//! already exist remotely. rsync's silence proves nothing (an option, a
+//! filter or a bug can make it skip a file without a word), so every name it
+//! did not report as sent is then compared by checksum in a dry run: an
+//! identical remote file counts as delivered, a different one is a conflict
+//! (never overwritten), and a name rsync says nothing about stays queued.
 
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::ssh::{rsync_host, SshSettings};
+use super::ssh::{rsync_host, shell_quote, SshSettings};
 use crate::tools;
 
 #[derive(Debug, Clone)]
 pub struct RsyncSettings {
     pub program: Option<PathBuf>,
     pub flags: Vec<String>,
+    /// rsync --timeout (I/O inactivity); also bounds each remote command.
     pub timeout: Duration,
-    /// rsync --fsync (3.2.4+ on both ends) plus a remote directory sync.
+    /// After a push, fsync the delivered files and the directory on the
+    /// remote host with one `sync -- <files> <dir>` (coreutils 8.24+).
     pub fsync: bool,
     pub includepath: Vec<PathBuf>,
 }
@@ -49,10 +53,98 @@ pub struct Remote<'a> {
 /// What a push did with each requested file.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PushReport {
-    /// Transferred now.
+    /// Itemized by rsync as transferred.
     pub sent: Vec<String>,
-    /// Skipped because the name already existed remotely.
-    pub existing: Vec<String>,
+    /// Everything else: already there (skipped by --ignore-existing), or not
+    /// reported at all. [`Remote::verify`] tells which.
+    pub not_sent: Vec<String>,
+}
+
+/// How a file rsync did not send compares with the remote file of its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Same bytes: delivered.
+    Identical,
+    /// No such file on the remote side (rsync would create it).
+    Missing,
+    /// Different bytes under the same name: a conflict.
+    Different,
+    /// rsync itemized it in an unexpected way (e.g. a directory of that name).
+    Odd(String),
+    /// rsync said nothing about it.
+    Unreported,
+}
+
+/// Names per remote `sync` command line.
+const SYNC_BATCH: usize = 200;
+
+/// `%i %n` lines by file name, for the names asked about. An itemize string
+/// may contain spaces (`.f          NAME`); WAL names never do, so the item
+/// is the first word and the name the last.
+fn itemized(lines: &[String], names: &[String]) -> HashMap<String, String> {
+    let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut out = HashMap::new();
+    for l in lines {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        if let [item, .., name] = words[..] {
+            if wanted.contains(name) {
+                out.insert(name.to_string(), item.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn is_transfer(item: &str) -> bool {
+    item.starts_with(">f") || item.starts_with("<f")
+}
+
+/// Reads one item of `rsync -ii --checksum --dry-run` (see rsync(1),
+/// --itemize-changes): `.f` nothing to change, `>f+++++++++` a new file,
+/// any other `>f`/`<f` a file whose content differs.
+fn classify(item: Option<&str>) -> Verdict {
+    match item {
+        None => Verdict::Unreported,
+        Some(i) if i.starts_with(".f") => Verdict::Identical,
+        Some(i) if is_transfer(i) && i.len() > 2 && i[2..].chars().all(|c| c == '+') => Verdict::Missing,
+        Some(i) if is_transfer(i) => Verdict::Different,
+        Some(i) => Verdict::Odd(i.to_string()),
+    }
+}
+
+/// The lines of rsync's (or ssh's) stderr worth showing a DBA: rsync's and
+/// ssh's own messages and the usual ssh failures; else the last few lines.
+pub(crate) fn summarize_stderr(stderr: &str) -> String {
+    const SSH_FAILURES: &[&str] = &[
+        "Permission denied",
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "Could not resolve hostname",
+        "Connection refused",
+        "Connection timed out",
+        "No route to host",
+        "Connection closed",
+        "command not found",
+        "No such file or directory",
+    ];
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut picked: Vec<&str> = Vec::new();
+    for l in &lines {
+        let wanted = l.starts_with("rsync:")
+            || l.starts_with("rsync error")
+            || l.starts_with("ssh:")
+            || SSH_FAILURES.iter().any(|f| l.contains(f));
+        if wanted && !picked.contains(l) {
+            picked.push(l);
+        }
+    }
+    if picked.is_empty() {
+        picked = lines[lines.len().saturating_sub(3)..].to_vec();
+    }
+    if picked.is_empty() {
+        return "(no error output)".into();
+    }
+    picked.join(" | ")
 }
 
 /// rsync's documented exit codes, in words.
@@ -121,9 +213,24 @@ impl Remote<'_> {
         }
     }
 
-    fn rsync_base(&self) -> Result<Command, TransportError> {
+    fn fail(&self, what: &'static str, detail: String, code: Option<i32>) -> TransportError {
+        TransportError::Failed {
+            what,
+            target: self.target(),
+            detail,
+            hint: self.hint_for(code),
+        }
+    }
+
+    /// `rsync <user flags> -e <ssh> ...`: the user's flags come first so that
+    /// pitrkit's own options, later on the line, win where rsync lets a later
+    /// option override an earlier one.
+    fn rsync_base(&self, user_flags: bool) -> Result<Command, TransportError> {
         let program = tools::find_program("rsync", self.rsync.program.as_deref(), &self.rsync.includepath)?;
         let mut c = Command::new(program);
+        if user_flags {
+            c.args(&self.rsync.flags);
+        }
         c.arg("-e").arg(self.ssh.rsync_rsh()?);
         if !self.rsync.timeout.is_zero() {
             c.arg(format!("--timeout={}", self.rsync.timeout.as_secs()));
@@ -132,51 +239,54 @@ impl Remote<'_> {
         Ok(c)
     }
 
+    /// The argument vector of a push (for tests and debug logs).
+    fn push_command(&self, src_dir: &Path) -> Result<Command, TransportError> {
+        let mut c = self.rsync_base(true)?;
+        // --times: restore's apply delay reads the archived file's mtime.
+        c.args(["--times", "--perms", "--ignore-existing"]);
+        self.endpoints(&mut c, src_dir);
+        Ok(c)
+    }
+
+    fn verify_command(&self, src_dir: &Path) -> Result<Command, TransportError> {
+        // No user flags: this run decides what counts as delivered.
+        let mut c = self.rsync_base(false)?;
+        c.args(["-ii", "--checksum", "--dry-run"]);
+        self.endpoints(&mut c, src_dir);
+        Ok(c)
+    }
+
+    fn endpoints(&self, c: &mut Command, src_dir: &Path) {
+        c.arg("--").arg(format!("{}/", src_dir.display())).arg(format!(
+            "{}:{}/",
+            rsync_host(self.host),
+            self.dir.display()
+        ));
+    }
+
     /// Runs rsync with `names` (relative to `src_dir`) fed on stdin; returns
-    /// the itemized lines.
-    fn run_listed(
-        &self,
-        mut c: Command,
-        what: &'static str,
-        src_dir: &Path,
-        names: &[String],
-    ) -> Result<Vec<String>, TransportError> {
-        c.args(&self.rsync.flags)
-            .arg("--")
-            .arg(format!("{}/", src_dir.display()))
-            .arg(format!("{}:{}/", rsync_host(self.host), self.dir.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+    /// its stdout lines. rsync's own --timeout bounds a stalled transfer.
+    fn run_listed(&self, mut c: Command, what: &'static str, names: &[String]) -> Result<Vec<String>, TransportError> {
         log::debug!("running {c:?}");
-        let fail = |detail: String, code: Option<i32>| TransportError::Failed {
-            what,
-            target: self.target(),
-            detail,
-            hint: self.hint_for(code),
-        };
-        let mut child = c.spawn().map_err(|e| fail(format!("cannot start rsync: {e}"), None))?;
         let mut list = Vec::new();
         for n in names {
             list.extend_from_slice(n.as_bytes());
             list.push(0);
         }
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        // Write from a thread: rsync may fill its stdout pipe before reading all of stdin.
-        let writer = std::thread::spawn(move || stdin.write_all(&list));
-        let out = child
-            .wait_with_output()
-            .map_err(|e| fail(format!("waiting for rsync: {e}"), None))?;
-        let _ = writer.join();
+        let out = tools::run_bounded(&mut c, Some(list), true, None)
+            .map_err(|e| self.fail(what, format!("cannot run rsync: {e}"), None))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.trim().is_empty() {
+            log::debug!("rsync stderr ({what} {}):\n{}", self.target(), stderr.trim_end());
+        }
         if !out.status.success() {
             let code = out.status.code();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
-            return Err(fail(
+            let summary = summarize_stderr(&stderr);
+            return Err(self.fail(
+                what,
                 match code {
-                    Some(c) => format!("rsync exit {c} ({}): {tail}", rsync_exit_meaning(c)),
-                    None => format!("rsync killed by a signal: {tail}"),
+                    Some(c) => format!("rsync exit {c} ({}): {summary}", rsync_exit_meaning(c)),
+                    None => format!("rsync killed by a signal: {summary}"),
                 },
                 code,
             ));
@@ -192,49 +302,32 @@ impl Remote<'_> {
         if names.is_empty() {
             return Ok(PushReport::default());
         }
-        let mut c = self.rsync_base()?;
-        // --times: restore's apply delay reads the archived file's mtime.
-        c.args(["--times", "--perms", "--ignore-existing"]);
-        if self.rsync.fsync {
-            c.arg("--fsync");
-        }
-        let lines = self.run_listed(c, "shipping WAL to", src_dir, names)?;
-        let sent: std::collections::HashSet<String> = lines
+        let lines = self.run_listed(self.push_command(src_dir)?, "shipping WAL to", names)?;
+        let items = itemized(&lines, names);
+        let (sent, not_sent) = names
             .iter()
-            .filter_map(|l| l.split_once(' '))
-            .filter(|(item, _)| item.starts_with(">f") || item.starts_with("<f"))
-            .map(|(_, n)| n.to_string())
-            .collect();
-        let (sent, existing): (Vec<String>, Vec<String>) = names.iter().cloned().partition(|n| sent.contains(n));
-        Ok(PushReport { sent, existing })
+            .cloned()
+            .partition(|n| items.get(n).is_some_and(|i| is_transfer(i)));
+        Ok(PushReport { sent, not_sent })
     }
 
-    /// Of `names` (which exist remotely), those whose remote content differs.
-    pub fn differing(&self, src_dir: &Path, names: &[String]) -> Result<Vec<String>, TransportError> {
+    /// Compares `names` in `src_dir` with the remote files of those names
+    /// (checksums, dry run); one verdict per name, in order.
+    pub fn verify(&self, src_dir: &Path, names: &[String]) -> Result<Vec<(String, Verdict)>, TransportError> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.rsync_base()?;
-        c.args(["--checksum", "--dry-run"]);
-        let lines = self.run_listed(c, "comparing WAL with", src_dir, names)?;
-        Ok(lines
+        let lines = self.run_listed(self.verify_command(src_dir)?, "comparing WAL with", names)?;
+        let items = itemized(&lines, names);
+        Ok(names
             .iter()
-            .filter_map(|l| l.split_once(' '))
-            .filter(|(item, _)| item.starts_with(">f") || item.starts_with("<f"))
-            .map(|(_, n)| n.to_string())
+            .map(|n| (n.clone(), classify(items.get(n).map(String::as_str))))
             .collect())
     }
 
-    fn ssh_run(&self, what: &'static str, words: &[&str]) -> Result<std::process::Output, TransportError> {
-        let mut c = self.ssh.command(self.host, words)?;
-        c.stdin(Stdio::null());
-        log::debug!("running {c:?}");
-        c.output().map_err(|e| TransportError::Failed {
-            what,
-            target: self.target(),
-            detail: format!("cannot start ssh: {e}"),
-            hint: self.hint_for(None),
-        })
+    /// Time limit for one remote command: the connection, then rsync_timeout.
+    fn remote_limit(&self) -> Option<Duration> {
+        (!self.rsync.timeout.is_zero()).then(|| self.rsync.timeout + self.ssh.connect_timeout)
     }
 
     fn ssh_check(
@@ -243,27 +336,60 @@ impl Remote<'_> {
         words: &[&str],
         detail: impl FnOnce(i32, &str) -> String,
     ) -> Result<(), TransportError> {
-        let out = self.ssh_run(what, words)?;
+        let mut c = self.ssh.command(self.host, words)?;
+        log::debug!("running {c:?}");
+        let limit = self.remote_limit();
+        let out = tools::run_bounded(&mut c, None, true, limit)
+            .map_err(|e| self.fail(what, format!("cannot run ssh: {e}"), None))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.trim().is_empty() {
+            log::debug!("ssh stderr ({what} {}):\n{}", self.target(), stderr.trim_end());
+        }
+        if out.timed_out {
+            let secs = limit.map(|l| l.as_secs()).unwrap_or(0);
+            return Err(TransportError::Failed {
+                what,
+                target: self.target(),
+                detail: format!("`{}` did not finish within {secs}s (ssh_timeout + rsync_timeout); pitrkit killed it", words.join(" ")),
+                hint: format!(
+                    "{} or its disk may be hung: log in and check (e.g. run the command by hand, look at dmesg); the files stay queued",
+                    self.host
+                ),
+            });
+        }
         if out.status.success() {
             return Ok(());
         }
         let code = out.status.code().unwrap_or(-1);
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(TransportError::Failed {
-            what,
-            target: self.target(),
-            detail: detail(code, &stderr),
-            hint: self.hint_for(Some(code)),
-        })
+        Err(self.fail(what, detail(code, &summarize_stderr(&stderr)), Some(code)))
     }
 
-    /// Makes the directory entries of files just shipped durable on the
-    /// remote host (rsync --fsync covers file data, not the rename).
-    pub fn sync_dir(&self) -> Result<(), TransportError> {
+    /// The remote `sync` command lines that make `names` (in the remote
+    /// directory) and the directory itself durable, at most SYNC_BATCH names each.
+    fn sync_commands(&self, names: &[String]) -> Vec<Vec<String>> {
         let dir = self.dir.display().to_string();
-        self.ssh_check("syncing directory", &["sync", "--", &dir], |c, e| {
-            format!("remote `sync` exited {c}: {e}")
-        })
+        names
+            .chunks(SYNC_BATCH)
+            .map(|batch| {
+                let mut words = vec!["sync".to_string(), "--".to_string()];
+                words.extend(batch.iter().map(|n| format!("{dir}/{n}")));
+                words.push(dir.clone());
+                words
+            })
+            .collect()
+    }
+
+    /// fsyncs `names` and the remote directory with coreutils `sync FILE...`
+    /// (8.24+): needs nothing from rsync's version, and also covers files
+    /// that were already there (perhaps only in the slave's page cache).
+    pub fn sync_files(&self, names: &[String]) -> Result<(), TransportError> {
+        for words in self.sync_commands(names) {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            self.ssh_check("syncing files on", &words, |c, e| {
+                format!("remote `sync` exited {c}: {e}")
+            })?;
+        }
+        Ok(())
     }
 
     /// For `-I`: reachable, directory present and writable, rsync installed.
@@ -276,7 +402,11 @@ impl Remote<'_> {
         .map_err(|e| {
             with_hint(
                 e,
-                format!("create it on {}: mkdir -p {dir} (owned by the ssh user)", self.host),
+                format!(
+                    "create it on {}: mkdir -p {} (owned by the ssh user)",
+                    self.host,
+                    shell_quote(&dir)
+                ),
             )
         })?;
         self.ssh_check("checking", &["test", "-w", &dir], |_, _| {
@@ -286,7 +416,19 @@ impl Remote<'_> {
         self.ssh_check("checking rsync on", &["rsync", "--version"], |c, e| {
             format!("`rsync --version` exited {c}: {e}")
         })
-        .map_err(|e| with_hint(e, format!("install rsync on {} (apt-get install rsync)", self.host)))
+        .map_err(|e| with_hint(e, format!("install rsync on {} (apt-get install rsync)", self.host)))?;
+        self.ssh_check("checking sync on", &["sync", "--", &dir], |c, e| {
+            format!("`sync -- {dir}` exited {c}: {e}")
+        })
+        .map_err(|e| {
+            with_hint(
+                e,
+                format!(
+                    "pitrkit fsyncs shipped WAL with coreutils `sync FILE...` (8.24+); install coreutils on {}",
+                    self.host
+                ),
+            )
+        })
     }
 }
 
@@ -451,5 +593,137 @@ mod tests {
     fn exit_codes_have_words() {
         assert!(rsync_exit_meaning(255).contains("ssh"));
         assert!(rsync_exit_meaning(24).contains("vanished"));
+    }
+
+    fn settings() -> (SshSettings, RsyncSettings) {
+        let ssh = SshSettings {
+            program: Some(PathBuf::from("/bin/sh")),
+            extra_args: vec![],
+            user: None,
+            port: None,
+            identity: None,
+            connect_timeout: Duration::from_secs(10),
+            strict_host_key_checking: "accept-new".into(),
+            debug: false,
+            includepath: vec![],
+            control_persist: Duration::ZERO,
+        };
+        let rsync = RsyncSettings {
+            program: Some(PathBuf::from("/bin/sh")),
+            flags: vec!["-z".into(), "--bwlimit=100".into()],
+            timeout: Duration::from_secs(120),
+            fsync: true,
+            includepath: vec![],
+        };
+        (ssh, rsync)
+    }
+
+    fn args(c: &Command) -> Vec<String> {
+        c.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn user_flags_come_first_and_never_reach_the_verification() {
+        let (ssh, rsync) = settings();
+        let r = Remote {
+            host: "sb",
+            dir: Path::new("/r"),
+            ssh: &ssh,
+            rsync: &rsync,
+        };
+        let push = args(&r.push_command(Path::new("/q/sb")).unwrap());
+        assert_eq!(&push[..2], ["-z", "--bwlimit=100"], "{push:?}");
+        for ours in [
+            "--out-format=%i %n",
+            "--ignore-existing",
+            "--timeout=120",
+            "--files-from=-",
+        ] {
+            assert!(push.iter().position(|a| a == ours).unwrap() > 1, "{ours}: {push:?}");
+        }
+        assert!(
+            !push.iter().any(|a| a == "--fsync"),
+            "--fsync needs rsync 3.2.4 on both ends: {push:?}"
+        );
+        assert_eq!(&push[push.len() - 3..], ["--", "/q/sb/", "sb:/r/"]);
+        let verify = args(&r.verify_command(Path::new("/q/sb")).unwrap());
+        assert!(
+            !verify.iter().any(|a| a == "-z" || a.starts_with("--bwlimit")),
+            "{verify:?}"
+        );
+        for ours in ["-ii", "--checksum", "--dry-run", "--out-format=%i %n"] {
+            assert!(verify.iter().any(|a| a == ours), "{ours}: {verify:?}");
+        }
+    }
+
+    #[test]
+    fn itemized_lines_are_classified_and_silence_is_not_success() {
+        let names: Vec<String> = ["A", "B", "C", "D", "E", "F"].iter().map(|s| s.to_string()).collect();
+        // As printed by rsync 3.x with -ii --checksum --dry-run --out-format='%i %n'.
+        let lines: Vec<String> = [
+            ".f          A",
+            "<f+++++++++ B",
+            "<fc.T...... C",
+            ">fcsT...... D",
+            "cd+++++++++ E",
+            "some noise",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let items = itemized(&lines, &names);
+        let v: Vec<Verdict> = names
+            .iter()
+            .map(|n| classify(items.get(n).map(String::as_str)))
+            .collect();
+        assert_eq!(
+            v,
+            vec![
+                Verdict::Identical,
+                Verdict::Missing,
+                Verdict::Different,
+                Verdict::Different,
+                Verdict::Odd("cd+++++++++".into()),
+                Verdict::Unreported,
+            ]
+        );
+        // A name not asked about is ignored, even if rsync mentions it.
+        assert!(itemized(&[".f          X".into()], &names).is_empty());
+    }
+
+    #[test]
+    fn sync_covers_every_file_and_the_directory_in_batches() {
+        let (ssh, rsync) = settings();
+        let r = Remote {
+            host: "sb",
+            dir: Path::new("/r"),
+            ssh: &ssh,
+            rsync: &rsync,
+        };
+        let names: Vec<String> = (0..450).map(|i| format!("{i:024X}")).collect();
+        let cmds = r.sync_commands(&names);
+        assert_eq!(cmds.len(), 3);
+        assert_eq!(cmds.iter().map(|c| c.len() - 3).collect::<Vec<_>>(), vec![200, 200, 50]);
+        for c in &cmds {
+            assert_eq!(&c[..2], ["sync", "--"]);
+            assert_eq!(c.last().unwrap(), "/r");
+        }
+        assert_eq!(cmds[0][2], format!("/r/{}", names[0]));
+        assert_eq!(cmds[2][cmds[2].len() - 2], format!("/r/{}", names[449]));
+    }
+
+    #[test]
+    fn error_summary_keeps_what_explains_the_failure() {
+        let stderr = "debug1: Reading configuration data /etc/ssh/ssh_config\n\
+                      debug1: Connecting to sb port 22.\n\
+                      postgres@sb: Permission denied (publickey).\n\
+                      rsync: connection unexpectedly closed (0 bytes received so far) [sender]\n\
+                      rsync error: unexplained error (code 255) at io.c(232) [sender=3.2.7]\n";
+        let s = summarize_stderr(stderr);
+        assert!(!s.contains("debug1"), "{s}");
+        assert!(s.starts_with("postgres@sb: Permission denied"), "{s}");
+        assert!(s.contains("rsync error: unexplained error"), "{s}");
+        assert_eq!(summarize_stderr("a\nb\nc\nd\n"), "b | c | d");
+        assert_eq!(summarize_stderr(""), "(no error output)");
     }
 }

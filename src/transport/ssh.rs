@@ -25,6 +25,8 @@ pub struct SshSettings {
     pub strict_host_key_checking: String,
     pub debug: bool,
     pub includepath: Vec<PathBuf>,
+    /// ssh connection reuse (ControlPersist); zero turns it off.
+    pub control_persist: Duration,
 }
 
 impl SshSettings {
@@ -77,6 +79,7 @@ impl SshSettings {
             strict_host_key_checking: o.choice("strict_host_key_checking")?,
             debug: o.bool("ssh_debug")?,
             includepath: o.paths("includepath")?,
+            control_persist: o.seconds("ssh_control_persist")?,
         })
     }
 
@@ -84,22 +87,47 @@ impl SshSettings {
         tools::find_program("ssh", self.program.as_deref(), &self.includepath)
     }
 
-    /// Options for every connection. BatchMode: never wait for a password
-    /// prompt nobody will answer inside archive_command.
+    /// True when the user's own options (`ssh` key words, `ssh_options`) set
+    /// the ssh option `key`, as `-o Key=v` or `-oKey=v` (any case).
+    fn user_sets(&self, key: &str) -> bool {
+        let mut prev_o = false;
+        self.extra_args.iter().any(|a| {
+            let setting = if prev_o { Some(a.as_str()) } else { a.strip_prefix("-o") };
+            prev_o = a == "-o";
+            setting.is_some_and(|kv| {
+                kv.split(['=', ' ', '\t'])
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(key))
+            })
+        })
+    }
+
+    /// Options for every connection. The user's own options come first:
+    /// ssh takes the first value it sees for an option, so theirs win.
+    /// BatchMode: never wait for a password prompt nobody will answer inside
+    /// archive_command. ServerAlive*: a slave that stops answering mid-session
+    /// is given up after about a minute instead of hanging.
     pub fn options(&self) -> Vec<String> {
-        let mut a: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+        let mut a: Vec<String> = self.extra_args.clone();
+        let mut opt = |kv: String| {
+            a.push("-o".into());
+            a.push(kv);
+        };
+        opt("BatchMode=yes".into());
         if !self.connect_timeout.is_zero() {
-            a.push("-o".into());
-            a.push(format!("ConnectTimeout={}", self.connect_timeout.as_secs()));
+            opt(format!("ConnectTimeout={}", self.connect_timeout.as_secs()));
         }
-        // A user's explicit StrictHostKeyChecking in ssh_options wins.
-        if !self
-            .extra_args
-            .iter()
-            .any(|x| x.to_ascii_lowercase().starts_with("stricthostkeychecking="))
-        {
-            a.push("-o".into());
-            a.push(format!("StrictHostKeyChecking={}", self.strict_host_key_checking));
+        if !self.user_sets("StrictHostKeyChecking") {
+            opt(format!("StrictHostKeyChecking={}", self.strict_host_key_checking));
+        }
+        opt("ServerAliveInterval=15".into());
+        opt("ServerAliveCountMax=4".into());
+        if let Some(dir) = self.control_dir() {
+            // One TCP+SSH handshake per host per ControlPersist window instead
+            // of one per rsync and per remote sync.
+            opt("ControlMaster=auto".into());
+            opt(format!("ControlPersist={}", self.control_persist.as_secs()));
+            opt(format!("ControlPath={}/%C", dir.display()));
         }
         if let Some(p) = self.port {
             a.push("-p".into());
@@ -116,8 +144,38 @@ impl SshSettings {
         if self.debug {
             a.push("-v".into());
         }
-        a.extend(self.extra_args.iter().cloned());
         a
+    }
+
+    /// The private directory for multiplexing sockets, when connection reuse
+    /// is on and the user has not configured multiplexing themselves. The
+    /// path stays short (sockets are limited to ~100 bytes) and is checked to
+    /// be ours and private: anyone who can reach a control socket can use the
+    /// connection. If the check fails we simply do not multiplex.
+    pub fn control_dir(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        // With -v, OpenSSH keeps a persisting master's stderr open, and whoever
+        // reads our stderr pipe would wait for it: no multiplexing while debugging.
+        if self.control_persist.is_zero()
+            || self.debug
+            || self.user_sets("ControlMaster")
+            || self.user_sets("ControlPath")
+        {
+            return None;
+        }
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = PathBuf::from(format!("/tmp/pitrkit-ssh-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0 => Some(dir),
+            _ => {
+                log::debug!(
+                    "{} is not a private directory of ours; not multiplexing ssh",
+                    dir.display()
+                );
+                None
+            }
+        }
     }
 
     /// `ssh [options] host -- remote words...`. The remote sshd hands the words
@@ -190,7 +248,19 @@ mod tests {
         assert!(joined.contains("-o ConnectTimeout=7"));
         assert!(joined.contains("-o StrictHostKeyChecking=accept-new"));
         assert!(joined.contains("-p 2222 -i /k/id -l postgres"));
-        assert!(joined.contains("-o ServerAliveInterval=5"));
+        assert!(joined.contains("-o ServerAliveInterval=15 -o ServerAliveCountMax=4"));
+        // ssh keeps the first value it sees: the user's options go first.
+        assert_eq!(&o[..2], ["-o", "ServerAliveInterval=5"]);
+        let first = |k: &str| o.iter().position(|x| x.starts_with(k)).unwrap();
+        assert!(first("ServerAliveInterval=5") < first("ServerAliveInterval=15"));
+    }
+
+    #[test]
+    fn legacy_ssh_words_come_before_pitrkits_defaults() {
+        let s = settings("ssh: /usr/bin/ssh -F none -o BatchMode=no\n").unwrap();
+        let o = s.options();
+        assert_eq!(&o[..4], ["-F", "none", "-o", "BatchMode=no"]);
+        assert!(o.contains(&"BatchMode=yes".to_string()));
     }
 
     #[test]
@@ -198,6 +268,19 @@ mod tests {
         let s = settings("ssh_options: StrictHostKeyChecking=yes\n").unwrap();
         let j = s.options().join(" ");
         assert!(!j.contains("accept-new") && j.contains("StrictHostKeyChecking=yes"));
+        // The attached form in the legacy key, in any case.
+        for legacy in [
+            "ssh: /usr/bin/ssh -oStrictHostKeyChecking=yes\n",
+            "ssh: /usr/bin/ssh -ostricthostkeychecking=yes\n",
+            "ssh: /usr/bin/ssh -o STRICTHOSTKEYCHECKING=yes\n",
+        ] {
+            let j = settings(legacy).unwrap().options().join(" ");
+            assert!(!j.contains("accept-new"), "{legacy}: {j}");
+        }
+        let d = settings("").unwrap().options().join(" ");
+        assert!(d.contains("-o StrictHostKeyChecking=accept-new"), "{d}");
+        let no = settings("strict_host_key_checking: no\n").unwrap().options().join(" ");
+        assert!(no.contains("-o StrictHostKeyChecking=no"), "{no}");
     }
 
     #[test]
@@ -211,6 +294,24 @@ mod tests {
             .to_string()
             .contains("Key=Value"));
         assert!(settings("ssh_port: 70000\n").is_err());
+    }
+
+    #[test]
+    fn connections_are_reused_unless_turned_off_or_configured_by_the_user() {
+        let on = settings("").unwrap().options().join(" ");
+        assert!(
+            on.contains("-o ControlMaster=auto -o ControlPersist=60 -o ControlPath=/tmp/pitrkit-ssh-"),
+            "{on}"
+        );
+        let off = settings("ssh_control_persist: 0\n").unwrap().options().join(" ");
+        assert!(!off.contains("Control"), "{off}");
+        let debugging = settings("ssh_debug: on\n").unwrap().options().join(" ");
+        assert!(!debugging.contains("Control"), "{debugging}");
+        let theirs = settings("ssh_options: ControlPath=/run/x/%C\n")
+            .unwrap()
+            .options()
+            .join(" ");
+        assert!(!theirs.contains("ControlMaster=auto"), "{theirs}");
     }
 
     #[test]

@@ -271,6 +271,39 @@ fn euid() -> u32 {
     *EUID.get_or_init(|| id_query(&["-u"]).parse().expect("numeric uid"))
 }
 
+/// SIGKILLs every descendant of `pid` (found through /proc; sshd's
+/// per-connection children start new sessions, so a process-group kill
+/// would miss them).
+pub fn kill_descendants(pid: u32) {
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // The command name may contain spaces; fields resume after the last ')'.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<u32> = fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        let children: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|&c| parent_of(c) == Some(p) && !tree.contains(&c))
+            .collect();
+        tree.extend(children);
+        i += 1;
+    }
+    for &p in tree.iter().skip(1) {
+        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+    }
+}
+
 pub fn is_root() -> bool {
     euid() == 0
 }
@@ -888,8 +921,12 @@ impl Sshd {
     }
 
     /// Kills sshd; afterwards the port refuses connections (sessions already open keep running).
+    /// Stops sshd *and every connection it serves*: killing only the
+    /// listener would leave established sessions (and ssh connection
+    /// multiplexing) alive, and the "slave" would not really be down.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            kill_descendants(child.id());
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -970,6 +1007,7 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            kill_descendants(child.id());
             let _ = child.kill();
             let _ = child.wait();
         }

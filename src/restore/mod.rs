@@ -28,6 +28,8 @@
 //! failover of a stopped standby) a held-back segment would read as the end
 //! of the archive and end recovery early, so there the delay is ignored.
 
+pub mod prefetch;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
@@ -119,6 +121,24 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
     )?;
     check_archivedir(&dir, &cfg.source)?;
 
+    // A history file means a timeline switch is being considered: drop
+    // everything prefetched. A segment drops what is stale for its timeline.
+    if name.is_segment_data() {
+        prefetch::prune(dest, Some(name.timeline), Some(&name));
+    } else {
+        prefetch::prune(dest, None, None);
+    }
+    if name.is_segment_data() && prefetch::enabled(cfg) {
+        if let Some(bytes) = prefetch::take(dest, &name) {
+            prefetch::spawn_worker(cfg, &name, bytes, dest);
+            return Ok(RestoreOutcome::Restored {
+                archived: prefetch::spool_dir(dest).join(name.as_str()),
+                codec: Codec::None,
+                bytes,
+            });
+        }
+    }
+
     let Some((archived, codec, meta)) = find(&dir, &name)? else {
         log::debug!("{name}: not in {}", dir.display());
         return Ok(RestoreOutcome::NotFound);
@@ -144,6 +164,9 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
     }
 
     let bytes = copy_into_place(&archived, codec, &name, dest)?;
+    if name.is_segment_data() && prefetch::enabled(cfg) {
+        prefetch::spawn_worker(cfg, &name, bytes, dest);
+    }
     Ok(RestoreOutcome::Restored { archived, codec, bytes })
 }
 
@@ -566,5 +589,78 @@ mod tests {
         let e = copy_into_place(&env.archive, Codec::Zstd, &WalName::parse(S3).unwrap(), &env.dest()).unwrap_err();
         assert!(matches!(e, RestoreError::Unreadable { .. }), "{e}");
         assert!(env.pg_wal_files().is_empty());
+    }
+
+    #[test]
+    fn prefetched_segments_are_identical_served_once_and_never_across_timelines() {
+        let env = Env::new("restore_prefetch: 3\n");
+        let names: Vec<String> = (3..=7).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+        for n in &names {
+            env.archive_compressed(n, Codec::Zstd, &segment(n));
+        }
+        // Serving 03 (from the archive), then the worker spools 04, 05, 06.
+        assert!(matches!(
+            env.restore(&names[0]).unwrap(),
+            RestoreOutcome::Restored { codec: Codec::Zstd, .. }
+        ));
+        let n03 = WalName::parse(&names[0]).unwrap();
+        assert_eq!(prefetch::run_worker(&env.cfg, &n03, SEG, &env.dest()).unwrap(), 3);
+        let spool = prefetch::spool_dir(&env.dest());
+        assert!(spool.join(&names[3]).exists() && !spool.join(&names[4]).exists());
+
+        // 04 comes from the spool (moved, so at most once) and is byte-identical.
+        match env.restore(&names[1]).unwrap() {
+            RestoreOutcome::Restored { archived, .. } => assert!(archived.starts_with(&spool), "{archived:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(fs::read(env.dest()).unwrap() == segment(&names[1]));
+        assert!(!spool.join(&names[1]).exists());
+
+        // A history file request (timeline switch ahead) empties the spool.
+        env.archive("00000002.history", b"1\t0/5000000\tno recovery target\n");
+        env.restore("00000002.history").unwrap();
+        assert!(!spool.join(&names[2]).exists() && !spool.join(&names[3]).exists());
+
+        // A segment of another timeline also drops what was spooled for the old one.
+        let n05 = WalName::parse(&names[2]).unwrap();
+        prefetch::run_worker(&env.cfg, &n05, SEG, &env.dest()).unwrap();
+        assert!(spool.join(&names[3]).exists());
+        env.archive("000000020000000000000006", &segment("000000020000000000000006"));
+        assert!(matches!(
+            env.restore("000000020000000000000006").unwrap(),
+            RestoreOutcome::Restored { codec: Codec::None, .. }
+        ));
+        assert!(fs::read(env.dest()).unwrap() == segment("000000020000000000000006"));
+        assert!(
+            !spool.join(&names[3]).exists(),
+            "timeline 1 segments must not survive a switch to timeline 2"
+        );
+    }
+
+    #[test]
+    fn prefetch_stops_at_the_first_bad_or_missing_segment() {
+        let env = Env::new("restore_prefetch: 4\n");
+        env.archive("000000010000000000000003", &segment("000000010000000000000003"));
+        // 04 carries 09's header (renamed by hand): never spooled.
+        env.archive("000000010000000000000004", &segment("000000010000000000000009"));
+        let n = WalName::parse("000000010000000000000003").unwrap();
+        assert_eq!(prefetch::run_worker(&env.cfg, &n, SEG, &env.dest()).unwrap(), 0);
+        let spool = prefetch::spool_dir(&env.dest());
+        assert_eq!(
+            fs::read_dir(&spool)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name() != ".lock")
+                .count(),
+            0
+        );
+        // And the direct restore still reports it as fatal.
+        assert!(matches!(
+            env.restore("000000010000000000000004"),
+            Err(RestoreError::WrongSegment { .. })
+        ));
+        // A delayed standby never prefetches.
+        let delayed = Env::new("restore_prefetch: 4\nrestore_delay: 60\n");
+        assert!(!prefetch::enabled(&delayed.cfg));
     }
 }

@@ -1,0 +1,176 @@
+//! `.pitrkit-system-id`: which database system an archive directory belongs
+//! to, and proof that the directory was set up with `-I`.
+//!
+//! Only `-I` creates the file, so an archive call that finds none is looking
+//! at a directory nobody prepared, typically the empty mount point of an NFS
+//! share that is not mounted, and refuses to write WAL onto the root
+//! filesystem. The file holds the system identifier from
+//! `<pgdata>/global/pg_control`, or nothing ("unclaimed") when `-I` could not
+//! read it; the first archived segment then claims the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::fsutil;
+
+/// Name of the file recording which database system an archive belongs to.
+pub const SYSTEM_ID_FILE: &str = ".pitrkit-system-id";
+
+/// The database system identifier from `<pgdata>/global/pg_control`: its
+/// first field (a little-endian u64) in every PostgreSQL version.
+pub fn pg_control_system_id(pgdata: &Path) -> io::Result<u64> {
+    let path = pgdata.join("global").join("pg_control");
+    let mut buf = [0u8; 8];
+    File::open(&path)?.read_exact(&mut buf)?;
+    match u64::from_le_bytes(buf) {
+        0 => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} holds no system identifier", path.display()),
+        )),
+        id => Ok(id),
+    }
+}
+
+/// What a directory's `.pitrkit-system-id` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// No such file: never initialized with `-I` (or the share is not mounted).
+    Missing,
+    /// Created by `-I` without knowing the system; the first segment claims it.
+    Unclaimed,
+    System(u64),
+}
+
+pub fn read(dir: &Path) -> io::Result<Recorded> {
+    let path = dir.join(SYSTEM_ID_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recorded::Missing),
+        Err(e) => return Err(e),
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(Recorded::Unclaimed);
+    }
+    t.parse().map(Recorded::System).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} should hold a database system identifier (digits) but holds '{}'",
+                path.display(),
+                t.chars().take(40).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// Replaces the file durably: temporary file, fsync, rename, directory fsync.
+pub fn write(dir: &Path, id: Option<u64>) -> io::Result<()> {
+    let tmp = fsutil::temp_name(dir, SYSTEM_ID_FILE);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        if let Some(id) = id {
+            writeln!(f, "{id}")?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(SYSTEM_ID_FILE))?;
+        fsutil::fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `-I` for one archive directory (which exists). Returns a note for the
+/// operator, or the problem.
+pub fn init_dir(dir: &Path, pgdata: Option<&Path>) -> Result<String, String> {
+    let ours = pgdata.map(|p| (p, pg_control_system_id(p)));
+    let here = read(dir).map_err(|e| format!("cannot read {}: {e}", dir.join(SYSTEM_ID_FILE).display()))?;
+    let cannot_write = |e: io::Error| format!("cannot write {}: {e}", dir.join(SYSTEM_ID_FILE).display());
+    match (here, ours) {
+        (Recorded::System(a), Some((p, Ok(o)))) if a != o => Err(format!(
+            "{} belongs to database system {a}, but {} is system {o}: two clusters must never share an archive. Point this cluster at its own directory, or remove {} if the old system is gone for good",
+            dir.display(),
+            p.display(),
+            dir.join(SYSTEM_ID_FILE).display()
+        )),
+        (Recorded::System(a), _) => Ok(format!("belongs to database system {a}")),
+        (Recorded::Missing | Recorded::Unclaimed, Some((_, Ok(o)))) => {
+            write(dir, Some(o)).map_err(cannot_write)?;
+            Ok(format!("claimed for database system {o}"))
+        }
+        (_, ours) => {
+            if here == Recorded::Missing {
+                write(dir, None).map_err(cannot_write)?;
+            }
+            Ok(match ours {
+                None => "unclaimed (pgdata is not set): the first archived segment claims it".into(),
+                Some((p, Err(e))) => format!(
+                    "unclaimed (cannot read {}/global/pg_control: {e}): the first archived segment claims it",
+                    p.display()
+                ),
+                Some((_, Ok(_))) => unreachable!("handled above"),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pgdata_with_id(root: &Path, id: u64) -> std::path::PathBuf {
+        let pg = root.join("pgdata");
+        fs::create_dir_all(pg.join("global")).unwrap();
+        let mut control = id.to_le_bytes().to_vec();
+        control.extend_from_slice(&[0xAB; 100]);
+        fs::write(pg.join("global/pg_control"), control).unwrap();
+        pg
+    }
+
+    #[test]
+    fn pg_control_holds_the_system_id_first() {
+        let d = tempfile::tempdir().unwrap();
+        let pg = pgdata_with_id(d.path(), 7_300_000_000_000_000_123);
+        assert_eq!(pg_control_system_id(&pg).unwrap(), 7_300_000_000_000_000_123);
+        assert!(pg_control_system_id(d.path()).is_err());
+    }
+
+    #[test]
+    fn init_claims_or_leaves_unclaimed_and_refuses_another_system() {
+        let d = tempfile::tempdir().unwrap();
+        let arch = d.path().join("arch");
+        fs::create_dir(&arch).unwrap();
+        assert_eq!(read(&arch).unwrap(), Recorded::Missing);
+        let note = init_dir(&arch, None).unwrap();
+        assert!(note.contains("unclaimed"), "{note}");
+        assert_eq!(read(&arch).unwrap(), Recorded::Unclaimed);
+        let note = init_dir(&arch, Some(&d.path().join("nowhere"))).unwrap();
+        assert!(note.contains("cannot read"), "{note}");
+
+        let pg = pgdata_with_id(d.path(), 42);
+        assert!(init_dir(&arch, Some(&pg))
+            .unwrap()
+            .contains("claimed for database system 42"));
+        assert_eq!(read(&arch).unwrap(), Recorded::System(42));
+        assert_eq!(fs::read_to_string(arch.join(SYSTEM_ID_FILE)).unwrap(), "42\n");
+        // Idempotent.
+        assert!(init_dir(&arch, Some(&pg))
+            .unwrap()
+            .contains("belongs to database system 42"));
+        let other = pgdata_with_id(&d.path().join("o"), 43);
+        let e = init_dir(&arch, Some(&other)).unwrap_err();
+        assert!(e.contains("system 42") && e.contains("system 43"), "{e}");
+        assert_eq!(read(&arch).unwrap(), Recorded::System(42), "never overwritten");
+        // No temporary file left behind.
+        assert_eq!(fs::read_dir(&arch).unwrap().count(), 1);
+    }
+}

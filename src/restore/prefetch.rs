@@ -1,0 +1,123 @@
+//! Restore prefetch: while PostgreSQL replays one segment, a detached worker
+//! fetches (and decompresses) the next `restore_prefetch` segments into a
+//! spool beside `%p` (`pg_wal/.pitrkit-prefetch/`), so the next
+//! restore_command is a rename instead of a decompression.
+//!
+//! Safety rules:
+//! - a spooled segment went through the same checks as a direct restore
+//!   (complete file, header matching its name) before its final rename;
+//! - it is served at most once: serving *moves* it out of the spool;
+//! - spooled names carry their timeline, and the spool is emptied whenever
+//!   PostgreSQL asks for a history file or for a segment of another
+//!   timeline, so nothing prefetched is ever served across a timeline switch;
+//! - a delayed standby (`restore_delay`) never prefetches: the delay is
+//!   checked on the archived file's age at serve time.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::config::StandbyConfig;
+use crate::fsutil;
+use crate::wal::{self, WalName};
+
+pub const SPOOL_DIR: &str = ".pitrkit-prefetch";
+
+/// The spool that belongs to `%p` (same directory, so serving is a rename).
+pub fn spool_dir(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(SPOOL_DIR),
+        _ => PathBuf::from(SPOOL_DIR),
+    }
+}
+
+pub fn enabled(cfg: &StandbyConfig) -> bool {
+    cfg.restore_prefetch > 0 && cfg.restore_delay.is_zero()
+}
+
+/// Serves `name` from the spool if it is there: moved into `dest`.
+/// Returns its size when served.
+pub fn take(dest: &Path, name: &WalName) -> Option<u64> {
+    let spooled = spool_dir(dest).join(name.as_str());
+    let len = fs::metadata(&spooled).ok()?.len();
+    fs::rename(&spooled, dest).ok()?;
+    Some(len)
+}
+
+/// Empties the spool of everything not on `keep_timeline` (all of it for
+/// `None`) and of segments older than `older_than` on that timeline.
+pub fn prune(dest: &Path, keep_timeline: Option<u32>, older_than: Option<&WalName>) {
+    let Ok(rd) = fs::read_dir(spool_dir(dest)) else { return };
+    for e in rd.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let stale = match WalName::parse(&file) {
+            Ok(n) => Some(n.timeline) != keep_timeline || older_than.is_some_and(|o| (n.log, n.seg) < (o.log, o.seg)),
+            // Leftover temp files of a killed worker; never the lock.
+            Err(_) => file != ".lock",
+        };
+        if stale {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Starts the worker in the background and returns at once: PostgreSQL's
+/// startup process waits for restore_command, not for us.
+pub fn spawn_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &Path) {
+    // Under `cargo test` current_exe() is the test runner, not pitrkit; unit
+    // tests call run_worker directly.
+    if cfg!(test) {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let spawned = Command::new(exe)
+        .arg("restore")
+        .arg("-C")
+        .arg(&cfg.source)
+        .arg("--prefetch-after")
+        .arg(seg_size.to_string())
+        .arg(served.as_str())
+        .arg(dest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        log::debug!("prefetch worker not started: {e}");
+    }
+}
+
+/// The worker: spools up to `restore_prefetch` segments after `served`.
+/// One worker per spool (a lock); errors only end prefetching, since
+/// restore_command meets and reports the same problem when it gets there.
+pub fn run_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &Path) -> std::io::Result<usize> {
+    let spool = spool_dir(dest);
+    fsutil::ensure_dir(&spool, 0o700)?;
+    let Some(_lock) = fsutil::lock(&spool.join(".lock"), std::time::Duration::ZERO)? else {
+        return Ok(0);
+    };
+    let Some(archivedir) = &cfg.archivedir else {
+        return Ok(0);
+    };
+    let first = served.segno(seg_size);
+    let mut fetched = 0;
+    for i in 1..=cfg.restore_prefetch as u64 {
+        let next =
+            WalName::parse(&wal::segment_name(served.timeline, first + i, seg_size)).expect("generated name parses");
+        let target = spool.join(next.as_str());
+        if target.exists() {
+            continue;
+        }
+        let Ok(Some((archived, codec, _))) = super::find(archivedir, &next) else {
+            break;
+        };
+        match super::copy_into_place(&archived, codec, &next, &target) {
+            Ok(_) => fetched += 1,
+            Err(e) => {
+                log::debug!("prefetch of {next} stopped: {e}");
+                break;
+            }
+        }
+    }
+    Ok(fetched)
+}
