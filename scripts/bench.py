@@ -230,8 +230,53 @@ def start_sshd(work, user, uid, gid, as_root):
     return proc, {"port": port, "identity": ident, "known_hosts": kh, "user": user, "dir": d}
 
 
-def kill_leftovers(work, uid, pgbin, as_root):
-    """Stop every postmaster and kill every process whose command line names the work dir."""
+def ssh_mux_dir(uid):
+    """Where pitrkit keeps its ssh ControlMaster sockets (ssh_control_persist)."""
+    return f"/tmp/pitrkit-ssh-{uid}"
+
+
+def list_mux(uid):
+    try:
+        return set(os.listdir(ssh_mux_dir(uid)))
+    except OSError:
+        return set()
+
+
+def ppid_of(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmdline_of(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def kill_leftovers(work, uid, pgbin, as_root, sshd_pid=None, mux_before=frozenset()):
+    """Stop every postmaster and kill every process whose command line names the work dir,
+    every ssh session of our sshd, and the ssh ControlMaster processes (pitrkit's
+    ssh_control_persist) whose sockets appeared during this run."""
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    if sshd_pid is not None:
+        for pid in pids:
+            if ppid_of(pid) == sshd_pid:
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except OSError:
+                    pass
+    new_mux = [os.path.join(ssh_mux_dir(uid), m) for m in list_mux(uid) - set(mux_before)]
+    for pid in pids:
+        cmd = cmdline_of(pid)
+        if any(m in cmd for m in new_mux):
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except OSError:
+                pass
     for root, dirs, files in os.walk(work):
         if "postmaster.pid" in files:
             argv = [f"{pgbin}/pg_ctl", "-D", root, "-m", "immediate", "-w", "-t", "30", "stop"]
@@ -276,6 +321,7 @@ def outer(args):
     sshd = None
     inner_proc = None
     t_start = time.time()
+    mux_before = list_mux(pw.pw_uid)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -340,10 +386,10 @@ def outer(args):
                 inner_proc.wait(60)
             except subprocess.TimeoutExpired:
                 inner_proc.kill()
+        kill_leftovers(work, pw.pw_uid, pgbin, as_root, sshd.pid if sshd is not None else None, mux_before)
         if sshd is not None:
             sshd.kill()
             sshd.wait()
-        kill_leftovers(work, pw.pw_uid, pgbin, as_root)
         if os.environ.get("BENCH_KEEP"):
             log(f"BENCH_KEEP: keeping {work}")
         else:
@@ -565,6 +611,13 @@ class Bench:
             f["none"]["lines"] = "compression: none\n"
         ok, why = self.probe("ssh_control_persist: 60\n")
         f["ssh_control_persist"] = {"ok": ok, "why": why}
+        ok, why = self.probe("lookahead: 16\n")
+        f["lookahead"] = {"ok": ok, "why": why}
+        # restore_prefetch lives in standby.ini: an unknown key is a configuration error (exit 200).
+        ini = self.write("probe/standby.ini", f"[DEFAULT]\narchivedir: {self.mkdir('probe', 'arch')}\nrestore_prefetch: 4\n")
+        r = self.run([self.bin, "restore", "-C", ini, "000000010000000000000001", self.path("probe", "x")], check=False)
+        f["restore_prefetch"] = {"ok": "unknown key" not in (r.stderr + r.stdout),
+                                 "why": (re.search(r"unknown key '[^']*'", r.stderr) or [""])[0]}
         self.features = f
         log("features: " + ", ".join(f"{k}={'yes' if v['ok'] else 'no'}" for k, v in f.items()))
         return f
@@ -770,12 +823,17 @@ class Bench:
             ("one rsync of all N segments (bound for batching)", "rsync1", {}),
             ("pitrkit sync (inline ship per call)", "sync", {}),
             ("pitrkit async calls + --flush", "async", {}),
-            ("pitrkit spool-only calls + one --flush (batched)", "batched", {}),
-            ("pitrkit sync + ssh ControlPersist (via ssh_options)", "sync", {"ssh_extra": cm_opts}),
         ]
+        if f["lookahead"]["ok"]:
+            # What PostgreSQL does when it has a backlog: N .ready files, one call each,
+            # .ready renamed to .done after every success. Look-ahead batches them.
+            contenders.append(("pitrkit async, PostgreSQL backlog of N .ready (lookahead)", "backlog", {}))
+        contenders.append(("pitrkit spool-only calls + one --flush (batched)", "batched", {}))
         if f["ssh_control_persist"]["ok"]:
-            contenders.append(("pitrkit sync + ssh_control_persist: 60", "sync", {"lines": "ssh_control_persist: 60\n"}))
-            contenders.append(("pitrkit batched + ssh_control_persist: 60", "batched", {"lines": "ssh_control_persist: 60\n"}))
+            contenders.append(("pitrkit sync, ssh_control_persist: 0 (new connection per call)", "sync",
+                               {"lines": "ssh_control_persist: 0\n"}))
+        else:
+            contenders.append(("pitrkit sync + ssh ControlPersist (via ssh_options)", "sync", {"ssh_extra": cm_opts}))
         if f["lz4"]["ok"]:
             # Shipping is CPU-bound on small machines (ssh cipher + rsync): fewer bytes
             # on the wire is what batching alone cannot give.
@@ -826,6 +884,23 @@ class Bench:
                     if c.rc != 0:
                         err = c.err
                     total = c.secs
+                elif kind == "backlog":
+                    ini = ini_for(slug, rep, "async", opts)
+                    self.pitrkit_ok("archiver", "-C", ini, "-I")
+                    wal = self.mkdir("ship", slug, str(rep), "pg_wal")
+                    status = self.mkdir("ship", slug, str(rep), "pg_wal", "archive_status")
+                    for seg in self.segs:
+                        os.link(seg, os.path.join(wal, os.path.basename(seg)))
+                        open(os.path.join(status, os.path.basename(seg) + ".ready"), "w").close()
+                    for seg in self.segs:
+                        n = os.path.basename(seg)
+                        c = self.timed([self.bin, "archiver", "-C", ini, "-F", os.path.join(wal, n)])
+                        if c.rc != 0:
+                            err = c.err
+                            break
+                        os.rename(os.path.join(status, n + ".ready"), os.path.join(status, n + ".done"))
+                        lats.append(c.secs)
+                    total = sum(lats)
                 elif kind in ("sync", "async"):
                     ini = ini_for(slug, rep, kind, opts)
                     self.pitrkit_ok("archiver", "-C", ini, "-I")
@@ -1086,6 +1161,9 @@ class Bench:
             ("pitrkit restore (plain)", f"{self.bin} restore -C {ini_plain} %f %p"),
             ("pitrkit restore (zstd)", f"{self.bin} restore -C {ini_zst} %f %p"),
         ]
+        if self.features.get("restore_prefetch", {}).get("ok"):
+            ini_pf = self.write("restore/zst-prefetch.ini", f"[DEFAULT]\narchivedir: {zarch}\nrestore_prefetch: 8\n")
+            contenders.append(("pitrkit restore (zstd, restore_prefetch: 8)", f"{self.bin} restore -C {ini_pf} %f %p"))
         R = self.s["recovery_reps"]
         times = {c[0]: [] for c in contenders}
         errors = {}
@@ -1474,9 +1552,14 @@ def report(res):
             L.append(f"`--flush` of a {rss['flush_files']}-segment queue: pitrkit's own peak RSS "
                      f"{rss['flush_own_vmhwm_kb'] / 1024:.1f} MB (VmHWM), with its rsync/ssh children "
                      f"{rss['flush_tree_max_rss_kb'] / 1024:.1f} MB (largest process, /usr/bin/time %M).\n")
+        blg = ssh["contenders"].get("pitrkit async, PostgreSQL backlog of N .ready (lookahead)", {})
+        if blg:
+            targets.append(("batched ssh shipping ≥5x one rsync per segment: PostgreSQL backlog, lookahead (as built)",
+                            f"{fmt(blg.get('throughput_ratio'), '.2f')}x",
+                            None if blg.get("throughput_ratio") is None else blg["throughput_ratio"] >= 5))
         asy = ssh["contenders"].get("pitrkit async calls + --flush", {})
         bat = ssh["contenders"].get("pitrkit spool-only calls + one --flush (batched)", {})
-        targets.append(("batched ssh shipping ≥5x the throughput of one rsync per segment (async calls + --flush, as built)",
+        targets.append(("  same, async calls + --flush without a backlog (one segment per call)",
                         f"{fmt(asy.get('throughput_ratio'), '.2f')}x",
                         None if asy.get("throughput_ratio") is None else asy["throughput_ratio"] >= 5))
         targets.append(("  same, spool-only calls + one --flush (what batching can give)",
