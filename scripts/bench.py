@@ -751,6 +751,7 @@ class Bench:
                 if rc == 0 and kb:
                     res[name]["rss_kb"].append(kb)
             shutil.rmtree(self.path("local", slug), ignore_errors=True)
+        self.local_evidence()
         ref = res[contenders[0][0]]
         out = {"segments": len(self.segs), "raw_bytes": self.seg_bytes, "reps": R, "contenders": {}}
         for name, kind, arg in contenders:
@@ -779,6 +780,40 @@ class Bench:
                 }
         out["pairs"] = pairs
         return out
+
+    def local_evidence(self):
+        """pitrkit's step timings (debug: on) for one local archive call per codec, and
+        what the C reference tools take to compress the same segment in memory."""
+        f = self.features
+        text = []
+        try:
+            for codec in ("none", "lz4", "zstd", "gzip"):
+                if not f[codec]["ok"]:
+                    continue
+                dest = self.fresh_dir("local", "evidence", codec)
+                ini = self.archiver_ini(f"local/evidence-{codec}.ini",
+                                        f"local_archivedirs: {dest}\n" + f[codec]["lines"])
+                body = open(ini).read().replace("debug: off", "debug: on")
+                open(ini, "w").write(body)
+                self.pitrkit_ok("archiver", "-C", ini, "-I")
+                ts = []
+                for seg in self.segs[:5]:
+                    c = self.timed([self.bin, "archiver", "-C", ini, "-F", seg])
+                    ts.append(c.secs)
+                text.append(f"=== pitrkit archiver, local, {codec} ({f[codec]['lines'].strip() or 'default'}); "
+                            f"last of 5 calls, median wall {med(ts) * 1000:.1f} ms ===\n{c.err}")
+            seg = self.segs[0]
+            for label, argv in (("lz4 -1 (liblz4) to /dev/null", ["lz4", "-1", "-q", "-c", seg]),
+                                ("zstd -1 --check (libzstd) to /dev/null", ["zstd", "-1", "-q", "--check", "-c", seg]),
+                                ("gzip -6 to /dev/null", ["gzip", "-6", "-c", seg])):
+                if shutil.which(argv[0]):
+                    ts = [self.timed(["sh", "-c", '"$@" >/dev/null', "sh"] + argv).secs for _ in range(5)]
+                    text.append(f"=== {label}: median of 5 {med(ts) * 1000:.1f} ms (process included) ===")
+            with open(self.path("evidence-local-debug.txt"), "w") as fh:
+                fh.write("\n".join(text) + "\n")
+        except (Failed, OSError) as e:
+            log(f"local evidence failed: {e}")
+        shutil.rmtree(self.path("local", "evidence"), ignore_errors=True)
 
     def local_command(self, kind, arg, slug, rep):
         """A fresh destination and the per-segment command line archiving into it."""

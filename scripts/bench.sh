@@ -26,6 +26,7 @@ command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 [ -x /usr/bin/time ] || need+=(time)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v lz4 >/dev/null 2>&1 || need+=(lz4)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
