@@ -35,6 +35,7 @@ Settings (environment, full / --quick defaults):
   BENCH_OUT             results directory        /tmp/pitrkit-bench
   BENCH_TMP             parent of the work directory          /tmp
   BENCH_KEEP=1          keep the work directory (post-mortems)
+  BENCH_WAIT            seconds to wait for another run to finish  1800
 """
 
 import argparse
@@ -230,18 +231,6 @@ def start_sshd(work, user, uid, gid, as_root):
     return proc, {"port": port, "identity": ident, "known_hosts": kh, "user": user, "dir": d}
 
 
-def ssh_mux_dir(uid):
-    """Where pitrkit keeps its ssh ControlMaster sockets (ssh_control_persist)."""
-    return f"/tmp/pitrkit-ssh-{uid}"
-
-
-def list_mux(uid):
-    try:
-        return set(os.listdir(ssh_mux_dir(uid)))
-    except OSError:
-        return set()
-
-
 def ppid_of(pid):
     try:
         stat = open(f"/proc/{pid}/stat").read()
@@ -257,22 +246,35 @@ def cmdline_of(pid):
         return ""
 
 
-def kill_leftovers(work, uid, pgbin, as_root, sshd_pid=None, mux_before=frozenset()):
+def tcp_inodes_to(port):
+    """Socket inodes of TCP connections to 127.0.0.1:port (from /proc/net/tcp)."""
+    inodes = set()
+    try:
+        for line in open("/proc/net/tcp").readlines()[1:]:
+            f = line.split()
+            if f[2] == f"0100007F:{port:04X}":
+                inodes.add(f[9])
+    except (OSError, IndexError):
+        pass
+    return inodes
+
+
+def kill_leftovers(work, uid, pgbin, as_root, sshd_pid=None, sshd_port=None):
     """Stop every postmaster and kill every process whose command line names the work dir,
-    every ssh session of our sshd, and the ssh ControlMaster processes (pitrkit's
-    ssh_control_persist) whose sockets appeared during this run."""
+    every ssh session of our sshd, and every ssh client still connected to our sshd (the
+    ControlMaster processes of pitrkit's ssh_control_persist, which rename themselves to
+    'ssh: <socket> [mux]'). Other runs' processes on the same machine are left alone."""
     pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    if sshd_pid is not None:
-        for pid in pids:
-            if ppid_of(pid) == sshd_pid:
-                try:
-                    os.kill(int(pid), signal.SIGTERM)
-                except OSError:
-                    pass
-    new_mux = [os.path.join(ssh_mux_dir(uid), m) for m in list_mux(uid) - set(mux_before)]
+    ours = tcp_inodes_to(sshd_port) if sshd_port else set()
     for pid in pids:
-        cmd = cmdline_of(pid)
-        if any(m in cmd for m in new_mux):
+        hit = sshd_pid is not None and ppid_of(pid) == sshd_pid
+        if not hit and ours and cmdline_of(pid).startswith("ssh"):
+            try:
+                hit = any(os.readlink(f"/proc/{pid}/fd/{fd}") in {f"socket:[{i}]" for i in ours}
+                          for fd in os.listdir(f"/proc/{pid}/fd"))
+            except OSError:
+                hit = False
+        if hit:
             try:
                 os.kill(int(pid), signal.SIGTERM)
             except OSError:
@@ -300,6 +302,18 @@ def kill_leftovers(work, uid, pgbin, as_root, sshd_pid=None, mux_before=frozense
                 pass
 
 
+def other_bench_runs():
+    """Pids of another run of this benchmark on the machine (its inner process)."""
+    me = str(os.getpid())
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and pid != me:
+            cmd = cmdline_of(pid)
+            if "bench.py --inner" in cmd and "pitrkit-bench-work." in cmd:
+                found.append(int(pid))
+    return found
+
+
 def outer(args):
     as_root = os.geteuid() == 0
     if as_root:
@@ -315,13 +329,20 @@ def outer(args):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = os.environ.get("BENCH_OUT", "/tmp/pitrkit-bench")
     s = settings(args.quick)
+    # Two runs at once on 2 cores would measure each other: wait for the other one.
+    deadline = time.time() + int(os.environ.get("BENCH_WAIT", "1800"))
+    while other_bench_runs():
+        if time.time() > deadline:
+            sys.exit("bench: another benchmark run is still going on this machine; try again later")
+        log(f"another benchmark run is in progress (pid {other_bench_runs()}); waiting for it to finish")
+        time.sleep(20)
     work = tempfile.mkdtemp(prefix="pitrkit-bench-work.", dir=os.environ.get("BENCH_TMP", "/tmp"))
     os.chmod(work, 0o755)
     pgbin = pg_bindir()
     sshd = None
+    sshinfo = {}
     inner_proc = None
     t_start = time.time()
-    mux_before = list_mux(pw.pw_uid)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -386,7 +407,8 @@ def outer(args):
                 inner_proc.wait(60)
             except subprocess.TimeoutExpired:
                 inner_proc.kill()
-        kill_leftovers(work, pw.pw_uid, pgbin, as_root, sshd.pid if sshd is not None else None, mux_before)
+        kill_leftovers(work, pw.pw_uid, pgbin, as_root, sshd.pid if sshd is not None else None,
+                       sshinfo["port"] if sshd is not None else None)
         if sshd is not None:
             sshd.kill()
             sshd.wait()
