@@ -381,13 +381,15 @@ def outer(args):
             with open(res_json) as f:
                 res = json.load(f)
             res["runtime_seconds"] = round(time.time() - t_start, 1)
+            res.setdefault("machine", {})["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
             res["command"] = " ".join(["scripts/bench.sh"] + (["--quick"] if args.quick else []))
             with open(os.path.join(out, "results.json"), "w") as f:
                 json.dump(res, f, indent=1)
             with open(os.path.join(out, "machine.json"), "w") as f:
                 json.dump(res.get("machine", {}), f, indent=1)
             md = open(res_md).read() if os.path.exists(res_md) else ""
-            md += f"\nTotal runtime: {res['runtime_seconds']:.0f} s ({res['command']}).\n"
+            md += (f"\nTotal runtime: {res['runtime_seconds']:.0f} s ({res['command']}); load average at the end "
+                   f"{res['machine']['loadavg_at_end']} (a busy machine shows here: other sessions share it).\n")
             with open(os.path.join(out, "results.md"), "w") as f:
                 f.write(md)
             for name in os.listdir(work):
