@@ -806,12 +806,14 @@ class Bench:
         return out
 
     def local_evidence(self):
-        """pitrkit's step timings (debug: on) for one local archive call per codec, and
-        what the C reference tools take to compress the same segment in memory."""
+        """pitrkit's step timings (debug: on) for local archive calls per codec, and what
+        the C reference tools (liblz4, libzstd, zlib CLIs) take on the SAME segments."""
         f = self.features
+        segs = self.segs[:5]
         text = []
         try:
-            for codec in ("none", "lz4", "zstd", "gzip"):
+            for codec, cli in (("none", None), ("lz4", ["lz4", "-1", "-q", "-c"]),
+                               ("zstd", ["zstd", "-1", "-q", "--check", "-c"]), ("gzip", ["gzip", "-6", "-c"])):
                 if not f[codec]["ok"]:
                     continue
                 dest = self.fresh_dir("local", "evidence", codec)
@@ -820,19 +822,22 @@ class Bench:
                 body = open(ini).read().replace("debug: off", "debug: on")
                 open(ini, "w").write(body)
                 self.pitrkit_ok("archiver", "-C", ini, "-I")
-                ts = []
-                for seg in self.segs[:5]:
+                walls, steps, clis, last = [], [], [], ""
+                for seg in segs:
                     c = self.timed([self.bin, "archiver", "-C", ini, "-F", seg])
-                    ts.append(c.secs)
-                text.append(f"=== pitrkit archiver, local, {codec} ({f[codec]['lines'].strip() or 'default'}); "
-                            f"last of 5 calls, median wall {med(ts) * 1000:.1f} ms ===\n{c.err}")
-            seg = self.segs[0]
-            for label, argv in (("lz4 -1 (liblz4) to /dev/null", ["lz4", "-1", "-q", "-c", seg]),
-                                ("zstd -1 --check (libzstd) to /dev/null", ["zstd", "-1", "-q", "--check", "-c", seg]),
-                                ("gzip -6 to /dev/null", ["gzip", "-6", "-c", seg])):
-                if shutil.which(argv[0]):
-                    ts = [self.timed(["sh", "-c", '"$@" >/dev/null', "sh"] + argv).secs for _ in range(5)]
-                    text.append(f"=== {label}: median of 5 {med(ts) * 1000:.1f} ms (process included) ===")
+                    walls.append(c.secs)
+                    last = c.err
+                    m = re.search(r"compression of \S+ took ([0-9.]+) ms", c.err)
+                    if m:
+                        steps.append(float(m.group(1)))
+                    if cli and shutil.which(cli[0]):
+                        clis.append(self.timed(["sh", "-c", '"$@" >/dev/null', "sh"] + cli + [seg]).secs)
+                line = f"=== pitrkit archiver, local, {codec}: median wall {med(walls) * 1000:.1f} ms over {len(segs)} segments"
+                if steps:
+                    line += f"; pitrkit's compression step {med(steps):.1f} ms"
+                if clis:
+                    line += f"; `{' '.join(cli)}` on the same segments {med(clis) * 1000:.1f} ms (whole process)"
+                text.append(line + f" ===\n(debug output of the last call)\n{last}")
             with open(self.path("evidence-local-debug.txt"), "w") as fh:
                 fh.write("\n".join(text) + "\n")
         except (Failed, OSError) as e:
