@@ -195,6 +195,55 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// Writes a small file durably, replacing any previous one: a temporary name
+/// in the same directory, fsync, `rename(2)`, fsync of the directory. Readers
+/// see the old content or the new, never a mix, and after a crash the new
+/// content is there once this returned. The temporary file is removed on
+/// every error path. The one writer for state files, markers and settings.
+pub fn write_durable(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a file name", path.display()),
+        )
+    })?;
+    let tmp = temp_name(dir, &name.to_string_lossy());
+    let result = (|| {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut out = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        io::Write::write_all(&mut out, data)?;
+        out.set_permissions(fs::Permissions::from_mode(mode))?;
+        out.sync_all()?;
+        drop(out);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    fsync_dir(dir)
+}
+
+/// Removes a file durably (the directory is fsync'd); a missing file is fine.
+pub fn remove_durable(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => fsync_dir(d),
+        _ => fsync_dir(Path::new(".")),
+    }
+}
+
 /// Creates a directory (and parents) with `mode` if missing.
 pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     if dir.is_dir() {
@@ -325,6 +374,29 @@ mod tests {
         v[(3 << 20) - 1] = 2;
         write(&b, &v);
         assert!(!identical(&a, &b).unwrap());
+    }
+
+    #[test]
+    fn write_durable_replaces_and_leaves_no_temp_file_on_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state");
+        write_durable(&p, b"one", 0o600).unwrap();
+        write_durable(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        // Renaming onto a directory fails: the temporary file must not stay.
+        let blocked = d.path().join("blocked");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("x"), b"").unwrap();
+        assert!(write_durable(&blocked, b"x", 0o600).is_err());
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        remove_durable(&p).unwrap();
+        remove_durable(&p).unwrap();
+        assert!(!p.exists());
     }
 
     #[test]

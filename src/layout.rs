@@ -1,0 +1,39 @@
+//! Every name pitrkit gives a file of its own inside an archive directory or
+//! a data directory, and the stored forms of archived WAL. Readers and
+//! writers (archive, shipping, restore, cleanup, backups) take the names
+//! from here, so a rename cannot leave one of them behind.
+//!
+//! # Stored forms of an archived file `X` (segment, `.partial`, `.history`, `.backup`)
+//!
+//! - Compressed: `X.zst`, `X.lz4`, `X.gz`. The frame carries the checksum of
+//!   the decompressed content (zstd content checksum, lz4 content checksum,
+//!   gzip CRC-32), verified on every restore.
+//! - Plain: `X` plus the sidecar `X.sum` ([`SUM_SUFFIX`]), one line:
+//!   `crc32c <8 lowercase hex digits> <size in bytes>\n`, the CRC-32C of
+//!   `X`'s bytes. The sidecar is made durable *before* `X` is linked into
+//!   place, so a crash leaves at most a sidecar without its file (an orphan,
+//!   which the next attempt may replace), never a file whose checksum was
+//!   lost. Shipping sends it with its file, cleanup removes it with its file.
+//! - A plain `X` without a sidecar (filled by pitrtools or an older pitrkit)
+//!   is served only after a full check: every page header, the system
+//!   identifier, and the CRC-32C of every record up to the end of valid WAL.
+//!
+//! # Marks
+//!
+//! - [`SYSTEM_ID_FILE`] in an archive directory: set up by `-I`, holds the
+//!   database system identifier (or nothing: "unclaimed"). A directory
+//!   without it is not an archive (an unmounted share is an empty directory),
+//!   and restore never answers "not in the archive" from it.
+//! - [`PROMOTING_FILE`] in a standby's data directory: written durably by
+//!   `cmd_standby -F999` before it asks PostgreSQL to promote, removed once
+//!   the server is read-write. While it exists restore holds nothing back
+//!   (`restore_delay`) and turns every real error into a fatal one, because
+//!   PostgreSQL ends recovery on "not found".
+
+pub use crate::archive::sysid::SYSTEM_ID_FILE;
+
+/// Suffix of a plain archived file's checksum sidecar.
+pub const SUM_SUFFIX: &str = ".sum";
+
+/// In a data directory: a failover by pitrkit is under way.
+pub const PROMOTING_FILE: &str = "pitrkit.promoting";
