@@ -15,6 +15,7 @@ pub mod commands;
 pub mod compress;
 pub mod config;
 pub mod fsutil;
+pub mod integrity;
 pub mod layout;
 pub mod logging;
 pub mod notify;
