@@ -54,6 +54,24 @@ fn check(what: String, out: std::io::Result<Output>) -> Result<String, PgError> 
     }
 }
 
+/// Server log used by [`LocalCluster::start`] when `logfile` is unset and
+/// nobody watches a terminal.
+pub const DEFAULT_SERVER_LOG: &str = "pitrkit-server.log";
+
+fn check_status(what: String, status: std::io::Result<std::process::ExitStatus>) -> Result<(), PgError> {
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(PgError::Command {
+            what,
+            detail: format!("{s} (its messages are above)"),
+        }),
+        Err(e) => Err(PgError::Command {
+            what,
+            detail: format!("cannot start: {e}"),
+        }),
+    }
+}
+
 impl LocalCluster {
     fn cmd(&self, program: &str) -> Command {
         tools::command_as(&self.bindir.join(program), self.run_as.as_deref())
@@ -71,7 +89,27 @@ impl LocalCluster {
     }
 
     /// `pg_ctl start -w`; `options` go to the server through `pg_ctl -o`.
+    ///
+    /// Without `logfile` the postmaster inherits pg_ctl's standard output and
+    /// error. On a terminal that is pitrtools' behaviour (the server talks to
+    /// the console of whoever started it). Anything else (a pipe from cron,
+    /// ssh or a test) would be held open by the postmaster for its lifetime,
+    /// and whoever reads it, us included, would wait forever: the server's
+    /// output then goes to [`DEFAULT_SERVER_LOG`] in the data directory.
     pub fn start(&self, logfile: Option<&Path>, options: Option<&str>, timeout: Duration) -> Result<(), PgError> {
+        use std::io::IsTerminal;
+        let console = logfile.is_none() && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        let default_log = self.datadir.join(DEFAULT_SERVER_LOG);
+        let logfile = match logfile {
+            None if !console => {
+                log::info!(
+                    "no 'logfile' configured and no terminal: the server's output goes to {}",
+                    default_log.display()
+                );
+                Some(default_log.as_path())
+            }
+            l => l,
+        };
         let mut c = self.cmd("pg_ctl");
         c.arg("-D").arg(&self.datadir);
         if let Some(l) = logfile {
@@ -84,11 +122,13 @@ impl LocalCluster {
         let log_hint = logfile
             .map(|l| format!(" (server log: {})", l.display()))
             .unwrap_or_default();
-        check(
-            format!("pg_ctl start -D {}{log_hint}", self.datadir.display()),
-            c.output(),
-        )
-        .map(|_| ())
+        let what = format!("pg_ctl start -D {}{log_hint}", self.datadir.display());
+        if console {
+            // Not captured: the postmaster keeps these streams open.
+            let status = c.status();
+            return check_status(what, status);
+        }
+        check(what, c.output()).map(|_| ())
     }
 
     /// `pg_ctl promote -w`: ends recovery and waits until the server accepts writes.
