@@ -22,10 +22,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Archive WAL (PostgreSQL's archive_command), ship queues, set up queues.
-    #[command(alias = "cmd_archiver")]
+    #[command(alias = "cmd_archiver", version)]
     Archiver(ArchiverArgs),
     /// Manage a standby: init, base backup, start, failover, point-in-time recovery.
-    #[command(alias = "cmd_standby")]
+    #[command(alias = "cmd_standby", version)]
     Standby(StandbyArgs),
     /// restore_command: copy archived WAL %f into %p (replaces pg_standby).
     Restore(RestoreArgs),
@@ -95,13 +95,13 @@ pub struct StandbyArgs {
     #[arg(short = 'C', long = "config", default_value = "cmd_standby.ini")]
     pub config: PathBuf,
     /// Create pgdata, archivedir and tablespace directories.
-    #[arg(short = 'I', long = "init")]
+    #[arg(short = 'I', long = "init", visible_alias = "dbinit")]
     pub init: bool,
     /// Take a base backup from the master.
     #[arg(short = 'B', long = "basebackup")]
     pub basebackup: bool,
     /// Start PostgreSQL as a standby.
-    #[arg(short = 'S', long = "startstandby")]
+    #[arg(short = 'S', long = "startstandby", visible_alias = "standby")]
     pub start_standby: bool,
     /// Fail over: -F999 (the value is a safety catch, as in pitrtools).
     #[arg(short = 'F', long = "failover", value_name = "999")]
@@ -204,12 +204,30 @@ mod tests {
         let Command::Standby(s) = cli.command else { panic!() };
         assert_eq!(s.failover.as_deref(), Some("999"));
         assert_eq!(s.recover_to_time.as_deref(), Some("2026-11-21 10:00:00"));
-        for flag in ["-I", "-B", "-S", "-P"] {
+        // pitrtools' long forms too.
+        for flag in [
+            "-I",
+            "-B",
+            "-S",
+            "-P",
+            "--dbinit",
+            "--standby",
+            "--init",
+            "--startstandby",
+        ] {
             assert!(parse(&["cmd_standby", "-C", "s.ini", flag]).is_ok(), "{flag}");
         }
         let cli = parse(&["cmd_standby", "-C", "s.ini", "-A", "stop_basebackup"]).unwrap();
         let Command::Standby(s) = cli.command else { panic!() };
         assert_eq!(s.action, Some(StandbyAction::StopBasebackup));
+    }
+
+    #[test]
+    fn version_works_through_the_links() {
+        for argv0 in ["cmd_archiver", "cmd_standby"] {
+            let e = parse(&[argv0, "--version"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion, "{argv0}");
+        }
     }
 
     #[test]

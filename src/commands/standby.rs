@@ -16,7 +16,14 @@ pub fn run(program: &str, args: StandbyArgs) -> u8 {
     };
     if let Some(v) = &args.failover {
         if v != "999" {
-            return early_error(program, "usage", &"failover is -F999 (the number is a safety catch)");
+            return early_error(
+                program,
+                "usage",
+                &format!(
+                    "-F{v} is not a failover: the failover flag is exactly -F999, a safety catch \
+                     kept from pitrtools so that a stray -F cannot promote a standby; nothing was done"
+                ),
+            );
         }
     }
     if args.recover_to_time.is_some() && args.failover.is_none() {
