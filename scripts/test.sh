@@ -25,4 +25,19 @@ fi
 
 # PostgreSQL, sshd and rsync tests wait on I/O more than CPU: a few more
 # threads than cores keeps the suite short without overloading 2 cores.
-exec cargo test --all-targets -- --test-threads="${PITRKIT_TEST_THREADS:-3}" "$@"
+threads="${PITRKIT_TEST_THREADS:-3}"
+cargo test --all-targets -- --test-threads="$threads" "$@"
+
+# Arguments select tests: a developer's run, not the whole suite.
+[ $# -eq 0 ] || exit 0
+
+# Every supported major end to end: the standby tests (-I, -B under load, -S,
+# catch-up from the archive and by streaming, -F999, PITR, failure handling)
+# on 12..18. The rest of the suite ran above on the system's major, which is
+# skipped here.
+system_major=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sed 's#.*/postgresql/\([0-9]*\)/bin#\1#' | sort -n | tail -1)
+scripts/pg-versions.sh | while read -r major bindir; do
+    [ "$major" = "$system_major" ] && continue
+    echo "test.sh: PostgreSQL $major ($bindir)"
+    PITRKIT_PG_BINDIR="$bindir" cargo test --test standby -- --test-threads="$threads"
+done

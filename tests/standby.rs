@@ -83,6 +83,7 @@ impl Pair {
         let text = format!(
             "[DEFAULT]
 pgversion: {major}
+includepath: {bindir}
 use_streaming_replication: no
 port: {mport}
 master_public_ip: 127.0.0.1
@@ -109,6 +110,7 @@ wait_timeout: 120
 debug: on
 {standby_extra}
 ",
+            bindir = pg_bindir().display(),
             mport = master.port,
             mdata = master.datadir.display(),
             user = sshd.user,
@@ -160,7 +162,7 @@ debug: on
     fn standby_psql(&self, sql: &str) -> Result<String, String> {
         let out = run_output(
             self.env
-                .command(&pg_program("psql"))
+                .command(&client_program("psql"))
                 .args(["-X", "-At", "-h"])
                 .arg(&self.sock)
                 .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql]),
@@ -197,7 +199,7 @@ fn checksum(sql: impl Fn(&str) -> String, table: &str) -> String {
 #[test]
 fn base_backup_standby_catches_up_and_fails_over() {
     let p = Pair::new("sb_e2e", "restore_prefetch: 4");
-    let pgbench = pg_program("pgbench");
+    let pgbench = client_program("pgbench");
     let bench = |args: &[&str]| {
         let mut c = p.env.command(&pgbench);
         c.arg("-h")

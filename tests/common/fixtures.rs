@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{require_program, PgCluster, Sshd, TestEnv};
+use super::{require_program, wal_keep_setting, PgCluster, Sshd, TestEnv};
 
 /// A hook script that appends its arguments to a log file; returns (script, log).
 pub fn recording_hook(env: &TestEnv, name: &str) -> (PathBuf, PathBuf) {
@@ -78,9 +78,10 @@ pub fn archiving_master(env: &TestEnv, ini: &Path, extra_conf: &str) -> PgCluste
         "master",
         &format!(
             "archive_mode = on\narchive_command = '{} -C {} -F %p'\n\
-             wal_keep_size = '1GB'\narchive_timeout = 0\n{extra_conf}",
+             {}\narchive_timeout = 0\n{extra_conf}",
             cmd_link(env, "cmd_archiver").display(),
-            ini.display()
+            ini.display(),
+            wal_keep_setting(1024)
         ),
     );
     pg.start();

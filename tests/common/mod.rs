@@ -156,6 +156,47 @@ pub fn pg_bindir() -> PathBuf {
         .clone()
 }
 
+/// Major version of the server programs under test (`pg_ctl --version` in pg_bindir()).
+pub fn server_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let v = run_ok(Command::new(pg_program("pg_ctl")).arg("--version"));
+        // "pg_ctl (PostgreSQL) 12.22"
+        v.split_whitespace()
+            .nth(2)
+            .and_then(|x| x.split('.').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read the major version from '{v}'"))
+    })
+}
+
+/// `wal_keep_size` (13+) or its predecessor, keeping about `mb` MiB of WAL.
+pub fn wal_keep_setting(mb: u32) -> String {
+    if server_major() >= 13 {
+        format!("wal_keep_size = '{mb}MB'")
+    } else {
+        format!("wal_keep_segments = {}", mb.div_ceil(16))
+    }
+}
+
+/// A PostgreSQL client program (psql, pgbench, pg_basebackup) from the
+/// system's newest PostgreSQL, whatever server major PITRKIT_PG_BINDIR
+/// selects: the per-major server packages ship no clients, and psql and
+/// pgbench talk to every major from 12 on.
+pub fn client_program(name: &str) -> PathBuf {
+    let dirs = debian_pg_bindirs();
+    dirs.iter()
+        .map(|d| d.join(name))
+        .chain(std::iter::once(pg_bindir().join(name)))
+        .find(|p| is_executable_file(p))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found under /usr/lib/postgresql/*/bin; {}",
+                install_hint(name)
+            )
+        })
+}
+
 /// A program from pg_bindir() (not Debian's /usr/bin wrapper), panicking with a hint if absent.
 pub fn pg_program(name: &str) -> PathBuf {
     let p = pg_bindir().join(name);
@@ -682,7 +723,7 @@ impl PgCluster {
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
         let out = run_output(
             self.env
-                .command(&self.bindir.join("psql"))
+                .command(&client_program("psql"))
                 .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
                 .arg(&self.socket_dir)
                 .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql]),
