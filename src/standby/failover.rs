@@ -91,6 +91,11 @@ fn master_alive(sb: &Standby) -> Option<String> {
 pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
     let cfg = sb.cfg;
     let target = target_time.map(|t| parse_target_time(t, Local::now())).transpose()?;
+    if target.is_some() || !sb.cluster.is_running() {
+        // Recovery settings will be written: refuse paths they cannot carry
+        // before the first change.
+        sb.own_command("restore", "%f %p")?;
+    }
     if let Some(why) = master_alive(sb) {
         if !force {
             bail!(
