@@ -498,10 +498,10 @@ mod tests {
         let pgdata = d.path().join("data");
         let ts = d.path().join("ts");
         // Missing or empty: fine.
-        check_targets(&pgdata, 42, &[ts.clone()], cfg).unwrap();
+        check_targets(&pgdata, 42, std::slice::from_ref(&ts), cfg).unwrap();
         fs::create_dir_all(&pgdata).unwrap();
         fs::create_dir_all(&ts).unwrap();
-        check_targets(&pgdata, 42, &[ts.clone()], cfg).unwrap();
+        check_targets(&pgdata, 42, std::slice::from_ref(&ts), cfg).unwrap();
         // Anything else: refused, saying what is there and what to do.
         fs::write(pgdata.join("notes.txt"), "mine").unwrap();
         let msg = check_targets(&pgdata, 42, &[], cfg).unwrap_err().to_string();
@@ -524,11 +524,13 @@ mod tests {
         check_targets(&pgdata, 7, &[], cfg).unwrap();
         // Tablespaces: PostgreSQL's version directories only, and only for our copy.
         fs::create_dir(ts.join("PG_15_202209061")).unwrap();
-        check_targets(&pgdata, 7, &[ts.clone()], cfg).unwrap();
+        check_targets(&pgdata, 7, std::slice::from_ref(&ts), cfg).unwrap();
         let fresh = d.path().join("fresh");
-        assert!(check_targets(&fresh, 7, &[ts.clone()], cfg).is_err());
+        assert!(check_targets(&fresh, 7, std::slice::from_ref(&ts), cfg).is_err());
         fs::write(ts.join("notes.txt"), "mine").unwrap();
-        let msg = check_targets(&pgdata, 7, &[ts.clone()], cfg).unwrap_err().to_string();
+        let msg = check_targets(&pgdata, 7, std::slice::from_ref(&ts), cfg)
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.contains("tablespace directory") && msg.contains("notes.txt (1 entry)"),
             "{msg}"
