@@ -187,6 +187,39 @@ debug: on
     fn hook_lines(&self) -> Vec<String> {
         fixtures::lines(&self.hooks)
     }
+
+    fn archive(&self) -> PathBuf {
+        self.env.path("standby_archive")
+    }
+
+    /// Names in the standby's archive directory, sorted.
+    fn archived(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.archive())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Switches WAL and waits until the closed segment is in the standby's
+    /// archive (shipping is asynchronous); returns its name.
+    fn ship_and_wait(&self) -> String {
+        let seg = self.master.switch_wal();
+        assert!(
+            wait_until(WAIT, || self.archived().iter().any(|n| n.starts_with(&seg))),
+            "{seg} did not reach {}: {:?}\n{}",
+            self.archive().display(),
+            self.archived(),
+            tail(&self.master.log, 30)
+        );
+        seg
+    }
+
+    fn count(&self, table: &str) -> String {
+        self.standby_psql(&format!("SELECT count(*) FROM {table}")).unwrap()
+    }
 }
 
 /// md5 of every row of `table`, in a stable order.
@@ -330,6 +363,14 @@ fn base_backup_standby_catches_up_and_fails_over() {
 #[test]
 fn point_in_time_recovery_stops_at_the_target() {
     let p = Pair::new("sb_pitr", "restore_prefetch: 4");
+    // A failover configuration that archives into the shared archive: a
+    // recovery copy must neither archive there nor clean it.
+    let mut failover_conf = fs::read_to_string(p.env.path("failover.conf")).unwrap();
+    failover_conf.push_str(&format!(
+        "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
+        p.archive().display()
+    ));
+    p.env.write("failover.conf", &failover_conf);
     p.standby_ok(&["-I"]);
     p.standby_ok(&["-B"]);
     p.master.psql("CREATE TABLE batches (id int, batch int)");
@@ -351,8 +392,25 @@ fn point_in_time_recovery_stops_at_the_target() {
     let out = p.standby(&["-R", &target]);
     assert_eq!(out.status.code(), Some(2), "-R needs -F999: {}", describe_output(&out));
 
+    let before = p.archived();
     let out = p.standby_ok(&["-F999", "-R", &target]);
     assert!(out.contains("point-in-time recovery"), "{out}");
+    // What the recovery ran with (the server keeps it until a reload).
+    assert_eq!(p.standby_psql("SHOW archive_cleanup_command").unwrap(), "");
+    assert_eq!(p.standby_psql("SHOW archive_mode").unwrap(), "off");
+    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains("archive_mode = 'off'") && auto.contains("ALTER SYSTEM RESET archive_mode"),
+        "archiving stays off after the recovery settings are gone:\n{auto}"
+    );
+    p.standby_psql("CREATE TABLE after_pitr AS SELECT 1 AS x").unwrap();
+    p.standby_psql("SELECT pg_switch_wal()").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        p.archived(),
+        before,
+        "the shared archive must be exactly as before the recovery (nothing removed, nothing of the new timeline added)"
+    );
     let spool = p.pgdata.join("pg_wal/.pitrkit-prefetch");
     let leftovers: Vec<_> = fs::read_dir(&spool)
         .map(|rd| rd.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
@@ -482,6 +540,11 @@ fn bad_standby_configs_are_refused_with_the_reason() {
         ("tablespace_map: /a\n".into(), "old=new", 2),
         ("sslmode: maybe\n".into(), "sslmode must be one of", 2),
         ("unknown_key: 1\n".into(), "unknown key 'unknown_key'", 2),
+        (
+            "pgdata: /data/pg\narchivedir: /data/pg/archive\n".into(),
+            "archivedir /data/pg/archive is inside pgdata /data/pg",
+            2,
+        ),
     ];
     for (i, (text, expected, code)) in cases.iter().enumerate() {
         let ini = env.write(&format!("s{i}.ini"), text);
@@ -544,4 +607,132 @@ fn streaming_standby_follows_without_waiting_for_the_archive() {
         "1"
     );
     let _ = p.standby(&["-A", "stop"]);
+}
+
+#[test]
+fn a_config_path_with_shell_characters_restores_and_fails_over() {
+    let mut p = Pair::new("sb_quote", "");
+    // Each of ' ( ) % ; and the space broke the unquoted restore_command.
+    let dir = p.env.mkdir("it's (a) 100% dir; x");
+    let ini = dir.join("standby.ini");
+    fs::copy(&p.ini, &ini).unwrap();
+    p.env.chown(&ini);
+    p.ini = ini;
+    p.master
+        .psql("CREATE TABLE quoted (id int); INSERT INTO quoted SELECT generate_series(1, 1000)");
+    p.standby_ok(&["-I"]);
+    p.standby_ok(&["-B"]);
+    p.standby_ok(&["-S"]);
+    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains(r"it''\\''''s (a) 100%% dir; x/standby.ini'' %f %p'"),
+        "{auto}"
+    );
+
+    // Rows that reach the standby only through restore_command.
+    p.master.psql("INSERT INTO quoted SELECT generate_series(1001, 2000)");
+    let lsn = p.master.psql("SELECT pg_current_wal_lsn()");
+    p.ship_everything();
+    assert!(
+        wait_until(WAIT, || p
+            .standby_psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"))
+            .is_ok_and(|v| v == "t")),
+        "the standby did not restore up to {lsn}; its log:\n{}",
+        tail(&p.env.path("standby.log"), 30)
+    );
+    p.master.stop();
+    let out = p.standby_ok(&["-F999"]);
+    assert!(out.contains("failover complete"), "{out}");
+    assert_eq!(p.count("quoted"), "2000");
+    let _ = p.standby(&["-A", "stop"]);
+}
+
+#[test]
+fn a_delayed_standby_fails_over_with_every_archived_segment() {
+    let p = Pair::new("sb_delay", "restore_delay: 3600");
+    p.master
+        .psql("CREATE TABLE delayed (id int); INSERT INTO delayed SELECT generate_series(1, 100)");
+    p.standby_ok(&["-I"]);
+    p.standby_ok(&["-B"]);
+    // The base backup's WAL is made old enough for the standby to open;
+    // what the master writes from now on is held back by restore_delay.
+    p.ship_and_wait();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for name in p.archived() {
+        let f = fs::File::options().write(true).open(p.archive().join(name)).unwrap();
+        f.set_modified(two_hours_ago).unwrap();
+    }
+    // Left by a -F999 that was killed: -S must not start a standby that ignores its delay.
+    let marker = p.pgdata.join("pitrkit.promoting");
+    p.env.write("standby_data/pitrkit.promoting", "stale\n");
+    p.standby_ok(&["-S"]);
+    assert!(!marker.exists(), "-S must remove a stale promotion marker");
+
+    p.master.psql("INSERT INTO delayed SELECT generate_series(101, 1100)");
+    p.ship_and_wait();
+    // Standby mode asks the archive again every 5 s (wal_retrieve_retry_interval).
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(p.count("delayed"), "100", "restore_delay must hold the new rows back");
+
+    p.master.stop();
+    let out = p.standby_ok(&["-F999"]);
+    assert!(out.contains("failover complete"), "{out}");
+    assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
+    assert_eq!(
+        p.count("delayed"),
+        "1100",
+        "a failover must replay every archived segment, delayed or not"
+    );
+    assert!(!marker.exists(), "-F999 removes its marker once read-write");
+    let _ = p.standby(&["-A", "stop"]);
+}
+
+#[test]
+fn base_backup_refuses_directories_it_does_not_own() {
+    let p = Pair::new("sb_bdir", "");
+    let notes = p.env.write("standby_data/notes.txt", "my notes\n");
+    let out = p.standby(&["-B"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a PostgreSQL data directory")
+            && stderr.contains("notes.txt (1 entry)")
+            && stderr.contains("point it in"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&notes).unwrap(), "my notes\n");
+    assert!(!p.pgdata.join("PITRKIT_BACKUP_INCOMPLETE").exists(), "nothing written");
+
+    // A data directory of another database system.
+    fs::remove_dir_all(&p.pgdata).unwrap();
+    let other = PgCluster::init(&p.env, "standby_data", "");
+    let out = p.standby(&["-B"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("of another database system"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(other.datadir.join("global/pg_control").exists() && other.datadir.join("base").is_dir());
+    assert!(!p.pgdata.join("PITRKIT_BACKUP_INCOMPLETE").exists(), "nothing written");
+    drop(other);
+
+    // A tablespace directory holding someone's files.
+    fs::remove_dir_all(&p.pgdata).unwrap();
+    p.standby_ok(&["-I"]);
+    let ts_notes = p.env.write("ts_standby/keep.txt", "mine\n");
+    let out = p.standby(&["-B"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tablespace directory"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(ts_notes.exists());
+
+    // Emptied: the copy is made, and made again over itself (same system).
+    fs::remove_file(&ts_notes).unwrap();
+    p.standby_ok(&["-B"]);
+    p.standby_ok(&["-B"]);
+    assert!(p.pgdata.join("global/pg_control").exists());
 }

@@ -146,7 +146,7 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("primary_slot_name", Text, None, "replication slot on the master for streaming replication"),
     opt("start_command", Text, None, "command to start PostgreSQL instead of pg_ctl (systemd, pg_ctlcluster)"),
     opt("stop_command", Text, None, "command to stop PostgreSQL instead of pg_ctl"),
-    opt("restore_delay", Seconds, Some("0"), "serve only WAL archived at least this many seconds ago (delayed standby)"),
+    opt("restore_delay", Seconds, Some("0"), "serve only WAL archived at least this many seconds ago (delayed standby); ignored during cmd_standby -F999, but a promotion started otherwise (pg_promote(), a trigger file) stops at the delay"),
     opt("restore_prefetch", Count, Some("0"), "restore: segments fetched ahead in the background (0: off; ignored with restore_delay)"),
     opt("cleanup_pause_file", Path, None, "while this file exists, cleanup removes nothing"),
     opt("wait_timeout", Seconds, Some("300"), "seconds to wait for PostgreSQL to start, stop or promote"),

@@ -97,6 +97,10 @@ impl StandbyConfig {
                     .hint("slot names use lower-case letters, digits and '_' (at most 63)"));
             }
         }
+        let archivedir = o.path("archivedir")?;
+        let pgdata = o.path("pgdata")?;
+        let tablespace_map = tablespace_map(&o)?;
+        check_overlaps(file, archivedir.as_deref(), pgdata.as_deref(), &tablespace_map)?;
         Ok(StandbyConfig {
             source: file.path.clone(),
             pgversion,
@@ -111,13 +115,13 @@ impl StandbyConfig {
             master_user: o.user("master_user")?.unwrap_or_else(|| "postgres".into()),
             master_password: o.text("master_password"),
             master_pgdata: o.path("master_pgdata")?,
-            tablespace_map: tablespace_map(&o)?,
+            tablespace_map,
             primary_slot_name: slot,
             rsync_threads: o.count("rsync_threads")?.unwrap_or(1).clamp(1, 64) as usize,
             rsync_program: o.path("rsync")?,
             rsync_flags: o.flags("rsync_flags")?,
-            archivedir: o.path("archivedir")?,
-            pgdata: o.path("pgdata")?,
+            archivedir,
+            pgdata,
             pg_conf: o.path("pg_conf")?,
             pg_hba_conf: o.path("pg_hba_conf")?,
             pg_conf_failover: o.path("pg_conf_failover")?,
@@ -154,6 +158,53 @@ impl StandbyConfig {
                 .hint(format!("add '{key}: /absolute/path' ({why})"))
         })
     }
+}
+
+/// A base backup (`-B`) makes pgdata and each tablespace directory an exact
+/// copy of the master's (rsync --delete): anything else inside them is
+/// deleted. The archive must not be there, nor a tablespace inside pgdata.
+fn check_overlaps(
+    file: &IniFile,
+    archivedir: Option<&Path>,
+    pgdata: Option<&Path>,
+    tablespaces: &[(PathBuf, PathBuf)],
+) -> Result<(), ConfigError> {
+    let hint = "give each its own directory, outside the others (the archive is usually next to pgdata, not in it)";
+    if let (Some(a), Some(d)) = (archivedir, pgdata) {
+        if validate::path_within(a, d) {
+            return Err(file
+                .error(
+                    "archivedir",
+                    format!(
+                        "archivedir {} is inside pgdata {}: a base backup (-B) replaces pgdata with the master's copy and would delete the archived WAL",
+                        a.display(),
+                        d.display()
+                    ),
+                )
+                .hint(hint));
+        }
+    }
+    for (_, local) in tablespaces {
+        let clash = [(pgdata, "pgdata"), (archivedir, "archivedir")]
+            .into_iter()
+            .find_map(|(p, key)| {
+                p.filter(|p| validate::path_within(local, p) || validate::path_within(p, local))
+                    .map(|p| (p, key))
+            });
+        if let Some((p, key)) = clash {
+            return Err(file
+                .error(
+                    "tablespace_map",
+                    format!(
+                        "tablespace_map: {} overlaps {key} {}: a base backup (-B) makes each of them an exact copy of the master's and would delete the other's files",
+                        local.display(),
+                        p.display()
+                    ),
+                )
+                .hint(hint));
+        }
+    }
+    Ok(())
 }
 
 fn tablespace_map(o: &Options) -> Result<Vec<(PathBuf, PathBuf)>, ConfigError> {
@@ -237,6 +288,29 @@ action_failover: /var/lib/postgresql/pitrtools/scripts/
     }
 
     #[test]
+    fn an_archive_inside_pgdata_is_refused() {
+        for archivedir in ["/data/pg/archive", "/data/pg", "/data/pg/./x/../archive"] {
+            let e = load(&format!("pgdata: /data/pg\narchivedir: {archivedir}\n")).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("is inside pgdata") && msg.contains("delete the archived WAL"),
+                "{msg}"
+            );
+        }
+        assert!(load("pgdata: /data/pg\narchivedir: /data/pg_archive\n").is_ok());
+        // Through a symlink too.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("pg")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("pg"), d.path().join("link")).unwrap();
+        let text = format!(
+            "pgdata: {}\narchivedir: {}\n",
+            d.path().join("pg").display(),
+            d.path().join("link").display()
+        );
+        assert!(load(&text).unwrap_err().to_string().contains("is inside pgdata"));
+    }
+
+    #[test]
     fn versions_and_maps() {
         assert_eq!(load("pgversion: 15\n").unwrap().pgversion, Some(15));
         assert_eq!(load("pgversion: 9.6\n").unwrap().pgversion, Some(96));
@@ -257,6 +331,11 @@ action_failover: /var/lib/postgresql/pitrtools/scripts/
             .to_string()
             .contains("old=new"));
         assert!(load("master_public_ip: -oProxyCommand=x\n").is_err());
+        assert!(load("tablespace_map: /srv/ts=/data/pg/ts\npgdata: /data/pg\n")
+            .unwrap_err()
+            .to_string()
+            .contains("overlaps pgdata"));
+        assert!(load("tablespace_map: /srv/ts=/data/ts\npgdata: /data/pg\narchivedir: /data/arch\n").is_ok());
         assert!(load("primary_slot_name: Bad-Slot\n").is_err());
     }
 }

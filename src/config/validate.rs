@@ -3,6 +3,8 @@
 //! remote paths through the remote user's shell, and a value starting with `-`
 //! would be read as an option: refuse both early, with the reason.
 
+use std::path::{Component, Path, PathBuf};
+
 /// Characters a shell would interpret; listed for the error message.
 const SHELL_META: &str = "`$;&|<>(){}[]*?!~'\"\\#";
 
@@ -34,6 +36,28 @@ pub fn check_path(value: &str) -> Result<(), String> {
         return Err(r);
     }
     Ok(())
+}
+
+/// `inner` is `outer` or lies below it: lexically, and through symlinks
+/// where both exist.
+pub fn path_within(inner: &Path, outer: &std::path::Path) -> bool {
+    fn lexical(p: &Path) -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    if lexical(inner).starts_with(lexical(outer)) {
+        return true;
+    }
+    matches!((inner.canonicalize(), outer.canonicalize()), (Ok(i), Ok(o)) if i.starts_with(&o))
 }
 
 /// A host name, IPv4 or IPv6 address (no brackets, no user@).

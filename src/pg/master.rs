@@ -183,6 +183,23 @@ impl Master {
             .collect())
     }
 
+    /// The master's database system identifier (`pg_control_system()`, 9.6+),
+    /// the first field of its `global/pg_control`.
+    pub fn system_identifier(&mut self) -> Result<u64, PgError> {
+        let id: String = self
+            .client
+            .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+            .map_err(|e| self.privilege_hint(e, "read the system identifier"))?
+            .get(0);
+        // A bigint in SQL, an unsigned 64-bit number in pg_control.
+        id.parse::<u64>()
+            .or_else(|_| id.parse::<i64>().map(|v| v as u64))
+            .map_err(|_| PgError::Command {
+                what: "reading the master's system identifier".into(),
+                detail: format!("pg_control_system() returned '{id}'"),
+            })
+    }
+
     pub fn database_oids(&mut self) -> Result<Vec<u32>, PgError> {
         let rows = self
             .client

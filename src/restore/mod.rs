@@ -26,7 +26,10 @@
 //! `restore_delay` applies only in standby mode (standby.signal), where "not
 //! yet" means "ask again later". In archive recovery (recovery.signal: PITR,
 //! failover of a stopped standby) a held-back segment would read as the end
-//! of the archive and end recovery early, so there the delay is ignored.
+//! of the archive and end recovery early, so there the delay is ignored; so
+//! it is while `cmd_standby -F999` promotes a running standby
+//! ([`crate::layout::PROMOTING_FILE`] in pgdata). A promotion started by
+//! other means (`pg_promote()`, a trigger file) still stops at the delay.
 
 pub mod prefetch;
 
@@ -146,7 +149,7 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
 
     // Delay only what PostgreSQL replays; a delayed history file would only
     // hold back the timeline switch, not the data.
-    if name.is_segment_data() && !cfg.restore_delay.is_zero() && in_standby_mode(cfg) {
+    if name.is_segment_data() && !cfg.restore_delay.is_zero() && in_standby_mode(cfg) && !promoting(cfg) {
         let mtime = meta.modified().map_err(|source| RestoreError::Unreadable {
             archived: archived.clone(),
             source,
@@ -184,6 +187,14 @@ fn in_standby_mode(cfg: &StandbyConfig) -> bool {
             l == "standby_mode=on" || l == "standby_mode=true"
         })
     })
+}
+
+/// Is `cmd_standby -F999` promoting this server? PostgreSQL ends recovery
+/// on the first "not found" after a promotion request, so nothing may be
+/// held back then (its own `promote` file is gone by the time we are asked).
+fn promoting(cfg: &StandbyConfig) -> bool {
+    let data = cfg.pgdata.clone().unwrap_or_else(|| PathBuf::from("."));
+    data.join(crate::layout::PROMOTING_FILE).exists()
 }
 
 fn check_archivedir(dir: &Path, config: &Path) -> Result<(), RestoreError> {
@@ -487,6 +498,22 @@ mod tests {
             .unwrap();
         assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
         assert!(fs::read(env.dest()).unwrap() == segment(S3));
+    }
+
+    #[test]
+    fn a_failover_by_pitrkit_is_never_delayed() {
+        let env = Env::new("restore_delay: 3600\n");
+        env.archive_compressed(S3, Codec::Zstd, &segment(S3));
+        let pgdata = env.pg_wal.parent().unwrap();
+        fs::write(pgdata.join("standby.signal"), b"").unwrap();
+        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
+        // -F999 marks pgdata before asking PostgreSQL to promote.
+        let marker = pgdata.join(crate::layout::PROMOTING_FILE);
+        fs::write(&marker, b"").unwrap();
+        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
+        fs::remove_file(env.dest()).unwrap();
+        fs::remove_file(&marker).unwrap();
+        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
     }
 
     #[test]

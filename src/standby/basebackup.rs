@@ -51,7 +51,102 @@ const EXCLUDED: &[&str] = &[
     "/recovery.done",
     "/postgresql.auto.conf.tmp",
     "/current_logfiles",
+    // A -F999 interrupted on the master's host must not follow the copy.
+    "/pitrkit.promoting",
 ];
+
+/// The entries of `dir`; `None` if it does not exist.
+fn entries(dir: &Path) -> Result<Option<Vec<String>>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Some(
+            rd.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()
+                .with_context(|| format!("listing {}", dir.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot list it (is it a directory?)", dir.display())),
+    }
+}
+
+fn sample(names: &[String]) -> String {
+    let mut names = names.to_vec();
+    names.sort();
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    format!(
+        "{}{} ({} entr{})",
+        shown.join(", "),
+        if names.len() > 5 { ", ..." } else { "" },
+        names.len(),
+        if names.len() == 1 { "y" } else { "ies" }
+    )
+}
+
+/// Refuses to copy into a directory whose contents a base backup does not
+/// own: `pgdata` must be missing, empty, a data directory of the master's
+/// database system, or an unfinished copy of ours ([`INCOMPLETE_MARKER`]);
+/// a tablespace directory must be missing, empty, or (when pgdata is ours)
+/// hold only PostgreSQL's `PG_<version>_<catalog>` directories.
+pub fn check_targets(pgdata: &Path, master_id: u64, tablespaces: &[PathBuf], config: &Path) -> Result<()> {
+    let what_to_do = |dir: &Path| {
+        format!(
+            "Empty {} (move what you need elsewhere), or point it in {} at an empty or missing directory",
+            dir.display(),
+            config.display()
+        )
+    };
+    let pgdata_ours = match entries(pgdata)? {
+        None => false,
+        Some(names) if names.is_empty() => false,
+        Some(_) if pgdata.join(INCOMPLETE_MARKER).exists() => true,
+        Some(names) => match crate::archive::sysid::pg_control_system_id(pgdata) {
+            Ok(id) if id == master_id => true,
+            Ok(id) => bail!(
+                "{} holds a PostgreSQL data directory of another database system (system identifier {id}; the master's is {master_id}). \
+                 A base backup (-B) would replace it with the master's. {}",
+                pgdata.display(),
+                what_to_do(pgdata)
+            ),
+            Err(e) => bail!(
+                "{} is not empty and is not a PostgreSQL data directory ({}): it holds {}. \
+                 A base backup (-B) makes pgdata an exact copy of the master's data directory and would delete them. {}",
+                pgdata.display(),
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "no global/pg_control".to_string()
+                } else {
+                    format!("global/pg_control: {e}")
+                },
+                sample(&names),
+                what_to_do(pgdata)
+            ),
+        },
+    };
+    for ts in tablespaces {
+        if validate::path_within(ts, pgdata) || validate::path_within(pgdata, ts) {
+            bail!(
+                "the tablespace directory {} overlaps pgdata {}: each must be a separate copy. Set tablespace_map in {} (old=new) to a directory outside pgdata",
+                ts.display(),
+                pgdata.display(),
+                config.display()
+            );
+        }
+        let Some(names) = entries(ts)? else { continue };
+        let foreign: Vec<String> = names
+            .iter()
+            .filter(|n| !(pgdata_ours && n.starts_with("PG_") && ts.join(n).is_dir()))
+            .cloned()
+            .collect();
+        if !foreign.is_empty() {
+            bail!(
+                "the tablespace directory {} is not empty and holds files that are not part of this standby's copy: {}. \
+                 A base backup (-B) makes it an exact copy of the master's tablespace and would delete them. {}",
+                ts.display(),
+                sample(&foreign),
+                what_to_do(ts)
+            );
+        }
+    }
+    Ok(())
+}
 
 /// The rsync filters for the main data directory.
 pub fn data_dir_filters(exclude_conf: bool, exclude_hba: bool, split_base: bool) -> Vec<String> {
@@ -127,6 +222,11 @@ pub fn run(sb: &Standby) -> Result<()> {
         .iter()
         .map(|t| (t.location.clone(), local_location(sb, t)))
         .collect();
+    // rsync --delete makes these exact copies of the master's: check that
+    // nothing else lives there before the first change.
+    let master_id = master.system_identifier()?;
+    let locals: Vec<PathBuf> = remap.iter().map(|(_, l)| l.clone()).collect();
+    check_targets(&sb.pgdata, master_id, &locals, &cfg.source)?;
 
     fsutil::ensure_dir(&sb.pgdata, 0o700).with_context(|| format!("creating {}", sb.pgdata.display()))?;
     let marker = sb.pgdata.join(INCOMPLETE_MARKER);
@@ -389,6 +489,57 @@ mod tests {
         let p = f.iter().position(|x| x == "--filter=P /base/*").unwrap();
         assert!(p < f.iter().position(|x| x == "--exclude=/base/*").unwrap());
         assert_eq!(f[0], format!("--filter=P /{INCOMPLETE_MARKER}"));
+    }
+
+    #[test]
+    fn only_what_a_base_backup_owns_is_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Path::new("/etc/standby.ini");
+        let pgdata = d.path().join("data");
+        let ts = d.path().join("ts");
+        // Missing or empty: fine.
+        check_targets(&pgdata, 42, std::slice::from_ref(&ts), cfg).unwrap();
+        fs::create_dir_all(&pgdata).unwrap();
+        fs::create_dir_all(&ts).unwrap();
+        check_targets(&pgdata, 42, std::slice::from_ref(&ts), cfg).unwrap();
+        // Anything else: refused, saying what is there and what to do.
+        fs::write(pgdata.join("notes.txt"), "mine").unwrap();
+        let msg = check_targets(&pgdata, 42, &[], cfg).unwrap_err().to_string();
+        assert!(
+            msg.contains("not a PostgreSQL data directory")
+                && msg.contains("notes.txt (1 entry)")
+                && msg.contains("Empty"),
+            "{msg}"
+        );
+        // A data directory of the same system, or our unfinished copy: ours.
+        fs::create_dir(pgdata.join("global")).unwrap();
+        fs::write(pgdata.join("global/pg_control"), 42u64.to_le_bytes()).unwrap();
+        check_targets(&pgdata, 42, &[], cfg).unwrap();
+        let msg = check_targets(&pgdata, 7, &[], cfg).unwrap_err().to_string();
+        assert!(
+            msg.contains("another database system (system identifier 42; the master's is 7)"),
+            "{msg}"
+        );
+        fs::write(pgdata.join(INCOMPLETE_MARKER), "").unwrap();
+        check_targets(&pgdata, 7, &[], cfg).unwrap();
+        // Tablespaces: PostgreSQL's version directories only, and only for our copy.
+        fs::create_dir(ts.join("PG_15_202209061")).unwrap();
+        check_targets(&pgdata, 7, std::slice::from_ref(&ts), cfg).unwrap();
+        let fresh = d.path().join("fresh");
+        assert!(check_targets(&fresh, 7, std::slice::from_ref(&ts), cfg).is_err());
+        fs::write(ts.join("notes.txt"), "mine").unwrap();
+        let msg = check_targets(&pgdata, 7, std::slice::from_ref(&ts), cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("tablespace directory") && msg.contains("notes.txt (1 entry)"),
+            "{msg}"
+        );
+        let inside = pgdata.join("ts");
+        assert!(check_targets(&pgdata, 7, &[inside], cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("overlaps pgdata"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 use super::recovery::{self, Mode};
 use super::start::{copy_config, refuse_incomplete, standby_settings};
 use super::Standby;
+use crate::fsutil;
+use crate::layout::PROMOTING_FILE;
 use crate::notify::{self, HookOutcome, Level};
 use crate::transport::ssh::shell_quote;
 
@@ -89,6 +91,11 @@ fn master_alive(sb: &Standby) -> Option<String> {
 pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
     let cfg = sb.cfg;
     let target = target_time.map(|t| parse_target_time(t, Local::now())).transpose()?;
+    if target.is_some() || !sb.cluster.is_running() {
+        // Recovery settings will be written: refuse paths they cannot carry
+        // before the first change.
+        sb.own_command("restore", "%f %p")?;
+    }
     if let Some(why) = master_alive(sb) {
         if !force {
             bail!(
@@ -105,12 +112,26 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
         );
     }
 
+    // While this file exists restore serves what restore_delay holds back:
+    // PostgreSQL ends recovery on the first "not found" once promotion is
+    // asked for, so a held-back segment would be lost to the new master.
+    // It stays if we fail before read-write (the promotion may still run).
+    let promoting = sb.pgdata.join(PROMOTING_FILE);
     match &target {
-        None => promote(sb)?,
+        None => {
+            fsutil::write_durable(
+                &promoting,
+                b"cmd_standby -F999 is promoting this server: restore ignores restore_delay\n",
+                0o600,
+            )
+            .with_context(|| format!("writing {} before promoting", promoting.display()))?;
+            promote(sb)?
+        }
         Some(t) => recover_to(sb, t)?,
     }
     recovery::clear(&sb.pgdata).context("removing recovery settings after promotion")?;
 
+    let mut hook_failed = None;
     if let Some(action) = &cfg.action_failover {
         let outcome = notify::run_hook(
             action,
@@ -122,13 +143,18 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
             cfg.wait_timeout,
         );
         if outcome != HookOutcome::Exited(0) {
-            let msg = format!(
-                "failover of {} done, but action_failover '{action}' failed ({outcome:?}); finish its work by hand",
-                sb.pgdata.display()
-            );
-            cfg.notify.send(Level::Critical, &msg);
-            bail!(msg);
+            hook_failed = Some((action, outcome));
         }
+    }
+    // Read-write now, whatever the hook did: nothing is restored any more.
+    fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
+    if let Some((action, outcome)) = hook_failed {
+        let msg = format!(
+            "failover of {} done, but action_failover '{action}' failed ({outcome:?}); finish its work by hand",
+            sb.pgdata.display()
+        );
+        cfg.notify.send(Level::Critical, &msg);
+        bail!(msg);
     }
     let msg = match &target {
         None => format!("failover complete: {} is now a read-write master", sb.pgdata.display()),
@@ -183,6 +209,14 @@ fn archive_recovery(sb: &Standby, target: Option<&str>, failover_conf: bool) -> 
     let mut s = standby_settings(sb)?;
     s.primary_conninfo = None;
     s.primary_slot_name = None;
+    if target.is_some() {
+        // A recovery copy shares the archive with standbys and older copies
+        // that still need its WAL: it neither cleans the archive (PostgreSQL
+        // runs archive_cleanup_command at restartpoints, in archive recovery
+        // too) nor archives its new timeline into it.
+        s.archive_cleanup_command = None;
+        s.archiving_off = true;
+    }
     s.target_time = target.map(str::to_string);
     s.target_action = Some("promote".into());
     recovery::write(

@@ -21,6 +21,7 @@ use crate::notify::{self, HookOutcome};
 use crate::pg::version::PgVersion;
 use crate::pg::LocalCluster;
 use crate::tools;
+use crate::transport::ssh::shell_quote;
 
 /// Marks a data directory whose base backup did not finish: never start it.
 pub const INCOMPLETE_MARKER: &str = "PITRKIT_BACKUP_INCOMPLETE";
@@ -152,7 +153,8 @@ impl<'a> Standby<'a> {
         Ok(())
     }
 
-    /// restore_command / archive_cleanup_command pointing at this binary and config.
+    /// restore_command / archive_cleanup_command pointing at this binary and
+    /// config. `args` are PostgreSQL's own escapes (`%f %p`, `%r`), kept as is.
     pub fn own_command(&self, sub: &str, args: &str) -> Result<String> {
         let exe = std::env::current_exe().context("locating the pitrkit binary")?;
         let config = self
@@ -160,8 +162,43 @@ impl<'a> Standby<'a> {
             .source
             .canonicalize()
             .unwrap_or_else(|_| self.cfg.source.clone());
-        Ok(format!("{} {sub} -C {} {args}", exe.display(), config.display()))
+        Ok(format!(
+            "{} {sub} -C {} {args}",
+            command_word(&exe, "the pitrkit binary")?,
+            command_word(&config, "the configuration file")?
+        ))
     }
+}
+
+/// A path as one word of a restore_command / archive_cleanup_command.
+///
+/// PostgreSQL first replaces `%f`, `%p`, `%r` and `%%` in the string, then
+/// runs it with `sh -c`. So the path is shell-quoted (a space, `(` or `;`
+/// would otherwise give exit 2, "not found", and end recovery early, or run
+/// a command), and every `%` is doubled. The GUC quoting of the whole
+/// string is `recovery::quote`'s job. A line break cannot be put into a
+/// postgresql.conf string, and a non-UTF-8 name not into the file at all:
+/// refused with the reason.
+pub fn command_word(path: &Path, what: &str) -> Result<String> {
+    let Some(s) = path.to_str() else {
+        bail!(
+            "{what} {} has a name that is not valid UTF-8, which cannot be written into PostgreSQL's restore_command; \
+             move it to a path with a UTF-8 name",
+            path.display()
+        );
+    };
+    if let Some(c) = s.chars().find(|c| matches!(c, '\n' | '\r' | '\0')) {
+        bail!(
+            "{what} {s:?} contains {}, which cannot be written into PostgreSQL's restore_command \
+             (a postgresql.conf string is one line); move it to a path without it",
+            match c {
+                '\n' => "a newline",
+                '\r' => "a carriage return",
+                _ => "a NUL byte",
+            }
+        );
+    }
+    Ok(shell_quote(s).replace('%', "%%"))
 }
 
 fn find_pg_ctl(cfg: &StandbyConfig) -> Result<PathBuf> {
@@ -187,5 +224,82 @@ fn run_user_command(key: &str, cmd: &str, timeout: std::time::Duration) -> Resul
     match notify::run_hook(cmd, &[], &[], timeout) {
         HookOutcome::Exited(0) => Ok(()),
         other => bail!("{key} '{cmd}' failed: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// What PostgreSQL's config parser gives back for a quoted literal.
+    fn guc_unquote(lit: &str) -> String {
+        let inner = &lit[1..lit.len() - 1];
+        let mut out = String::new();
+        let mut it = inner.chars().peekable();
+        while let Some(c) = it.next() {
+            match c {
+                '\\' => out.push(it.next().unwrap()),
+                '\'' => {
+                    assert_eq!(it.next(), Some('\''), "lone quote in {lit}");
+                    out.push('\'');
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// PostgreSQL's %-expansion of restore_command (%% and the given escapes).
+    fn expand_percent(cmd: &str, f: &str, p: &str) -> String {
+        let mut out = String::new();
+        let mut it = cmd.chars();
+        while let Some(c) = it.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match it.next() {
+                Some('%') => out.push('%'),
+                Some('f') => out.push_str(f),
+                Some('p') => out.push_str(p),
+                other => panic!("unexpected %{other:?} in {cmd}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_shell_percent_expansion_and_the_conf_file() {
+        let path = Path::new(r"/tmp/it's (a) 100% dir; x\y/standby.ini");
+        let word = command_word(path, "the configuration file").unwrap();
+        assert_eq!(word, r"'/tmp/it'\''s (a) 100%% dir; x\y/standby.ini'");
+        let cmd = format!("/usr/bin/pitrkit restore -C {word} %f %p");
+        let lit = recovery::quote(&cmd);
+        assert_eq!(
+            lit,
+            r"'/usr/bin/pitrkit restore -C ''/tmp/it''\\''''s (a) 100%% dir; x\\y/standby.ini'' %f %p'"
+        );
+        // Back through the conf parser and the %-expansion: the shell gets
+        // the path as one single-quoted word.
+        assert_eq!(
+            expand_percent(&guc_unquote(&lit), "F", "P"),
+            r"/usr/bin/pitrkit restore -C '/tmp/it'\''s (a) 100% dir; x\y/standby.ini' F P"
+        );
+        // Plain paths stay readable.
+        assert_eq!(
+            command_word(Path::new("/etc/pitrkit/standby.ini"), "x").unwrap(),
+            "/etc/pitrkit/standby.ini"
+        );
+    }
+
+    #[test]
+    fn paths_that_cannot_be_quoted_are_refused_with_the_reason() {
+        let e = command_word(Path::new("/tmp/a\nb/s.ini"), "the configuration file").unwrap_err();
+        assert!(e.to_string().contains("contains a newline"), "{e}");
+        assert!(e.to_string().contains("move it to a path without it"), "{e}");
+        let raw = std::ffi::OsStr::from_bytes(b"/tmp/\xff/s.ini");
+        let e = command_word(Path::new(raw), "the configuration file").unwrap_err();
+        assert!(e.to_string().contains("not valid UTF-8"), "{e}");
     }
 }

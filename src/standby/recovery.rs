@@ -45,11 +45,34 @@ pub struct RecoverySettings {
     pub target_time: Option<String>,
     /// What to do at the target (promote for pitrtools' -F999 -R).
     pub target_action: Option<String>,
+    /// A point-in-time recovery copy: `archive_mode = 'off'` in
+    /// postgresql.auto.conf, outside our block so that it outlives the
+    /// recovery; the DBA turns archiving on again deliberately.
+    pub archiving_off: bool,
 }
 
-/// A postgresql.conf string literal.
+/// Written above `archive_mode = 'off'` for a recovery copy.
+pub const ARCHIVING_OFF_NOTE: &str =
+    "# pitrkit -F999 -R: a point-in-time recovery copy does not archive into the shared archive. \
+Check the recovered data, then: ALTER SYSTEM RESET archive_mode; and restart";
+
+/// `existing` without any archive_mode setting (or our note), plus ours.
+fn with_archiving_off(existing: &str) -> String {
+    let mut out: String = existing
+        .lines()
+        .filter(|l| l.trim() != ARCHIVING_OFF_NOTE && !sets_key(l, "archive_mode"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(ARCHIVING_OFF_NOTE);
+    out.push_str("\narchive_mode = 'off'\n");
+    out
+}
+
+/// A postgresql.conf string literal: `'` doubled and, since the server's
+/// parser reads backslash escapes (`\n`, `\\`, ...), every `\` doubled too,
+/// as ALTER SYSTEM writes them.
 pub fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 impl RecoverySettings {
@@ -75,13 +98,14 @@ impl RecoverySettings {
     }
 }
 
-fn sets_managed_key(line: &str) -> bool {
-    let t = line.trim_start();
-    MANAGED_KEYS.iter().any(|k| {
-        t.strip_prefix(k).is_some_and(|rest| {
-            rest.trim_start().starts_with('=') || rest.starts_with([' ', '\t']) && !rest.trim().is_empty()
-        })
+fn sets_key(line: &str, k: &str) -> bool {
+    line.trim_start().strip_prefix(k).is_some_and(|rest| {
+        rest.trim_start().starts_with('=') || rest.starts_with([' ', '\t']) && !rest.trim().is_empty()
     })
+}
+
+fn sets_managed_key(line: &str) -> bool {
+    MANAGED_KEYS.iter().any(|k| sets_key(line, k))
 }
 
 /// Removes our block and every line setting a managed key from `existing`.
@@ -109,6 +133,9 @@ pub fn strip_managed(existing: &str) -> String {
 /// postgresql.auto.conf with our block (12+).
 pub fn render_auto_conf(existing: &str, s: &RecoverySettings) -> String {
     let mut out = strip_managed(existing);
+    if s.archiving_off {
+        out = with_archiving_off(&out);
+    }
     out.push_str(BLOCK_BEGIN);
     out.push('\n');
     for (k, v) in s.pairs() {
@@ -169,6 +196,12 @@ pub fn write(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| pgdata.join("recovery.conf"));
         write_atomic(&path, &render_recovery_conf(s, mode == Mode::Standby))?;
+        if s.archiving_off {
+            // Not a recovery.conf parameter: the server's own settings file (9.4+).
+            let auto = pgdata.join("postgresql.auto.conf");
+            let existing = fs::read_to_string(&auto).unwrap_or_default();
+            write_atomic(&auto, &with_archiving_off(&existing))?;
+        }
     }
     crate::fsutil::fsync_dir(pgdata)
 }
@@ -194,19 +227,7 @@ fn remove_if_present(p: &Path) -> io::Result<()> {
 
 /// Replaces a small file atomically and durably (0600: it may hold conninfo).
 pub fn write_atomic(path: &Path, contents: &str) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = crate::fsutil::temp_name(dir, &path.file_name().unwrap_or_default().to_string_lossy());
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    crate::fsutil::write_durable(path, contents.as_bytes(), 0o600)
 }
 
 #[cfg(test)]
@@ -248,6 +269,39 @@ mod tests {
         );
         // Keys that merely start with a managed name are not ours.
         assert!(strip_managed("restore_command_timeout = 1\n").contains("restore_command_timeout"));
+    }
+
+    #[test]
+    fn backslashes_are_doubled_like_alter_system_does() {
+        assert_eq!(quote(r"a\b'c"), r"'a\\b''c'");
+    }
+
+    #[test]
+    fn a_recovery_copy_turns_archiving_off_for_good() {
+        let mut s = settings();
+        s.archive_cleanup_command = None;
+        s.archiving_off = true;
+        let existing = "archive_mode = 'on'\nwork_mem = '8MB'\n";
+        let once = render_auto_conf(existing, &s);
+        assert_eq!(once.matches("archive_mode").count(), 2, "{once}"); // the note names it
+        assert!(
+            once.contains("archive_mode = 'off'") && !once.contains("'on'"),
+            "{once}"
+        );
+        assert!(!once.contains("archive_cleanup_command"), "{once}");
+        assert_eq!(render_auto_conf(&once, &s), once, "idempotent");
+        // Clearing the recovery settings keeps archiving off.
+        let cleared = strip_managed(&once);
+        assert!(cleared.contains("archive_mode = 'off'") && !cleared.contains("restore_command"));
+        // 11 and older: the setting goes to postgresql.auto.conf, not recovery.conf.
+        let old = tempfile::tempdir().unwrap();
+        write(old.path(), PgVersion(110000), Mode::Targeted, &s, None).unwrap();
+        assert!(!fs::read_to_string(old.path().join("recovery.conf"))
+            .unwrap()
+            .contains("archive_mode"));
+        assert!(fs::read_to_string(old.path().join("postgresql.auto.conf"))
+            .unwrap()
+            .contains("archive_mode = 'off'"));
     }
 
     #[test]

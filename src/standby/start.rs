@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 
 use super::recovery::{self, Mode, RecoverySettings};
 use super::{Standby, INCOMPLETE_MARKER, PASSFILE};
+use crate::fsutil;
+use crate::layout::PROMOTING_FILE;
 use crate::pg::master::pgpass_line;
 
 /// Copies the configured postgresql.conf / pg_hba.conf (standby or failover
@@ -100,8 +102,18 @@ pub fn start_standby(sb: &Standby) -> Result<()> {
             sb.pgdata.display()
         );
     }
-    let conf_files = copy_config(sb, false)?;
+    // The settings first: a path they cannot carry is refused before anything is written.
     let settings = standby_settings(sb)?;
+    // Left by a -F999 that was killed: it would make this standby ignore restore_delay.
+    let promoting = sb.pgdata.join(PROMOTING_FILE);
+    if promoting.exists() {
+        log::warn!(
+            "removing {}: a failover by pitrkit was interrupted here; this server starts as a standby again",
+            promoting.display()
+        );
+        fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
+    }
+    let conf_files = copy_config(sb, false)?;
     recovery::write(
         &sb.pgdata,
         sb.version,
