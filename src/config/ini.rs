@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 pub struct ConfigError {
     pub file: PathBuf,
     pub line: Option<usize>,
-    /// Last line of a value continued over several lines.
-    pub last_line: Option<usize>,
+    /// Last line of a value continued over several lines (u32 keeps the
+    /// error small enough to pass by value).
+    pub last_line: Option<u32>,
     pub key: Option<String>,
     pub message: String,
     pub hint: Option<String>,
@@ -42,7 +43,7 @@ impl ConfigError {
     /// The lines a (continued) value spans.
     pub fn lines(mut self, first: Option<usize>, last: Option<usize>) -> Self {
         self.line = first;
-        self.last_line = last.filter(|l| Some(*l) > first);
+        self.last_line = last.filter(|l| Some(*l) > first).and_then(|l| u32::try_from(l).ok());
         self
     }
 
@@ -142,8 +143,19 @@ impl IniFile {
                 .hint("pass the configuration file itself with -C, e.g. -C /etc/pitrkit/archiver.ini"));
         }
         let bytes = std::fs::read(path).map_err(|e| {
-            ConfigError::new(path, format!("cannot read configuration file: {e}"))
-                .hint("pass the right file with -C, or check its permissions")
+            // A relative name (the default when -C is missing) means little
+            // in PostgreSQL's log: say where it was looked for.
+            let shown = std::env::current_dir().map(|d| d.join(path)).unwrap_or(path.into());
+            let err = ConfigError::new(&shown, format!("cannot read configuration file: {e}"));
+            match e.kind() {
+                std::io::ErrorKind::NotFound => err.hint(
+                    "pass the configuration file with -C /path/to/file.ini (without -C, it is looked for in the current directory)",
+                ),
+                std::io::ErrorKind::PermissionDenied => err.hint(
+                    "make it readable by the OS user pitrkit runs as (usually postgres), e.g. chgrp postgres and chmod 640",
+                ),
+                _ => err.hint("pass the right file with -C, or check its permissions"),
+            }
         })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
@@ -452,7 +464,7 @@ mod tests {
         let p = f.get("pgdata").unwrap();
         assert_eq!(p.value, "/x\n/y");
         let e = f.error("pgdata", "pgdata: bad");
-        assert_eq!((e.line, e.last_line), (Some(8), Some(9)));
+        assert_eq!((e.line, e.last_line), (Some(8), Some(9u32)));
         assert!(
             e.to_string()
                 .starts_with("test.ini lines 8-9: pgdata: bad — an indented line continues"),

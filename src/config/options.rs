@@ -210,11 +210,19 @@ impl<'a> Options<'a> {
 
     fn err(&self, name: &str, message: String) -> ConfigError {
         let err = self.file.error(name, message);
-        // ConfigParser keeps '#' in a value; users coming from other INI
-        // dialects expect it to start a comment.
+        // ConfigParser keeps '#' and quotes in a value; users of other INI
+        // dialects expect a comment and quoting.
         match self.file.get(name) {
             Some(e) if e.secret.is_none() && e.value.contains(" #") => {
                 err.hint("'#' starts a comment only at the beginning of a line; after a value write ' ; comment'")
+            }
+            // Quotes are shell syntax in commands, and may be meant in text.
+            Some(e)
+                if e.secret.is_none()
+                    && e.value.contains(['"', '\''])
+                    && find_def(self.defs, name).is_some_and(|d| !matches!(d.kind, Command | Text)) =>
+            {
+                err.hint("quotes are part of the value in these files (ConfigParser); remove them")
             }
             _ => err,
         }
@@ -283,7 +291,20 @@ impl<'a> Options<'a> {
             None => Ok(None),
             Some(v) => validate::check_path(&v)
                 .map(|_| Some(PathBuf::from(&v)))
-                .map_err(|why| self.err(name, format!("{name}: {} {why}", self.show(name, &v)))),
+                .map_err(|why| self.path_err(name, &v, &why)),
+        }
+    }
+
+    /// A refused path, with what to do about it.
+    pub fn path_err(&self, name: &str, path: &str, why: &str) -> ConfigError {
+        let err = self.err(name, format!("{name}: {} {why}", self.show(name, path)));
+        if why.contains("absolute") {
+            err.hint("write the full path, starting with '/'")
+        } else if why.contains("line break") {
+            // The continuation-line hint says it all.
+            err
+        } else {
+            err.hint("paths are handed to rsync and ssh, and a remote shell would split or expand these characters; use a path without them (a symlink can provide one)")
         }
     }
 
@@ -305,7 +326,7 @@ impl<'a> Options<'a> {
             .map(|p| {
                 validate::check_path(p)
                     .map(|_| PathBuf::from(p))
-                    .map_err(|why| self.err(name, format!("{name}: {} {why}", self.show(name, p))))
+                    .map_err(|why| self.path_err(name, p, &why))
             })
             .collect()
     }
@@ -326,10 +347,19 @@ impl<'a> Options<'a> {
             return Ok(None);
         };
         v.parse::<u64>().map(Some).map_err(|_| {
-            self.err(
-                name,
-                format!("{name} must be a whole number{unit}, got {}", self.show(name, &v)),
-            )
+            if v.bytes().all(|b| b.is_ascii_digit()) {
+                self.err(name, format!("{name} is too large, got {}", self.show(name, &v)))
+            } else {
+                self.err(
+                    name,
+                    format!("{name} must be a whole number{unit}, got {}", self.show(name, &v)),
+                )
+                .hint(if unit.is_empty() {
+                    "write digits only, e.g. 4"
+                } else {
+                    "write digits only, without a unit, e.g. 30"
+                })
+            }
         })
     }
 
@@ -387,9 +417,18 @@ impl<'a> Options<'a> {
         };
         let mut out: Vec<String> = Vec::new();
         for h in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            validate::check_host(h).map_err(|why| self.err(name, format!("{name}: {} {why}", self.show(name, h))))?;
+            validate::check_host(h).map_err(|why| {
+                let e = self.err(name, format!("{name}: {} {why}", self.show(name, h)));
+                if h.contains(char::is_whitespace) {
+                    e.hint("separate hosts with ','")
+                } else {
+                    e
+                }
+            })?;
             if out.iter().any(|o| o == h) {
-                return Err(self.err(name, format!("{name}: {} is listed twice", self.show(name, h))));
+                return Err(self
+                    .err(name, format!("{name}: {} is listed twice", self.show(name, h)))
+                    .hint("list each host once"));
             }
             out.push(h.to_string());
         }

@@ -37,8 +37,7 @@ impl SshSettings {
             // pitrtools allowed "ssh: /usr/bin/ssh -p 2222".
             let mut words = legacy.split_whitespace();
             if let Some(p) = words.next() {
-                validate::check_path(p)
-                    .map_err(|why| o.file().error("ssh", format!("ssh: {} {why}", o.show("ssh", p))))?;
+                validate::check_path(p).map_err(|why| o.path_err("ssh", p, &why))?;
                 program = Some(PathBuf::from(p));
             }
             for w in words {
