@@ -226,11 +226,15 @@ impl IniFile {
                 continue;
             }
             let Some(sep) = line.find([':', '=']) else {
-                return Err(
-                    ConfigError::new(path, format!("{} is not a 'key: value' line", quote(trimmed)))
-                        .at(Some(n))
-                        .hint("write 'key: value' or 'key = value'; comment lines start with '#' or ';'"),
-                );
+                // "master_password hunter2" lacks its colon: not an echo.
+                let shown = if is_secret_key(&trimmed.to_ascii_lowercase()) {
+                    "this line (not shown: it mentions a password)".to_string()
+                } else {
+                    quote(trimmed)
+                };
+                return Err(ConfigError::new(path, format!("{shown} is not a 'key: value' line"))
+                    .at(Some(n))
+                    .hint("write 'key: value' or 'key = value'; comment lines start with '#' or ';'"));
             };
             let key = line[..sep].trim_end().to_ascii_lowercase();
             if key.is_empty() {
@@ -475,6 +479,14 @@ mod tests {
     }
 
     #[test]
+    fn windows_line_ends_and_a_bom_are_read() {
+        let f = parse("\u{feff}[DEFAULT]\r\nstate: online\r\nslaves: a,\r\n  b\r\n").unwrap();
+        assert_eq!(f.get("state").unwrap().value, "online");
+        assert_eq!(f.get("slaves").unwrap().value, "a,\nb");
+        assert_eq!(f.get("slaves").unwrap().line, Some(3));
+    }
+
+    #[test]
     fn keys_without_a_section_are_accepted() {
         let f = parse("state: online\n").unwrap();
         assert_eq!(f.get("state").unwrap().value, "online");
@@ -490,6 +502,9 @@ mod tests {
             e.to_string(),
             "test.ini line 2: 'slaves db1' is not a 'key: value' line — write 'key: value' or 'key = value'; comment lines start with '#' or ';'"
         );
+        let e = parse("a: 1\nmaster_password hunter2\n").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(e.line, Some(2));
         let e = parse("[DEFAULT\n").unwrap_err();
         assert_eq!(e.line, Some(1));
         let e = parse(": x\n").unwrap_err();
