@@ -107,7 +107,6 @@ notify_critical: {hook} critical
 action_failover: {action}
 wait_timeout: 120
 debug: on
-{standby_extra}
 ",
             mport = master.port,
             mdata = master.datadir.display(),
@@ -124,7 +123,7 @@ debug: on
             hook = hook.display(),
             action = action.display(),
         );
-        let ini = env.write("cmd_standby.ini", &text);
+        let ini = env.write("cmd_standby.ini", &fixtures::merge_ini(&text, standby_extra));
         Pair {
             env,
             sshd,
