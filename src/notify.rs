@@ -70,25 +70,233 @@ pub fn run_hook(hook: &str, args: &[&str], env: &[(&str, &str)], timeout: Durati
     }
 }
 
-/// Why a hook command line cannot take the message appended to it, if it
-/// cannot: pitrkit runs `<hook> "$@"`, so a line ending in `;`, `&` or `|`
-/// or holding a `#` comment would drop or detach the message.
-pub fn hook_problem(hook: &str) -> Option<String> {
-    let h = hook.trim_end();
-    if let Some(c) = h.chars().last().filter(|c| matches!(c, ';' | '&' | '|' | '\\')) {
-        return Some(format!(
-            "ends with '{c}': pitrkit appends the message as an argument (<hook> \"$@\"), which would then be lost or run as a separate command"
-        ));
-    }
-    let comment = h.starts_with('#')
-        || h.char_indices()
-            .any(|(i, c)| c == '#' && h[..i].ends_with(char::is_whitespace));
-    if comment {
-        return Some(
-            "contains a '#' comment: pitrkit appends the message as an argument (<hook> \"$@\"), and the comment would swallow it".into(),
-        );
+/// What a user command line is, as far as appending `"$@"` to it goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    /// One simple command: optional `VAR=x` words, the program, its arguments
+    /// and redirections. The only shape that receives the message intact.
+    Simple,
+    /// A control operator (`;`, `&`, `|`, `&&`, `||`, a line break); `trailing`
+    /// when nothing follows it.
+    Operator {
+        op: &'static str,
+        trailing: bool,
+    },
+    /// `( ... )` outside `$( ... )`.
+    Subshell,
+    /// The command starts with a shell keyword (`if`, `{`, `while`, ...).
+    Keyword(String),
+    /// `eval` runs its arguments, the message included, as shell code.
+    Eval,
+    /// An unquoted `#` at the start of a word.
+    Comment,
+    Unterminated(char),
+    TrailingBackslash,
+    /// Only `VAR=x` words or redirections: the message would be the command.
+    NoCommand,
+}
+
+const KEYWORDS: &[&str] = &[
+    "if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until", "for", "in", "{", "}", "[[",
+    "]]", "function", "select",
+];
+
+/// Index just past the `close` matching the opening bracket before `from`,
+/// skipping quoted text; `None` if unbalanced.
+fn skip_balanced(c: &[char], from: usize, open: char, close: char) -> Option<usize> {
+    let mut depth = 1;
+    let mut i = from;
+    while i < c.len() {
+        match c[i] {
+            '\\' => i += 1,
+            '\'' => i += c[i + 1..].iter().position(|&x| x == '\'')? + 1,
+            x if x == open => depth += 1,
+            x if x == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
     }
     None
+}
+
+/// A light reading of a POSIX `sh` command line: enough to tell one simple
+/// command from anything else, without running it.
+fn shape(line: &str) -> Shape {
+    let c: Vec<char> = line.trim().chars().collect();
+    let mut word = String::new();
+    let mut have_command = false;
+    let mut redirect_target = false;
+    // Called at the end of each word of the first simple command.
+    let mut end_word = |word: &mut String, have_command: &mut bool| -> Option<Shape> {
+        if word.is_empty() || *have_command {
+            word.clear();
+            return None;
+        }
+        let w = std::mem::take(word);
+        if redirect_target {
+            redirect_target = false;
+            return None;
+        }
+        let digits = w.trim_start_matches(|ch: char| ch.is_ascii_digit());
+        if digits.starts_with(['<', '>']) {
+            // `>`, `2>>`: the file name is the next word; `>file` is one word.
+            redirect_target = digits.trim_start_matches(['<', '>', '&', '|']).is_empty();
+            return None;
+        }
+        let assignment = w.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && !name.starts_with(|ch: char| ch.is_ascii_digit())
+                && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        });
+        if assignment {
+            return None;
+        }
+        *have_command = true;
+        if KEYWORDS.contains(&w.as_str()) {
+            return Some(Shape::Keyword(w));
+        }
+        (w == "eval").then_some(Shape::Eval)
+    };
+    let mut i = 0;
+    while i < c.len() {
+        let ch = c[i];
+        match ch {
+            '\\' if i + 1 == c.len() => return Shape::TrailingBackslash,
+            '\\' => {
+                word.push(ch);
+                word.push(c[i + 1]);
+                i += 2;
+                continue;
+            }
+            '\'' | '"' | '`' => {
+                let mut j = i + 1;
+                while j < c.len() && c[j] != ch {
+                    if c[j] == '\\' && ch != '\'' {
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                if j >= c.len() {
+                    return Shape::Unterminated(ch);
+                }
+                word.extend(&c[i..=j]);
+                i = j + 1;
+                continue;
+            }
+            '$' if matches!(c.get(i + 1), Some('(') | Some('{')) => {
+                let (open, close) = if c[i + 1] == '(' { ('(', ')') } else { ('{', '}') };
+                let Some(end) = skip_balanced(&c, i + 2, open, close) else {
+                    return Shape::Unterminated(open);
+                };
+                word.extend(&c[i..end]);
+                i = end;
+                continue;
+            }
+            '#' if word.is_empty() => return Shape::Comment,
+            ' ' | '\t' => {
+                if let Some(s) = end_word(&mut word, &mut have_command) {
+                    return s;
+                }
+            }
+            '(' | ')' => return Shape::Subshell,
+            // Part of a redirection: 2>&1, >&2, <&0, >|file.
+            '&' | '|' if word.ends_with(['<', '>']) => word.push(ch),
+            ';' | '&' | '|' | '\n' => {
+                if let Some(s) = end_word(&mut word, &mut have_command) {
+                    return s;
+                }
+                let doubled = ch != '\n' && ch != ';' && c.get(i + 1) == Some(&ch);
+                let op = match (ch, doubled) {
+                    (';', _) => ";",
+                    ('&', true) => "&&",
+                    ('&', false) => "&",
+                    ('|', true) => "||",
+                    ('|', false) => "|",
+                    _ => "a line break",
+                };
+                let rest = if doubled { i + 2 } else { i + 1 };
+                let trailing = c[rest..].iter().all(|x| x.is_whitespace());
+                return Shape::Operator { op, trailing };
+            }
+            _ => word.push(ch),
+        }
+        i += 1;
+    }
+    if let Some(s) = end_word(&mut word, &mut have_command) {
+        return s;
+    }
+    if have_command {
+        Shape::Simple
+    } else {
+        Shape::NoCommand
+    }
+}
+
+/// Why a notify hook cannot take the message appended as its last argument,
+/// if it cannot. pitrkit runs `sh -c '<hook> "$@"'`, so only one simple
+/// command (`program arg ...`, optionally `VAR=x` before it) gets the message
+/// as its last argument; anything else loses it, gives it to another command,
+/// or is a syntax error that makes every notification fail.
+pub fn hook_problem(hook: &str) -> Option<String> {
+    const RUN: &str = "pitrkit appends the message as an argument (sh -c '<hook> \"$@\"')";
+    let why = match shape(hook) {
+        Shape::Simple => return None,
+        Shape::Operator { op, trailing: true } => format!(
+            "ends with '{op}': {RUN}, so the message would be lost or run as a separate command"
+        ),
+        Shape::Operator { op: "||", .. } => format!(
+            "contains '||': {RUN}, so the message would go to the command after '||' (not the first one), and a failing hook would be hidden"
+        ),
+        Shape::Operator { op: "&", .. } => format!(
+            "contains '&': {RUN}; the command before '&' would run in the background without the message, unwatched by notify_timeout"
+        ),
+        Shape::Operator { op: "|", .. } => format!(
+            "is a pipeline ('|'): {RUN}, so the message would go to the last command of the pipeline, not the first"
+        ),
+        Shape::Operator { op, .. } => format!(
+            "runs several commands ('{op}'): {RUN}, so only the last command would get the message"
+        ),
+        Shape::Subshell => format!(
+            "contains '(' or ')': {RUN}, and '( ... ) \"$@\"' is a shell syntax error, so every notification would fail"
+        ),
+        Shape::Keyword(k) => format!(
+            "starts with the shell keyword '{k}': {RUN}, which after a compound command is a syntax error or lost"
+        ),
+        Shape::Eval => format!("starts with 'eval': {RUN}, so the message text would be run as shell code"),
+        Shape::Comment => format!("contains a '#' comment: {RUN}, and the comment would swallow the message"),
+        Shape::Unterminated(q) => format!(
+            "has an unclosed '{q}': {RUN}, which the open quote or bracket would swallow (a syntax error)"
+        ),
+        Shape::TrailingBackslash => format!(
+            "ends with '\\': {RUN}, and the backslash would glue the message to the last word"
+        ),
+        Shape::NoCommand => format!(
+            "has no command, only variable assignments or redirections: {RUN}, so the message itself would run as the command"
+        ),
+    };
+    Some(why)
+}
+
+/// Why a user command run without arguments (action_failover) is broken
+/// anyway: pitrkit still appends `"$@"`, which is a syntax error after
+/// `( ... )`, a compound command or an open quote.
+pub fn command_problem(cmd: &str) -> Option<String> {
+    const RUN: &str = "pitrkit runs it as sh -c '<command> \"$@\"'";
+    match shape(cmd) {
+        Shape::Subshell => Some(format!(
+            "contains '(' or ')': {RUN}, and '( ... ) \"$@\"' is a shell syntax error, so it would always fail"
+        )),
+        Shape::Keyword(k) => Some(format!(
+            "starts with the shell keyword '{k}': {RUN}, which after a compound command is a syntax error"
+        )),
+        Shape::Unterminated(q) => Some(format!("has an unclosed '{q}' (a shell syntax error)")),
+        _ => None,
+    }
 }
 
 /// The three notify hooks of one configuration.
@@ -197,24 +405,92 @@ mod tests {
 
     #[test]
     fn hooks_that_would_lose_the_message_are_recognised() {
-        for bad in [
-            "echo x;",
-            "logger -t pg &",
-            "mail -s alert dba |",
-            "echo a && ",
-            "echo x # note",
-            "# off",
-            "x \\",
+        for (bad, why) in [
+            ("echo x;", "ends with ';'"),
+            ("logger -t pg &", "ends with '&'"),
+            ("mail -s alert dba |", "ends with '|'"),
+            ("echo a && ", "ends with '&&'"),
+            ("echo x # note", "'#' comment"),
+            ("# off", "'#' comment"),
+            ("x \\", "ends with '\\'"),
+            ("(logger -t pg)", "'(' or ')'"),
+            ("logger $(date) (x)", "'(' or ')'"),
+            ("{ logger -t pg; }", "keyword '{'"),
+            ("if true; then logger x; fi", "keyword 'if'"),
+            ("logger -t pg || true", "contains '||'"),
+            ("logger -t pg && mail dba", "several commands ('&&')"),
+            ("logger -t pg;echo x", "several commands (';')"),
+            ("logger -t pg\necho x", "several commands ('a line break')"),
+            ("logger -t pg & mail dba", "contains '&'"),
+            ("logger -t pg &> /dev/null", "contains '&'"),
+            ("echo | mail dba", "pipeline"),
+            ("echo 'unclosed", "unclosed '''"),
+            ("echo \"unclosed", "unclosed '\"'"),
+            ("echo $(date", "unclosed '('"),
+            ("FOO=bar", "no command"),
+            ("FOO=bar > /tmp/x", "no command"),
+            ("eval echo", "'eval'"),
         ] {
-            assert!(hook_problem(bad).is_some(), "{bad}");
+            let got = hook_problem(bad);
+            assert!(got.as_deref().is_some_and(|g| g.contains(why)), "{bad:?}: {got:?}");
         }
         for ok in [
             "echo OK",
             "/usr/lib/nagios/send 2",
             "printf '%s' a#b",
-            "logger -t pg;echo x",
+            "VAR=x command arg",
+            "NAGIOS_CMD_FILE=/a/b NAGIOS_HOST=db1 /usr/local/share/pitrkit/nagios-passive-check 2",
+            "logger -t \"pitr (db1)\" -p user.err",
+            "logger -t 'a;b|c&d' x",
+            "logger -t pg 2>&1 >> /tmp/log",
+            "logger -t $(hostname) ${TAG:-pitr} `date`",
+            "echo a\\;b",
+            "! false",
         ] {
             assert_eq!(hook_problem(ok), None, "{ok}");
+        }
+    }
+
+    /// What is refused really fails or loses the message when run as
+    /// pitrkit runs it; what is accepted really gets it.
+    #[test]
+    fn refused_hooks_really_lose_the_message() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let o = out.display();
+        let receives = |hook: &str| {
+            let _ = std::fs::remove_file(&out);
+            let outcome = run_hook(hook, &["the-message"], &[], Duration::from_secs(10));
+            let got = std::fs::read_to_string(&out).unwrap_or_default();
+            outcome == HookOutcome::Exited(0) && got.trim_end() == "x the-message"
+        };
+        let recorder = format!("sh -c 'echo \"$*\" >> {o}' sh x");
+        for bad in [
+            format!("( {recorder} )"),
+            format!("{recorder} # note"),
+            format!("{recorder} || true"),
+            format!("true && {recorder}; true"),
+            format!("{recorder} &"),
+            format!("{recorder};"),
+        ] {
+            assert!(hook_problem(&bad).is_some(), "{bad}");
+            assert!(!receives(&bad), "{bad} delivered the message although it is refused");
+        }
+        for good in [recorder.clone(), format!("X=1 {recorder} 2>&1")] {
+            assert_eq!(hook_problem(&good), None, "{good}");
+            assert!(receives(&good), "{good}");
+        }
+    }
+
+    #[test]
+    fn commands_without_a_message_are_checked_for_syntax_only() {
+        for bad in ["(cd / && true)", "if true; then true; fi", "echo 'a"] {
+            assert!(command_problem(bad).is_some(), "{bad}");
+            // Run as pitrkit runs it, each one fails.
+            assert!(!run_hook(bad, &[], &[], Duration::from_secs(5)).succeeded(), "{bad}");
+        }
+        for ok in ["/x/failover.sh", "a && b", "a; b", "a || true", "x #note"] {
+            assert_eq!(command_problem(ok), None, "{ok}");
         }
     }
 

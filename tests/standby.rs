@@ -108,7 +108,6 @@ notify_critical: {hook} critical
 action_failover: {action}
 wait_timeout: 120
 debug: on
-{standby_extra}
 ",
             bindir = pg_bindir().display(),
             mport = master.port,
@@ -126,7 +125,7 @@ debug: on
             hook = hook.display(),
             action = action.display(),
         );
-        let ini = env.write("cmd_standby.ini", &text);
+        let ini = env.write("cmd_standby.ini", &fixtures::merge_ini(&text, standby_extra));
         Pair {
             env,
             sshd,

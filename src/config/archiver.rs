@@ -101,8 +101,9 @@ impl ArchiverConfig {
         if !self.slaves.is_empty() {
             for key in ["l_archivedir", "r_archivedir"] {
                 if !o.is_set(key) {
-                    return Err(ConfigError::new(file, format!("'slaves' is set but '{key}' is not"))
-                        .key(key)
+                    return Err(o
+                        .file()
+                        .error("slaves", format!("'slaves' is set but '{key}' is not"))
                         .hint(format!(
                             "add '{key}: /absolute/path' (the {})",
                             if key == "l_archivedir" {

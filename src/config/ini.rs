@@ -1,9 +1,10 @@
 //! Reading pitrtools-style INI files exactly as Python 2's `ConfigParser` did.
 //!
 //! pitrtools files keep every key in `[DEFAULT]` (or before any section), use
-//! `key: value` or `key = value`, ` ;` inline comments and `%(name)s`
-//! interpolation. rust-ini does the tokenising; this module adds what it lacks:
-//! line numbers for error messages, lower-cased keys and interpolation.
+//! `key: value` or `key = value`, ` ;` inline comments, indented continuation
+//! lines and `%(name)s` interpolation. The reader is line-based like
+//! ConfigParser's own, so every key knows the lines it came from: an error
+//! without a line number wastes a DBA's time.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 pub struct ConfigError {
     pub file: PathBuf,
     pub line: Option<usize>,
+    /// Last line of a value continued over several lines (u32 keeps the
+    /// error small enough to pass by value).
+    pub last_line: Option<u32>,
     pub key: Option<String>,
     pub message: String,
     pub hint: Option<String>,
@@ -24,6 +28,7 @@ impl ConfigError {
         ConfigError {
             file: file.to_path_buf(),
             line: None,
+            last_line: None,
             key: None,
             message: message.into(),
             hint: None,
@@ -35,13 +40,26 @@ impl ConfigError {
         self
     }
 
+    /// The lines a (continued) value spans.
+    pub fn lines(mut self, first: Option<usize>, last: Option<usize>) -> Self {
+        self.line = first;
+        self.last_line = last.filter(|l| Some(*l) > first).and_then(|l| u32::try_from(l).ok());
+        self
+    }
+
     pub fn key(mut self, key: &str) -> Self {
         self.key = Some(key.to_string());
         self
     }
 
+    /// Adds a hint; a second one is appended, so a hint about the file's
+    /// syntax (a continuation line) survives the key's own hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        let hint = hint.into();
+        self.hint = Some(match self.hint.take() {
+            Some(first) => format!("{first}; {hint}"),
+            None => hint,
+        });
         self
     }
 }
@@ -49,8 +67,10 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, " line {line}")?;
+        match (self.line, self.last_line) {
+            (Some(first), Some(last)) => write!(f, " lines {first}-{last}")?,
+            (Some(line), None) => write!(f, " line {line}")?,
+            _ => {}
         }
         write!(f, ": {}", self.message)?;
         if let Some(hint) = &self.hint {
@@ -62,11 +82,16 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One key's value after interpolation, with the line it came from.
+/// One key's value after interpolation, with the lines it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub value: String,
     pub line: Option<usize>,
+    /// Last continuation line, when the value spans several lines.
+    pub last_line: Option<usize>,
+    /// The secret key (a password) whose value this one is or includes;
+    /// such a value is never printed (see [`IniFile::show`]).
+    pub secret: Option<String>,
 }
 
 /// The `[DEFAULT]` keys of one INI file.
@@ -79,61 +104,200 @@ pub struct IniFile {
 /// Python 2 ConfigParser gives up after this many nested `%(x)s` rounds.
 const MAX_INTERPOLATION_DEPTH: usize = 10;
 
+/// Keys whose values are never printed: passwords end up in log files and
+/// terminal scroll-back otherwise.
+pub fn is_secret_key(key: &str) -> bool {
+    key.contains("password")
+}
+
+/// A value for an error message: quoted, with line breaks and other control
+/// characters escaped so the message stays on one line.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A key's value as ConfigParser collects it: the first line's text, then
+/// one more line per continuation line.
+struct RawValue {
+    lines: Vec<String>,
+    first: usize,
+    last: usize,
+}
+
 impl IniFile {
     pub fn load(path: &Path) -> Result<IniFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path, format!("cannot read configuration file: {e}"))
-                .hint("pass the right file with -C, or check its permissions")
+        if path.is_dir() {
+            return Err(ConfigError::new(path, "is a directory, not a configuration file")
+                .hint("pass the configuration file itself with -C, e.g. -C /etc/pitrkit/archiver.ini"));
+        }
+        let bytes = std::fs::read(path).map_err(|e| {
+            // A relative name (the default when -C is missing) means little
+            // in PostgreSQL's log: say where it was looked for.
+            let shown = std::env::current_dir().map(|d| d.join(path)).unwrap_or(path.into());
+            let err = ConfigError::new(&shown, format!("cannot read configuration file: {e}"));
+            match e.kind() {
+                std::io::ErrorKind::NotFound => err.hint(
+                    "pass the configuration file with -C /path/to/file.ini (without -C, it is looked for in the current directory)",
+                ),
+                std::io::ErrorKind::PermissionDenied => err.hint(
+                    "make it readable by the OS user pitrkit runs as (usually postgres), e.g. chgrp postgres and chmod 640",
+                ),
+                _ => err.hint("pass the right file with -C, or check its permissions"),
+            }
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            ConfigError::new(path, "is not UTF-8 text")
+                .at(Some(line))
+                .hint("save the file as UTF-8 (or plain ASCII)")
         })?;
         Self::parse(path, &text)
     }
 
+    /// Parses like Python 2's `ConfigParser._read`: blank lines and lines
+    /// starting with `#`, `;` or the word `rem` are comments; an indented line
+    /// continues the value above (joined with '\n'); `key: value` or
+    /// `key = value`, where ` ;` starts an inline comment on the key's line.
+    /// Unlike ConfigParser, keys before any section are accepted, an indented
+    /// comment line is a comment (as in Python 3), and a key set twice is an
+    /// error (ConfigParser silently kept the last one).
     pub fn parse(path: &Path, text: &str) -> Result<IniFile, ConfigError> {
-        let opt = ini::ParseOption {
-            // Values are shell commands and paths: keep quotes and backslashes
-            // verbatim, as ConfigParser did.
-            enabled_quote: false,
-            enabled_escape: false,
-            ..Default::default()
-        };
-        let parsed = ini::Ini::load_from_str_opt(text, opt)
-            .map_err(|e| ConfigError::new(path, format!("syntax error: {}", e.msg)).at(Some(e.line + 1)))?;
-        let lines = key_lines(text);
-
-        let mut raw: BTreeMap<String, Entry> = BTreeMap::new();
-        for section in parsed.sections() {
-            match section {
-                None => {}
-                Some(s) if s.eq_ignore_ascii_case("default") => {}
-                Some(s) => {
-                    return Err(ConfigError::new(path, format!("unexpected section [{s}]"))
-                        .at(section_line(text, s))
-                        .hint("pitrtools files keep every key under [DEFAULT]; move the keys there"))
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut raw: BTreeMap<String, RawValue> = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for (i, line) in text.split('\n').enumerate() {
+            let n = i + 1;
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let trimmed = line.trim();
+            if trimmed.is_empty() || line.starts_with(['#', ';']) {
+                continue;
+            }
+            if line.starts_with(['r', 'R'])
+                && line
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("rem"))
+            {
+                continue;
+            }
+            if line.starts_with(char::is_whitespace) {
+                if trimmed.starts_with(['#', ';']) {
+                    continue;
+                }
+                let Some(key) = &current else {
+                    return Err(ConfigError::new(path, "indented line with no key above it to continue")
+                        .at(Some(n))
+                        .hint("an indented line continues the value of the key above (ConfigParser); remove the leading white space"));
+                };
+                let v = raw.get_mut(key).expect("current key was inserted");
+                v.lines.push(trimmed.to_string());
+                v.last = n;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('[') {
+                let Some(close) = rest.find(']').filter(|c| *c > 0) else {
+                    return Err(ConfigError::new(path, format!("bad section header {}", quote(trimmed)))
+                        .at(Some(n))
+                        .hint("write the header as [DEFAULT]"));
+                };
+                let name = &rest[..close];
+                if !name.eq_ignore_ascii_case("default") {
+                    return Err(ConfigError::new(path, format!("unexpected section [{name}]"))
+                        .at(Some(n))
+                        .hint("pitrtools files keep every key under [DEFAULT]; rename the header to [DEFAULT] or move the keys there"));
+                }
+                current = None;
+                continue;
+            }
+            let Some(sep) = line.find([':', '=']) else {
+                // "master_password hunter2" lacks its colon: not an echo.
+                let shown = if is_secret_key(&trimmed.to_ascii_lowercase()) {
+                    "this line (not shown: it mentions a password)".to_string()
+                } else {
+                    quote(trimmed)
+                };
+                return Err(ConfigError::new(path, format!("{shown} is not a 'key: value' line"))
+                    .at(Some(n))
+                    .hint("write 'key: value' or 'key = value'; comment lines start with '#' or ';'"));
+            };
+            let key = line[..sep].trim_end().to_ascii_lowercase();
+            if key.is_empty() {
+                return Err(ConfigError::new(path, "a value without a key")
+                    .at(Some(n))
+                    .hint("write 'key: value' or 'key = value'"));
+            }
+            let mut value = line[sep + 1..].trim_start();
+            // ';' starts a comment only after white space (ConfigParser looks
+            // at the first ';' alone).
+            if let Some(pos) = value.find(';').filter(|p| *p > 0) {
+                if value[..pos].ends_with(char::is_whitespace) {
+                    value = &value[..pos];
                 }
             }
-            let props = parsed.section(section).expect("section listed by rust-ini");
-            for (key, value) in props.iter() {
-                let key = key.trim().to_ascii_lowercase();
-                let line = lines.get(&key).copied();
-                // Last occurrence wins, as in ConfigParser.
-                raw.insert(
-                    key,
-                    Entry {
-                        value: value.trim().to_string(),
-                        line,
-                    },
+            let mut value = value.trim().to_string();
+            if value == "\"\"" {
+                value.clear();
+            }
+            if let Some(old) = raw.get(&key) {
+                return Err(
+                    ConfigError::new(path, format!("'{key}' is set twice (lines {} and {n})", old.first))
+                        .at(Some(n))
+                        .key(&key)
+                        .hint("delete the line you do not mean (ConfigParser silently used the last one)"),
                 );
             }
+            raw.insert(
+                key.clone(),
+                RawValue {
+                    lines: vec![value],
+                    first: n,
+                    last: n,
+                },
+            );
+            current = Some(key);
         }
 
+        let raw: BTreeMap<String, Entry> = raw
+            .into_iter()
+            .map(|(key, v)| {
+                // ConfigParser joins continuation lines with '\n'; an empty
+                // first line (the value starts on the next line) is kept.
+                let value = v.lines.join("\n");
+                let secret = is_secret_key(&key).then(|| key.clone());
+                let entry = Entry {
+                    value,
+                    line: Some(v.first),
+                    last_line: Some(v.last).filter(|l| *l > v.first),
+                    secret,
+                };
+                (key, entry)
+            })
+            .collect();
         let mut entries = BTreeMap::new();
         for (key, entry) in &raw {
-            let value = interpolate(path, key, entry, &raw)?;
+            let (value, secret) = interpolate(path, key, entry, &raw)?;
             entries.insert(
                 key.clone(),
                 Entry {
                     value,
-                    line: entry.line,
+                    secret,
+                    ..entry.clone()
                 },
             );
         }
@@ -147,21 +311,65 @@ impl IniFile {
         self.entries.get(key)
     }
 
+    /// An error about `key`, located at its line(s). A value continued over
+    /// several lines gets a hint, since the continuation is rarely meant.
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(&self.path, message)
-            .at(self.entries.get(key).and_then(|e| e.line))
-            .key(key)
+        let entry = self.entries.get(key);
+        let err = ConfigError::new(&self.path, message)
+            .lines(entry.and_then(|e| e.line), entry.and_then(|e| e.last_line))
+            .key(key);
+        match entry {
+            Some(Entry {
+                line: Some(first),
+                last_line: Some(_),
+                ..
+            }) => err.hint(format!(
+                "an indented line continues the value of the key above it (ConfigParser), so '{key}' runs on from line {first}; remove the indentation if that line is a key of its own"
+            )),
+            _ => err,
+        }
+    }
+
+    /// `fragment` (a key's value or part of it) for an error message: quoted
+    /// and escaped, or, when the value comes from a password, only where it
+    /// came from.
+    pub fn show(&self, key: &str, fragment: &str) -> String {
+        match self.entries.get(key).and_then(|e| e.secret.as_deref()) {
+            Some(s) if s == key => format!("(value of secret key '{s}' not shown)"),
+            Some(s) => format!("(value not shown: it includes secret key '{s}')"),
+            None => quote(fragment),
+        }
     }
 }
 
 /// Python 2 ConfigParser only interpolates values containing `%(`; then
 /// `%(name)s` is replaced, `%%` becomes `%`, and a stray `%` is an error.
-fn interpolate(path: &Path, key: &str, entry: &Entry, all: &BTreeMap<String, Entry>) -> Result<String, ConfigError> {
-    let err = |msg: String| ConfigError::new(path, msg).at(entry.line).key(key);
+/// Returns the value and the secret key it includes, if any. Errors name the
+/// key and line, and never repeat a reference found inside a secret value.
+fn interpolate(
+    path: &Path,
+    key: &str,
+    entry: &Entry,
+    all: &BTreeMap<String, Entry>,
+) -> Result<(String, Option<String>), ConfigError> {
+    let mut secret = entry.secret.clone();
+    let err = |msg: String| ConfigError::new(path, msg).lines(entry.line, entry.last_line).key(key);
+    let hidden = |hide: &Option<String>| match hide.as_deref() {
+        None => String::new(),
+        Some(s) if s == key => format!(" (the value is not shown: '{key}' is a secret)"),
+        Some(s) => format!(", inside the value of secret key '{s}' (not shown)"),
+    };
     let mut value = entry.value.clone();
-    for _ in 0..MAX_INTERPOLATION_DEPTH {
+    for round in 0..MAX_INTERPOLATION_DEPTH {
+        // From the second round on, the text holds values substituted in the
+        // first: a secret's own text must not leak through a reference name.
+        let hide = if round == 0 {
+            entry.secret.clone()
+        } else {
+            secret.clone()
+        };
         if !value.contains("%(") {
-            return Ok(value);
+            return Ok((value, secret));
         }
         let mut out = String::with_capacity(value.len());
         let mut rest = value.as_str();
@@ -172,13 +380,27 @@ fn interpolate(path: &Path, key: &str, entry: &Entry, all: &BTreeMap<String, Ent
                 out.push('%');
                 rest = r;
             } else if let Some(r) = rest.strip_prefix('(') {
-                let close = r
-                    .find(")s")
-                    .ok_or_else(|| err(format!("'{key}' has an unterminated %(...)s reference")))?;
+                let Some(close) = r.find(")s") else {
+                    return Err(err(format!(
+                        "'{key}' has an unterminated %(...)s reference{}",
+                        hidden(&hide)
+                    ))
+                    .hint("end each reference with ')s', or write %% for a literal percent sign"));
+                };
                 let name = r[..close].to_ascii_lowercase();
-                let target = all
-                    .get(&name)
-                    .ok_or_else(|| err(format!("'{key}' refers to %({name})s, which is not set in this file")))?;
+                let Some(target) = all.get(&name) else {
+                    return Err(match &hide {
+                        None => err(format!("'{key}' refers to %({name})s, which is not set in this file")),
+                        Some(_) => err(format!(
+                            "'{key}' refers to a key that is not set in this file{}",
+                            hidden(&hide)
+                        )),
+                    }
+                    .hint("set that key, or write %% for a literal percent sign"));
+                };
+                if secret.is_none() {
+                    secret = target.secret.clone();
+                }
                 out.push_str(&target.value);
                 rest = &r[close + 2..];
             } else {
@@ -191,36 +413,10 @@ fn interpolate(path: &Path, key: &str, entry: &Entry, all: &BTreeMap<String, Ent
         out.push_str(rest);
         value = out;
     }
-    Err(err(format!("'{key}': %(name)s references nest too deeply (a loop?)")))
-}
-
-/// Maps each key to the last line (1-based) that assigns it. rust-ini does not
-/// report positions, and an error without a line number wastes a DBA's time.
-fn key_lines(text: &str) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        // Continuation lines start with white space; they belong to the key above.
-        if line.starts_with([' ', '\t']) && !line.trim().is_empty() && i > 0 {
-            let trimmed = line.trim_start();
-            if !trimmed.contains(['=', ':']) {
-                continue;
-            }
-        }
-        let t = line.trim();
-        if t.is_empty() || t.starts_with([';', '#', '[']) {
-            continue;
-        }
-        if let Some(pos) = t.find(['=', ':']) {
-            out.insert(t[..pos].trim().to_ascii_lowercase(), i + 1);
-        }
-    }
-    out
-}
-
-fn section_line(text: &str, name: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| l.trim().trim_start_matches('[').starts_with(name))
-        .map(|i| i + 1)
+    Err(err(format!(
+        "'{key}': %(name)s references nest more than {MAX_INTERPOLATION_DEPTH} deep (a loop?)"
+    ))
+    .hint("a key must not refer to itself, directly or through other keys"))
 }
 
 #[cfg(test)]
@@ -235,7 +431,7 @@ mod tests {
     fn reads_pitrtools_syntax() {
         let f = parse(
             "[DEFAULT]\n; comment\n# comment\nstate: online\nPGDATA = /var/lib/pg ; inline\n\
-             notify_ok: echo OK\nl_archivedir: %(pgdata)s/../archive\n",
+             notify_ok: echo OK\nl_archivedir: %(pgdata)s/../archive\nrem a comment too\nempty: \"\"\n",
         )
         .unwrap();
         assert_eq!(f.get("state").unwrap().value, "online");
@@ -243,12 +439,83 @@ mod tests {
         assert_eq!(f.get("pgdata").unwrap().value, "/var/lib/pg");
         assert_eq!(f.get("notify_ok").unwrap().value, "echo OK");
         assert_eq!(f.get("l_archivedir").unwrap().value, "/var/lib/pg/../archive");
+        assert_eq!(f.get("empty").unwrap().value, "");
+        assert_eq!(f.entries.len(), 5);
+    }
+
+    #[test]
+    fn inline_comments_follow_configparser() {
+        // Only ';' after white space starts a comment, and only the first ';'
+        // counts; '#' inside a value is part of it.
+        let f = parse("a: x;y ; z\nb: x ; y ; z\nc: echo x # note\nd: a\tb ;c\n").unwrap();
+        assert_eq!(f.get("a").unwrap().value, "x;y ; z");
+        assert_eq!(f.get("b").unwrap().value, "x");
+        assert_eq!(f.get("c").unwrap().value, "echo x # note");
+        assert_eq!(f.get("d").unwrap().value, "a\tb");
+    }
+
+    #[test]
+    fn continuation_lines_are_joined_with_newlines() {
+        let f =
+            parse("[DEFAULT]\nslaves: a,\n   b,\n\n\t c\n  ; an indented comment\nstate: online\npgdata: /x\n  /y\n")
+                .unwrap();
+        let s = f.get("slaves").unwrap();
+        assert_eq!(s.value, "a,\nb,\nc");
+        assert_eq!((s.line, s.last_line), (Some(2), Some(5)));
+        // Line numbers of later keys stay right.
+        assert_eq!(f.get("state").unwrap().line, Some(7));
+        assert_eq!(f.get("state").unwrap().last_line, None);
+        let p = f.get("pgdata").unwrap();
+        assert_eq!(p.value, "/x\n/y");
+        let e = f.error("pgdata", "pgdata: bad");
+        assert_eq!((e.line, e.last_line), (Some(8), Some(9u32)));
+        assert!(
+            e.to_string()
+                .starts_with("test.ini lines 8-9: pgdata: bad — an indented line continues"),
+            "{e}"
+        );
+        // A value may start on the next line.
+        assert_eq!(parse("a:\n  x\n").unwrap().get("a").unwrap().value, "\nx");
+    }
+
+    #[test]
+    fn windows_line_ends_and_a_bom_are_read() {
+        let f = parse("\u{feff}[DEFAULT]\r\nstate: online\r\nslaves: a,\r\n  b\r\n").unwrap();
+        assert_eq!(f.get("state").unwrap().value, "online");
+        assert_eq!(f.get("slaves").unwrap().value, "a,\nb");
+        assert_eq!(f.get("slaves").unwrap().line, Some(3));
     }
 
     #[test]
     fn keys_without_a_section_are_accepted() {
         let f = parse("state: online\n").unwrap();
         assert_eq!(f.get("state").unwrap().value, "online");
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_their_line() {
+        let e = parse("[DEFAULT]\n  state: online\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("no key above"), "{e}");
+        let e = parse("a: 1\nslaves db1\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.ini line 2: 'slaves db1' is not a 'key: value' line — write 'key: value' or 'key = value'; comment lines start with '#' or ';'"
+        );
+        let e = parse("a: 1\nmaster_password hunter2\n").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(e.line, Some(2));
+        let e = parse("[DEFAULT\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        let e = parse(": x\n").unwrap_err();
+        assert!(e.message.contains("without a key"), "{e}");
+    }
+
+    #[test]
+    fn a_key_set_twice_is_refused() {
+        let e = parse("[DEFAULT]\nstate: online\nx: 1\nSTATE: offline\n").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("'state' is set twice (lines 2 and 4)"), "{e}");
     }
 
     #[test]
@@ -274,7 +541,7 @@ mod tests {
     #[test]
     fn interpolation_loops_are_reported() {
         let e = parse("a: %(b)s\nb: %(a)s\n").unwrap_err();
-        assert!(e.message.contains("nest too deeply"), "{e}");
+        assert!(e.message.contains("nest more than 10 deep"), "{e}");
     }
 
     #[test]
@@ -282,5 +549,34 @@ mod tests {
         let e = parse("[DEFAULT]\na: 1\n[archiver]\nb: 2\n").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.to_string().contains("[DEFAULT]"), "{e}");
+    }
+
+    /// The secret's text must appear in no error, whichever way it fails.
+    #[test]
+    fn interpolation_errors_never_show_a_secret() {
+        for (text, line) in [
+            ("master_password: Zq%(xy)sWv\n", 1),
+            ("x: 1\nrepl_db_password: Zq%(xy\n", 2),
+            ("master_password: Zq%(xy)s\nmaster_public_ip: %(master_password)s\n", 1),
+            ("master_password: Zq%(xy)s%\nb: %(master_password)s\n", 2),
+            ("master_password: Zq%(b)s\nb: x%(master_password)s\n", 2),
+        ] {
+            let e = parse(text).unwrap_err();
+            let shown = e.to_string();
+            assert!(!shown.contains("Zq") && !shown.contains("xy"), "{text:?}: {shown}");
+            assert!(shown.contains("secret") || shown.contains("a loop?"), "{shown}");
+            assert_eq!(e.line, Some(line), "{shown}");
+        }
+        // A reference in a key's own text is still named.
+        let e = parse("master_password: Zq\nb: %(master_password)s%(nope)s\n").unwrap_err();
+        assert!(
+            e.to_string().contains("%(nope)s") && !e.to_string().contains("Zq"),
+            "{e}"
+        );
+        // An interpolated secret is marked, so later checks do not print it.
+        let f = parse("master_password: hunter2\nmaster_public_ip: db-%(master_password)s\n").unwrap();
+        let shown = f.show("master_public_ip", &f.get("master_public_ip").unwrap().value);
+        assert_eq!(shown, "(value not shown: it includes secret key 'master_password')");
+        assert_eq!(f.show("state", "a\nb"), "'a\\nb'");
     }
 }

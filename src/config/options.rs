@@ -209,7 +209,28 @@ impl<'a> Options<'a> {
     }
 
     fn err(&self, name: &str, message: String) -> ConfigError {
-        self.file.error(name, message)
+        let err = self.file.error(name, message);
+        // ConfigParser keeps '#' and quotes in a value; users of other INI
+        // dialects expect a comment and quoting.
+        match self.file.get(name) {
+            Some(e) if e.secret.is_none() && e.value.contains(" #") => {
+                err.hint("'#' starts a comment only at the beginning of a line; after a value write ' ; comment'")
+            }
+            // Quotes are shell syntax in commands, and may be meant in text.
+            Some(e)
+                if e.secret.is_none()
+                    && e.value.contains(['"', '\''])
+                    && find_def(self.defs, name).is_some_and(|d| !matches!(d.kind, Command | Text)) =>
+            {
+                err.hint("quotes are part of the value in these files (ConfigParser); remove them")
+            }
+            _ => err,
+        }
+    }
+
+    /// A value (or part of one) for an error message; see [`IniFile::show`].
+    pub fn show(&self, name: &str, fragment: &str) -> String {
+        self.file.show(name, fragment)
     }
 
     pub fn is_set(&self, name: &str) -> bool {
@@ -242,9 +263,26 @@ impl<'a> Options<'a> {
         };
         match crate::notify::hook_problem(&h) {
             None => Ok(Some(h)),
-            Some(why) => Err(self.err(name, format!("{name}: '{h}' {why}")).hint(
-                "end the command line with the program and its own arguments; wrap anything more complex in a script",
+            Some(why) => Err(self.err(name, format!("{name}: {} {why}", self.show(name, &h))).hint(
+                "a hook must be one command: a program and its arguments (VAR=value words before it are fine); put anything more complex in a script that takes the message as \"$1\", and name the script here",
             )),
+        }
+    }
+
+    /// A command run without arguments (action_failover, start_command):
+    /// refused only where pitrkit's `sh -c '<command> "$@"'` is a syntax
+    /// error (see [`crate::notify::command_problem`]).
+    pub fn user_command(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let c = match self.def(name).kind {
+            Command => self.command(name),
+            _ => self.text(name),
+        };
+        let Some(c) = c else { return Ok(None) };
+        match crate::notify::command_problem(&c) {
+            None => Ok(Some(c)),
+            Some(why) => Err(self
+                .err(name, format!("{name}: {} {why}", self.show(name, &c)))
+                .hint("put the commands in a script and name the script here")),
         }
     }
 
@@ -253,7 +291,20 @@ impl<'a> Options<'a> {
             None => Ok(None),
             Some(v) => validate::check_path(&v)
                 .map(|_| Some(PathBuf::from(&v)))
-                .map_err(|why| self.err(name, format!("{name}: '{v}' {why}"))),
+                .map_err(|why| self.path_err(name, &v, &why)),
+        }
+    }
+
+    /// A refused path, with what to do about it.
+    pub fn path_err(&self, name: &str, path: &str, why: &str) -> ConfigError {
+        let err = self.err(name, format!("{name}: {} {why}", self.show(name, path)));
+        if why.contains("absolute") {
+            err.hint("write the full path, starting with '/'")
+        } else if why.contains("line break") {
+            // The continuation-line hint says it all.
+            err
+        } else {
+            err.hint("paths are handed to rsync and ssh, and a remote shell would split or expand these characters; use a path without them (a symlink can provide one)")
         }
     }
 
@@ -275,7 +326,7 @@ impl<'a> Options<'a> {
             .map(|p| {
                 validate::check_path(p)
                     .map(|_| PathBuf::from(p))
-                    .map_err(|why| self.err(name, format!("{name}: '{p}' {why}")))
+                    .map_err(|why| self.path_err(name, p, &why))
             })
             .collect()
     }
@@ -286,7 +337,7 @@ impl<'a> Options<'a> {
             "on" | "yes" | "true" | "1" => Ok(true),
             "off" | "no" | "false" | "0" | "" => Ok(false),
             _ => Err(self
-                .err(name, format!("{name} must be on or off, got '{v}'"))
+                .err(name, format!("{name} must be on or off, got {}", self.show(name, &v)))
                 .hint("use on/off, yes/no, true/false or 1/0")),
         }
     }
@@ -295,9 +346,21 @@ impl<'a> Options<'a> {
         let Some(v) = self.raw(name, kind) else {
             return Ok(None);
         };
-        v.parse::<u64>()
-            .map(Some)
-            .map_err(|_| self.err(name, format!("{name} must be a whole number{unit}, got '{v}'")))
+        v.parse::<u64>().map(Some).map_err(|_| {
+            if v.bytes().all(|b| b.is_ascii_digit()) {
+                self.err(name, format!("{name} is too large, got {}", self.show(name, &v)))
+            } else {
+                self.err(
+                    name,
+                    format!("{name} must be a whole number{unit}, got {}", self.show(name, &v)),
+                )
+                .hint(if unit.is_empty() {
+                    "write digits only, e.g. 4"
+                } else {
+                    "write digits only, without a unit, e.g. 30"
+                })
+            }
+        })
     }
 
     pub fn count(&self, name: &str) -> Result<Option<u64>, ConfigError> {
@@ -317,7 +380,10 @@ impl<'a> Options<'a> {
             return Err(self
                 .err(
                     name,
-                    format!("{name} must be at least {min} second(s), got {}", d.as_secs()),
+                    format!(
+                        "{name} must be at least {min} second(s), got {}",
+                        self.show(name, &d.as_secs().to_string())
+                    ),
                 )
                 .hint(self.def(name).help));
         }
@@ -333,7 +399,14 @@ impl<'a> Options<'a> {
             Ok(v)
         } else {
             Err(self
-                .err(name, format!("{name} must be one of {}, got '{v}'", allowed.join(", ")))
+                .err(
+                    name,
+                    format!(
+                        "{name} must be one of {}, got {}",
+                        allowed.join(", "),
+                        self.show(name, &v)
+                    ),
+                )
                 .hint(self.def(name).help))
         }
     }
@@ -344,9 +417,18 @@ impl<'a> Options<'a> {
         };
         let mut out: Vec<String> = Vec::new();
         for h in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            validate::check_host(h).map_err(|why| self.err(name, format!("{name}: '{h}' {why}")))?;
+            validate::check_host(h).map_err(|why| {
+                let e = self.err(name, format!("{name}: {} {why}", self.show(name, h)));
+                if h.contains(char::is_whitespace) {
+                    e.hint("separate hosts with ','")
+                } else {
+                    e
+                }
+            })?;
             if out.iter().any(|o| o == h) {
-                return Err(self.err(name, format!("{name}: '{h}' is listed twice")));
+                return Err(self
+                    .err(name, format!("{name}: {} is listed twice", self.show(name, h)))
+                    .hint("list each host once"));
             }
             out.push(h.to_string());
         }
@@ -358,7 +440,7 @@ impl<'a> Options<'a> {
             None => Ok(None),
             Some(v) => validate::check_user(&v)
                 .map(|_| Some(v.clone()))
-                .map_err(|why| self.err(name, format!("{name}: '{v}' {why}"))),
+                .map_err(|why| self.err(name, format!("{name}: {} {why}", self.show(name, &v)))),
         }
     }
 
@@ -370,7 +452,7 @@ impl<'a> Options<'a> {
             .map(|f| {
                 validate::check_flag(f)
                     .map(|_| f.to_string())
-                    .map_err(|why| self.err(name, format!("{name}: '{f}' {why}")))
+                    .map_err(|why| self.err(name, format!("{name}: {} {why}", self.show(name, f))))
             })
             .collect()
     }
@@ -384,7 +466,7 @@ impl Options<'_> {
         v.split_whitespace()
             .map(|w| match validate::unsafe_char_reason(w) {
                 None => Ok(w.to_string()),
-                Some(why) => Err(self.err(name, format!("{name}: '{w}' {why}"))),
+                Some(why) => Err(self.err(name, format!("{name}: {} {why}", self.show(name, w)))),
             })
             .collect()
     }
@@ -449,5 +531,31 @@ mod tests {
         assert!(o.hosts("slaves").unwrap_err().message.contains("option"));
         assert!(o.path("r_archivedir").is_err());
         assert!(o.flags("rsync_flags").is_err());
+    }
+
+    #[test]
+    fn continued_values_are_checked_by_their_key() {
+        // A list may continue over several lines, as ConfigParser allows.
+        let f = opts("slaves: a,\n  b\nlocal_archivedirs: /x,\n  /y\nr_archivedir: /r\n  /s\nstate: online\n").unwrap();
+        let o = Options::new(&f, ARCHIVER_OPTIONS).unwrap();
+        assert_eq!(o.hosts("slaves").unwrap(), vec!["a", "b"]);
+        assert_eq!(o.paths("local_archivedirs").unwrap().len(), 2);
+        // One path may not: refused with both lines and the reason.
+        let e = o.path("r_archivedir").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "archiver.ini lines 5-6: r_archivedir: '/r\\n/s' contains a line break — an indented line continues the value of the key above it (ConfigParser), so 'r_archivedir' runs on from line 5; remove the indentation if that line is a key of its own"
+        );
+        assert_eq!(o.choice("state").unwrap(), "online");
+    }
+
+    #[test]
+    fn secrets_are_not_shown_by_value_checks() {
+        let f = opts("master_password: hunter2\nuser: %(master_password)s x\nssh_port: %(master_password)s\n").unwrap();
+        let o = Options::new(&f, STANDBY_OPTIONS).unwrap();
+        for e in [o.user("user").unwrap_err(), o.count("ssh_port").unwrap_err()] {
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+            assert!(e.to_string().contains("secret key 'master_password'"), "{e}");
+        }
     }
 }

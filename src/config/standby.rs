@@ -69,18 +69,28 @@ impl StandbyConfig {
             Some(v) => Some(crate::pg::parse_major(&v).ok_or_else(|| {
                 file.error(
                     "pgversion",
-                    format!("pgversion must be a PostgreSQL major version like 15, got '{v}'"),
+                    format!(
+                        "pgversion must be a PostgreSQL major version like 15, got {}",
+                        o.show("pgversion", &v)
+                    ),
                 )
             })?),
         };
         let master_host = o.text("master_public_ip");
         if let Some(h) = &master_host {
-            validate::check_host(h)
-                .map_err(|why| file.error("master_public_ip", format!("master_public_ip: '{h}' {why}")))?;
+            validate::check_host(h).map_err(|why| {
+                file.error(
+                    "master_public_ip",
+                    format!("master_public_ip: {} {why}", o.show("master_public_ip", h)),
+                )
+            })?;
         }
         let port = o.count("port")?.unwrap_or(5432);
         if !(1..=65535).contains(&port) {
-            return Err(file.error("port", format!("port must be 1..65535, got {port}")));
+            return Err(file.error(
+                "port",
+                format!("port must be 1..65535, got {}", o.show("port", &port.to_string())),
+            ));
         }
         let slot = o.text("primary_slot_name");
         if let Some(s) = &slot {
@@ -92,7 +102,10 @@ impl StandbyConfig {
                 return Err(file
                     .error(
                         "primary_slot_name",
-                        format!("primary_slot_name '{s}' is not a valid slot name"),
+                        format!(
+                            "primary_slot_name {} is not a valid slot name",
+                            o.show("primary_slot_name", s)
+                        ),
                     )
                     .hint("slot names use lower-case letters, digits and '_' (at most 63)"));
             }
@@ -130,10 +143,10 @@ impl StandbyConfig {
             recovery_conf: o.path("recovery_conf")?,
             server_log: o.path("logfile")?,
             pitrkit_logfile: o.text("pitrkit_logfile"),
-            action_failover: o.command("action_failover"),
+            action_failover: o.user_command("action_failover")?,
             pg_ctl: o.path("pg_ctl")?,
-            start_command: o.text("start_command"),
-            stop_command: o.text("stop_command"),
+            start_command: o.user_command("start_command")?,
+            stop_command: o.user_command("stop_command")?,
             restore_delay: o.seconds("restore_delay")?,
             restore_prefetch: o.count("restore_prefetch")?.unwrap_or(0).min(256) as usize,
             cleanup_pause_file: o.path("cleanup_pause_file")?,
@@ -217,12 +230,15 @@ fn tablespace_map(o: &Options) -> Result<Vec<(PathBuf, PathBuf)>, ConfigError> {
         .map(|pair| {
             let bad = |why: String| {
                 o.file()
-                    .error("tablespace_map", format!("tablespace_map: '{pair}' {why}"))
+                    .error(
+                        "tablespace_map",
+                        format!("tablespace_map: {} {why}", o.show("tablespace_map", pair)),
+                    )
                     .hint("write old=new pairs of absolute paths, comma-separated")
             };
             let (old, new) = pair.split_once('=').ok_or_else(|| bad("is not old=new".into()))?;
             for p in [old.trim(), new.trim()] {
-                validate::check_path(p).map_err(|why| bad(format!("('{p}' {why})")))?;
+                validate::check_path(p).map_err(|why| bad(format!("({} {why})", o.show("tablespace_map", p))))?;
             }
             Ok((PathBuf::from(old.trim()), PathBuf::from(new.trim())))
         })

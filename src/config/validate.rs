@@ -11,6 +11,9 @@ const SHELL_META: &str = "`$;&|<>(){}[]*?!~'\"\\#";
 /// Why a value was refused, phrased to complete "'<value>' ...".
 pub fn unsafe_char_reason(value: &str) -> Option<String> {
     for c in value.chars() {
+        if c == '\n' {
+            return Some("contains a line break".into());
+        }
         if c.is_control() {
             return Some("contains a control character".into());
         }
@@ -135,7 +138,8 @@ mod tests {
         assert!(check_path("/a;rm -rf").is_err());
         assert!(check_path("/a/$(id)").unwrap_err().contains("'$'"));
         assert!(check_path("/a/`id`").is_err());
-        assert!(check_path("/a\nb").unwrap_err().contains("control"));
+        assert!(check_path("/a\nb").unwrap_err().contains("line break"));
+        assert!(check_path("/a\tb").unwrap_err().contains("control"));
     }
 
     #[test]

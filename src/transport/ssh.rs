@@ -37,7 +37,7 @@ impl SshSettings {
             // pitrtools allowed "ssh: /usr/bin/ssh -p 2222".
             let mut words = legacy.split_whitespace();
             if let Some(p) = words.next() {
-                validate::check_path(p).map_err(|why| o.file().error("ssh", format!("ssh: '{p}' {why}")))?;
+                validate::check_path(p).map_err(|why| o.path_err("ssh", p, &why))?;
                 program = Some(PathBuf::from(p));
             }
             for w in words {
@@ -46,7 +46,7 @@ impl SshSettings {
                 } else {
                     validate::unsafe_char_reason(w).map_or(Ok(()), Err)
                 }
-                .map_err(|why| o.file().error("ssh", format!("ssh: '{w}' {why}")))?;
+                .map_err(|why| o.file().error("ssh", format!("ssh: {} {why}", o.show("ssh", w))))?;
                 extra_args.push(w.to_string());
             }
         }
@@ -54,7 +54,10 @@ impl SshSettings {
             if !kv.contains('=') {
                 return Err(o
                     .file()
-                    .error("ssh_options", format!("ssh_options: '{kv}' is not Key=Value"))
+                    .error(
+                        "ssh_options",
+                        format!("ssh_options: {} is not Key=Value", o.show("ssh_options", &kv)),
+                    )
                     .hint("write ssh -o options as Key=Value words, e.g. 'ServerAliveInterval=15'"));
             }
             extra_args.push("-o".into());
@@ -64,9 +67,10 @@ impl SshSettings {
             None => None,
             Some(p) if (1..=65535).contains(&p) => Some(p as u16),
             Some(p) => {
-                return Err(o
-                    .file()
-                    .error("ssh_port", format!("ssh_port must be 1..65535, got {p}")))
+                return Err(o.file().error(
+                    "ssh_port",
+                    format!("ssh_port must be 1..65535, got {}", o.show("ssh_port", &p.to_string())),
+                ))
             }
         };
         Ok(SshSettings {

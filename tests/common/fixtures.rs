@@ -34,7 +34,27 @@ pub fn cmd_link(env: &TestEnv, name: &str) -> PathBuf {
     link
 }
 
-/// An archiver config using only pitrtools 1.3 keys (plus `extra`), shipping
+/// `base` with the `key: value` lines of `extra` added; a key `extra` sets
+/// replaces the base's line (pitrkit refuses a key set twice).
+pub fn merge_ini(base: &str, extra: &str) -> String {
+    let key = |l: &str| {
+        l.split_once([':', '='])
+            .filter(|_| !l.starts_with([' ', '\t', ';', '#', '[']))
+            .map(|(k, _)| k.trim().to_ascii_lowercase())
+    };
+    let replaced: Vec<String> = extra.lines().filter_map(key).collect();
+    let mut out: String = base
+        .lines()
+        .filter(|l| !matches!(key(l), Some(k) if replaced.contains(&k)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(extra);
+    out.push('\n');
+    out
+}
+
+/// An archiver config using only pitrtools 1.3 keys (plus `extra`, whose
+/// keys replace the base's), shipping
 /// to the private sshd's 127.0.0.1 into `remote`, hooks logging to `hooks`.
 pub fn archiver_ini(env: &TestEnv, sshd: &Sshd, remote: &Path, hook: &Path, extra: &str) -> PathBuf {
     let text = format!(
@@ -58,7 +78,6 @@ notify_warning:  {hook} warning
 notify_critical: {hook} critical
 debug: on
 ssh_debug: off
-{extra}
 ",
         pgdata = env.path("master").display(),
         remote = remote.display(),
@@ -68,7 +87,7 @@ ssh_debug: off
         user = sshd.user,
         hook = hook.display(),
     );
-    env.write("cmd_archiver.ini", &text)
+    env.write("cmd_archiver.ini", &merge_ini(&text, extra))
 }
 
 /// A started master (datadir `master`) whose archive_command is cmd_archiver.
