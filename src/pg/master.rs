@@ -147,6 +147,18 @@ impl Master {
         Ok(self.client.query_one("SELECT version()", &[])?.get(0))
     }
 
+    /// The database system identifier (pg_control), which archives are marked with.
+    pub fn system_identifier(&mut self) -> Result<u64, PgError> {
+        let v: String = self
+            .client
+            .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])?
+            .get(0);
+        v.trim().parse().map_err(|_| PgError::Command {
+            what: "reading the master's system identifier".into(),
+            detail: format!("pg_control_system() returned '{v}'"),
+        })
+    }
+
     pub fn in_recovery(&mut self) -> Result<bool, PgError> {
         Ok(self.client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0))
     }
