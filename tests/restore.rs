@@ -1,12 +1,16 @@
 //! `pitrkit restore` and `pitrkit cleanup` run as PostgreSQL runs them: as a
-//! subprocess in the data directory, judged by exit status. No PostgreSQL
-//! needed: the archived segments are made here.
+//! subprocess in the data directory, as the PostgreSQL OS user, judged by
+//! exit status. Most archived segments are made here; the system-id and
+//! full-WAL-check tests take real segments from real clusters.
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{fixtures, run_output, PgCluster, TestEnv};
 use pitrkit::compress::Codec;
+use pitrkit::integrity::{sum_name, Sum};
 use pitrkit::wal::WalName;
 
 const SEG: u64 = 1 << 20;
@@ -27,44 +31,67 @@ fn segment(name: &str) -> Vec<u8> {
 }
 
 struct Standby {
-    _dir: tempfile::TempDir,
+    env: TestEnv,
     ini: PathBuf,
     archive: PathBuf,
     pgdata: PathBuf,
     pause: PathBuf,
+    hooks: PathBuf,
 }
 
 impl Standby {
-    /// A standby.ini with only `archivedir` (and, if asked, `cleanup_pause_file`).
+    /// A standby.ini with `archivedir`, a recording critical hook, `extra`
+    /// (and, if asked, `cleanup_pause_file`); the archive is marked by
+    /// `pitrkit archiver -I` (the archiver's local archive, shared).
     fn new(with_pause_file: bool) -> Standby {
-        let dir = tempfile::tempdir().unwrap();
-        let archive = dir.path().join("archive");
-        let pgdata = dir.path().join("pgdata");
-        let pause = dir.path().join("pause_cleanup");
-        fs::create_dir(&archive).unwrap();
-        fs::create_dir_all(pgdata.join("pg_wal")).unwrap();
-        let ini = dir.path().join("standby.ini");
-        let mut text = format!("[DEFAULT]\narchivedir: {}\n", archive.display());
+        let sb = Standby::unmarked(with_pause_file, "");
+        let arch_ini = sb.env.write("archiver.ini", &format!("local_archivedirs: {}\n", sb.archive.display()));
+        let o = run_output(sb.env.pitrkit().args(["archiver", "-C"]).arg(&arch_ini).arg("-I"));
+        assert_eq!(status(&o), 0, "{}", common::describe_output(&o));
+        sb
+    }
+
+    fn unmarked(with_pause_file: bool, extra: &str) -> Standby {
+        let env = TestEnv::new("restore", Path::new(env!("CARGO_BIN_EXE_pitrkit")));
+        let archive = env.mkdir("archive");
+        let pgdata = env.mkdir("pgdata");
+        env.mkdir("pgdata/pg_wal");
+        let pause = env.path("pause_cleanup");
+        let (hook, hooks) = fixtures::recording_hook(&env, "hooks");
+        let mut text = format!(
+            "[DEFAULT]\narchivedir: {}\nnotify_critical: {} critical\n{extra}\n",
+            archive.display(),
+            hook.display()
+        );
         if with_pause_file {
             text += &format!("cleanup_pause_file: {}\n", pause.display());
         }
-        fs::write(&ini, text).unwrap();
+        let ini = env.write("standby.ini", &text);
         Standby {
-            _dir: dir,
+            env,
             ini,
             archive,
             pgdata,
             pause,
+            hooks,
         }
     }
 
     /// Runs `pitrkit <args>` in the data directory, as PostgreSQL does.
     fn pitrkit(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pitrkit"))
-            .args(args)
-            .current_dir(&self.pgdata)
-            .output()
-            .unwrap()
+        run_output(self.env.pitrkit().args(args).current_dir(&self.pgdata))
+    }
+
+    /// A plain archived file with its checksum sidecar, as the archiver stores it.
+    fn archive_plain(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.archive.join(name);
+        fs::write(&p, data).unwrap();
+        fs::write(self.archive.join(sum_name(name)), Sum::of_reader(data).unwrap().render()).unwrap();
+        p
+    }
+
+    fn dest(&self) -> PathBuf {
+        self.pgdata.join("pg_wal/RECOVERYXLOG")
     }
 
     fn restore(&self, wal: &str) -> Output {
@@ -172,14 +199,14 @@ fn cleanup_removes_older_wal_and_keeps_history() {
     assert_eq!(status(&o), 0, "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("would remove 4 file(s)"), "{out}");
-    assert_eq!(Standby::files(&sb.archive).len(), files.len());
+    assert_eq!(Standby::files(&sb.archive).len(), files.len() + 1, "and the -I mark");
 
     // Paused: nothing removed, exit 0.
     fs::write(&sb.pause, "").unwrap();
     let o = sb.pitrkit(&["cleanup", "-C", ini, "000000020000000000000004"]);
     assert_eq!(status(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("paused"), "{}", stderr(&o));
-    assert_eq!(Standby::files(&sb.archive).len(), files.len());
+    assert_eq!(Standby::files(&sb.archive).len(), files.len() + 1, "and the -I mark");
     fs::remove_file(&sb.pause).unwrap();
 
     let o = sb.pitrkit(&["cleanup", "-C", ini, "000000020000000000000004"]);
@@ -189,6 +216,7 @@ fn cleanup_removes_older_wal_and_keeps_history() {
         Standby::files(&sb.archive),
         [
             ".000000020000000000000005.XyZ123",
+            ".pitrkit-system-id",
             "000000010000000000000002.00000028.backup",
             "00000002.history",
             "00000002.history.zst",
