@@ -147,7 +147,11 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
     }
     assert!(s.queued().is_empty(), "queue not drained: {:?}", s.queued());
     let spool = s.env.path("queue/.spool");
-    assert_eq!(fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0), 0, "staging copies left");
+    assert_eq!(
+        fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),
+        0,
+        "staging copies left"
+    );
     assert_eq!(pg.archiver_counts().1, 0, "no archive call may fail");
     // Durable copies keep the archive private.
     let mode = fs::metadata(s.remote.join(&segs[0])).unwrap().permissions();
@@ -664,7 +668,10 @@ fn remote_sync_covers_every_delivered_file_and_the_directory() {
     assert!(s.queued().is_empty(), "identical on the slave is delivered");
     let r = s.remote.display().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("sync -- {r}/{seg} {r}/{seg}.sum {r}\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sync -- {r}/{seg} {r}/{seg}.sum {r}\"")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("--fsync"), "needs rsync 3.2.4+ on both ends: {stderr}");
 
     // A newly sent file is synced the same way.

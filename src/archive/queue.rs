@@ -161,7 +161,12 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
     shipped.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
     let with_sidecar = |files: Vec<String>| -> Vec<String> {
         let mut all = files.clone();
-        all.extend(sidecars.iter().filter(|(f, _)| files.contains(f)).map(|(_, s)| s.clone()));
+        all.extend(
+            sidecars
+                .iter()
+                .filter(|(f, _)| files.contains(f))
+                .map(|(_, s)| s.clone()),
+        );
         all
     };
     let delivered = shipped.delivered();

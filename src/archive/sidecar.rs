@@ -157,7 +157,11 @@ mod tests {
         let w2 = "000000010000000000000004";
         fs::write(d.path().join(format!("{w2}.zst")), b"z").unwrap();
         assert_eq!(place(d.path(), w2, &a).unwrap(), None);
-        let left: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        let left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(left.len(), 3, "no temporary file left: {left:?}");
     }
 

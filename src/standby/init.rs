@@ -29,8 +29,10 @@ pub fn run(sb: &Standby) -> Result<()> {
     let archivedir = sb
         .cfg
         .require(&sb.cfg.archivedir, "archivedir", "where WAL from the archiver arrives")?;
-    let mut dirs: Vec<(String, PathBuf)> =
-        vec![("pgdata".into(), sb.pgdata.clone()), ("archivedir".into(), archivedir.clone())];
+    let mut dirs: Vec<(String, PathBuf)> = vec![
+        ("pgdata".into(), sb.pgdata.clone()),
+        ("archivedir".into(), archivedir.clone()),
+    ];
     for ts in &tablespaces {
         dirs.push((
             format!("tablespace {} (master: {})", ts.name, ts.location.display()),
