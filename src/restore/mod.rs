@@ -5,23 +5,37 @@
 //! directory, the data directory. `archivedir/%f` is used, or else
 //! `%f.zst`, `%f.lz4`, `%f.gz` (first found wins), decompressed in process.
 //!
+//! What is verified before `%p` appears (one pass over the data, while it
+//! is copied to a temporary name; see `crate::layout` for the stored forms):
+//! the archive directory exists and carries `-I`'s mark; a plain file
+//! matches its `.sum` sidecar; a compressed one its frame checksums; a
+//! segment names the expected database system (pg_control of the data
+//! directory, else the archive's mark) and matches its name; a segment
+//! without any stored checksum passes the full WAL check
+//! (`crate::walcheck`); a history file is well formed; a prefetched copy
+//! still matches the archive ([`prefetch`]).
+//!
 //! Exit status, which PostgreSQL reads as follows:
 //!
-//! - [`EXIT_RESTORED`] (0): `%p` holds the complete file; a segment has
-//!   been checked against its name (page header address and size).
-//! - [`EXIT_NOT_FOUND`] (1): not in the archive, or not yet for a delayed
-//!   standby (`restore_delay`). PostgreSQL asks for missing files all the
-//!   time (the next timeline's history file, the segment after the newest
-//!   one), so this is logged at debug level only. PostgreSQL then tries
-//!   pg_wal and streaming, or ends archive recovery.
-//! - [`EXIT_FATAL`] (200): anything else: unreadable or corrupt archive file,
-//!   a segment whose header does not match its name, `%p` not writable,
-//!   archivedir missing or not configured, a bad `%f`. PostgreSQL treats an
-//!   exit status above 125 like a signal: recovery stops with a FATAL error.
-//!   A status of 1 or 2 instead would read as "not in the archive", and
-//!   archive recovery would end at that segment and promote the server
-//!   without the rest of the WAL, silently losing data. Stopping loudly lets
-//!   the DBA fix the archive and restart.
+//! - [`EXIT_RESTORED`] (0): `%p` holds the complete, verified file.
+//! - [`EXIT_NOT_FOUND`] (1): not in the (marked) archive, or not yet for a
+//!   delayed standby (`restore_delay`). PostgreSQL asks for missing files
+//!   all the time (the next timeline's history file, the segment after the
+//!   newest one), so this is logged at debug level only. PostgreSQL then
+//!   tries pg_wal and streaming, or ends archive recovery. Also, in standby
+//!   mode only, an archive that is not there (unmarked, missing, a dangling
+//!   symlink): the standby keeps waiting, and a critical notification (at
+//!   most one per 10 minutes) tells the DBA.
+//! - [`EXIT_FATAL`] (200): anything else: an archive that is not there while
+//!   PostgreSQL would end recovery on "not found" (archive recovery, PITR,
+//!   a promotion under way), a damaged or foreign archive file, a segment
+//!   whose header does not match its name, `%p` not writable, archivedir
+//!   not configured, a bad `%f`. PostgreSQL treats an exit status above 125
+//!   like a signal: recovery stops with a FATAL error. A status of 1 or 2
+//!   instead would read as "not in the archive", and archive recovery would
+//!   end at that segment and promote the server without the rest of the
+//!   WAL, silently losing data. Stopping loudly lets the DBA fix the archive
+//!   and restart.
 //!
 //! `restore_delay` applies only in standby mode (standby.signal), where "not
 //! yet" means "ask again later". In archive recovery (recovery.signal: PITR,
