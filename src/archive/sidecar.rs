@@ -105,11 +105,14 @@ pub fn with_sidecars(qdir: &Path, names: &[String]) -> Vec<String> {
     all
 }
 
+/// Each queued file's fate in one shipping run.
+pub type Outcomes = Vec<(String, Outcome)>;
+
 /// Folds each sidecar's outcome into its file's: `X` counts as delivered
 /// only when `X.sum` is too; a conflict on either is a conflict. Returns the
 /// per-file outcomes (sidecars no longer listed) and the sidecars that go
 /// with each delivered or conflicting file.
-pub fn fold(outcomes: Vec<(String, Outcome)>) -> (Vec<(String, Outcome)>, Vec<(String, String)>) {
+pub fn fold(outcomes: Outcomes) -> (Outcomes, Vec<(String, String)>) {
     let sidecar = |n: &str| n.strip_suffix(crate::layout::SUM_SUFFIX).map(str::to_string);
     let sums: Vec<(String, Outcome)> = outcomes
         .iter()
