@@ -22,6 +22,8 @@
 //! anywhere: there the first invalid thing is the end of WAL, as for
 //! PostgreSQL. A record that starts before the segment or runs past its end
 //! cannot be checked whole: its bytes inside are accounted for, not summed.
+//! WAL older than PostgreSQL 9.5 (another record format) gets its first
+//! page header checked only.
 
 use std::fmt;
 
@@ -38,6 +40,9 @@ const RM_XLOG_ID: u8 = 0;
 const XLOG_SWITCH: u8 = 0x40;
 /// PostgreSQL never writes a record larger than this (XLogRecordMaxSize).
 const MAX_RECORD: u32 = 1020 * 1024 * 1024;
+/// XLOG_PAGE_MAGIC of PostgreSQL 9.5, which introduced this record format;
+/// older WAL gets its page headers checked only.
+const FIRST_MAGIC_WITH_THIS_FORMAT: u16 = 0xD087;
 
 fn maxalign(n: usize) -> usize {
     (n + 7) & !7
@@ -240,6 +245,9 @@ impl WalCheck {
             return Ok(()); // never read by recovery
         }
         let off = self.pages * self.block as u64;
+        if off > 0 && self.magic < FIRST_MAGIC_WITH_THIS_FORMAT {
+            return Ok(());
+        }
         let u16le = |o: usize| u16::from_le_bytes([page[o], page[o + 1]]);
         let u32le = |o: usize| u32::from_le_bytes(page[o..o + 4].try_into().unwrap());
         let u64le = |o: usize| u64::from_le_bytes(page[o..o + 8].try_into().unwrap());
@@ -279,6 +287,9 @@ impl WalCheck {
             );
         }
         self.last_tli = tli;
+        if self.magic < FIRST_MAGIC_WITH_THIS_FORMAT {
+            return Ok(());
+        }
         let mut pos = if off == 0 { LONG_HEADER } else { SHORT_HEADER };
 
         // What continues from the previous page (or segment).
