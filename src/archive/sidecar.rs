@@ -48,9 +48,11 @@ fn stored(dir: &Path, wal: &str) -> bool {
 
 /// Places `dir/X.sum` for plain `X` (call it before `X` is placed).
 /// An existing sidecar with the same content is kept; a different one is
-/// replaced only while `X` is absent (an orphan of an interrupted call),
-/// else it is a conflict. Nothing is placed beside an existing compressed
-/// form (that copy carries its own checksum).
+/// replaced only while `X` is absent (an orphan of an interrupted call).
+/// Beside an `X` that differs from ours it is left for placing `X` to
+/// report the conflict; beside our very `X` it is damaged: an error.
+/// Nothing is placed beside an existing compressed form only (that copy
+/// carries its own checksum).
 pub fn place(dir: &Path, wal: &str, sum: &Sum) -> Result<Option<Placed>, PlaceError> {
     let plain = dir.join(wal);
     let compressed_only = !plain.exists() && stored(dir, wal);
@@ -65,10 +67,19 @@ pub fn place(dir: &Path, wal: &str, sum: &Sum) -> Result<Option<Placed>, PlaceEr
             return fsutil::accept_existing(&path, true, 0).map(Some);
         }
         if fs::symlink_metadata(&plain).is_ok() {
-            return Err(PlaceError::Conflict {
+            // X is there: if it differs from ours, placing X reports that
+            // conflict in its own terms; if it is ours, the sidecar is damaged.
+            let same_file = Sum::of_file(&plain).map_err(io_err(&plain, "checksum existing file"))? == *sum;
+            if !same_file {
+                return Ok(None);
+            }
+            return Err(PlaceError::Io {
                 path,
-                existing: existing.len() as u64,
-                ours: text.len() as u64,
+                op: "check checksum file",
+                source: io::Error::other(format!(
+                    "it does not match {}, which holds the same bytes as the WAL being archived, so the checksum file is damaged; move it aside and PostgreSQL's next retry rewrites it",
+                    plain.display()
+                )),
             });
         }
         fsutil::remove_durable(&path).map_err(io_err(&path, "replace orphan checksum file"))?;
@@ -152,9 +163,13 @@ mod tests {
         // Orphan (no X): replaced.
         assert_eq!(place(d.path(), wal, &b).unwrap(), Some(Placed::Created));
         assert_eq!(fs::read_to_string(d.path().join(sum_name(wal))).unwrap(), b.render());
-        // With X beside it: a conflict, never replaced.
+        // With X beside it: never replaced. X different from ours: left to
+        // placing X (a conflict there); X ours: the sidecar is damaged.
         fs::write(d.path().join(wal), b"x").unwrap();
-        assert!(matches!(place(d.path(), wal, &a), Err(PlaceError::Conflict { .. })));
+        assert_eq!(place(d.path(), wal, &a).unwrap(), None);
+        let x = Sum::of_file(&d.path().join(wal)).unwrap();
+        let e = place(d.path(), wal, &x).unwrap_err().to_string();
+        assert!(e.contains("damaged"), "{e}");
         assert_eq!(fs::read_to_string(d.path().join(sum_name(wal))).unwrap(), b.render());
         // Beside a compressed form only: nothing.
         let w2 = "000000010000000000000004";
