@@ -119,7 +119,9 @@ pub fn classify(file_name: &str, oldest: &WalName) -> Verdict {
     if file_name.starts_with('.') {
         return Verdict::Ignore("a dot-file (a copy in progress?)");
     }
-    let (_, base) = Codec::detect(file_name);
+    // A plain file's checksum sidecar goes (or stays) with its file.
+    let unsummed = file_name.strip_suffix(crate::layout::SUM_SUFFIX).unwrap_or(file_name);
+    let (_, base) = Codec::detect(unsummed);
     let Ok(name) = WalName::parse(base) else {
         return Verdict::Ignore("not a WAL file name");
     };
@@ -372,6 +374,9 @@ mod tests {
     fn compressed_files_go_history_and_backup_stay() {
         let env = Env::new(&[
             "000000010000000000000001.zst",
+            "000000010000000000000001.sum",
+            "000000010000000000000004.sum",
+            "00000002.history.sum",
             "000000010000000000000002.lz4",
             "000000010000000000000003.gz",
             "000000010000000000000003.partial.zst",
@@ -384,6 +389,7 @@ mod tests {
         assert_eq!(
             names(&r),
             [
+                "000000010000000000000001.sum",
                 "000000010000000000000001.zst",
                 "000000010000000000000002.lz4",
                 "000000010000000000000003.gz",
@@ -394,12 +400,14 @@ mod tests {
             env.left(),
             [
                 "000000010000000000000002.00000028.backup",
+                "000000010000000000000004.sum",
                 "000000010000000000000004.zst",
                 "00000002.history",
+                "00000002.history.sum",
                 "00000003.history.gz",
             ]
         );
-        assert_eq!((r.kept_wal, r.kept_history, r.kept_backup), (1, 2, 1));
+        assert_eq!((r.kept_wal, r.kept_history, r.kept_backup), (2, 3, 1));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum Codec {
 pub struct ByteCounts {
     pub read: u64,
     pub written: u64,
+    /// Decompression: every frame carried a checksum of its content, and it
+    /// matched (always for gzip; zstd and lz4 frames made by other tools may
+    /// have none, and then the caller must check the data another way).
+    pub checksummed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +183,7 @@ impl Codec {
         Ok(ByteCounts {
             read: src.count,
             written: dst.count,
+            checksummed: self != Codec::None,
         })
     }
 
@@ -188,10 +193,15 @@ impl Codec {
     pub fn decompress<R: Read, W: Write>(self, input: R, mut output: W) -> Result<ByteCounts, CodecError> {
         let mut src = Source::new(input);
         let mut lz4_end = Ok(());
+        let mut checksummed = false;
         let result = match self {
             Codec::None => pump(&mut src, &mut output),
-            Codec::Zstd => match zstd::stream::read::Decoder::new(&mut src) {
-                Ok(mut dec) => pump(&mut dec, &mut output),
+            Codec::Zstd => match zstd::stream::read::Decoder::new(ZstdWalker::new(&mut src)) {
+                Ok(mut dec) => {
+                    let r = pump(&mut dec, &mut output);
+                    checksummed = dec.get_ref().get_ref().all_checksummed();
+                    r
+                }
                 Err(e) => Err(Pumped::Read(e)),
             },
             Codec::Lz4 => {
@@ -208,9 +218,12 @@ impl Codec {
                     }
                 };
                 lz4_end = dec.get_ref().finish();
+                checksummed = dec.get_ref().unchecked == 0;
                 r
             }
             Codec::Gzip => {
+                // Every member ends with the CRC-32 of its content.
+                checksummed = true;
                 // Multi: `cat a.gz b.gz` is valid gzip, and trailing bytes after
                 // the first member must be read (and refused), not ignored.
                 pump(&mut flate2::read::MultiGzDecoder::new(&mut src), &mut output)
@@ -241,6 +254,7 @@ impl Codec {
         Ok(ByteCounts {
             read: src.count,
             written,
+            checksummed,
         })
     }
 
@@ -386,6 +400,8 @@ struct Lz4Walker<R> {
     block_checksums: bool,
     content_checksum: bool,
     frames: u64,
+    /// Frames without a content checksum.
+    unchecked: u64,
     input_ended: bool,
 }
 
@@ -399,6 +415,7 @@ impl<R: Read> Lz4Walker<R> {
             block_checksums: false,
             content_checksum: false,
             frames: 0,
+            unchecked: 0,
             input_ended: false,
         }
     }
@@ -457,6 +474,7 @@ impl<R: Read> Lz4Walker<R> {
                 let flg = self.field[0];
                 self.block_checksums = flg & 0x10 != 0;
                 self.content_checksum = flg & 0x04 != 0;
+                self.unchecked += u64::from(!self.content_checksum);
                 // BD byte, optional content size and dictionary id, header checksum.
                 let rest = 1 + if flg & 0x08 != 0 { 8 } else { 0 } + if flg & 0x01 != 0 { 4 } else { 0 } + 1;
                 self.skip_to(rest, Lz4Field::BlockSize, false);
@@ -478,6 +496,153 @@ impl<R: Read> Read for Lz4Walker<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.input_ended |= n == 0 && !buf.is_empty();
+        self.observe(&buf[..n]);
+        Ok(n)
+    }
+}
+
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// Follows the zstd frame structure of the bytes the decoder reads, to tell
+/// whether every frame carries a content checksum (the zstd program writes
+/// one by default, the library does not). A structure it cannot follow
+/// counts as unchecked, so the caller checks the data itself.
+struct ZstdWalker<R> {
+    inner: R,
+    field: [u8; 4],
+    have: usize,
+    /// Bytes of the field being collected: 4 (magic, skippable size), 1
+    /// (frame header descriptor) or 3 (block header).
+    want: usize,
+    state: ZstdState,
+    checksum: bool,
+    frames: u64,
+    unchecked: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZstdState {
+    Magic,
+    Descriptor,
+    SkippableSize,
+    BlockHeader,
+    Skip { left: u64, then: ZstdNext },
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZstdNext {
+    Magic,
+    BlockHeader,
+}
+
+impl<R: Read> ZstdWalker<R> {
+    fn new(inner: R) -> Self {
+        ZstdWalker {
+            inner,
+            field: [0; 4],
+            have: 0,
+            want: 4,
+            state: ZstdState::Magic,
+            checksum: false,
+            frames: 0,
+            unchecked: 0,
+        }
+    }
+
+    fn all_checksummed(&self) -> bool {
+        self.state != ZstdState::Lost && self.frames > 0 && self.unchecked == 0
+    }
+
+    fn expect(&mut self, state: ZstdState, want: usize) {
+        self.state = state;
+        self.want = want;
+        self.have = 0;
+    }
+
+    fn skip(&mut self, left: u64, then: ZstdNext) {
+        if left > 0 {
+            self.state = ZstdState::Skip { left, then };
+        } else {
+            self.after_skip(then);
+        }
+    }
+
+    fn after_skip(&mut self, then: ZstdNext) {
+        match then {
+            ZstdNext::Magic => self.expect(ZstdState::Magic, 4),
+            ZstdNext::BlockHeader => self.expect(ZstdState::BlockHeader, 3),
+        }
+    }
+
+    fn observe(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.state {
+                ZstdState::Lost => return,
+                ZstdState::Skip { left, then } => {
+                    let n = left.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    self.skip(left - n, then);
+                }
+                _ => {
+                    let n = (self.want - self.have).min(data.len());
+                    self.field[self.have..self.have + n].copy_from_slice(&data[..n]);
+                    self.have += n;
+                    data = &data[n..];
+                    if self.have == self.want {
+                        self.field_done();
+                    }
+                }
+            }
+        }
+    }
+
+    fn field_done(&mut self) {
+        let f = self.field;
+        match self.state {
+            ZstdState::Magic => match u32::from_le_bytes(f) {
+                ZSTD_MAGIC => self.expect(ZstdState::Descriptor, 1),
+                0x184D_2A50..=0x184D_2A5F => self.expect(ZstdState::SkippableSize, 4),
+                _ => self.state = ZstdState::Lost,
+            },
+            ZstdState::SkippableSize => self.skip(u32::from_le_bytes(f) as u64, ZstdNext::Magic),
+            ZstdState::Descriptor => {
+                let fhd = f[0];
+                let single = fhd & 0x20 != 0;
+                self.checksum = fhd & 0x04 != 0;
+                self.frames += 1;
+                self.unchecked += u64::from(!self.checksum);
+                let window = if single { 0 } else { 1 };
+                let dict = [0, 1, 2, 4][(fhd & 3) as usize];
+                let fcs = [if single { 1 } else { 0 }, 2, 4, 8][(fhd >> 6) as usize];
+                self.skip(window + dict + fcs, ZstdNext::BlockHeader);
+            }
+            ZstdState::BlockHeader => {
+                let b = u32::from_le_bytes([f[0], f[1], f[2], 0]);
+                let (last, kind, size) = (b & 1 != 0, (b >> 1) & 3, (b >> 3) as u64);
+                let body = match kind {
+                    1 => 1, // RLE: one byte repeated
+                    3 => {
+                        self.state = ZstdState::Lost;
+                        return;
+                    }
+                    _ => size,
+                };
+                if last {
+                    let tail = if self.checksum { 4 } else { 0 };
+                    self.skip(body + tail, ZstdNext::Magic);
+                } else {
+                    self.skip(body, ZstdNext::BlockHeader);
+                }
+            }
+            ZstdState::Skip { .. } | ZstdState::Lost => unreachable!("no field collected"),
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdWalker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
         self.observe(&buf[..n]);
         Ok(n)
     }
@@ -580,6 +745,38 @@ mod tests {
         assert!(Codec::Zstd.check_level(Some(99)).is_err());
         let e = Codec::Lz4.check_level(Some(3)).unwrap_err().to_string();
         assert!(e.contains("lz4 has no levels"), "{e}");
+    }
+
+    #[test]
+    fn tells_frames_with_a_content_checksum_from_frames_without() {
+        let data = wal_like(1 << 20);
+        for codec in [Codec::Zstd, Codec::Lz4, Codec::Gzip] {
+            let c = codec
+                .decompress(&compressed(codec, &data)[..], std::io::sink())
+                .unwrap();
+            assert!(c.checksummed, "{codec}: ours always carry one");
+        }
+        // zstd without a checksum (the library's default), and two frames
+        // of which only one has one.
+        let bare = zstd::bulk::compress(&data, 3).unwrap();
+        let c = Codec::Zstd.decompress(&bare[..], std::io::sink()).unwrap();
+        assert!(!c.checksummed && c.written == data.len() as u64);
+        let mut two = compressed(Codec::Zstd, &data[..1000]);
+        two.extend_from_slice(&bare);
+        assert!(!Codec::Zstd.decompress(&two[..], std::io::sink()).unwrap().checksummed);
+        let mut two = compressed(Codec::Zstd, &data[..1000]);
+        two.extend_from_slice(&compressed(Codec::Zstd, &data));
+        assert!(Codec::Zstd.decompress(&two[..], std::io::sink()).unwrap().checksummed);
+        // An RLE-friendly input (zstd RLE and raw blocks).
+        let zeros = compressed(Codec::Zstd, &vec![0u8; 3 << 20]);
+        assert!(Codec::Zstd.decompress(&zeros[..], std::io::sink()).unwrap().checksummed);
+        // lz4 without a content checksum.
+        let mut plain = Vec::new();
+        let mut enc = lz4_flex::frame::FrameEncoder::new(&mut plain);
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        enc.finish().unwrap();
+        let c = Codec::Lz4.decompress(&plain[..], std::io::sink()).unwrap();
+        assert!(!c.checksummed && c.written == data.len() as u64);
     }
 
     #[test]

@@ -37,3 +37,13 @@ pub const SUM_SUFFIX: &str = ".sum";
 
 /// In a data directory: a failover by pitrkit is under way.
 pub const PROMOTING_FILE: &str = "pitrkit.promoting";
+
+/// In a standby's data directory: when restore last sent the critical
+/// "archive unavailable" notification (unix seconds), so that PostgreSQL's
+/// retry every 5 seconds does not send one each time.
+pub const ARCHIVE_ALERT_FILE: &str = "pitrkit.archive-alert";
+
+/// In the prefetch spool: `<wal>` + this holds where the spooled copy came
+/// from (the archived file's identity) and the checksum of its bytes, so a
+/// spooled copy is served only while the archive still holds the same file.
+pub const ORIGIN_SUFFIX: &str = ".origin";

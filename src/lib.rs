@@ -25,3 +25,4 @@ pub mod standby;
 pub mod tools;
 pub mod transport;
 pub mod wal;
+pub mod walcheck;

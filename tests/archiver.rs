@@ -84,7 +84,8 @@ impl Setup {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
+            // A plain file's `.sum` sidecar travels with it (checked where it matters).
+            .filter(|n| !n.starts_with('.') && !n.ends_with(".sum"))
             .collect();
         v.sort();
         v
@@ -134,8 +135,23 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
         let src = pg.datadir.join("pg_wal").join(seg);
         assert_same_bytes(&src, &s.remote.join(seg));
         assert_same_bytes(&src, &s.local.join(seg));
+        // Every plain copy has its checksum sidecar, the slave's included.
+        let sum = pitrkit::integrity::Sum::of_file(&src).unwrap().render();
+        for dir in [&s.remote, &s.local] {
+            let sidecar = dir.join(pitrkit::integrity::sum_name(seg));
+            assert_eq!(
+                fs::read_to_string(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display())),
+                sum
+            );
+        }
     }
     assert!(s.queued().is_empty(), "queue not drained: {:?}", s.queued());
+    let spool = s.env.path("queue/.spool");
+    assert_eq!(
+        fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),
+        0,
+        "staging copies left"
+    );
     assert_eq!(pg.archiver_counts().1, 0, "no archive call may fail");
     // Durable copies keep the archive private.
     let mode = fs::metadata(s.remote.join(&segs[0])).unwrap().permissions();
@@ -652,14 +668,17 @@ fn remote_sync_covers_every_delivered_file_and_the_directory() {
     assert!(s.queued().is_empty(), "identical on the slave is delivered");
     let r = s.remote.display().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("sync -- {r}/{seg} {r}\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sync -- {r}/{seg} {r}/{seg}.sum {r}\"")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("--fsync"), "needs rsync 3.2.4+ on both ends: {stderr}");
 
     // A newly sent file is synced the same way.
     let next = pg.switch_wal();
     let out = s.archiver(&["-F", &pg.datadir.join("pg_wal").join(&next).display().to_string()]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}\"")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}/{next}.sum {r}\"")));
     assert!(s.queued().is_empty());
 }
 
@@ -957,7 +976,12 @@ fn one_dead_slave_never_blocks_the_others() {
         assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &t.s.remote.join(seg));
     }
     assert!(t.queue("good").is_empty());
-    assert_eq!(t.queue("dead"), segs, "the dead slave's files wait in its own queue");
+    let with_sums: Vec<String> = segs.iter().flat_map(|s| [s.clone(), format!("{s}.sum")]).collect();
+    assert_eq!(
+        t.queue("dead"),
+        with_sums,
+        "the dead slave's files wait in its own queue, each with its checksum sidecar"
+    );
     let hooks = t.s.hook_lines();
     assert!(
         hooks

@@ -50,7 +50,10 @@ fn install_commands_work_on_a_fresh_machine() {
     .unwrap();
     let scratch = format!("{}/usr/local/", root.path().display());
     for line in &lines[1..] {
-        let cmd = line.strip_prefix("sudo ").unwrap_or(line).replace("/usr/local/", &scratch);
+        let cmd = line
+            .strip_prefix("sudo ")
+            .unwrap_or(line)
+            .replace("/usr/local/", &scratch);
         let out = Command::new("sh")
             .arg("-c")
             .arg(&cmd)

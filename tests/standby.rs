@@ -735,3 +735,86 @@ fn base_backup_refuses_directories_it_does_not_own() {
     p.standby_ok(&["-B"]);
     assert!(p.pgdata.join("global/pg_control").exists());
 }
+/// Swaps the standby's archivedir for an empty, unmarked directory (what an
+/// unmounted NFS share looks like), or back.
+fn unmount_archive(p: &Pair, unmounted: bool) {
+    let dir = p.env.path("standby_archive");
+    let real = p.env.path("standby_archive.real");
+    if unmounted {
+        fs::rename(&dir, &real).unwrap();
+        p.env.mkdir("standby_archive");
+    } else {
+        fs::remove_dir(&dir).unwrap();
+        fs::rename(&real, &dir).unwrap();
+    }
+}
+
+#[test]
+fn an_unmounted_archive_never_ends_recovery() {
+    let p = Pair::new("sb_unmounted", "");
+    p.standby_ok(&["-I"]);
+    p.standby_ok(&["-B"]);
+    p.master.psql("CREATE TABLE batches (id int, batch int)");
+    p.master
+        .psql("INSERT INTO batches SELECT g, 1 FROM generate_series(1, 100) g");
+    p.ship_everything();
+    p.standby_ok(&["-S"]);
+    assert!(
+        wait_until(WAIT, || p
+            .standby_psql("SELECT count(*) FROM batches")
+            .is_ok_and(|c| c == "100")),
+        "standby did not replay batch 1:\n{}",
+        tail(&p.env.path("standby.log"), 30)
+    );
+
+    // Standby mode: the share goes away. PostgreSQL keeps asking every 5 s;
+    // restore answers "not found" (the standby keeps waiting, promotes
+    // nothing) and sends one critical notification, not one per call.
+    unmount_archive(&p, true);
+    let alerts = || -> Vec<String> {
+        p.hook_lines()
+            .into_iter()
+            .filter(|l| l.starts_with("critical") && l.contains("promotes nothing"))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || !alerts().is_empty()),
+        "{:?}",
+        p.hook_lines()
+    );
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(alerts().len(), 1, "{:?}", alerts());
+    assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
+    unmount_archive(&p, false);
+    let _ = p.standby(&["-A", "stop"]);
+
+    // Batch 2 reaches the archive while the standby is down; then the share
+    // goes away again and the stopped standby is failed over (archive
+    // recovery). "Not found" would end recovery at batch 1 and promote
+    // without batch 2: restore exits 200 instead, and nothing is promoted.
+    p.master
+        .psql("INSERT INTO batches SELECT g, 2 FROM generate_series(101, 200) g");
+    p.ship_everything();
+    p.master.stop();
+    unmount_archive(&p, true);
+    let out = p.standby(&["-F999"]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    assert!(
+        fs::read_to_string(p.env.path("standby.log"))
+            .unwrap()
+            .contains("has no .pitrkit-system-id mark"),
+        "{}",
+        tail(&p.env.path("standby.log"), 30)
+    );
+    assert!(
+        p.standby_psql("SELECT pg_is_in_recovery()").is_err(),
+        "nothing may run promoted"
+    );
+
+    // Mounted again: the failover replays everything.
+    unmount_archive(&p, false);
+    p.standby_ok(&["-F999"]);
+    assert_eq!(p.standby_psql("SELECT count(*) FROM batches").unwrap(), "200");
+    assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
+    let _ = p.standby(&["-A", "stop"]);
+}

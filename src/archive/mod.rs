@@ -9,6 +9,7 @@
 
 pub mod lookahead;
 pub mod queue;
+pub mod sidecar;
 pub mod state;
 pub mod sysid;
 
@@ -247,6 +248,24 @@ fn stage(
         level: cfg.compression_level,
         made: Vec::new(),
     };
+    // The checksum every plain copy's `.sum` sidecar records, taken once.
+    let mut sum = None;
+    let mut plain_sum = |dest: &Path| -> Result<crate::integrity::Sum, ArchiveError> {
+        if let Some(s) = sum {
+            return Ok(s);
+        }
+        let s = crate::integrity::Sum::of_file(src).map_err(|source| ArchiveError::Place {
+            wal: file_name.clone(),
+            dest: dest.display().to_string(),
+            source: PlaceError::Io {
+                path: src.to_path_buf(),
+                op: "checksum",
+                source,
+            },
+        })?;
+        sum = Some(s);
+        Ok(s)
+    };
     for dir in &cfg.local_archivedirs {
         let _t = StepTimer::new(format!("durable copy of {file_name} to {}", dir.display()));
         if !dir.is_dir() {
@@ -257,6 +276,14 @@ fn stage(
         }
         check_system_id(cfg, dir, system_id, &file_name)?;
         let (payload, payload_name) = payloads.get(cfg.local_codec, dir)?;
+        if cfg.local_codec == Codec::None {
+            let s = plain_sum(dir)?;
+            sidecar::place(dir, &file_name, &s).map_err(|source| ArchiveError::Place {
+                wal: file_name.clone(),
+                dest: dir.display().to_string(),
+                source,
+            })?;
+        }
         let placed =
             place_payload(dir, src, &file_name, &payload, &payload_name).map_err(|source| ArchiveError::Place {
                 wal: file_name.clone(),
@@ -278,7 +305,11 @@ fn stage(
     }
     check_system_id(cfg, ldir, system_id, &file_name)?;
     let (payload, queued_name) = payloads.get(cfg.slave_codec, ldir)?;
-    report.spooled = spool(cfg, ldir, &payload, &queued_name, targets)?;
+    let sum = match cfg.slave_codec {
+        Codec::None => Some(plain_sum(ldir)?),
+        _ => None,
+    };
+    report.spooled = spool(cfg, ldir, &payload, &queued_name, sum.as_ref(), targets)?;
     Ok(queued_name)
 }
 
@@ -409,6 +440,7 @@ fn spool(
     ldir: &Path,
     src: &Path,
     name: &str,
+    sum: Option<&crate::integrity::Sum>,
     targets: &[&String],
 ) -> Result<Vec<String>, ArchiveError> {
     let _t = StepTimer::new(format!("spooling {name} for {} slave(s)", targets.len()));
@@ -423,11 +455,19 @@ fn spool(
         }
         qdirs.push(qdir);
     }
-    spool_into(ldir, src, name, &qdirs)?;
+    spool_into(ldir, src, name, sum, &qdirs)?;
     Ok(targets.iter().map(|s| s.to_string()).collect())
 }
 
-fn spool_into(ldir: &Path, src: &Path, name: &str, qdirs: &[PathBuf]) -> Result<(), ArchiveError> {
+/// `sum`: a plain file's checksum; its `.sum` sidecar is staged and linked
+/// into each queue before the file.
+fn spool_into(
+    ldir: &Path,
+    src: &Path,
+    name: &str,
+    sum: Option<&crate::integrity::Sum>,
+    qdirs: &[PathBuf],
+) -> Result<(), ArchiveError> {
     if qdirs.is_empty() {
         return Ok(());
     }
@@ -449,6 +489,10 @@ fn spool_into(ldir: &Path, src: &Path, name: &str, qdirs: &[PathBuf]) -> Result<
             source: e,
         },
     })?;
+    let staged_sum = match sum {
+        Some(s) => Some(sidecar::stage(&sdir, name, s).map_err(place_err(&sdir))?),
+        None => None,
+    };
     let staged = sdir.join(name);
     match fsutil::place_copy(src, &sdir, name, 0o600) {
         Ok(_) => {}
@@ -468,11 +512,16 @@ fn spool_into(ldir: &Path, src: &Path, name: &str, qdirs: &[PathBuf]) -> Result<
         Err(e) => return Err(place_err(&sdir)(e)),
     }
     for qdir in qdirs {
+        if let Some(ss) = &staged_sum {
+            sidecar::link(ss, qdir, name).map_err(place_err(qdir))?;
+        }
         fsutil::place_link(&staged, qdir, name).map_err(place_err(qdir))?;
     }
     // Every queue holds its own durable link now; the staging name can go.
-    if let Err(e) = fs::remove_file(&staged) {
-        log::warn!("cannot remove {}: {e}", staged.display());
+    for p in std::iter::once(&staged).chain(staged_sum.as_ref()) {
+        if let Err(e) = fs::remove_file(p) {
+            log::warn!("cannot remove {}: {e}", p.display());
+        }
     }
     Ok(())
 }
@@ -788,7 +837,7 @@ mod tests {
                 }
             });
             for n in &names {
-                let r = spool_into(&ldir, &src, n, &qdirs);
+                let r = spool_into(&ldir, &src, n, None, &qdirs);
                 if r.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }

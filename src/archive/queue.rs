@@ -120,6 +120,8 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
         rsync: &cfg.rsync,
     };
     let _t = crate::logging::StepTimer::new(format!("shipping {} file(s) to {slave}", names.len()));
+    // Each plain file's `.sum` sidecar travels with it (see sidecar).
+    let names = super::sidecar::with_sidecars(&qdir, &names);
     let report = remote.push(&qdir, &names)?;
     let verdicts = remote.verify(&qdir, &report.not_sent)?;
     let mut shipped = Shipped::default();
@@ -154,29 +156,41 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
         }
         shipped.outcomes.push((n, outcome));
     }
+    let (outcomes, sidecars) = super::sidecar::fold(std::mem::take(&mut shipped.outcomes));
+    shipped.outcomes = outcomes;
     shipped.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    let with_sidecar = |files: Vec<String>| -> Vec<String> {
+        let mut all = files.clone();
+        all.extend(
+            sidecars
+                .iter()
+                .filter(|(f, _)| files.contains(f))
+                .map(|(_, s)| s.clone()),
+        );
+        all
+    };
     let delivered = shipped.delivered();
     if cfg.rsync.fsync && !delivered.is_empty() {
         // Before anything leaves the queue: on failure everything stays.
-        remote.sync_files(&delivered)?;
+        remote.sync_files(&with_sidecar(delivered.clone()))?;
     }
     let conflicts = shipped.conflicts();
     if !conflicts.is_empty() {
         let cdir = qdir.join(CONFLICTS_DIR);
         fsutil::ensure_dir(&cdir, 0o700).map_err(qio(&cdir))?;
-        for c in &conflicts {
+        for c in &with_sidecar(conflicts.clone()) {
             move_aside(&qdir, &cdir, c)?;
         }
         fsutil::fsync_dir(&cdir).map_err(qio(&cdir))?;
     }
-    for n in &delivered {
+    for n in &with_sidecar(delivered.clone()) {
         match fs::remove_file(qdir.join(n)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(qio(&qdir)(e)),
             _ => {}
         }
     }
     fsutil::fsync_dir(&qdir).map_err(qio(&qdir))?;
-    shipped.remaining = names.len() - delivered.len() - conflicts.len();
+    shipped.remaining = shipped.outcomes.len() - delivered.len() - conflicts.len();
     Ok(shipped)
 }
 

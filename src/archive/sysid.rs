@@ -93,32 +93,41 @@ pub fn write(dir: &Path, id: Option<u64>) -> io::Result<()> {
 /// operator, or the problem.
 pub fn init_dir(dir: &Path, pgdata: Option<&Path>) -> Result<String, String> {
     let ours = pgdata.map(|p| (p, pg_control_system_id(p)));
+    if let Some((p, Ok(o))) = ours {
+        return claim(dir, o, &p.display().to_string());
+    }
     let here = read(dir).map_err(|e| format!("cannot read {}: {e}", dir.join(SYSTEM_ID_FILE).display()))?;
-    let cannot_write = |e: io::Error| format!("cannot write {}: {e}", dir.join(SYSTEM_ID_FILE).display());
-    match (here, ours) {
-        (Recorded::System(a), Some((p, Ok(o)))) if a != o => Err(format!(
-            "{} belongs to database system {a}, but {} is system {o}: two clusters must never share an archive. Point this cluster at its own directory, or remove {} if the old system is gone for good",
+    if let Recorded::System(a) = here {
+        return Ok(format!("belongs to database system {a}"));
+    }
+    if here == Recorded::Missing {
+        write(dir, None).map_err(|e| format!("cannot write {}: {e}", dir.join(SYSTEM_ID_FILE).display()))?;
+    }
+    Ok(match ours {
+        None => "unclaimed (pgdata is not set): the first archived segment claims it".into(),
+        Some((p, Err(e))) => format!(
+            "unclaimed (cannot read {}/global/pg_control: {e}): the first archived segment claims it",
+            p.display()
+        ),
+        Some((_, Ok(_))) => unreachable!("handled above"),
+    })
+}
+
+/// Marks `dir` for database system `id` (which `whose` has): an unmarked
+/// or unclaimed directory is claimed, the same system is fine, another
+/// system is refused and the mark left alone.
+pub fn claim(dir: &Path, id: u64, whose: &str) -> Result<String, String> {
+    let file = dir.join(SYSTEM_ID_FILE);
+    match read(dir).map_err(|e| format!("cannot read {}: {e}", file.display()))? {
+        Recorded::System(a) if a != id => Err(format!(
+            "{} belongs to database system {a}, but {whose} is system {id}: two clusters must never share an archive. Point this cluster at its own directory, or remove {} if the old system is gone for good",
             dir.display(),
-            p.display(),
-            dir.join(SYSTEM_ID_FILE).display()
+            file.display()
         )),
-        (Recorded::System(a), _) => Ok(format!("belongs to database system {a}")),
-        (Recorded::Missing | Recorded::Unclaimed, Some((_, Ok(o)))) => {
-            write(dir, Some(o)).map_err(cannot_write)?;
-            Ok(format!("claimed for database system {o}"))
-        }
-        (_, ours) => {
-            if here == Recorded::Missing {
-                write(dir, None).map_err(cannot_write)?;
-            }
-            Ok(match ours {
-                None => "unclaimed (pgdata is not set): the first archived segment claims it".into(),
-                Some((p, Err(e))) => format!(
-                    "unclaimed (cannot read {}/global/pg_control: {e}): the first archived segment claims it",
-                    p.display()
-                ),
-                Some((_, Ok(_))) => unreachable!("handled above"),
-            })
+        Recorded::System(a) => Ok(format!("belongs to database system {a}")),
+        Recorded::Missing | Recorded::Unclaimed => {
+            write(dir, Some(id)).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            Ok(format!("claimed for database system {id}"))
         }
     }
 }

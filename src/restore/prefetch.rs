@@ -11,14 +11,23 @@
 //!   PostgreSQL asks for a history file or for a segment of another
 //!   timeline, so nothing prefetched is ever served across a timeline switch;
 //! - a delayed standby (`restore_delay`) never prefetches: the delay is
-//!   checked on the archived file's age at serve time.
+//!   checked on the archived file's age at serve time;
+//! - it is served only while the archive still holds the very file it was
+//!   made from: `<wal>.origin` records that file's identity (device, inode,
+//!   size, mtime, ctime) and the CRC-32C of the spooled bytes; at serve time
+//!   the archived file must be unchanged, a `.sum` sidecar must still match,
+//!   and the spooled bytes must still have that checksum. Otherwise the
+//!   spooled copy is discarded and the segment restored from the archive.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::config::StandbyConfig;
 use crate::fsutil;
+use crate::integrity::Sum;
+use crate::layout::ORIGIN_SUFFIX;
 use crate::wal::{self, WalName};
 
 pub const SPOOL_DIR: &str = ".pitrkit-prefetch";
@@ -35,13 +44,75 @@ pub fn enabled(cfg: &StandbyConfig) -> bool {
     cfg.restore_prefetch > 0 && cfg.restore_delay.is_zero()
 }
 
-/// Serves `name` from the spool if it is there: moved into `dest`.
-/// Returns its size when served.
-pub fn take(dest: &Path, name: &WalName) -> Option<u64> {
+fn origin_path(spooled: &Path) -> PathBuf {
+    let mut p = spooled.as_os_str().to_owned();
+    p.push(ORIGIN_SUFFIX);
+    PathBuf::from(p)
+}
+
+/// The identity of an archived file: changes whenever it is replaced or rewritten.
+fn identity(path: &Path, m: &fs::Metadata) -> String {
+    format!(
+        "{}\n{} {} {} {}.{} {}.{}\n",
+        path.display(),
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
+}
+
+/// Serves `name` from the spool if it is there and still what `archivedir`
+/// holds: moved into `dest`. Returns its size when served. A spooled copy
+/// that fails the re-check is removed (with a note in the log).
+pub fn take(archivedir: &Path, dest: &Path, name: &WalName) -> Option<u64> {
     let spooled = spool_dir(dest).join(name.as_str());
     let len = fs::metadata(&spooled).ok()?.len();
+    let origin = origin_path(&spooled);
+    match still_valid(archivedir, &spooled, &origin, name) {
+        Ok(()) => {}
+        Err(why) => {
+            log::info!("{name}: prefetched copy not served ({why}); restoring from the archive");
+            let _ = fs::remove_file(&spooled);
+            let _ = fs::remove_file(&origin);
+            return None;
+        }
+    }
     fs::rename(&spooled, dest).ok()?;
+    let _ = fs::remove_file(&origin);
     Some(len)
+}
+
+fn still_valid(archivedir: &Path, spooled: &Path, origin: &Path, name: &WalName) -> Result<(), String> {
+    let text = fs::read_to_string(origin).map_err(|e| format!("no origin record: {e}"))?;
+    let (recorded_identity, sum_line) = text
+        .rsplit_once("crc32c ")
+        .ok_or_else(|| "unreadable origin record".to_string())?;
+    let recorded_sum = Sum::parse(&format!("crc32c {sum_line}")).map_err(|e| e.to_string())?;
+    let (archived, codec, meta) = match super::find(archivedir, name) {
+        Ok(Some(f)) => f,
+        _ => return Err("the archive no longer holds it".into()),
+    };
+    if identity(&archived, &meta) != recorded_identity {
+        return Err(format!(
+            "{} was replaced or changed since it was prefetched",
+            archived.display()
+        ));
+    }
+    if codec == crate::compress::Codec::None {
+        match super::verify::read_sidecar(&archived)? {
+            Some(s) if s != recorded_sum => return Err("its checksum file changed".into()),
+            _ => {}
+        }
+    }
+    let now = Sum::of_file(spooled).map_err(|e| format!("cannot read it: {e}"))?;
+    if now != recorded_sum {
+        return Err(format!("the spooled bytes changed ({now}, expected {recorded_sum})"));
+    }
+    Ok(())
 }
 
 /// Empties the spool of everything not on `keep_timeline` (all of it for
@@ -50,7 +121,8 @@ pub fn prune(dest: &Path, keep_timeline: Option<u32>, older_than: Option<&WalNam
     let Ok(rd) = fs::read_dir(spool_dir(dest)) else { return };
     for e in rd.flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
-        let stale = match WalName::parse(&file) {
+        let wal = file.strip_suffix(ORIGIN_SUFFIX).unwrap_or(&file);
+        let stale = match WalName::parse(wal) {
             Ok(n) => Some(n.timeline) != keep_timeline || older_than.is_some_and(|o| (n.log, n.seg) < (o.log, o.seg)),
             // Leftover temp files of a killed worker; never the lock.
             Err(_) => file != ".lock",
@@ -99,6 +171,9 @@ pub fn run_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &P
     let Some(archivedir) = &cfg.archivedir else {
         return Ok(0);
     };
+    let Ok((expected, _)) = super::expected_system(cfg, archivedir) else {
+        return Ok(0);
+    };
     let first = served.segno(seg_size);
     let mut fetched = 0;
     for i in 1..=cfg.restore_prefetch as u64 {
@@ -108,11 +183,19 @@ pub fn run_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &P
         if target.exists() {
             continue;
         }
-        let Ok(Some((archived, codec, _))) = super::find(archivedir, &next) else {
+        let Ok(Some((archived, codec, meta))) = super::find(archivedir, &next) else {
             break;
         };
-        match super::copy_into_place(&archived, codec, &next, &target) {
-            Ok(_) => fetched += 1,
+        match super::copy_into_place(&archived, codec, &next, &target, expected) {
+            Ok(c) => {
+                let record = format!("{}{}", identity(&archived, &meta), c.sum.render());
+                if let Err(e) = fs::write(origin_path(&target), record) {
+                    log::debug!("prefetch of {next} stopped: cannot record its origin: {e}");
+                    let _ = fs::remove_file(&target);
+                    break;
+                }
+                fetched += 1
+            }
             Err(e) => {
                 log::debug!("prefetch of {next} stopped: {e}");
                 break;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::Standby;
+use crate::archive::sysid;
 use crate::fsutil;
 use crate::pg::master::{Master, MasterTarget, Tablespace};
 
@@ -24,21 +25,36 @@ pub fn run(sb: &Standby) -> Result<()> {
     let target = MasterTarget::from_standby(sb.cfg)?;
     let mut master = Master::open(&target, "pitrkit init")?;
     let tablespaces = master.tablespaces()?;
+    let system_id = master.system_identifier()?;
     let archivedir = sb
         .cfg
         .require(&sb.cfg.archivedir, "archivedir", "where WAL from the archiver arrives")?;
-    let mut dirs: Vec<(String, PathBuf)> =
-        vec![("pgdata".into(), sb.pgdata.clone()), ("archivedir".into(), archivedir)];
+    let mut dirs: Vec<(String, PathBuf)> = vec![
+        ("pgdata".into(), sb.pgdata.clone()),
+        ("archivedir".into(), archivedir.clone()),
+    ];
     for ts in &tablespaces {
         dirs.push((
             format!("tablespace {} (master: {})", ts.name, ts.location.display()),
             local_location(sb, ts),
         ));
     }
+    // Refuse another system's archive before creating anything.
+    if let Ok(sysid::Recorded::System(a)) = sysid::read(&archivedir) {
+        if a != system_id {
+            sysid::claim(&archivedir, system_id, &format!("the master {}", target.describe()))
+                .map_err(|e| anyhow::anyhow!("archivedir {}: {e}", archivedir.display()))?;
+        }
+    }
     for (what, dir) in &dirs {
         create(dir).with_context(|| format!("creating {what} {}", dir.display()))?;
         println!("  ok  {what}: {}", dir.display());
     }
+    // Restore answers "not found" only from a marked archive (an unmounted
+    // share is an empty directory); mark it for the master's system.
+    let note = sysid::claim(&archivedir, system_id, &format!("the master {}", target.describe()))
+        .map_err(|e| anyhow::anyhow!("archivedir {}: {e}", archivedir.display()))?;
+    println!("  ok  archivedir {}: {note}", archivedir.display());
     println!("Standby is ready for a base backup (-B).");
     Ok(())
 }

@@ -1,0 +1,178 @@
+//! The checks restore makes while it copies: the `.sum` sidecar of a plain
+//! file, the full WAL check of a segment without a stored checksum, and the
+//! contents of a timeline history file. See `crate::layout` for the stored
+//! forms and `crate::walcheck` for the WAL check.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use crate::integrity::{self, Sum, Summer};
+use crate::wal::WalName;
+use crate::walcheck::{WalCheck, WalCheckError, WalSummary};
+
+/// Passes the restored bytes on to the output while summing them (CRC-32C)
+/// and, if asked, walking them as WAL: one pass over the data.
+pub struct Tee<W: Write> {
+    out: W,
+    sum: Summer,
+    walk: Option<WalCheck>,
+}
+
+impl<W: Write> Tee<W> {
+    pub fn new(out: W, name: &WalName, walk: bool, expected_sysid: Option<u64>) -> Tee<W> {
+        Tee {
+            out,
+            sum: Summer::default(),
+            walk: walk.then(|| WalCheck::new(name, expected_sysid)),
+        }
+    }
+
+    /// Flushes the output; the sum of everything written and the WAL check's verdict.
+    #[allow(clippy::type_complexity)]
+    pub fn finish(mut self) -> io::Result<(W, Sum, Option<Result<WalSummary, WalCheckError>>)> {
+        self.out.flush()?;
+        Ok((self.out, self.sum.finish(), self.walk.map(WalCheck::finish)))
+    }
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.out.write_all(data)?;
+        self.sum.update(data);
+        if let Some(w) = &mut self.walk {
+            w.update(data);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies all of `input` into `out`; errors say which side failed.
+pub fn copy(mut input: File, out: &mut impl Write) -> Result<u64, CopyError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
+}
+
+/// The stored checksum of plain `archived` (its `.sum` sidecar), if it has one.
+pub fn read_sidecar(archived: &Path) -> Result<Option<Sum>, String> {
+    let path = Path::new(&integrity::sum_name(&archived.display().to_string())).to_path_buf();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read its checksum file {}: {e}", path.display())),
+    };
+    Sum::parse(&text).map(Some).map_err(|e| {
+        format!(
+            "its checksum file {} is damaged ({e}); if the WAL file itself is intact, move the checksum file aside and restore checks every record instead",
+            path.display()
+        )
+    })
+}
+
+/// A timeline history file as PostgreSQL writes it: UTF-8 text, each line
+/// blank, a `#` comment, or `<parent tli>\t<switch LSN X/X>\t<reason>`,
+/// parent timelines strictly increasing and below the file's own timeline,
+/// switch points not going back, and a final newline (so a truncated file
+/// is caught).
+pub fn check_history(name: &WalName, data: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8 text ({e})"))?;
+    if text.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if !text.ends_with('\n') {
+        return Err("the last line has no newline (truncated?)".into());
+    }
+    let own = name.timeline;
+    let mut last: Option<(u32, u64)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let bad = |why: String| format!("line {}: {why}: {:?}", i + 1, line.chars().take(80).collect::<String>());
+        let mut f = line.splitn(3, '\t');
+        let (Some(tli), Some(lsn), Some(_reason)) = (f.next(), f.next(), f.next()) else {
+            return Err(bad("not '<timeline>\\t<LSN>\\t<reason>'".into()));
+        };
+        let tli: u32 = tli
+            .trim()
+            .parse()
+            .map_err(|_| bad("the timeline is not a number".into()))?;
+        let lsn = parse_lsn(lsn.trim()).ok_or_else(|| bad("the switch point is not an LSN like 0/3000000".into()))?;
+        if tli == 0 || tli >= own {
+            return Err(bad(format!(
+                "timeline {tli} must be between 1 and {} (the file's own timeline is {own})",
+                own - 1
+            )));
+        }
+        if let Some((t, l)) = last {
+            if tli <= t {
+                return Err(bad(format!("timeline {tli} does not follow timeline {t}")));
+            }
+            if lsn < l {
+                return Err(bad("the switch point goes back".into()));
+            }
+        }
+        last = Some((tli, lsn));
+    }
+    if last.is_none() {
+        return Err("no timeline entry".into());
+    }
+    Ok(())
+}
+
+fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    let ok = |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok(hi) || !ok(lo) {
+        return None;
+    }
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_files_are_checked() {
+        let n3 = WalName::parse("00000003.history").unwrap();
+        let good = "1\t0/3000000\tno recovery target specified\n\n# note\n2\t0/5000100\tat restore point \"x\"\n";
+        check_history(&n3, good.as_bytes()).unwrap();
+        for (bad, why) in [
+            ("", "empty"),
+            ("1\t0/3000000\tno recovery", "newline"),
+            ("1\t0/3000000\n", "<timeline>"),
+            ("x\t0/3000000\tr\n", "not a number"),
+            ("1\t3000000\tr\n", "LSN"),
+            ("3\t0/3000000\tr\n", "between 1 and 2"),
+            ("2\t0/3000000\tr\n1\t0/4000000\tr\n", "does not follow"),
+            ("1\t0/5000000\tr\n2\t0/4000000\tr\n", "goes back"),
+            ("# only a comment\n", "no timeline entry"),
+        ] {
+            let e = check_history(&n3, bad.as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let e = check_history(&n3, &[0xFF, 0xFE, 0x00, b'\n']).unwrap_err();
+        assert!(e.contains("UTF-8"), "{e}");
+    }
+}
