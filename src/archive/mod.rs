@@ -45,6 +45,20 @@ pub enum ArchiveError {
         ours: u64,
         wal: String,
     },
+    #[error("{wal} comes from database system {segment}, but this cluster ({pgdata}) is system {cluster}: refusing to archive WAL of another cluster. A file was copied or renamed into pg_wal, or 'pgdata' in {config} names the wrong cluster: check both; nothing was written")]
+    ForeignSegment {
+        wal: String,
+        segment: u64,
+        cluster: u64,
+        pgdata: PathBuf,
+        config: String,
+    },
+    #[error("cannot read the database system identifier of this cluster: {source}; check 'pgdata' in {config} (the cluster's data directory, readable by the archiver's OS user)")]
+    ClusterId {
+        config: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{dir} does not exist ({why}); create it, or run `pitrkit archiver -C <config> -I`")]
     NoDirectory { dir: PathBuf, why: &'static str },
     #[error("{dir} is not initialized for pitrkit (no {SYSTEM_ID_FILE}): run `pitrkit archiver -C {config} -I`, and check that the share is mounted")]
@@ -154,7 +168,22 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
         _ => Vec::new(),
     };
     let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
-    let queued_name = stage(cfg, &src, &name, &targets, &mut report)?;
+    // Read once per call: every segment archived must be this cluster's.
+    let cluster = match &cfg.pgdata {
+        Some(pg) => Some(sysid::pg_control_system_id(pg).map_err(|source| ArchiveError::ClusterId {
+            config: cfg.source.display().to_string(),
+            source: std::io::Error::new(source.kind(), format!("{}/global/pg_control: {source}", pg.display())),
+        })?),
+        None => None,
+    };
+    let queued_name = stage(cfg, cluster, &src, &name, &targets, &mut report)?;
+    // Once per call per directory we wrote to: temporary files of writers
+    // that were killed (their flock is gone) would pile up forever.
+    for dir in cfg.local_archivedirs.iter().map(PathBuf::as_path).chain(ldir) {
+        if let Err(e) = fsutil::reclaim_temp_files(dir) {
+            log::warn!("cannot reclaim temporary files in {}: {e}", dir.display());
+        }
+    }
     let (Some(ldir), Some(ledger)) = (ldir, ledger) else {
         return Ok(report);
     };
@@ -166,7 +195,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
         for (path, n) in lookahead::candidates(&src, &file_name, cfg.lookahead) {
             let Ok(extra_name) = WalName::parse(&n) else { continue };
             let mut ignored = ArchiveReport::default();
-            match stage(cfg, &path, &extra_name, &all, &mut ignored) {
+            match stage(cfg, cluster, &path, &extra_name, &all, &mut ignored) {
                 Ok(q) => extras.push((path, n, q)),
                 Err(e) => {
                     // PostgreSQL's own call for it will meet and report the problem.
@@ -229,6 +258,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
 /// the queues of `targets`. Returns the name it has in the queues.
 fn stage(
     cfg: &ArchiverConfig,
+    cluster: Option<u64>,
     src: &Path,
     name: &WalName,
     targets: &[&String],
@@ -241,6 +271,17 @@ fn stage(
     } else {
         None
     };
+    if let (Some(segment), Some(cluster)) = (system_id, cluster) {
+        if segment != cluster {
+            return Err(ArchiveError::ForeignSegment {
+                wal: file_name,
+                segment,
+                cluster,
+                pgdata: cfg.pgdata.clone().unwrap_or_default(),
+                config: cfg.source.display().to_string(),
+            });
+        }
+    }
     let mut payloads = Payloads {
         raw: src,
         wal: &file_name,
@@ -333,7 +374,7 @@ struct Payloads<'a> {
     raw: &'a Path,
     wal: &'a str,
     level: Option<i32>,
-    made: Vec<(Codec, tempfile::TempPath)>,
+    made: Vec<(Codec, tempfile::TempPath, nix::fcntl::Flock<fs::File>)>,
 }
 
 impl Payloads<'_> {
@@ -344,7 +385,7 @@ impl Payloads<'_> {
         if codec == Codec::None {
             return Ok((self.raw.to_path_buf(), name));
         }
-        if let Some((_, p)) = self.made.iter().find(|(c, _)| *c == codec) {
+        if let Some((_, p, _)) = self.made.iter().find(|(c, _, _)| *c == codec) {
             return Ok((p.to_path_buf(), name));
         }
         let _t = StepTimer::new(format!("{codec} compression of {}", self.wal));
@@ -358,9 +399,15 @@ impl Payloads<'_> {
             },
         };
         let tmp = tempfile::Builder::new()
-            .prefix(".pitrkit-compress-")
+            .prefix(fsutil::COMPRESS_TEMP_PREFIX)
             .tempfile_in(scratch)
             .map_err(io)?;
+        // Held until the copy is dropped: a reclaimer must not take it for a dead writer's.
+        let lock = tmp
+            .as_file()
+            .try_clone()
+            .map_err(io)
+            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io(e.into())))?;
         let input = fs::File::open(self.raw).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         codec
@@ -370,7 +417,7 @@ impl Payloads<'_> {
         drop(out);
         let path = tmp.into_temp_path();
         let p = path.to_path_buf();
-        self.made.push((codec, path));
+        self.made.push((codec, path, lock));
         Ok((p, name))
     }
 }
@@ -382,21 +429,33 @@ impl Payloads<'_> {
 fn place_payload(dir: &Path, raw: &Path, wal: &str, payload: &Path, payload_name: &str) -> Result<Placed, PlaceError> {
     for codec in Codec::ALL {
         let existing = dir.join(format!("{wal}{}", codec.suffix()));
-        if !existing.exists() {
+        // A symlink (even to this very segment) or other non-regular file is
+        // a conflict, never followed nor taken for a copy.
+        if fsutil::existing_regular(&existing)?.is_none() {
             continue;
         }
+        let io = |source| PlaceError::Io {
+            path: existing.clone(),
+            op: "compare with existing file",
+            source,
+        };
         let same = if codec == Codec::None {
             fsutil::identical(raw, &existing)
         } else {
             compress::same_content(&existing, codec, raw)
         }
-        .map_err(|source| PlaceError::Io {
-            path: existing.clone(),
-            op: "compare with existing file",
-            source,
-        })?;
+        .map_err(io)?;
         let ours = fs::metadata(raw).map(|m| m.len()).unwrap_or(0);
-        return fsutil::accept_existing(&existing, same, ours);
+        // Sizes of like with like: the existing copy's content, decompressed.
+        let theirs = if same {
+            None
+        } else if codec == Codec::None {
+            fs::symlink_metadata(&existing).ok().map(|m| m.len())
+        } else {
+            let file = fsutil::open_regular(&existing)?;
+            codec.decompress(file, std::io::sink()).ok().map(|c| c.written)
+        };
+        return fsutil::accept_existing(&existing, same, ours, theirs, codec != Codec::None);
     }
     fsutil::place_copy(payload, dir, payload_name, 0o600)
 }
@@ -423,11 +482,17 @@ fn spool(
         }
         qdirs.push(qdir);
     }
-    spool_into(ldir, src, name, &qdirs)?;
+    spool_into(ldir, src, name, &qdirs, cfg.lock_timeout)?;
     Ok(targets.iter().map(|s| s.to_string()).collect())
 }
 
-fn spool_into(ldir: &Path, src: &Path, name: &str, qdirs: &[PathBuf]) -> Result<(), ArchiveError> {
+fn spool_into(
+    ldir: &Path,
+    src: &Path,
+    name: &str,
+    qdirs: &[PathBuf],
+    wait: std::time::Duration,
+) -> Result<(), ArchiveError> {
     if qdirs.is_empty() {
         return Ok(());
     }
@@ -449,6 +514,33 @@ fn spool_into(ldir: &Path, src: &Path, name: &str, qdirs: &[PathBuf]) -> Result<
             source: e,
         },
     })?;
+    // Two calls for the same file (PostgreSQL's and a look-ahead, or a
+    // retry) must not share the staging copy: one would remove it while the
+    // other still links from it.
+    let lock_path = sdir.join(queue::LOCK_FILE);
+    let _spool_lock = match fsutil::lock(&lock_path, wait) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return Err(place_err(&sdir)(PlaceError::Io {
+                path: lock_path,
+                op: "lock the spool",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "another pitrkit process held it for lock_timeout; PostgreSQL will retry",
+                ),
+            }))
+        }
+        Err(e) => {
+            return Err(place_err(&sdir)(PlaceError::Io {
+                path: lock_path,
+                op: "lock the spool",
+                source: e,
+            }))
+        }
+    };
+    if let Err(e) = fsutil::reclaim_temp_files(&sdir) {
+        log::warn!("cannot reclaim temporary files in {}: {e}", sdir.display());
+    }
     let staged = sdir.join(name);
     match fsutil::place_copy(src, &sdir, name, 0o600) {
         Ok(_) => {}
@@ -788,7 +880,7 @@ mod tests {
                 }
             });
             for n in &names {
-                let r = spool_into(&ldir, &src, n, &qdirs);
+                let r = spool_into(&ldir, &src, n, &qdirs, Duration::from_secs(5));
                 if r.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }
