@@ -8,6 +8,7 @@
 //! - every slave: in `ship_mode: sync`.
 
 pub mod lookahead;
+pub mod mount;
 pub mod queue;
 pub mod state;
 pub mod sysid;
@@ -164,7 +165,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     // In sync mode a retry after a partial failure only targets the slaves still missing it.
     let ledger = ldir.map(|l| Ledger::new(l, &file_name));
     let already = match (&ledger, cfg.ship_mode) {
-        (Some(l), ShipMode::Sync) => l.delivered(),
+        (Some(l), ShipMode::Sync) => still_delivered(cfg, &file_name, l.delivered()),
         _ => Vec::new(),
     };
     let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
@@ -176,7 +177,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
         })?),
         None => None,
     };
-    let queued_name = stage(cfg, cluster, &src, &name, &targets, &mut report)?;
+    let (queued_name, queued_size) = stage(cfg, cluster, &src, &name, &targets, &mut report)?;
     // Once per call per directory we wrote to: temporary files of writers
     // that were killed (their flock is gone) would pile up forever.
     for dir in cfg.local_archivedirs.iter().map(PathBuf::as_path).chain(ldir) {
@@ -196,7 +197,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
             let Ok(extra_name) = WalName::parse(&n) else { continue };
             let mut ignored = ArchiveReport::default();
             match stage(cfg, cluster, &path, &extra_name, &all, &mut ignored) {
-                Ok(q) => extras.push((path, n, q)),
+                Ok((q, _)) => extras.push((path, n, q)),
                 Err(e) => {
                     // PostgreSQL's own call for it will meet and report the problem.
                     log::debug!("look-ahead stops at {n}: {e}");
@@ -242,7 +243,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
                 ledger.remove();
                 Ok(report)
             } else {
-                if let Err(e) = ledger.record(&have) {
+                if let Err(e) = ledger.record(&have, queued_size) {
                     log::warn!("cannot record partial delivery of {file_name}: {e}");
                 }
                 Err(ArchiveError::NotDelivered {
@@ -254,8 +255,47 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     }
 }
 
+/// Sync mode: the slaves the ledger lists that still hold the file, the
+/// same size, checked with one remote `stat` each: a copy that vanished
+/// since (deleted, restored from a backup, a slave rebuilt) is shipped again.
+fn still_delivered(cfg: &ArchiverConfig, wal: &str, listed: Vec<(String, Option<u64>)>) -> Vec<String> {
+    let Some(rdir) = cfg.r_archivedir.as_deref() else {
+        return Vec::new();
+    };
+    let name = format!("{wal}{}", cfg.slave_codec.suffix());
+    let mut kept = Vec::new();
+    for (slave, size) in listed {
+        if !cfg.slaves.contains(&slave) {
+            continue;
+        }
+        let remote = Remote {
+            host: &slave,
+            dir: rdir,
+            ssh: &cfg.ssh,
+            rsync: &cfg.rsync,
+        };
+        let why = match remote.stat(std::slice::from_ref(&name)) {
+            Ok(found) => match found.get(&name) {
+                Some(f) if f.regular && size.is_none_or(|s| s == f.size) => None,
+                Some(f) if f.regular => Some(format!("it has {} bytes there, not {}", f.size, size.unwrap_or(0))),
+                Some(_) => Some("it is not a regular file there".to_string()),
+                None => Some("it is gone from there".to_string()),
+            },
+            Err(e) => Some(format!("cannot check: {e}")),
+        };
+        match why {
+            None => kept.push(slave),
+            Some(why) => log::warn!(
+                "{wal}: the delivery ledger lists slave {slave}, but {why} ({slave}:{}/{name}); shipping it again",
+                rdir.display()
+            ),
+        }
+    }
+    kept
+}
+
 /// Checks one file and makes it durable at every local destination and in
-/// the queues of `targets`. Returns the name it has in the queues.
+/// the queues of `targets`. Returns the name it has in the queues and its size.
 fn stage(
     cfg: &ArchiverConfig,
     cluster: Option<u64>,
@@ -263,7 +303,7 @@ fn stage(
     name: &WalName,
     targets: &[&String],
     report: &mut ArchiveReport,
-) -> Result<String, ArchiveError> {
+) -> Result<(String, u64), ArchiveError> {
     let file_name = name.as_str().to_string();
     let system_id = if name.is_segment_data() {
         let _t = StepTimer::new(format!("checking the header of {file_name}"));
@@ -308,7 +348,7 @@ fn stage(
         report.local.push((dir.clone(), placed));
     }
     if cfg.slaves.is_empty() {
-        return Ok(file_name);
+        return Ok((file_name, 0));
     }
     let ldir = cfg.l_archivedir.as_deref().expect("checked at config load");
     if !ldir.is_dir() {
@@ -320,7 +360,8 @@ fn stage(
     check_system_id(cfg, ldir, system_id, &file_name)?;
     let (payload, queued_name) = payloads.get(cfg.slave_codec, ldir)?;
     report.spooled = spool(cfg, ldir, &payload, &queued_name, targets)?;
-    Ok(queued_name)
+    let size = fs::metadata(&payload).map(|m| m.len()).unwrap_or(0);
+    Ok((queued_name, size))
 }
 
 /// Sync mode: does `slave` now have `name`? Only this run's outcome for this
@@ -731,12 +772,20 @@ fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> Sla
     drop(lock);
 
     // Hooks may be slow: never while holding the queue.
-    for c in shipped.iter().flat_map(|s| s.conflicts()) {
-        cfg.notify.send(Level::Critical, &format!(
-            "slave {slave} already has a different {c} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
-            cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
-            qdir.join(queue::CONFLICTS_DIR).join(&c).display()
-        ));
+    for s in shipped.iter() {
+        for c in s.conflicts() {
+            // Another stored form of the same WAL (X beside our X.zst) counts too.
+            let theirs = s
+                .conflict_with
+                .iter()
+                .find(|(q, _)| *q == c)
+                .map_or(c.clone(), |(_, forms)| forms.clone());
+            cfg.notify.send(Level::Critical, &format!(
+                "slave {slave} already has a different {theirs} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
+                cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
+                qdir.join(queue::CONFLICTS_DIR).join(&c).display()
+            ));
+        }
     }
     for n in notices {
         cfg.notify.send(n.level, &n.message);
@@ -767,8 +816,32 @@ pub struct InitCheck {
 /// `-I`: create the queue root, per-slave queues and local archives (0700),
 /// refuse non-empty queues (as pitrtools did), then check every slave.
 pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
+    init_with(cfg, Path::new(mount::FSTAB))
+}
+
+fn init_with(cfg: &ArchiverConfig, fstab: &Path) -> Vec<InitCheck> {
     let mut checks = Vec::new();
+    // Before anything is created: a directory under a share that is not
+    // mounted would be created (and marked) on the root filesystem.
+    let mut unmounted = Vec::new();
+    let guarded = cfg
+        .local_archivedirs
+        .iter()
+        .map(|d| (d, cfg.require_mount))
+        .chain(cfg.l_archivedir.iter().map(|d| (d, false)));
+    for (dir, required) in guarded {
+        if let Err(p) = mount::check(dir, fstab, required) {
+            checks.push(InitCheck {
+                what: format!("{}: mounted", dir.display()),
+                problem: Some(p),
+            });
+            unmounted.push(dir.clone());
+        }
+    }
     let mut mk = |what: String, dir: &Path, must_be_empty: bool| {
+        if unmounted.iter().any(|u| dir.starts_with(u)) {
+            return; // reported above
+        }
         let problem = match fsutil::ensure_dir(dir, 0o700) {
             Err(e) => Some(format!("cannot create {}: {e}", dir.display())),
             Ok(()) if must_be_empty => match queue::queued_files(dir) {
@@ -795,7 +868,7 @@ pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
     // Only -I marks a directory as an archive; see sysid.
     let roots = cfg.local_archivedirs.iter().chain(cfg.l_archivedir.iter());
     for d in roots {
-        if !d.is_dir() {
+        if !d.is_dir() || unmounted.contains(d) {
             continue; // reported above
         }
         let (what, problem) = match sysid::init_dir(d, cfg.pgdata.as_deref()) {
@@ -812,17 +885,67 @@ pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
                 ssh: &cfg.ssh,
                 rsync: &cfg.rsync,
             };
+            let reachable = remote.check();
+            let ok = reachable.is_ok();
             checks.push(InitCheck {
                 what: format!(
                     "slave {s}: {}:{} reachable and writable, rsync present",
                     s,
                     rdir.display()
                 ),
-                problem: remote.check().err().map(|e| e.to_string()),
+                problem: reachable.err().map(|e| e.to_string()),
             });
+            if ok {
+                let (what, problem) = match mark_remote(cfg, &remote) {
+                    Ok(note) => (format!("slave {s}: {}: {note}", rdir.display()), None),
+                    Err(p) => (format!("slave {s}: {}: database system", rdir.display()), Some(p)),
+                };
+                checks.push(InitCheck { what, problem });
+            }
         }
     }
     checks
+}
+
+/// `-I` for a slave's `r_archivedir`: the same mark as a local archive
+/// directory, so that restore there can tell an archive from an empty
+/// (unmounted) directory. Claims an unmarked or unclaimed directory,
+/// refuses one that belongs to another system.
+fn mark_remote(cfg: &ArchiverConfig, remote: &Remote) -> Result<String, String> {
+    let where_ = format!("{}:{}", remote.host, remote.dir.join(SYSTEM_ID_FILE).display());
+    let ours = cfg.pgdata.as_deref().map(|p| (p, sysid::pg_control_system_id(p)));
+    let here = match remote.read_file(SYSTEM_ID_FILE).map_err(|e| e.to_string())? {
+        None => sysid::Recorded::Missing,
+        Some(bytes) => sysid::parse(&String::from_utf8_lossy(&bytes), &where_).map_err(|e| e.to_string())?,
+    };
+    let write = |id: Option<u64>| {
+        remote
+            .write_file_durable(SYSTEM_ID_FILE, sysid::content(id).as_bytes())
+            .map_err(|e| e.to_string())
+    };
+    match (here, ours) {
+        (sysid::Recorded::System(a), Some((p, Ok(o)))) if a != o => Err(format!(
+            "this slave's archive belongs to system {a} ({where_}), but {} is system {o}: two clusters must never share an archive. Point r_archivedir at a directory of its own, or remove {where_} if the old system is gone for good",
+            p.display()
+        )),
+        (sysid::Recorded::System(a), _) => Ok(format!("belongs to database system {a}")),
+        (_, Some((_, Ok(o)))) => {
+            write(Some(o))?;
+            Ok(format!("claimed for database system {o}"))
+        }
+        (here, ours) => {
+            if here == sysid::Recorded::Missing {
+                write(None)?;
+            }
+            Ok(match ours {
+                Some((p, Err(e))) => format!(
+                    "unclaimed (cannot read {}/global/pg_control: {e}); run -I again once it can be read",
+                    p.display()
+                ),
+                _ => "unclaimed (pgdata is not set); set pgdata and run -I again".into(),
+            })
+        }
+    }
 }
 
 /// `--status`: one line per slave for humans and monitoring.
@@ -893,11 +1016,50 @@ mod tests {
                 assert_eq!(fs::read(q.join(n)).unwrap().len(), 64 << 10, "{n} in {}", q.display());
             }
         }
-        assert_eq!(
-            fs::read_dir(ldir.join(queue::SPOOL_DIR)).unwrap().count(),
-            0,
-            "staging copies are removed once linked"
-        );
+        let left: Vec<_> = fs::read_dir(ldir.join(queue::SPOOL_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != queue::LOCK_FILE)
+            .collect();
+        assert!(left.is_empty(), "staging copies are removed once linked: {left:?}");
+    }
+
+    #[test]
+    fn concurrent_calls_for_the_same_file_all_succeed() {
+        let d = tempfile::tempdir().unwrap();
+        let ldir = d.path().to_path_buf();
+        let qdirs: Vec<PathBuf> = ["a", "b"].iter().map(|q| ldir.join(q)).collect();
+        for q in &qdirs {
+            fs::create_dir(q).unwrap();
+        }
+        let src = d.path().join("src");
+        fs::write(&src, vec![7u8; 256 << 10]).unwrap();
+        let name = "000000010000000000000001";
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // A concurrent --flush shipping queue a.
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = fs::remove_file(qdirs[0].join(name));
+                }
+            });
+            let calls: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..40 {
+                            spool_into(&ldir, &src, name, &qdirs, Duration::from_secs(30))?;
+                        }
+                        Ok::<_, ArchiveError>(())
+                    })
+                })
+                .collect();
+            let results: Vec<_> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+            stop.store(true, Ordering::Relaxed);
+            for r in results {
+                r.unwrap();
+            }
+        });
+        assert_eq!(fs::read(qdirs[1].join(name)).unwrap().len(), 256 << 10);
     }
 
     fn config(dir: &Path, extra: &str) -> ArchiverConfig {

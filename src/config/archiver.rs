@@ -26,6 +26,8 @@ pub struct ArchiverConfig {
     pub r_archivedir: Option<PathBuf>,
     pub slaves: Vec<String>,
     pub local_archivedirs: Vec<PathBuf>,
+    /// `-I` refuses a local_archivedirs entry that is not on a mounted filesystem.
+    pub require_mount: bool,
     pub ship_mode: ShipMode,
     pub queue_user: Option<String>,
     pub queue_wait: Duration,
@@ -63,6 +65,7 @@ impl ArchiverConfig {
             r_archivedir: o.path("r_archivedir")?,
             slaves: o.hosts("slaves")?,
             local_archivedirs: o.paths("local_archivedirs")?,
+            require_mount: o.bool("require_mount")?,
             ship_mode: if o.choice("ship_mode")? == "sync" {
                 ShipMode::Sync
             } else {
