@@ -173,7 +173,9 @@ pub fn open_regular(path: &Path) -> Result<File, PlaceError> {
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => return Err(not_regular("symbolic link")),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err(not_regular("symbolic link"))
+        }
         Err(e) => return Err(io_err(path, "open existing file")(e)),
     };
     let meta = file.metadata().map_err(io_err(path, "stat existing file"))?;
@@ -546,8 +548,20 @@ mod tests {
         // A symlink to the very file being archived: not a copy.
         std::os::unix::fs::symlink(&src, out.join("f")).unwrap();
         let e = place_copy(&src, &out, "f", 0o600).unwrap_err();
-        assert!(matches!(e, PlaceError::NotRegular { kind: "symbolic link", .. }), "{e:?}");
-        assert!(e.to_string().contains("is a symbolic link, not an archived copy"), "{e}");
+        assert!(
+            matches!(
+                e,
+                PlaceError::NotRegular {
+                    kind: "symbolic link",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("is a symbolic link, not an archived copy"),
+            "{e}"
+        );
         let e = place_link(&src, &out, "f").unwrap_err();
         assert!(matches!(e, PlaceError::NotRegular { .. }), "{e:?}");
         assert!(identical(&src, &out.join("f")).is_err());
@@ -561,7 +575,12 @@ mod tests {
 
     fn backdate(p: &Path, secs: u64) {
         let t = std::time::SystemTime::now() - Duration::from_secs(secs);
-        fs::File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
     }
 
     #[test]
@@ -569,7 +588,13 @@ mod tests {
         assert!(is_temp_name(".000000010000000000000001.pitrkit-123.tmp"));
         assert!(is_temp_name(".pitrkit-system-id.pitrkit-9.tmp"));
         assert!(is_temp_name(".pitrkit-compress-AbC123"));
-        for n in ["000000010000000000000001", ".pitrkit-system-id", ".x.pitrkit-.tmp", ".x.pitrkit-1a.tmp", "..pitrkit-1.tmp"] {
+        for n in [
+            "000000010000000000000001",
+            ".pitrkit-system-id",
+            ".x.pitrkit-.tmp",
+            ".x.pitrkit-1a.tmp",
+            "..pitrkit-1.tmp",
+        ] {
             assert!(!is_temp_name(n), "{n}");
         }
         let d = tempfile::tempdir().unwrap();

@@ -171,10 +171,12 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
     // Read once per call: every segment archived must be this cluster's.
     let cluster = match &cfg.pgdata {
-        Some(pg) => Some(sysid::pg_control_system_id(pg).map_err(|source| ArchiveError::ClusterId {
-            config: cfg.source.display().to_string(),
-            source: std::io::Error::new(source.kind(), format!("{}/global/pg_control: {source}", pg.display())),
-        })?),
+        Some(pg) => Some(
+            sysid::pg_control_system_id(pg).map_err(|source| ArchiveError::ClusterId {
+                config: cfg.source.display().to_string(),
+                source: std::io::Error::new(source.kind(), format!("{}/global/pg_control: {source}", pg.display())),
+            })?,
+        ),
         None => None,
     };
     let (queued_name, queued_size) = stage(cfg, cluster, &src, &name, &targets, &mut report)?;
@@ -444,11 +446,9 @@ impl Payloads<'_> {
             .tempfile_in(scratch)
             .map_err(io)?;
         // Held until the copy is dropped: a reclaimer must not take it for a dead writer's.
-        let lock = tmp
-            .as_file()
-            .try_clone()
-            .map_err(io)
-            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io(e.into())))?;
+        let lock = tmp.as_file().try_clone().map_err(io).and_then(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io(e.into()))
+        })?;
         let input = fs::File::open(self.raw).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         codec

@@ -70,7 +70,10 @@ fn resolve(dir: &Path) -> PathBuf {
     let mut rest = Vec::new();
     loop {
         if let Ok(real) = fs::canonicalize(&existing) {
-            return rest.iter().rev().fold(real, |p: PathBuf, c: &std::ffi::OsString| p.join(c));
+            return rest
+                .iter()
+                .rev()
+                .fold(real, |p: PathBuf, c: &std::ffi::OsString| p.join(c));
         }
         match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
             (Some(n), Some(parent)) => {
@@ -168,7 +171,10 @@ mod tests {
         // /proc is mounted everywhere tests run: on another device than /.
         fs::write(
             &fstab,
-            format!("nas:/wal {} nfs rw 0 0\nproc /proc proc defaults 0 0\n", share.display()),
+            format!(
+                "nas:/wal {} nfs rw 0 0\nproc /proc proc defaults 0 0\n",
+                share.display()
+            ),
         )
         .unwrap();
         for dir in [share.clone(), share.join("archive"), share.join("./a/../archive/")] {
@@ -182,7 +188,9 @@ mod tests {
         // Through a symlink, too.
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&share, &link).unwrap();
-        assert!(check(&link.join("archive"), &fstab, false).unwrap_err().contains("really"));
+        assert!(check(&link.join("archive"), &fstab, false)
+            .unwrap_err()
+            .contains("really"));
         // Plain local directories stay allowed; a mounted one passes.
         assert!(check(&d.path().join("local"), &fstab, false).is_ok());
         assert!(check(Path::new("/proc/sys"), &fstab, false).is_ok());

@@ -151,7 +151,10 @@ impl ArchiverConfig {
                 if let Some(why) = why {
                     return Err(o
                         .file()
-                        .error("local_archivedirs", format!("local_archivedirs entry {}: {why}", d.display()))
+                        .error(
+                            "local_archivedirs",
+                            format!("local_archivedirs entry {}: {why}", d.display()),
+                        )
                         .hint("give local_archivedirs a directory of its own, outside l_archivedir's queues"));
                 }
             }
@@ -340,7 +343,11 @@ max_queue_workers: 2
     fn local_archivedirs_never_inside_a_slaves_queue() {
         let base = "slaves: sb, sc\nl_archivedir: /q\nr_archivedir: /r\n";
         let e = load(&format!("{base}local_archivedirs: /a, /q/\n")).unwrap_err();
-        assert!(e.to_string().contains("local_archivedirs entry /q: it is l_archivedir itself"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("local_archivedirs entry /q: it is l_archivedir itself"),
+            "{e}"
+        );
         let e = load(&format!("{base}local_archivedirs: /q/./sc/arch\n")).unwrap_err();
         assert!(
             e.to_string()

@@ -413,14 +413,15 @@ impl Remote<'_> {
         }
         let dir = self.dir.display().to_string();
         let paths: Vec<String> = names.iter().map(|n| format!("{dir}/{n}")).collect();
-        let mut words = vec!["stat", "-c", "%s %f %n", "--"];
+        // LC_ALL=C: the "No such file" messages are read below.
+        let mut words = vec!["env", "LC_ALL=C", "stat", "-c", "%s %f %n", "--"];
         words.extend(paths.iter().map(String::as_str));
         let out = self.ssh_run("listing", &words, None)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Exit 1 with "No such file" for each missing name is an answer too.
         let only_missing = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with("debug"))
+            .filter(|l| l.starts_with("stat:"))
             .all(|l| l.contains("No such file or directory"));
         if !out.status.success() && !(out.status.code() == Some(1) && only_missing) {
             let code = out.status.code().unwrap_or(-1);
@@ -455,7 +456,7 @@ impl Remote<'_> {
     /// The content of `name` in the remote directory; `None` if there is no such file.
     pub fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>, TransportError> {
         let path = format!("{}/{name}", self.dir.display());
-        let out = self.ssh_run("reading", &["cat", "--", &path], None)?;
+        let out = self.ssh_run("reading", &["env", "LC_ALL=C", "cat", "--", &path], None)?;
         if out.status.success() {
             return Ok(Some(out.stdout));
         }
