@@ -1367,7 +1367,7 @@ fn temp_files_of_killed_writers_are_reclaimed_by_the_next_call() {
         .unwrap();
     assert!(wait_until(Duration::from_secs(5), || {
         let f = fs::File::open(&alive).unwrap();
-        f.try_lock().is_err()
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
     }));
     let out = s.archiver(&["-F", &path.display().to_string()]);
     let _ = holder.kill();

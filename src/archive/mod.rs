@@ -278,7 +278,7 @@ fn still_delivered(cfg: &ArchiverConfig, wal: &str, listed: Vec<(String, Option<
         };
         let why = match remote.stat(std::slice::from_ref(&name)) {
             Ok(found) => match found.get(&name) {
-                Some(f) if f.regular && size.is_none_or(|s| s == f.size) => None,
+                Some(f) if f.regular && size.map_or(true, |s| s == f.size) => None,
                 Some(f) if f.regular => Some(format!("it has {} bytes there, not {}", f.size, size.unwrap_or(0))),
                 Some(_) => Some("it is not a regular file there".to_string()),
                 None => Some("it is gone from there".to_string()),

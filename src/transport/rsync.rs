@@ -423,7 +423,7 @@ impl Remote<'_> {
             .lines()
             .filter(|l| l.starts_with("stat:"))
             .all(|l| l.contains("No such file or directory"));
-        if !out.status.success() && !(out.status.code() == Some(1) && only_missing) {
+        if !(out.status.success() || out.status.code() == Some(1) && only_missing) {
             let code = out.status.code().unwrap_or(-1);
             return Err(self.fail(
                 "listing",
