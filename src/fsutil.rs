@@ -218,8 +218,10 @@ pub fn existing_regular(path: &Path) -> Result<Option<fs::Metadata>, PlaceError>
 }
 
 /// Creates `tmp` (replacing a stale one of our pid) and holds an flock on
-/// it, so that [`reclaim_temp_files`] leaves it alone while we write.
-fn create_locked_temp(tmp: &Path, mode: u32) -> io::Result<Flock<File>> {
+/// it, so that [`reclaim_temp_files`] leaves it alone while we write. Every
+/// writer of a [`temp_name`] file that may take longer than [`RECLAIM_AGE`]
+/// should create it through this; unlink or rename it before dropping the lock.
+pub fn create_locked_temp(tmp: &Path, mode: u32) -> io::Result<Flock<File>> {
     match fs::remove_file(tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
