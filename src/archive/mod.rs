@@ -177,7 +177,9 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
                 source: std::io::Error::new(source.kind(), format!("{}/global/pg_control: {source}", pg.display())),
             })?,
         ),
-        None => None,
+        // PostgreSQL runs archive_command in the data directory; run by hand
+        // elsewhere, only the archive's recorded system can be checked.
+        None => sysid::pg_control_system_id(Path::new(".")).ok(),
     };
     let (queued_name, queued_size) = stage(cfg, cluster, &src, &name, &targets, &mut report)?;
     // Once per call per directory we wrote to: temporary files of writers

@@ -403,27 +403,33 @@ impl Remote<'_> {
         Ok(out)
     }
 
-    /// Size and type of `names` in the remote directory, in one remote
-    /// `stat` (coreutils; symlinks are not followed). A name missing from
-    /// the answer does not exist there.
+    /// Size and type of `names` in the remote directory, in one ssh session
+    /// (`xargs -0 stat`, coreutils and findutils; symlinks are not
+    /// followed). The paths go through stdin: a backlog's names would
+    /// overflow one command line. A name missing from the answer does not
+    /// exist there.
     pub fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError> {
         let mut found = HashMap::new();
         if names.is_empty() {
             return Ok(found);
         }
         let dir = self.dir.display().to_string();
-        let paths: Vec<String> = names.iter().map(|n| format!("{dir}/{n}")).collect();
+        let mut input = Vec::new();
+        for n in names {
+            input.extend_from_slice(format!("{dir}/{n}").as_bytes());
+            input.push(0);
+        }
         // LC_ALL=C: the "No such file" messages are read below.
-        let mut words = vec!["env", "LC_ALL=C", "stat", "-c", "%s %f %n", "--"];
-        words.extend(paths.iter().map(String::as_str));
-        let out = self.ssh_run("listing", &words, None)?;
+        let words = ["env", "LC_ALL=C", "xargs", "-0", "stat", "-c", "%s %f %n", "--"];
+        let out = self.ssh_run("listing", &words, Some(input))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        // Exit 1 with "No such file" for each missing name is an answer too.
+        // stat's exit 1 (xargs: 123) with "No such file" for each missing
+        // name is an answer too.
         let only_missing = stderr
             .lines()
             .filter(|l| l.starts_with("stat:"))
             .all(|l| l.contains("No such file or directory"));
-        if !(out.status.success() || out.status.code() == Some(1) && only_missing) {
+        if !(out.status.success() || out.status.code() == Some(123) && only_missing) {
             let code = out.status.code().unwrap_or(-1);
             return Err(self.fail(
                 "listing",
