@@ -573,6 +573,13 @@ mod tests {
         assert!(matches!(e, PlaceError::NotRegular { kind: "FIFO", .. }), "{e:?}");
         assert!(fs::symlink_metadata(out.join("f")).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(&src).unwrap(), b"segment");
+        // A symlinked directory (/var/lib/archive -> /mnt/nfs/archive) is the
+        // admin's choice: only the entries inside are judged.
+        let via = d.path().join("via");
+        std::os::unix::fs::symlink(&out, &via).unwrap();
+        assert_eq!(place_copy(&src, &via, "g", 0o600).unwrap(), Placed::Created);
+        assert_eq!(place_copy(&src, &via, "g", 0o600).unwrap(), Placed::AlreadyPresent);
+        assert!(fs::symlink_metadata(out.join("g")).unwrap().is_file());
     }
 
     fn backdate(p: &Path, secs: u64) {
