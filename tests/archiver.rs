@@ -80,16 +80,21 @@ impl Setup {
         fixtures::lines(&self.hooks)
     }
     fn queued(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.queue)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            // A plain file's `.sum` sidecar travels with it (checked where it matters).
-            .filter(|n| !n.starts_with('.') && !n.ends_with(".sum"))
-            .collect();
-        v.sort();
-        v
+        queued_wal(&self.queue)
     }
+}
+
+/// The WAL files waiting in a queue directory, sorted. A plain file's `.sum`
+/// sidecar travels with it (checked where it matters) and is not listed.
+fn queued_wal(qdir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(qdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !n.ends_with(".sum"))
+        .collect();
+    v.sort();
+    v
 }
 
 fn assert_same_bytes(a: &Path, b: &Path) {
@@ -148,7 +153,9 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
     assert!(s.queued().is_empty(), "queue not drained: {:?}", s.queued());
     let spool = s.env.path("queue/.spool");
     assert_eq!(
-        fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),
+        fs::read_dir(&spool)
+            .map(|d| d.flatten().filter(|e| e.file_name() != ".lock").count())
+            .unwrap_or(0),
         0,
         "staging copies left"
     );
@@ -827,8 +834,14 @@ fn compressed_once_per_codec_restorable_and_judged_by_content() {
     fs::write(s.local.join(format!("{}.zst", segs[0])), &packed).unwrap();
     let out = s.archiver(&["-F", &wal]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to overwrite"), "{}", describe_output(&out));
+    // An intact compressed copy of another segment: sizes compared like with
+    // like (16 MiB decompressed each), never called a truncated leftover.
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"),
+        stderr.contains("(16777216 bytes once decompressed; the file being archived has 16777216 bytes)")
+            && stderr.contains("Two clusters may share this archive")
+            && !stderr.contains("truncated"),
         "{}",
         describe_output(&out)
     );
@@ -944,14 +957,7 @@ impl TwoSlaves {
     }
 
     fn queue(&self, slave: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.s.env.path("queue").join(slave))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        v.sort();
-        v
+        queued_wal(&self.s.env.path("queue").join(slave))
     }
 }
 
@@ -976,12 +982,11 @@ fn one_dead_slave_never_blocks_the_others() {
         assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &t.s.remote.join(seg));
     }
     assert!(t.queue("good").is_empty());
-    let with_sums: Vec<String> = segs.iter().flat_map(|s| [s.clone(), format!("{s}.sum")]).collect();
-    assert_eq!(
-        t.queue("dead"),
-        with_sums,
-        "the dead slave's files wait in its own queue, each with its checksum sidecar"
-    );
+    assert_eq!(t.queue("dead"), segs, "the dead slave's files wait in its own queue");
+    for seg in &segs {
+        let sum = t.s.env.path("queue/dead").join(format!("{seg}.sum"));
+        assert!(sum.is_file(), "each with its checksum sidecar: {}", sum.display());
+    }
     let hooks = t.s.hook_lines();
     assert!(
         hooks
@@ -1007,7 +1012,7 @@ fn sync_mode_retries_only_the_slaves_still_missing_a_file() {
         "'good' received it in the first attempt"
     );
     let ledger = fs::read_to_string(t.s.env.path("queue/.delivered").join(&seg)).unwrap();
-    assert_eq!(ledger.trim(), "good");
+    assert_eq!(ledger.trim(), "good 16777216", "the slave and the size it got");
     let log_before = fs::read_to_string(&pg.log).unwrap().len();
     t.write_ssh_config(t.s.sshd.port);
     assert!(
@@ -1043,4 +1048,411 @@ fn segment_size_is_read_from_the_wal_not_assumed() {
     assert!(pg.wait_archived(&seg, WAIT), "{}", tail(&pg.log, 30));
     assert_eq!(fs::metadata(s.remote.join(&seg)).unwrap().len(), 1 << 20);
     assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
+}
+
+fn critical_lines(s: &Setup) -> Vec<String> {
+    s.hook_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("critical"))
+        .collect()
+}
+
+/// A directory that must be the local archive in `s`'s config.
+fn with_local_archive(s: &Setup, extra: &str) {
+    s.edit_ini(|t| t.replace("LOCAL", &s.local.display().to_string()) + extra);
+}
+
+#[test]
+fn a_symlink_is_never_taken_for_an_archived_copy() {
+    let s = Setup::new("arch_symlink", "local_archivedirs: LOCAL");
+    with_local_archive(&s, "");
+    let (_pg, seg, path) = real_segment(&s);
+    s.init();
+    let wal = path.display().to_string();
+    // A symlink to the very segment: "identical" if followed, and lost as
+    // soon as PostgreSQL recycles the segment.
+    std::os::unix::fs::symlink(&path, s.local.join(&seg)).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let expected = format!(
+        "{} is a symbolic link, not an archived copy",
+        s.local.join(&seg).display()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&expected),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(fs::symlink_metadata(s.local.join(&seg))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        critical_lines(&s).iter().any(|l| l.contains("symbolic link")),
+        "{:?}",
+        s.hook_lines()
+    );
+    assert!(
+        s.queued().is_empty() && !s.remote.join(&seg).exists(),
+        "nothing shipped"
+    );
+
+    // The same in a slave's queue.
+    fs::remove_file(s.local.join(&seg)).unwrap();
+    std::os::unix::fs::symlink(&path, s.queue.join(&seg)).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a symbolic link, not an archived copy"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(critical_lines(&s).len(), 2, "{:?}", s.hook_lines());
+}
+
+#[test]
+fn a_segment_of_another_cluster_is_refused_at_archive_time() {
+    let s = Setup::new("arch_foreign", "");
+    // -I before the cluster exists: the archive is unclaimed, so only
+    // pg_control can tell whose segment it is.
+    s.init();
+    let (pg, seg, _path) = real_segment(&s);
+    let other = PgCluster::init(&s.env, "other", "archive_mode = off\n");
+    other.start();
+    let mut foreign_seg = other.switch_wal();
+    while foreign_seg < seg {
+        foreign_seg = other.switch_wal();
+    }
+    // The other cluster's segment under a name our archive uses.
+    let renamed = s.env.path(&format!("foreign/{foreign_seg}"));
+    s.env.mkdir("foreign");
+    fs::copy(other.datadir.join("pg_wal").join(&foreign_seg), &renamed).unwrap();
+    s.env.chown(&renamed);
+    let out = s.archiver(&["-F", &renamed.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let ours = pitrkit::archive::sysid::pg_control_system_id(&pg.datadir).unwrap();
+    let theirs = pitrkit::archive::sysid::pg_control_system_id(&other.datadir).unwrap();
+    let expected = format!(
+        "{foreign_seg} comes from database system {theirs}, but this cluster ({}) is system {ours}",
+        pg.datadir.display()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&expected),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(
+        critical_lines(&s).iter().any(|l| l.contains(&expected)),
+        "{:?}",
+        s.hook_lines()
+    );
+    // Nothing written, and the archive not claimed by the wrong system.
+    assert!(s.queued().is_empty() && !s.remote.join(&foreign_seg).exists());
+    assert_eq!(fs::read_to_string(s.env.path("queue/.pitrkit-system-id")).unwrap(), "");
+}
+
+#[test]
+fn another_stored_form_on_the_slave_is_judged_by_content() {
+    let s = Setup::new("arch_forms", "slave_compression: zstd");
+    let (pg, seg, path) = real_segment(&s);
+    s.init();
+    // A plain X from another cluster beside where our X.zst would go.
+    let impostor = vec![9u8; 16 << 20];
+    fs::write(s.remote.join(&seg), &impostor).unwrap();
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "async: spooled is success\n{}",
+        describe_output(&out)
+    );
+    assert!(!s.remote.join(format!("{seg}.zst")).exists(), "a second form beside X");
+    assert_eq!(fs::read(s.remote.join(&seg)).unwrap(), impostor, "X was touched");
+    assert!(s.queue.join(".conflicts").join(format!("{seg}.zst")).exists());
+    assert!(s.queued().is_empty());
+    let critical = critical_lines(&s);
+    assert!(
+        critical.len() == 1 && critical[0].contains(&format!("already has a different {seg} in")),
+        "{critical:?}"
+    );
+
+    // The same content as a plain file: delivered, no second form.
+    let next = pg.switch_wal();
+    let next_path = pg.datadir.join("pg_wal").join(&next);
+    fs::copy(&next_path, s.remote.join(&next)).unwrap();
+    s.env.chown(&s.remote.join(&next));
+    let out = s.archiver(&["-F", &next_path.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(!s.remote.join(format!("{next}.zst")).exists(), "a second form beside X");
+    assert!(
+        s.queued().is_empty(),
+        "identical content is delivered: {:?}\n{}",
+        s.queued(),
+        describe_output(&out)
+    );
+    assert_eq!(critical_lines(&s).len(), 1, "{:?}", s.hook_lines());
+}
+
+/// The reverse of the test above: a plain file travels with its `.sum`
+/// sidecar, and the slave already holds the WAL compressed. The pair is
+/// judged as one: delivered together or set aside together, never a
+/// sidecar left behind in the queue or sent beside the other form.
+#[test]
+fn a_plain_file_and_its_sidecar_are_judged_against_another_form_on_the_slave() {
+    use pitrkit::compress::Codec;
+    let s = Setup::new("arch_forms2", "");
+    let (pg, seg, path) = real_segment(&s);
+    s.init();
+    let zst = |dest: &Path, data: &[u8]| {
+        let mut out = Vec::new();
+        Codec::Zstd.compress(data, &mut out, None).unwrap();
+        fs::write(dest, out).unwrap();
+        s.env.chown(dest);
+    };
+    let queue_entries = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&s.queue)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    // The same WAL, compressed, already on the slave: delivered.
+    zst(&s.remote.join(format!("{seg}.zst")), &fs::read(&path).unwrap());
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(queue_entries().is_empty(), "left in the queue: {:?}", queue_entries());
+    for n in [seg.clone(), format!("{seg}.sum")] {
+        assert!(!s.remote.join(&n).exists(), "{n} sent beside {seg}.zst");
+    }
+    assert!(critical_lines(&s).is_empty(), "{:?}", s.hook_lines());
+
+    // Other content, compressed, on the slave: both set aside.
+    let next = pg.switch_wal();
+    let next_path = pg.datadir.join("pg_wal").join(&next);
+    zst(&s.remote.join(format!("{next}.zst")), &vec![7u8; 16 << 20]);
+    let out = s.archiver(&["-F", &next_path.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "async: spooled is success\n{}",
+        describe_output(&out)
+    );
+    assert!(queue_entries().is_empty(), "left in the queue: {:?}", queue_entries());
+    for n in [next.clone(), format!("{next}.sum")] {
+        assert!(s.queue.join(".conflicts").join(&n).exists(), "{n} not set aside");
+        assert!(!s.remote.join(&n).exists(), "{n} sent beside {next}.zst");
+    }
+    assert_eq!(critical_lines(&s).len(), 1, "{:?}", s.hook_lines());
+}
+
+#[test]
+fn init_marks_every_slaves_archive_with_the_system_id() {
+    let t = TwoSlaves::new("arch_rmark", "ssh_control_persist: 0");
+    let s = &t.s;
+    let (pg, _seg, _path) = real_segment(s);
+    let id = pitrkit::archive::sysid::pg_control_system_id(&pg.datadir).unwrap();
+    let mark = s.remote.join(".pitrkit-system-id");
+    // Unclaimed (an earlier -I without pgdata): claimed.
+    fs::write(&mark, "").unwrap();
+    t.write_ssh_config(s.sshd.port);
+    let out = s.archiver(&["-I"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(fs::read_to_string(&mark).unwrap(), format!("{id}\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for slave in ["good", "dead"] {
+        assert!(
+            stdout.contains(&format!("ok      slave {slave}: {}: ", s.remote.display())),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(&format!("claimed for database system {id}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("belongs to database system {id}")), "{stdout}");
+    let leftovers: Vec<_> = fs::read_dir(&s.remote)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != ".pitrkit-system-id")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Missing: written.
+    fs::remove_file(&mark).unwrap();
+    assert!(s.archiver(&["-I"]).status.success());
+    assert_eq!(fs::read_to_string(&mark).unwrap(), format!("{id}\n"));
+    // Another system's archive: refused, never overwritten.
+    fs::write(&mark, "12345\n").unwrap();
+    let out = s.archiver(&["-I"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("this slave's archive belongs to system 12345"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(fs::read_to_string(&mark).unwrap(), "12345\n");
+}
+
+#[test]
+fn a_stale_ledger_entry_is_checked_on_the_slave_and_shipped_again() {
+    let t = TwoSlaves::new("arch_stale", "ssh_control_persist: 0\nship_mode: sync\nlookahead: 0");
+    let s = &t.s;
+    let _ = s.archiver(&["-I"]);
+    let (_pg, seg, path) = real_segment(s);
+    let wal = path.display().to_string();
+    let out = s.archiver(&["-F", &wal]);
+    assert_eq!(out.status.code(), Some(1), "'dead' is down: {}", describe_output(&out));
+    assert!(s.remote.join(&seg).exists(), "'good' got it");
+    let ledger = s.env.path("queue/.delivered").join(&seg);
+    assert!(fs::read_to_string(&ledger).unwrap().starts_with("good"));
+    // The copy the ledger vouches for is gone (deleted, a slave rebuilt...).
+    fs::remove_file(s.remote.join(&seg)).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "'dead' is still down: {}",
+        describe_output(&out)
+    );
+    assert_same_bytes(&path, &s.remote.join(&seg));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the delivery ledger lists slave good, but it is gone from there"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(t.queue("good").is_empty());
+    assert_eq!(t.queue("dead"), vec![seg.clone()]);
+    // A copy of another size is not trusted either.
+    fs::write(s.remote.join(&seg), b"short").unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it has 5 bytes there, not 16777216"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(
+        t.s.queue.parent().unwrap().join("good/.conflicts").join(&seg).exists(),
+        "shipped again, found different: a conflict"
+    );
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn init_refuses_an_unmounted_directory_with_require_mount() {
+    let s = Setup::new("arch_mount", "local_archivedirs: LOCAL");
+    with_local_archive(&s, "require_mount: on\n");
+    s.env.mkdir("local_archive");
+    let out = s.archiver(&["-I"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "require_mount is on, but neither {} nor a directory above it is a mounted filesystem",
+            s.local.display()
+        )) && stdout.contains("Mount it, then run -I again"),
+        "{stdout}"
+    );
+    assert_eq!(fs::read_dir(&s.local).unwrap().count(), 0, "never marked");
+    // Mounted (we are root): accepted and marked.
+    assert!(is_root(), "the tests run as root (CI does)");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+        .arg(&s.local)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _mounted = Mounted(s.local.clone());
+    s.env.chown(&s.local);
+    s.init();
+    assert!(s.local.join(".pitrkit-system-id").exists());
+}
+
+#[test]
+fn concurrent_calls_for_the_same_segment_all_succeed() {
+    let s = Setup::new("arch_concurrent", "lookahead: 0");
+    s.init();
+    let (pg, _seg, _path) = real_segment(&s);
+    for _ in 0..3 {
+        let seg = pg.switch_wal();
+        let wal = pg.datadir.join("pg_wal").join(&seg).display().to_string();
+        let mut children = Vec::new();
+        for i in 0..5 {
+            let mut c = s.env.command(&fixtures::cmd_link(&s.env, "cmd_archiver"));
+            c.arg("-C").arg(&s.ini);
+            if i == 2 {
+                c.arg("--flush");
+            } else {
+                c.args(["-F", &wal]);
+            }
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            children.push(c.spawn().unwrap());
+        }
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{seg}: {}", describe_output(&out));
+        }
+        let out = s.archiver(&["--flush"]);
+        assert!(out.status.success(), "{}", describe_output(&out));
+        assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
+    }
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn temp_files_of_killed_writers_are_reclaimed_by_the_next_call() {
+    let s = Setup::new("arch_reclaim", "local_archivedirs: LOCAL");
+    with_local_archive(&s, "");
+    s.init();
+    let (_pg, seg, path) = real_segment(&s);
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let leftover = |dir: &Path, name: &str| {
+        let p = dir.join(name);
+        fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        s.env.chown(&p);
+        p
+    };
+    let spool = s.env.mkdir("queue/.spool");
+    let dead = [
+        leftover(&s.local, &format!(".{seg}.pitrkit-4000001.tmp")),
+        leftover(&s.local, ".pitrkit-compress-Ab12Cd"),
+        leftover(&s.env.path("queue"), ".pitrkit-compress-Xy34Zw"),
+        leftover(&spool, &format!(".{seg}.pitrkit-4000002.tmp")),
+    ];
+    // A writer that is still alive (it holds the lock) keeps its file.
+    let alive = leftover(&s.local, ".000000010000000000000099.pitrkit-4000003.tmp");
+    let mut holder = std::process::Command::new(require_program("flock"))
+        .arg("-x")
+        .arg(&alive)
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let f = fs::File::open(&alive).unwrap();
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    }));
+    let out = s.archiver(&["-F", &path.display().to_string()]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    for p in &dead {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    assert!(alive.exists(), "a live writer's file was removed");
+    assert_same_bytes(&path, &s.local.join(&seg));
 }

@@ -8,6 +8,7 @@
 //! - every slave: in `ship_mode: sync`.
 
 pub mod lookahead;
+pub mod mount;
 pub mod queue;
 pub mod sidecar;
 pub mod state;
@@ -45,6 +46,20 @@ pub enum ArchiveError {
         archive: u64,
         ours: u64,
         wal: String,
+    },
+    #[error("{wal} comes from database system {segment}, but this cluster ({pgdata}) is system {cluster}: refusing to archive WAL of another cluster. A file was copied or renamed into pg_wal, or 'pgdata' in {config} names the wrong cluster: check both; nothing was written")]
+    ForeignSegment {
+        wal: String,
+        segment: u64,
+        cluster: u64,
+        pgdata: PathBuf,
+        config: String,
+    },
+    #[error("cannot read the database system identifier of this cluster: {source}; check 'pgdata' in {config} (the cluster's data directory, readable by the archiver's OS user)")]
+    ClusterId {
+        config: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{dir} does not exist ({why}); create it, or run `pitrkit archiver -C <config> -I`")]
     NoDirectory { dir: PathBuf, why: &'static str },
@@ -151,11 +166,30 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     // In sync mode a retry after a partial failure only targets the slaves still missing it.
     let ledger = ldir.map(|l| Ledger::new(l, &file_name));
     let already = match (&ledger, cfg.ship_mode) {
-        (Some(l), ShipMode::Sync) => l.delivered(),
+        (Some(l), ShipMode::Sync) => still_delivered(cfg, &file_name, l.delivered()),
         _ => Vec::new(),
     };
     let targets: Vec<&String> = cfg.slaves.iter().filter(|s| !already.contains(s)).collect();
-    let queued_name = stage(cfg, &src, &name, &targets, &mut report)?;
+    // Read once per call: every segment archived must be this cluster's.
+    let cluster = match &cfg.pgdata {
+        Some(pg) => Some(
+            sysid::pg_control_system_id(pg).map_err(|source| ArchiveError::ClusterId {
+                config: cfg.source.display().to_string(),
+                source: std::io::Error::new(source.kind(), format!("{}/global/pg_control: {source}", pg.display())),
+            })?,
+        ),
+        // PostgreSQL runs archive_command in the data directory; run by hand
+        // elsewhere, only the archive's recorded system can be checked.
+        None => sysid::pg_control_system_id(Path::new(".")).ok(),
+    };
+    let (queued_name, queued_size) = stage(cfg, cluster, &src, &name, &targets, &mut report)?;
+    // Once per call per directory we wrote to: temporary files of writers
+    // that were killed (their flock is gone) would pile up forever.
+    for dir in cfg.local_archivedirs.iter().map(PathBuf::as_path).chain(ldir) {
+        if let Err(e) = fsutil::reclaim_temp_files(dir) {
+            log::warn!("cannot reclaim temporary files in {}: {e}", dir.display());
+        }
+    }
     let (Some(ldir), Some(ledger)) = (ldir, ledger) else {
         return Ok(report);
     };
@@ -167,8 +201,8 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
         for (path, n) in lookahead::candidates(&src, &file_name, cfg.lookahead) {
             let Ok(extra_name) = WalName::parse(&n) else { continue };
             let mut ignored = ArchiveReport::default();
-            match stage(cfg, &path, &extra_name, &all, &mut ignored) {
-                Ok(q) => extras.push((path, n, q)),
+            match stage(cfg, cluster, &path, &extra_name, &all, &mut ignored) {
+                Ok((q, _)) => extras.push((path, n, q)),
                 Err(e) => {
                     // PostgreSQL's own call for it will meet and report the problem.
                     log::debug!("look-ahead stops at {n}: {e}");
@@ -214,7 +248,7 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
                 ledger.remove();
                 Ok(report)
             } else {
-                if let Err(e) = ledger.record(&have) {
+                if let Err(e) = ledger.record(&have, queued_size) {
                     log::warn!("cannot record partial delivery of {file_name}: {e}");
                 }
                 Err(ArchiveError::NotDelivered {
@@ -226,15 +260,55 @@ fn archive_inner(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, 
     }
 }
 
+/// Sync mode: the slaves the ledger lists that still hold the file, the
+/// same size, checked with one remote `stat` each: a copy that vanished
+/// since (deleted, restored from a backup, a slave rebuilt) is shipped again.
+fn still_delivered(cfg: &ArchiverConfig, wal: &str, listed: Vec<(String, Option<u64>)>) -> Vec<String> {
+    let Some(rdir) = cfg.r_archivedir.as_deref() else {
+        return Vec::new();
+    };
+    let name = format!("{wal}{}", cfg.slave_codec.suffix());
+    let mut kept = Vec::new();
+    for (slave, size) in listed {
+        if !cfg.slaves.contains(&slave) {
+            continue;
+        }
+        let remote = Remote {
+            host: &slave,
+            dir: rdir,
+            ssh: &cfg.ssh,
+            rsync: &cfg.rsync,
+        };
+        let why = match remote.stat(std::slice::from_ref(&name)) {
+            Ok(found) => match found.get(&name) {
+                Some(f) if f.regular && size.map_or(true, |s| s == f.size) => None,
+                Some(f) if f.regular => Some(format!("it has {} bytes there, not {}", f.size, size.unwrap_or(0))),
+                Some(_) => Some("it is not a regular file there".to_string()),
+                None => Some("it is gone from there".to_string()),
+            },
+            Err(e) => Some(format!("cannot check: {e}")),
+        };
+        match why {
+            None => kept.push(slave),
+            Some(why) => log::warn!(
+                "{wal}: the delivery ledger lists slave {slave}, but {why} ({slave}:{}/{name}); shipping it again",
+                rdir.display()
+            ),
+        }
+    }
+    kept
+}
+
 /// Checks one file and makes it durable at every local destination and in
-/// the queues of `targets`. Returns the name it has in the queues.
+/// the queues of `targets`. Returns the name it has in the queues and its size.
 fn stage(
     cfg: &ArchiverConfig,
+    cluster: Option<u64>,
     src: &Path,
     name: &WalName,
     targets: &[&String],
     report: &mut ArchiveReport,
-) -> Result<String, ArchiveError> {
+) -> Result<(String, u64), ArchiveError> {
     let file_name = name.as_str().to_string();
     let system_id = if name.is_segment_data() {
         let _t = StepTimer::new(format!("checking the header of {file_name}"));
@@ -242,6 +316,17 @@ fn stage(
     } else {
         None
     };
+    if let (Some(segment), Some(cluster)) = (system_id, cluster) {
+        if segment != cluster {
+            return Err(ArchiveError::ForeignSegment {
+                wal: file_name,
+                segment,
+                cluster,
+                pgdata: cfg.pgdata.clone().unwrap_or_default(),
+                config: cfg.source.display().to_string(),
+            });
+        }
+    }
     let mut payloads = Payloads {
         raw: src,
         wal: &file_name,
@@ -294,7 +379,7 @@ fn stage(
         report.local.push((dir.clone(), placed));
     }
     if cfg.slaves.is_empty() {
-        return Ok(file_name);
+        return Ok((file_name, 0));
     }
     let ldir = cfg.l_archivedir.as_deref().expect("checked at config load");
     if !ldir.is_dir() {
@@ -310,7 +395,8 @@ fn stage(
         _ => None,
     };
     report.spooled = spool(cfg, ldir, &payload, &queued_name, sum.as_ref(), targets)?;
-    Ok(queued_name)
+    let size = fs::metadata(&payload).map(|m| m.len()).unwrap_or(0);
+    Ok((queued_name, size))
 }
 
 /// Sync mode: does `slave` now have `name`? Only this run's outcome for this
@@ -364,7 +450,7 @@ struct Payloads<'a> {
     raw: &'a Path,
     wal: &'a str,
     level: Option<i32>,
-    made: Vec<(Codec, tempfile::TempPath)>,
+    made: Vec<(Codec, tempfile::TempPath, nix::fcntl::Flock<fs::File>)>,
 }
 
 impl Payloads<'_> {
@@ -375,7 +461,7 @@ impl Payloads<'_> {
         if codec == Codec::None {
             return Ok((self.raw.to_path_buf(), name));
         }
-        if let Some((_, p)) = self.made.iter().find(|(c, _)| *c == codec) {
+        if let Some((_, p, _)) = self.made.iter().find(|(c, _, _)| *c == codec) {
             return Ok((p.to_path_buf(), name));
         }
         let _t = StepTimer::new(format!("{codec} compression of {}", self.wal));
@@ -389,9 +475,13 @@ impl Payloads<'_> {
             },
         };
         let tmp = tempfile::Builder::new()
-            .prefix(".pitrkit-compress-")
+            .prefix(fsutil::COMPRESS_TEMP_PREFIX)
             .tempfile_in(scratch)
             .map_err(io)?;
+        // Held until the copy is dropped: a reclaimer must not take it for a dead writer's.
+        let lock = tmp.as_file().try_clone().map_err(io).and_then(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io(e.into()))
+        })?;
         let input = fs::File::open(self.raw).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         codec
@@ -401,7 +491,7 @@ impl Payloads<'_> {
         drop(out);
         let path = tmp.into_temp_path();
         let p = path.to_path_buf();
-        self.made.push((codec, path));
+        self.made.push((codec, path, lock));
         Ok((p, name))
     }
 }
@@ -413,21 +503,33 @@ impl Payloads<'_> {
 fn place_payload(dir: &Path, raw: &Path, wal: &str, payload: &Path, payload_name: &str) -> Result<Placed, PlaceError> {
     for codec in Codec::ALL {
         let existing = dir.join(format!("{wal}{}", codec.suffix()));
-        if !existing.exists() {
+        // A symlink (even to this very segment) or other non-regular file is
+        // a conflict, never followed nor taken for a copy.
+        if fsutil::existing_regular(&existing)?.is_none() {
             continue;
         }
+        let io = |source| PlaceError::Io {
+            path: existing.clone(),
+            op: "compare with existing file",
+            source,
+        };
         let same = if codec == Codec::None {
             fsutil::identical(raw, &existing)
         } else {
             compress::same_content(&existing, codec, raw)
         }
-        .map_err(|source| PlaceError::Io {
-            path: existing.clone(),
-            op: "compare with existing file",
-            source,
-        })?;
+        .map_err(io)?;
         let ours = fs::metadata(raw).map(|m| m.len()).unwrap_or(0);
-        return fsutil::accept_existing(&existing, same, ours);
+        // Sizes of like with like: the existing copy's content, decompressed.
+        let theirs = if same {
+            None
+        } else if codec == Codec::None {
+            fs::symlink_metadata(&existing).ok().map(|m| m.len())
+        } else {
+            let file = fsutil::open_regular(&existing)?;
+            codec.decompress(file, std::io::sink()).ok().map(|c| c.written)
+        };
+        return fsutil::accept_existing(&existing, same, ours, theirs, codec != Codec::None);
     }
     fsutil::place_copy(payload, dir, payload_name, 0o600)
 }
@@ -455,7 +557,7 @@ fn spool(
         }
         qdirs.push(qdir);
     }
-    spool_into(ldir, src, name, sum, &qdirs)?;
+    spool_into(ldir, src, name, sum, &qdirs, cfg.lock_timeout)?;
     Ok(targets.iter().map(|s| s.to_string()).collect())
 }
 
@@ -467,6 +569,7 @@ fn spool_into(
     name: &str,
     sum: Option<&crate::integrity::Sum>,
     qdirs: &[PathBuf],
+    wait: std::time::Duration,
 ) -> Result<(), ArchiveError> {
     if qdirs.is_empty() {
         return Ok(());
@@ -489,6 +592,33 @@ fn spool_into(
             source: e,
         },
     })?;
+    // Two calls for the same file (PostgreSQL's and a look-ahead, or a
+    // retry) must not share the staging copy: one would remove it while the
+    // other still links from it.
+    let lock_path = sdir.join(queue::LOCK_FILE);
+    let _spool_lock = match fsutil::lock(&lock_path, wait) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return Err(place_err(&sdir)(PlaceError::Io {
+                path: lock_path,
+                op: "lock the spool",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "another pitrkit process held it for lock_timeout; PostgreSQL will retry",
+                ),
+            }))
+        }
+        Err(e) => {
+            return Err(place_err(&sdir)(PlaceError::Io {
+                path: lock_path,
+                op: "lock the spool",
+                source: e,
+            }))
+        }
+    };
+    if let Err(e) = fsutil::reclaim_temp_files(&sdir) {
+        log::warn!("cannot reclaim temporary files in {}: {e}", sdir.display());
+    }
     let staged_sum = match sum {
         Some(s) => Some(sidecar::stage(&sdir, name, s).map_err(place_err(&sdir))?),
         None => None,
@@ -688,12 +818,20 @@ fn ship_slave(cfg: &ArchiverConfig, slave: &str, force: bool, wait: bool) -> Sla
     drop(lock);
 
     // Hooks may be slow: never while holding the queue.
-    for c in shipped.iter().flat_map(|s| s.conflicts()) {
-        cfg.notify.send(Level::Critical, &format!(
-            "slave {slave} already has a different {c} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
-            cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
-            qdir.join(queue::CONFLICTS_DIR).join(&c).display()
-        ));
+    for s in shipped.iter() {
+        for c in s.conflicts() {
+            // Another stored form of the same WAL (X beside our X.zst) counts too.
+            let theirs = s
+                .conflict_with
+                .iter()
+                .find(|(q, _)| *q == c)
+                .map_or(c.clone(), |(_, forms)| forms.clone());
+            cfg.notify.send(Level::Critical, &format!(
+                "slave {slave} already has a different {theirs} in {}; pitrkit did not overwrite it and moved the queued copy to {}. Two clusters archiving to one standby directory?",
+                cfg.r_archivedir.as_deref().unwrap_or(Path::new("?")).display(),
+                qdir.join(queue::CONFLICTS_DIR).join(&c).display()
+            ));
+        }
     }
     for n in notices {
         cfg.notify.send(n.level, &n.message);
@@ -724,8 +862,32 @@ pub struct InitCheck {
 /// `-I`: create the queue root, per-slave queues and local archives (0700),
 /// refuse non-empty queues (as pitrtools did), then check every slave.
 pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
+    init_with(cfg, Path::new(mount::FSTAB))
+}
+
+fn init_with(cfg: &ArchiverConfig, fstab: &Path) -> Vec<InitCheck> {
     let mut checks = Vec::new();
+    // Before anything is created: a directory under a share that is not
+    // mounted would be created (and marked) on the root filesystem.
+    let mut unmounted = Vec::new();
+    let guarded = cfg
+        .local_archivedirs
+        .iter()
+        .map(|d| (d, cfg.require_mount))
+        .chain(cfg.l_archivedir.iter().map(|d| (d, false)));
+    for (dir, required) in guarded {
+        if let Err(p) = mount::check(dir, fstab, required) {
+            checks.push(InitCheck {
+                what: format!("{}: mounted", dir.display()),
+                problem: Some(p),
+            });
+            unmounted.push(dir.clone());
+        }
+    }
     let mut mk = |what: String, dir: &Path, must_be_empty: bool| {
+        if unmounted.iter().any(|u| dir.starts_with(u)) {
+            return; // reported above
+        }
         let problem = match fsutil::ensure_dir(dir, 0o700) {
             Err(e) => Some(format!("cannot create {}: {e}", dir.display())),
             Ok(()) if must_be_empty => match queue::queued_files(dir) {
@@ -752,7 +914,7 @@ pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
     // Only -I marks a directory as an archive; see sysid.
     let roots = cfg.local_archivedirs.iter().chain(cfg.l_archivedir.iter());
     for d in roots {
-        if !d.is_dir() {
+        if !d.is_dir() || unmounted.contains(d) {
             continue; // reported above
         }
         let (what, problem) = match sysid::init_dir(d, cfg.pgdata.as_deref()) {
@@ -769,17 +931,67 @@ pub fn init(cfg: &ArchiverConfig) -> Vec<InitCheck> {
                 ssh: &cfg.ssh,
                 rsync: &cfg.rsync,
             };
+            let reachable = remote.check();
+            let ok = reachable.is_ok();
             checks.push(InitCheck {
                 what: format!(
                     "slave {s}: {}:{} reachable and writable, rsync present",
                     s,
                     rdir.display()
                 ),
-                problem: remote.check().err().map(|e| e.to_string()),
+                problem: reachable.err().map(|e| e.to_string()),
             });
+            if ok {
+                let (what, problem) = match mark_remote(cfg, &remote) {
+                    Ok(note) => (format!("slave {s}: {}: {note}", rdir.display()), None),
+                    Err(p) => (format!("slave {s}: {}: database system", rdir.display()), Some(p)),
+                };
+                checks.push(InitCheck { what, problem });
+            }
         }
     }
     checks
+}
+
+/// `-I` for a slave's `r_archivedir`: the same mark as a local archive
+/// directory, so that restore there can tell an archive from an empty
+/// (unmounted) directory. Claims an unmarked or unclaimed directory,
+/// refuses one that belongs to another system.
+fn mark_remote(cfg: &ArchiverConfig, remote: &Remote) -> Result<String, String> {
+    let where_ = format!("{}:{}", remote.host, remote.dir.join(SYSTEM_ID_FILE).display());
+    let ours = cfg.pgdata.as_deref().map(|p| (p, sysid::pg_control_system_id(p)));
+    let here = match remote.read_file(SYSTEM_ID_FILE).map_err(|e| e.to_string())? {
+        None => sysid::Recorded::Missing,
+        Some(bytes) => sysid::parse(&String::from_utf8_lossy(&bytes), &where_).map_err(|e| e.to_string())?,
+    };
+    let write = |id: Option<u64>| {
+        remote
+            .write_file_durable(SYSTEM_ID_FILE, sysid::content(id).as_bytes())
+            .map_err(|e| e.to_string())
+    };
+    match (here, ours) {
+        (sysid::Recorded::System(a), Some((p, Ok(o)))) if a != o => Err(format!(
+            "this slave's archive belongs to system {a} ({where_}), but {} is system {o}: two clusters must never share an archive. Point r_archivedir at a directory of its own, or remove {where_} if the old system is gone for good",
+            p.display()
+        )),
+        (sysid::Recorded::System(a), _) => Ok(format!("belongs to database system {a}")),
+        (_, Some((_, Ok(o)))) => {
+            write(Some(o))?;
+            Ok(format!("claimed for database system {o}"))
+        }
+        (here, ours) => {
+            if here == sysid::Recorded::Missing {
+                write(None)?;
+            }
+            Ok(match ours {
+                Some((p, Err(e))) => format!(
+                    "unclaimed (cannot read {}/global/pg_control: {e}); run -I again once it can be read",
+                    p.display()
+                ),
+                _ => "unclaimed (pgdata is not set); set pgdata and run -I again".into(),
+            })
+        }
+    }
 }
 
 /// `--status`: one line per slave for humans and monitoring.
@@ -837,7 +1049,7 @@ mod tests {
                 }
             });
             for n in &names {
-                let r = spool_into(&ldir, &src, n, None, &qdirs);
+                let r = spool_into(&ldir, &src, n, None, &qdirs, Duration::from_secs(5));
                 if r.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -850,11 +1062,50 @@ mod tests {
                 assert_eq!(fs::read(q.join(n)).unwrap().len(), 64 << 10, "{n} in {}", q.display());
             }
         }
-        assert_eq!(
-            fs::read_dir(ldir.join(queue::SPOOL_DIR)).unwrap().count(),
-            0,
-            "staging copies are removed once linked"
-        );
+        let left: Vec<_> = fs::read_dir(ldir.join(queue::SPOOL_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != queue::LOCK_FILE)
+            .collect();
+        assert!(left.is_empty(), "staging copies are removed once linked: {left:?}");
+    }
+
+    #[test]
+    fn concurrent_calls_for_the_same_file_all_succeed() {
+        let d = tempfile::tempdir().unwrap();
+        let ldir = d.path().to_path_buf();
+        let qdirs: Vec<PathBuf> = ["a", "b"].iter().map(|q| ldir.join(q)).collect();
+        for q in &qdirs {
+            fs::create_dir(q).unwrap();
+        }
+        let src = d.path().join("src");
+        fs::write(&src, vec![7u8; 256 << 10]).unwrap();
+        let name = "000000010000000000000001";
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // A concurrent --flush shipping queue a.
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = fs::remove_file(qdirs[0].join(name));
+                }
+            });
+            let calls: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..40 {
+                            spool_into(&ldir, &src, name, None, &qdirs, Duration::from_secs(30))?;
+                        }
+                        Ok::<_, ArchiveError>(())
+                    })
+                })
+                .collect();
+            let results: Vec<_> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+            stop.store(true, Ordering::Relaxed);
+            for r in results {
+                r.unwrap();
+            }
+        });
+        assert_eq!(fs::read(qdirs[1].join(name)).unwrap().len(), 256 << 10);
     }
 
     fn config(dir: &Path, extra: &str) -> ArchiverConfig {

@@ -4,8 +4,9 @@
 //! ```text
 //! l_archivedir/
 //!   .pitrkit-system-id        database system the queued WAL belongs to (-I)
-//!   .delivered/<wal>          sync mode: slaves that already have <wal>
+//!   .delivered/<wal>          sync mode: "<slave> <size>" lines, slaves that have <wal>
 //!   .spool/<wal>              the durable copy being linked into the queues
+//!   .spool/.lock              held while spooling (one staging copy per name)
 //!   <slave>/<wal>             hard links of one durable copy, 0600
 //!   <slave>/.lock             held while shipping this queue
 //!   <slave>/.state            delivery state (drives notifications)
@@ -13,7 +14,7 @@
 //! ```
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::ArchiverConfig;
@@ -78,6 +79,8 @@ pub struct Shipped {
     pub remaining: usize,
     /// Files kept queued because rsync's report did not add up (logged).
     pub problems: Vec<String>,
+    /// Conflicts with another stored form on the slave: (queued, remote forms).
+    pub conflict_with: Vec<(String, String)>,
 }
 
 impl Shipped {
@@ -120,15 +123,49 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
         rsync: &cfg.rsync,
     };
     let _t = crate::logging::StepTimer::new(format!("shipping {} file(s) to {slave}", names.len()));
-    // Each plain file's `.sum` sidecar travels with it (see sidecar).
-    let names = super::sidecar::with_sidecars(&qdir, &names);
-    let report = remote.push(&qdir, &names)?;
-    let verdicts = remote.verify(&qdir, &report.not_sent)?;
     let mut shipped = Shipped::default();
+    let target = format!("{slave}:{}", rdir.display());
+    // Names the remote sync must cover: what was delivered under another form.
+    let mut also_sync = Vec::new();
+    // A slave holding the same WAL under another stored form (X beside our
+    // X.zst) must never get a second form: judged here, not pushed.
+    let judged = judge_other_forms(&remote, &qdir, &names)?;
+    let mut to_push = Vec::new();
+    for n in &names {
+        match judged.iter().find(|j| &j.queued == n) {
+            None => to_push.push(n.clone()),
+            Some(j) => {
+                if let Some(p) = &j.problem {
+                    log::error!("slave {slave}: {p}; it stays queued");
+                    shipped.problems.push(p.clone());
+                }
+                if j.outcome == Outcome::Delivered {
+                    also_sync.extend(j.remote_forms.iter().cloned());
+                }
+                if j.outcome == Outcome::Conflict {
+                    log::error!(
+                        "slave {slave}: {target} holds {} with other content than the queued {n}",
+                        j.remote_forms.join(", ")
+                    );
+                    shipped.conflict_with.push((n.clone(), j.remote_forms.join(", ")));
+                }
+                // Its sidecar goes (or stays) with it; the slave's other
+                // form carries its own checksum.
+                let sum = crate::integrity::sum_name(n);
+                if qdir.join(&sum).is_file() {
+                    shipped.outcomes.push((sum, j.outcome));
+                }
+                shipped.outcomes.push((n.clone(), j.outcome));
+            }
+        }
+    }
+    // Each plain file's `.sum` sidecar travels with it (see sidecar).
+    let to_push = super::sidecar::with_sidecars(&qdir, &to_push);
+    let report = remote.push(&qdir, &to_push)?;
+    let verdicts = remote.verify(&qdir, &report.not_sent)?;
     for n in &report.sent {
         shipped.outcomes.push((n.clone(), Outcome::Delivered));
     }
-    let target = format!("{slave}:{}", rdir.display());
     for (n, verdict) in verdicts {
         let (outcome, problem) = match verdict {
             Verdict::Identical => (Outcome::Delivered, None),
@@ -172,7 +209,14 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
     let delivered = shipped.delivered();
     if cfg.rsync.fsync && !delivered.is_empty() {
         // Before anything leaves the queue: on failure everything stays.
-        remote.sync_files(&with_sidecar(delivered.clone()))?;
+        let on_slave: Vec<String> = delivered
+            .iter()
+            .filter(|n| !judged.iter().any(|j| &j.queued == *n))
+            .cloned()
+            .collect();
+        let mut on_slave = with_sidecar(on_slave);
+        on_slave.extend(also_sync);
+        remote.sync_files(&on_slave)?;
     }
     let conflicts = shipped.conflicts();
     if !conflicts.is_empty() {
@@ -192,6 +236,89 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
     fsutil::fsync_dir(&qdir).map_err(qio(&qdir))?;
     shipped.remaining = shipped.outcomes.len() - delivered.len() - conflicts.len();
     Ok(shipped)
+}
+
+/// How a queued file compares with other stored forms of its WAL on the slave.
+struct OtherForms {
+    queued: String,
+    /// Every form of the WAL the slave holds (the queued name included).
+    remote_forms: Vec<String>,
+    outcome: Outcome,
+    problem: Option<String>,
+}
+
+/// One remote `stat` for every stored form of every queued WAL; for a WAL
+/// the slave holds under another form than the queued one, the forms it
+/// holds are fetched and compared by content (decompressed) with ours:
+/// all the same is delivered, any different is a conflict. Rare, so the
+/// fetch costs nothing in the common case.
+fn judge_other_forms(remote: &Remote, qdir: &Path, names: &[String]) -> Result<Vec<OtherForms>, ShipError> {
+    use crate::compress::Codec;
+    let forms = |n: &str| -> Vec<String> {
+        let base = Codec::detect(n).1.to_string();
+        Codec::ALL.iter().map(|c| format!("{base}{}", c.suffix())).collect()
+    };
+    let all: Vec<String> = names.iter().flat_map(|n| forms(n)).collect();
+    let present = remote.stat(&all)?;
+    let mut out = Vec::new();
+    for n in names {
+        let here: Vec<String> = forms(n).into_iter().filter(|f| present.contains_key(f)).collect();
+        if here.is_empty() || here == [n.clone()] {
+            continue; // the usual push and checksum comparison decide
+        }
+        let mut judged = OtherForms {
+            queued: n.clone(),
+            remote_forms: here.clone(),
+            outcome: Outcome::Delivered,
+            problem: None,
+        };
+        if let Some(odd) = here.iter().find(|f| !present[*f].regular) {
+            judged.outcome = Outcome::StillQueued;
+            judged.problem = Some(format!(
+                "{}:{}/{odd} is not a regular file; check what is there",
+                remote.host,
+                remote.dir.display()
+            ));
+            out.push(judged);
+            continue;
+        }
+        let same = compare_forms(remote, qdir, n, &here).map_err(qio(qdir))?;
+        if !same {
+            judged.outcome = Outcome::Conflict;
+        }
+        out.push(judged);
+    }
+    Ok(out)
+}
+
+/// Fetches `theirs` from the slave and compares each, decompressed, with
+/// the queued `ours`, decompressed.
+fn compare_forms(remote: &Remote, qdir: &Path, ours: &str, theirs: &[String]) -> io::Result<bool> {
+    use crate::compress::Codec;
+    let scratch = tempfile::Builder::new().prefix("pitrkit-compare-").tempdir()?;
+    let fetched = scratch.path().join("theirs");
+    fs::create_dir(&fetched)?;
+    remote
+        .fetch(theirs, &fetched)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let (codec, _) = Codec::detect(ours);
+    let raw = scratch.path().join("ours");
+    codec
+        .decompress(fs::File::open(qdir.join(ours))?, fs::File::create(&raw)?)
+        .map_err(|e| io::Error::other(format!("{}: {e}", qdir.join(ours).display())))?;
+    for t in theirs {
+        let (c, _) = Codec::detect(t);
+        let path = fetched.join(t);
+        let same = if c == Codec::None {
+            fsutil::identical(&raw, &path)?
+        } else {
+            crate::compress::same_content(&path, c, &raw)?
+        };
+        if !same {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Moves a conflicting queued file into `.conflicts/` without replacing an
@@ -228,7 +355,9 @@ pub fn conflict_count(qdir: &Path) -> usize {
 }
 
 /// Sync mode's record of which slaves already have a file, so a retry after
-/// a partial failure does not queue (and send) it to them again.
+/// a partial failure does not queue (and send) it to them again. One line
+/// per slave: its name and the size of the copy it received (older ledgers
+/// hold the name alone).
 pub struct Ledger {
     path: PathBuf,
 }
@@ -240,24 +369,27 @@ impl Ledger {
         }
     }
 
-    pub fn delivered(&self) -> Vec<String> {
+    /// The slaves recorded as having the file, with the size they got.
+    pub fn delivered(&self) -> Vec<(String, Option<u64>)> {
         fs::read_to_string(&self.path)
-            .map(|t| t.lines().map(str::to_string).collect())
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| {
+                        let mut w = l.split_whitespace();
+                        let slave = w.next()?.to_string();
+                        Some((slave, w.next().and_then(|n| n.parse().ok())))
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
-    /// Durably records `slaves` as having the file.
-    pub fn record(&self, slaves: &[String]) -> io::Result<()> {
+    /// Durably records `slaves` as having the file, `size` bytes of it.
+    pub fn record(&self, slaves: &[String], size: u64) -> io::Result<()> {
         let dir = self.path.parent().expect("ledger path has a parent");
         fsutil::ensure_dir(dir, 0o700)?;
-        let tmp = fsutil::temp_name(dir, &self.path.file_name().unwrap().to_string_lossy());
-        let mut f = fs::File::create(&tmp)?;
-        for s in slaves {
-            writeln!(f, "{s}")?;
-        }
-        f.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        fsutil::fsync_dir(dir)
+        let text: String = slaves.iter().map(|s| format!("{s} {size}\n")).collect();
+        fsutil::write_durable(&self.path, text.as_bytes(), 0o600)
     }
 
     pub fn remove(&self) {
@@ -298,11 +430,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let l = Ledger::new(d.path(), "000000010000000000000001");
         assert!(l.delivered().is_empty());
-        l.record(&["a".into(), "b".into()]).unwrap();
+        l.record(&["a".into(), "b".into()], 77).unwrap();
         assert_eq!(
             Ledger::new(d.path(), "000000010000000000000001").delivered(),
-            vec!["a", "b"]
+            vec![("a".to_string(), Some(77)), ("b".to_string(), Some(77))]
         );
+        // A ledger written before sizes were recorded.
+        fs::write(d.path().join(LEDGER_DIR).join("000000010000000000000001"), "a\n").unwrap();
+        assert_eq!(l.delivered(), vec![("a".to_string(), None)]);
         l.remove();
         assert!(l.delivered().is_empty());
     }

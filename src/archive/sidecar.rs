@@ -64,7 +64,7 @@ pub fn place(dir: &Path, wal: &str, sum: &Sum) -> Result<Option<Placed>, PlaceEr
     let text = sum.render();
     if let Ok(existing) = fs::read(&path) {
         if existing == text.as_bytes() {
-            return fsutil::accept_existing(&path, true, 0).map(Some);
+            return fsutil::accept_existing(&path, true, 0, None, false).map(Some);
         }
         if fs::symlink_metadata(&plain).is_ok() {
             // X is there: if it differs from ours, placing X reports that

@@ -8,9 +8,8 @@
 //! `<pgdata>/global/pg_control`, or nothing ("unclaimed") when `-I` could not
 //! read it; the first archived segment then claims the directory.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::Path;
 
 use crate::fsutil;
@@ -50,6 +49,11 @@ pub fn read(dir: &Path) -> io::Result<Recorded> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recorded::Missing),
         Err(e) => return Err(e),
     };
+    parse(&text, &path.display().to_string())
+}
+
+/// Reads the content of a mark (`where_` names it in the error).
+pub fn parse(text: &str, where_: &str) -> io::Result<Recorded> {
     let t = text.trim();
     if t.is_empty() {
         return Ok(Recorded::Unclaimed);
@@ -58,35 +62,21 @@ pub fn read(dir: &Path) -> io::Result<Recorded> {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{} should hold a database system identifier (digits) but holds '{}'",
-                path.display(),
+                "{where_} should hold a database system identifier (digits) but holds '{}'",
                 t.chars().take(40).collect::<String>()
             ),
         )
     })
 }
 
+/// The content of a mark: the identifier and a newline, or nothing (unclaimed).
+pub fn content(id: Option<u64>) -> String {
+    id.map(|i| format!("{i}\n")).unwrap_or_default()
+}
+
 /// Replaces the file durably: temporary file, fsync, rename, directory fsync.
 pub fn write(dir: &Path, id: Option<u64>) -> io::Result<()> {
-    let tmp = fsutil::temp_name(dir, SYSTEM_ID_FILE);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        if let Some(id) = id {
-            writeln!(f, "{id}")?;
-        }
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(SYSTEM_ID_FILE))?;
-        fsutil::fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    fsutil::write_durable(&dir.join(SYSTEM_ID_FILE), content(id).as_bytes(), 0o644)
 }
 
 /// `-I` for one archive directory (which exists). Returns a note for the

@@ -26,6 +26,8 @@ pub struct ArchiverConfig {
     pub r_archivedir: Option<PathBuf>,
     pub slaves: Vec<String>,
     pub local_archivedirs: Vec<PathBuf>,
+    /// `-I` refuses a local_archivedirs entry that is not on a mounted filesystem.
+    pub require_mount: bool,
     pub ship_mode: ShipMode,
     pub queue_user: Option<String>,
     pub queue_wait: Duration,
@@ -63,6 +65,7 @@ impl ArchiverConfig {
             r_archivedir: o.path("r_archivedir")?,
             slaves: o.hosts("slaves")?,
             local_archivedirs: o.paths("local_archivedirs")?,
+            require_mount: o.bool("require_mount")?,
             ship_mode: if o.choice("ship_mode")? == "sync" {
                 ShipMode::Sync
             } else {
@@ -131,14 +134,30 @@ impl ArchiverConfig {
                 .hint("set remote_fsync: on, or ship_mode: async if losing the newest WAL on a slave crash is acceptable"));
         }
         if let Some(l) = &self.l_archivedir {
-            if self.local_archivedirs.iter().any(|d| d == l) {
-                return Err(o.file().error(
-                    "local_archivedirs",
-                    format!(
-                        "local_archivedirs contains l_archivedir ({}); the queue root cannot also be an archive",
-                        l.display()
-                    ),
-                ));
+            // Compared by components: "/q/" and "/q/./sb" are "/q" and "/q/sb".
+            let norm = |p: &Path| p.components().collect::<PathBuf>();
+            let l = norm(l);
+            for d in &self.local_archivedirs {
+                let d = norm(d);
+                let why = if d == l {
+                    Some("it is l_archivedir itself; the queue root cannot also be an archive".to_string())
+                } else {
+                    self.slaves.iter().find(|s| d.starts_with(l.join(s))).map(|s| {
+                        format!(
+                            "it is inside the queue of slave {s} ({}): shipping would send the archive's files to the slave and remove them",
+                            l.join(s).display()
+                        )
+                    })
+                };
+                if let Some(why) = why {
+                    return Err(o
+                        .file()
+                        .error(
+                            "local_archivedirs",
+                            format!("local_archivedirs entry {}: {why}", d.display()),
+                        )
+                        .hint("give local_archivedirs a directory of its own, outside l_archivedir's queues"));
+                }
             }
         }
         Ok(())
@@ -319,6 +338,26 @@ max_queue_workers: 2
         let e = load("state: sleeping\nlocal_archivedirs: /a\n").unwrap_err();
         assert_eq!(e.line, Some(1));
         assert!(e.message.contains("online, offline"), "{e}");
+    }
+
+    #[test]
+    fn local_archivedirs_never_inside_a_slaves_queue() {
+        let base = "slaves: sb, sc\nl_archivedir: /q\nr_archivedir: /r\n";
+        let e = load(&format!("{base}local_archivedirs: /a, /q/\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("local_archivedirs entry /q: it is l_archivedir itself"),
+            "{e}"
+        );
+        let e = load(&format!("{base}local_archivedirs: /q/./sc/arch\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("local_archivedirs entry /q/sc/arch: it is inside the queue of slave sc (/q/sc)"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("outside l_archivedir's queues"), "{e}");
+        // Beside the queues, or a name that merely starts like one: fine.
+        assert!(load(&format!("{base}local_archivedirs: /q/archive, /q/sbx, /qa\n")).is_ok());
     }
 
     #[test]

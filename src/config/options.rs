@@ -99,6 +99,7 @@ static ARCHIVER_OWN: &[OptDef] = &[
     opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call tries that slave again (--flush always tries)"),
     opt("max_queue_workers", Count, Some("4"), "slaves shipped to in parallel"),
     opt("local_archivedirs", Paths, None, "comma-separated local or NFS directories that get a durable copy of every file"),
+    opt("require_mount", Bool, Some("off"), "on: -I refuses a local_archivedirs entry unless it, or a directory above it, is a mounted filesystem (a share that is not mounted is a plain directory on the root filesystem); directories /etc/fstab lists are checked either way"),
     opt("ship_mode", Choice(&["async", "sync"]), Some("async"), "async: succeed once spooled locally (pitrtools); sync: succeed only when every destination has the file (OmniPITR)"),
     opt("queue_critical_depth", Count, Some("64"), "queued files per slave above which a critical notification is sent"),
     opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned; also the limit for each remote command (sync, checks) once ssh is connected; at least 1"),

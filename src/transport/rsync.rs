@@ -75,6 +75,14 @@ pub enum Verdict {
     Unreported,
 }
 
+/// A file in the remote directory, as `stat` saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub size: u64,
+    /// A regular file (not a symlink, directory, ...).
+    pub regular: bool,
+}
+
 /// Names per remote `sync` command line.
 const SYNC_BATCH: usize = 200;
 
@@ -311,6 +319,19 @@ impl Remote<'_> {
         Ok(PushReport { sent, not_sent })
     }
 
+    /// Copies `names` from the remote directory into `dest_dir` (to compare
+    /// them here); a name missing there is an error.
+    pub fn fetch(&self, names: &[String], dest_dir: &Path) -> Result<(), TransportError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.rsync_base(false)?;
+        c.arg("--")
+            .arg(format!("{}:{}/", rsync_host(self.host), self.dir.display()))
+            .arg(format!("{}/", dest_dir.display()));
+        self.run_listed(c, "fetching WAL from", names).map(|_| ())
+    }
+
     /// Compares `names` in `src_dir` with the remote files of those names
     /// (checksums, dry run); one verdict per name, in order.
     pub fn verify(&self, src_dir: &Path, names: &[String]) -> Result<Vec<(String, Verdict)>, TransportError> {
@@ -336,10 +357,28 @@ impl Remote<'_> {
         words: &[&str],
         detail: impl FnOnce(i32, &str) -> String,
     ) -> Result<(), TransportError> {
+        let out = self.ssh_run(what, words, None)?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let code = out.status.code().unwrap_or(-1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(self.fail(what, detail(code, &summarize_stderr(&stderr)), Some(code)))
+    }
+
+    /// Runs one remote command (its words quoted for the remote shell),
+    /// bounded by ssh_timeout + rsync_timeout; a time-out is an error, any
+    /// exit status is the caller's to judge.
+    fn ssh_run(
+        &self,
+        what: &'static str,
+        words: &[&str],
+        input: Option<Vec<u8>>,
+    ) -> Result<tools::Finished, TransportError> {
         let mut c = self.ssh.command(self.host, words)?;
         log::debug!("running {c:?}");
         let limit = self.remote_limit();
-        let out = tools::run_bounded(&mut c, None, true, limit)
+        let out = tools::run_bounded(&mut c, input, true, limit)
             .map_err(|e| self.fail(what, format!("cannot run ssh: {e}"), None))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !stderr.trim().is_empty() {
@@ -357,11 +396,115 @@ impl Remote<'_> {
                 ),
             });
         }
+        if out.status.code() == Some(255) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.fail(what, format!("ssh exit 255: {}", summarize_stderr(&stderr)), Some(255)));
+        }
+        Ok(out)
+    }
+
+    /// Size and type of `names` in the remote directory, in one ssh session
+    /// (`xargs -0 stat`, coreutils and findutils; symlinks are not
+    /// followed). The paths go through stdin: a backlog's names would
+    /// overflow one command line. A name missing from the answer does not
+    /// exist there.
+    pub fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError> {
+        let mut found = HashMap::new();
+        if names.is_empty() {
+            return Ok(found);
+        }
+        let dir = self.dir.display().to_string();
+        let mut input = Vec::new();
+        for n in names {
+            input.extend_from_slice(format!("{dir}/{n}").as_bytes());
+            input.push(0);
+        }
+        // LC_ALL=C: the "No such file" messages are read below.
+        let words = ["env", "LC_ALL=C", "xargs", "-0", "stat", "-c", "%s %f %n", "--"];
+        let out = self.ssh_run("listing", &words, Some(input))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // stat's exit 1 (xargs: 123) with "No such file" for each missing
+        // name is an answer too.
+        let only_missing = stderr
+            .lines()
+            .filter(|l| l.starts_with("stat:"))
+            .all(|l| l.contains("No such file or directory"));
+        if !(out.status.success() || out.status.code() == Some(123) && only_missing) {
+            let code = out.status.code().unwrap_or(-1);
+            return Err(self.fail(
+                "listing",
+                format!("remote `stat` exited {code}: {}", summarize_stderr(&stderr)),
+                Some(code),
+            ));
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut w = line.splitn(3, ' ');
+            let (Some(size), Some(mode), Some(path)) = (w.next(), w.next(), w.next()) else {
+                continue;
+            };
+            let (Ok(size), Ok(mode)) = (size.parse::<u64>(), u32::from_str_radix(mode, 16)) else {
+                continue;
+            };
+            let Some(name) = path.strip_prefix(&format!("{dir}/")) else {
+                continue;
+            };
+            found.insert(
+                name.to_string(),
+                RemoteFile {
+                    size,
+                    regular: mode & 0o170000 == 0o100000,
+                },
+            );
+        }
+        Ok(found)
+    }
+
+    /// The content of `name` in the remote directory; `None` if there is no such file.
+    pub fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        let path = format!("{}/{name}", self.dir.display());
+        let out = self.ssh_run("reading", &["env", "LC_ALL=C", "cat", "--", &path], None)?;
         if out.status.success() {
-            return Ok(());
+            return Ok(Some(out.stdout));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("No such file or directory") {
+            return Ok(None);
         }
         let code = out.status.code().unwrap_or(-1);
-        Err(self.fail(what, detail(code, &summarize_stderr(&stderr)), Some(code)))
+        Err(self.fail(
+            "reading",
+            format!("`cat -- {path}` exited {code}: {}", summarize_stderr(&stderr)),
+            Some(code),
+        ))
+    }
+
+    /// Writes `data` as `name` in the remote directory durably, replacing
+    /// it: a temporary name, fsync (`dd conv=fsync`), rename (`mv`), then
+    /// the directory (`sync`); coreutils only, every path a separate word.
+    pub fn write_file_durable(&self, name: &str, data: &[u8]) -> Result<(), TransportError> {
+        let dir = self.dir.display().to_string();
+        let tmp = crate::fsutil::temp_name(self.dir, name).display().to_string();
+        let path = format!("{dir}/{name}");
+        let of = format!("of={tmp}");
+        let steps: [(&[&str], Option<Vec<u8>>); 3] = [
+            (&["dd", &of, "conv=fsync", "status=none"], Some(data.to_vec())),
+            (&["mv", "-f", "--", &tmp, &path], None),
+            (&["sync", "--", &dir], None),
+        ];
+        for (words, input) in steps {
+            let out = self.ssh_run("writing", words, input)?;
+            if !out.status.success() {
+                let _ = self.ssh_run("cleaning up", &["rm", "-f", "--", &tmp], None);
+                let code = out.status.code().unwrap_or(-1);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(self.fail(
+                    "writing",
+                    format!("`{}` exited {code}: {}", words.join(" "), summarize_stderr(&stderr)),
+                    Some(code),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The remote `sync` command lines that make `names` (in the remote
