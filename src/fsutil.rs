@@ -217,6 +217,15 @@ pub fn existing_regular(path: &Path) -> Result<Option<fs::Metadata>, PlaceError>
     }
 }
 
+/// Holds an flock on an open temporary file (through a duplicate of its
+/// descriptor, which shares the lock) so that [`reclaim_temp_files`] leaves it
+/// alone while it is written; for writers that open the file themselves.
+pub fn hold_temp_lock(file: &File) -> io::Result<LockFile> {
+    Flock::lock(file.try_clone()?, FlockArg::LockExclusiveNonblock)
+        .map(LockFile)
+        .map_err(|(_, e)| io::Error::from(e))
+}
+
 /// Creates `tmp` (replacing a stale one of our pid) and holds an flock on
 /// it, so that [`reclaim_temp_files`] leaves it alone while we write. Every
 /// writer of a [`temp_name`] file that may take longer than [`RECLAIM_AGE`]

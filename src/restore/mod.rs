@@ -482,6 +482,11 @@ pub(crate) fn copy_into_place(
     } else {
         None
     };
+    // Killed restores leave their temporary files in pg_wal: take back
+    // those of dead writers (unlocked and old) while we are here.
+    if let Err(e) = fsutil::reclaim_temp_files(dir) {
+        log::debug!("cannot reclaim temporary files in {}: {e}", dir.display());
+    }
     // Default mode under PostgreSQL's umask: 0600, or 0640 with group access.
     let out = OpenOptions::new()
         .write(true)
@@ -489,6 +494,7 @@ pub(crate) fn copy_into_place(
         .truncate(true)
         .open(&tmp.path)
         .map_err(write_err(&tmp.path))?;
+    let _writing = fsutil::hold_temp_lock(&out).map_err(write_err(&tmp.path))?;
     // A segment without a stored checksum gets the full check; a compressed
     // one is walked too, and the walk counts only if a frame had no checksum.
     let walk = name.is_segment_data() && (codec != Codec::None || stored.is_none());
@@ -698,6 +704,25 @@ mod tests {
         assert_eq!(out.exit_code(), EXIT_RESTORED);
         assert!(fs::read(env.dest()).unwrap() == data);
         assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"]);
+    }
+
+    #[test]
+    fn temporary_files_of_killed_restores_are_reclaimed() {
+        let env = Env::new("");
+        env.archive(S3, &segment(S3));
+        // A restore killed two minutes ago, and one that is still writing.
+        let dead = env.pg_wal.join(format!(".RECOVERYXLOG.pitrkit-{}.tmp", u32::MAX));
+        let live = env.pg_wal.join(format!(".RECOVERYXLOG.pitrkit-{}.tmp", u32::MAX - 1));
+        for p in [&dead, &live] {
+            let f = File::create(p).unwrap();
+            f.set_modified(SystemTime::now() - fsutil::RECLAIM_AGE - Duration::from_secs(5))
+                .unwrap();
+        }
+        let writer = File::open(&live).unwrap();
+        let _held = fsutil::hold_temp_lock(&writer).unwrap();
+        env.restore(S3).unwrap();
+        assert!(!dead.exists(), "a dead restore's temporary file stays");
+        assert!(live.exists(), "a live writer's temporary file was taken");
     }
 
     #[test]
