@@ -19,6 +19,14 @@ pub struct StandbyConfig {
     pub repl_db_user: String,
     pub repl_db_password: Option<String>,
     pub sslmode: String,
+    /// sslrootcert, sslcert, sslkey, sslcrl.
+    pub ssl: crate::pg::tls::SslFiles,
+    /// auto, on or off: pitrkit's SQL session through an ssh tunnel.
+    pub sql_via_ssh: String,
+    /// `master_local_ip` when set: the tunnel's destination on the master.
+    pub master_local_ip: Option<String>,
+    /// The master's unix socket directory, the tunnel's last resort.
+    pub master_socket_dir: PathBuf,
     pub master_host: Option<String>,
     pub master_port: u16,
     pub master_db: String,
@@ -110,6 +118,37 @@ impl StandbyConfig {
                     .hint("slot names use lower-case letters, digits and '_' (at most 63)"));
             }
         }
+        let sslmode = o.choice("sslmode")?;
+        let ssl = ssl_files(&o, &sslmode)?;
+        let master_local_ip = o.text("master_local_ip");
+        if let Some(ip) = &master_local_ip {
+            // It becomes part of an ssh -L specification (host:port).
+            if ip.starts_with('-') || !ip.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)) {
+                return Err(file
+                    .error(
+                        "master_local_ip",
+                        format!(
+                            "master_local_ip {} is not a host name or IP address",
+                            o.show("master_local_ip", ip)
+                        ),
+                    )
+                    .hint("write the address the master's PostgreSQL listens on, as seen on the master, e.g. 127.0.0.1"));
+            }
+        }
+        let master_socket_dir = o
+            .path("master_socket_dir")?
+            .unwrap_or_else(|| PathBuf::from("/var/run/postgresql"));
+        if master_socket_dir.to_string_lossy().contains(':') {
+            return Err(file
+                .error(
+                    "master_socket_dir",
+                    format!(
+                        "master_socket_dir {} contains ':', which ssh -L reads as a separator",
+                        o.show("master_socket_dir", &master_socket_dir.display().to_string())
+                    ),
+                )
+                .hint("use a path without ':' (a symlink can provide one)"));
+        }
         let archivedir = o.path("archivedir")?;
         let pgdata = o.path("pgdata")?;
         let tablespace_map = tablespace_map(&o)?;
@@ -121,7 +160,11 @@ impl StandbyConfig {
             trigger_file: o.path("trigger_file")?,
             repl_db_user: o.user("repl_db_user")?.unwrap_or_else(|| "replication".into()),
             repl_db_password: o.text("repl_db_password"),
-            sslmode: o.choice("sslmode")?,
+            sslmode,
+            ssl,
+            sql_via_ssh: o.choice("sql_via_ssh")?,
+            master_local_ip,
+            master_socket_dir,
             master_host,
             master_port: port as u16,
             master_db: o.text("master_db").unwrap_or_else(|| "postgres".into()),
@@ -218,6 +261,33 @@ fn check_overlaps(
         }
     }
     Ok(())
+}
+
+/// sslrootcert (a path or `system`), sslcert, sslkey, sslcrl.
+fn ssl_files(o: &Options, sslmode: &str) -> Result<crate::pg::tls::SslFiles, ConfigError> {
+    let rootcert = o.text("sslrootcert");
+    match rootcert.as_deref() {
+        None => {}
+        // libpq 16+ refuses the system's store without a name check: any
+        // certificate a public CA issued to anyone would pass.
+        Some("system") if sslmode != "verify-full" => {
+            return Err(o
+                .file()
+                .error(
+                    "sslrootcert",
+                    format!("sslrootcert: system needs sslmode verify-full, not {sslmode}"),
+                )
+                .hint("set sslmode: verify-full (any certificate from a public CA would pass verify-ca)"))
+        }
+        Some("system") => {}
+        Some(p) => validate::check_path(p).map_err(|why| o.path_err("sslrootcert", p, &why))?,
+    }
+    Ok(crate::pg::tls::SslFiles {
+        rootcert,
+        cert: o.path("sslcert")?,
+        key: o.path("sslkey")?,
+        crl: o.path("sslcrl")?,
+    })
 }
 
 fn tablespace_map(o: &Options) -> Result<Vec<(PathBuf, PathBuf)>, ConfigError> {

@@ -5,9 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use postgres::config::SslMode;
+
+use super::tls::{self, SslFiles};
 use super::version::PgVersion;
 use super::PgError;
 use crate::config::StandbyConfig;
+use crate::transport::ssh::SshSettings;
+use crate::transport::tunnel::{Local, Remote, Tunnel};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -18,7 +23,59 @@ pub struct MasterTarget {
     pub user: String,
     pub password: Option<String>,
     pub sslmode: String,
+    pub ssl: SslFiles,
     pub connect_timeout: Duration,
+    /// auto, on or off (`sql_via_ssh`).
+    pub via_ssh: String,
+    /// `master_local_ip` when set.
+    pub local_ip: Option<String>,
+    pub socket_dir: PathBuf,
+    pub ssh: SshSettings,
+}
+
+/// How the session reached the master, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    /// Through ssh to `host`, then to `remote` on the master.
+    Ssh { host: String, remote: Remote },
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Direct => f.write_str("direct TCP connection"),
+            Route::Ssh { host, remote } => write!(f, "through ssh to {host}, then {remote} on the master"),
+        }
+    }
+}
+
+/// A connection, with the tunnel it runs through (dropped after it).
+pub struct Connection {
+    pub client: postgres::Client,
+    pub route: Route,
+    pub tunnel: Option<Tunnel>,
+}
+
+/// The direct connection could not be made at all (refused, timed out,
+/// unreachable), as opposed to a server that answered with an error
+/// (authentication, pg_hba.conf, TLS): only the first is worth a tunnel.
+fn no_route(e: &postgres::Error) -> bool {
+    e.as_db_error().is_none() && e.to_string().starts_with("error connecting to server")
+}
+
+/// A tunnel's forward reached nothing on the master: ssh accepted the
+/// connection and closed it when the master refused the forward.
+fn forward_failed(e: &postgres::Error) -> bool {
+    let m = e.to_string();
+    e.as_db_error().is_none()
+        && (m.starts_with("error communicating with the server")
+            || m.starts_with("connection closed")
+            || m.starts_with("error connecting to server"))
+}
+
+fn is_tls_error(e: &postgres::Error) -> bool {
+    e.to_string().starts_with("error performing TLS handshake")
 }
 
 impl MasterTarget {
@@ -35,11 +92,16 @@ impl MasterTarget {
             user: cfg.master_user.clone(),
             password: cfg.master_password.clone(),
             sslmode: cfg.sslmode.clone(),
+            ssl: cfg.ssl.clone(),
             connect_timeout: if cfg.ssh.connect_timeout.is_zero() {
                 Duration::from_secs(30)
             } else {
                 cfg.ssh.connect_timeout
             },
+            via_ssh: cfg.sql_via_ssh.clone(),
+            local_ip: cfg.master_local_ip.clone(),
+            socket_dir: cfg.master_socket_dir.clone(),
+            ssh: cfg.ssh.clone(),
         })
     }
 
@@ -47,31 +109,16 @@ impl MasterTarget {
         format!("{}@{}:{}/{}", self.user, self.host, self.port, self.db)
     }
 
-    pub fn connect(&self, application_name: &str) -> Result<postgres::Client, PgError> {
+    fn base_config(&self, application_name: &str) -> postgres::Config {
         let mut c = postgres::Config::new();
-        c.host(&self.host)
-            .port(self.port)
-            .user(&self.user)
+        c.user(&self.user)
             .dbname(&self.db)
             .application_name(application_name)
             .connect_timeout(self.connect_timeout)
             // A base backup session idles for the whole copy: keep NAT/firewalls from dropping it.
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
-        match self.sslmode.as_str() {
-            "disable" => c.ssl_mode(postgres::config::SslMode::Disable),
-            "allow" | "prefer" => c.ssl_mode(postgres::config::SslMode::Prefer),
-            other => {
-                return Err(PgError::Command {
-                    what: format!("connecting to {}", self.describe()),
-                    detail: format!(
-                        "sslmode '{other}' needs TLS, which pitrkit's own SQL connection does not support yet; \
-                         use sslmode: prefer or disable for it over a trusted network (streaming replication \
-                         still uses '{other}', since PostgreSQL's libpq makes that connection)"
-                    ),
-                })
-            }
-        };
+        // Looked up by the name the user configured, as libpq does with host=.
         let password = self
             .password
             .clone()
@@ -79,16 +126,255 @@ impl MasterTarget {
         if let Some(p) = password {
             c.password(p);
         }
-        c.connect(postgres::NoTls).map_err(|source| PgError::Connect {
-            target: self.describe(),
-            hint: format!(
-                "check that PostgreSQL on {} listens on port {} (listen_addresses), that pg_hba.conf admits user {} \
-                 from this host, and that the password is in master_password, ~/.pgpass or PGPASSFILE",
-                self.host, self.port, self.user
-            ),
-            source,
-        })
+        c
     }
+
+    /// Connects over TCP with `sslmode`'s TLS rules: TLS verification is
+    /// always against `self.host`, even when `addr` (the tunnel's local end)
+    /// is where the TCP connection goes.
+    fn connect_tcp(&self, mut c: postgres::Config, addr: Option<std::net::IpAddr>) -> Result<postgres::Client, PgError> {
+        let tls = tls::connector(&self.sslmode, &self.ssl).map_err(|detail| PgError::Command {
+            what: format!("setting up TLS (sslmode {}) for {}", self.sslmode, self.describe()),
+            detail,
+        })?;
+        c.host(&self.host);
+        if let Some(a) = addr {
+            c.hostaddr(a);
+        }
+        let Some(tls) = tls else {
+            c.ssl_mode(SslMode::Disable);
+            return c.connect(postgres::NoTls).map_err(PgError::from);
+        };
+        c.ssl_mode(if tls::requires_tls(&self.sslmode) {
+            SslMode::Require
+        } else {
+            SslMode::Prefer
+        });
+        match c.connect(tls) {
+            // libpq's prefer/allow: a failed TLS handshake is retried in plain text.
+            Err(e) if is_tls_error(&e) && !tls::requires_tls(&self.sslmode) => {
+                log::info!(
+                    "TLS with {} failed ({e}); sslmode {} allows plain text, retrying without TLS",
+                    self.describe(),
+                    self.sslmode
+                );
+                c.ssl_mode(SslMode::Disable);
+                c.connect(postgres::NoTls).map_err(PgError::from)
+            }
+            r => r.map_err(PgError::from),
+        }
+    }
+
+    fn direct(&self, application_name: &str) -> Result<postgres::Client, PgError> {
+        self.connect_tcp(self.base_config(application_name), None)
+    }
+
+    /// Where the tunnel may end on the master, in order: `master_local_ip`
+    /// if set; else 127.0.0.1 (what pitrtools' psql used), then the unix
+    /// socket for a master that listens on no TCP address.
+    pub fn tunnel_remotes(&self) -> Vec<Remote> {
+        let tcp = |host: &str| Remote::Tcp {
+            host: host.to_string(),
+            port: self.port,
+        };
+        match &self.local_ip {
+            Some(ip) => vec![tcp(ip)],
+            None => vec![
+                tcp("127.0.0.1"),
+                Remote::Unix(self.socket_dir.join(format!(".s.PGSQL.{}", self.port))),
+            ],
+        }
+    }
+
+    fn tunneled(&self, application_name: &str) -> Result<(postgres::Client, Route, Tunnel), PgError> {
+        let tls_wanted = tls::requires_tls(&self.sslmode);
+        let remotes: Vec<(Remote, bool)> = self
+            .tunnel_remotes()
+            .into_iter()
+            .map(|r| {
+                let tcp = tls_wanted && matches!(r, Remote::Tcp { .. });
+                (r, tcp)
+            })
+            .collect();
+        let wait = self.connect_timeout + Duration::from_secs(20);
+        let tunnel = Tunnel::open(&self.ssh, &self.host, &remotes, wait).map_err(|detail| PgError::Command {
+            what: format!("opening an ssh tunnel to {} for the SQL session", self.host),
+            detail: format!(
+                "{detail}\n  what to do: check that `ssh {}` works as this user (the same ssh settings as rsync), \
+                 and that the master's sshd allows TCP forwarding (AllowTcpForwarding, AllowStreamLocalForwarding)",
+                self.host
+            ),
+        })?;
+        let mut failures = Vec::new();
+        for (i, f) in tunnel.forwards.iter().enumerate() {
+            let c = self.base_config(application_name);
+            let r = match &f.local {
+                Local::Tcp(port) => {
+                    let mut c = c;
+                    c.port(*port);
+                    self.connect_tcp(c, Some(std::net::Ipv4Addr::LOCALHOST.into()))
+                }
+                Local::Unix { dir, port } => {
+                    if tls_wanted {
+                        // PostgreSQL offers no TLS on unix sockets, and libpq
+                        // ignores sslmode there; ssh encrypts this route.
+                        log::info!(
+                            "sslmode {}: the master's unix socket offers no TLS; the session is encrypted and the \
+                             master authenticated by ssh instead (its host key)",
+                            self.sslmode
+                        );
+                    }
+                    let mut c = c;
+                    c.host_path(dir).port(*port).ssl_mode(SslMode::Disable);
+                    c.connect(postgres::NoTls).map_err(PgError::from)
+                }
+            };
+            match r {
+                Ok(client) => {
+                    let route = Route::Ssh {
+                        host: self.host.clone(),
+                        remote: f.remote.clone(),
+                    };
+                    log::info!("connected to {} {route}", self.describe());
+                    return Ok((client, route, tunnel));
+                }
+                Err(PgError::Query(e)) if forward_failed(&e) && i + 1 < tunnel.forwards.len() => {
+                    log::info!("through ssh, {} did not answer ({e}); trying {}", f.remote, tunnel.forwards[i + 1].remote);
+                    failures.push(format!("{}: {e}", f.remote));
+                }
+                Err(PgError::Query(e)) => {
+                    failures.push(format!("{}: {e}", f.remote));
+                    let tried = failures.join("; ");
+                    let ssh_said = tunnel.messages();
+                    return Err(PgError::Command {
+                        what: format!("connecting to {} through ssh to {}", self.describe(), self.host),
+                        detail: format!(
+                            "{tried} (ssh: {ssh_said})\n  what to do: {}",
+                            if forward_failed(&e) {
+                                format!(
+                                    "check that PostgreSQL runs on the master and listens where pitrkit looks: \
+                                     set master_local_ip to the address it listens on (as seen on the master), or \
+                                     master_socket_dir to its unix_socket_directories (now {})",
+                                    self.socket_dir.display()
+                                )
+                            } else {
+                                format!(
+                                    "check that pg_hba.conf on the master admits user {} from the master itself \
+                                     (host 127.0.0.1 or local), and that the password is in master_password, \
+                                     ~/.pgpass or PGPASSFILE",
+                                    self.user
+                                )
+                            }
+                        ),
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        unreachable!("a tunnel has at least one forward")
+    }
+
+    /// Connects directly, through ssh, or directly and then through ssh
+    /// when the direct route is closed (`sql_via_ssh`).
+    pub fn connect(&self, application_name: &str) -> Result<Connection, PgError> {
+        let through_ssh = |direct_error: Option<postgres::Error>| {
+            self.tunneled(application_name)
+                .map(|(client, route, tunnel)| Connection {
+                    client,
+                    route,
+                    tunnel: Some(tunnel),
+                })
+                .map_err(|e| match direct_error {
+                    None => e,
+                    Some(d) => PgError::Command {
+                        what: format!("connecting to {}", self.describe()),
+                        detail: format!(
+                            "the direct connection failed ({d}), and so did the ssh route: {e}\n  what to do: \
+                             open port {} on {} to this host, or fix the ssh route",
+                            self.port, self.host
+                        ),
+                    },
+                })
+        };
+        let direct = |client| Connection {
+            client,
+            route: Route::Direct,
+            tunnel: None,
+        };
+        match self.via_ssh.as_str() {
+            "on" => through_ssh(None),
+            "off" => self.direct(application_name).map(direct).map_err(|e| self.connect_hint(e)),
+            _ => match self.direct(application_name) {
+                Ok(c) => Ok(direct(c)),
+                Err(PgError::Query(e)) if no_route(&e) => {
+                    log::info!(
+                        "no direct connection to PostgreSQL on {}:{} ({e}); trying through ssh (sql_via_ssh: auto)",
+                        self.host,
+                        self.port
+                    );
+                    through_ssh(Some(e))
+                }
+                Err(e) => Err(self.connect_hint(e)),
+            },
+        }
+    }
+
+    fn connect_hint(&self, e: PgError) -> PgError {
+        let PgError::Query(source) = e else { return e };
+        let hint = if is_tls_error(&source) {
+            format!(
+                "the master's certificate was refused (sslmode {}): check that sslrootcert holds the CA that signed it{}",
+                self.sslmode,
+                if self.sslmode == "verify-full" {
+                    format!(" and that the certificate names {} (subjectAltName)", self.host)
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            format!(
+                "check that PostgreSQL on {} listens on port {} (listen_addresses), that pg_hba.conf admits user {} \
+                 from this host, and that the password is in master_password, ~/.pgpass or PGPASSFILE; \
+                 if only ssh reaches the master, set sql_via_ssh: on",
+                self.host, self.port, self.user
+            )
+        };
+        PgError::Connect {
+            target: self.describe(),
+            hint,
+            source,
+        }
+    }
+}
+
+/// A warning for `-S`: the walreceiver connects by itself and cannot use
+/// pitrkit's ssh tunnel.
+pub fn streaming_route_warning(cfg: &StandbyConfig) -> Option<String> {
+    if !cfg.streaming {
+        return None;
+    }
+    let host = cfg.master_host.as_deref()?;
+    let why = match cfg.sql_via_ssh.as_str() {
+        "on" => "sql_via_ssh is on".to_string(),
+        "auto" => {
+            use std::net::ToSocketAddrs;
+            let timeout = Duration::from_secs(3);
+            let reachable = (host, cfg.master_port).to_socket_addrs().is_ok_and(|mut addrs| {
+                addrs.any(|a| std::net::TcpStream::connect_timeout(&a, timeout).is_ok())
+            });
+            if reachable {
+                return None;
+            }
+            format!("{host}:{} does not accept connections from here", cfg.master_port)
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "use_streaming_replication is on but {why}: streaming replication connects directly to {host}:{} \
+         (PostgreSQL's walreceiver cannot use pitrkit's ssh tunnel), so this standby will replay only archived WAL \
+         until that port is reachable; open it, or set use_streaming_replication: off",
+        cfg.master_port
+    ))
 }
 
 /// A tablespace as the master reports it.
@@ -113,11 +399,14 @@ pub struct Master {
     pub version: PgVersion,
     /// The SECURITY DEFINER helpers from sql/pitrkit_helpers.sql are installed.
     pub helpers: bool,
+    pub route: Route,
+    // After `client`: fields drop in order, so the session closes before its tunnel.
+    _tunnel: Option<Tunnel>,
 }
 
 impl Master {
     pub fn open(target: &MasterTarget, application_name: &str) -> Result<Master, PgError> {
-        let mut client = target.connect(application_name)?;
+        let Connection { mut client, route, tunnel } = target.connect(application_name)?;
         let num: String = client
             .query_one("SELECT current_setting('server_version_num')", &[])?
             .get(0);
@@ -140,7 +429,17 @@ impl Master {
             client,
             version,
             helpers,
+            route,
+            _tunnel: tunnel,
         })
+    }
+
+    /// "TLSv1.3" when the session is encrypted with TLS, else `None`.
+    pub fn tls_version(&mut self) -> Result<Option<String>, PgError> {
+        Ok(self
+            .client
+            .query_opt("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl", &[])?
+            .map(|r| r.get(0)))
     }
 
     pub fn version_string(&mut self) -> Result<String, PgError> {
@@ -280,7 +579,7 @@ pub fn pgpass_lookup(host: &str, port: u16, db: &str, user: &str) -> Option<Stri
     pgpass_match(&text, host, port, db, user)
 }
 
-fn home_dir() -> Option<PathBuf> {
+pub(crate) fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from).or_else(|| {
         nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()

@@ -3,6 +3,7 @@
 //! `version.rs`.
 
 pub mod master;
+pub mod tls;
 pub mod version;
 
 use std::path::{Path, PathBuf};

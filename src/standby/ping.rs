@@ -11,6 +11,11 @@ pub fn run(sb: &Standby) -> Result<()> {
     let version = m.version_string()?;
     let recovery = m.in_recovery()?;
     println!("master {}: {version}", target.describe());
+    println!("  route: {}", m.route);
+    match m.tls_version()? {
+        Some(v) => println!("  TLS: {v} (sslmode {})", target.sslmode),
+        None => println!("  TLS: off (sslmode {})", target.sslmode),
+    }
     println!(
         "  role: {}",
         if recovery {

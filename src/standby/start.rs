@@ -40,6 +40,24 @@ fn conninfo_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The TLS files the walreceiver uses too (libpq reads the same keys);
+/// unset ones keep libpq's defaults in the server user's ~/.postgresql.
+pub fn ssl_conninfo(ssl: &crate::pg::tls::SslFiles) -> String {
+    let mut out = String::new();
+    let paths = [
+        ("sslrootcert", ssl.rootcert.clone()),
+        ("sslcert", ssl.cert.as_ref().map(|p| p.display().to_string())),
+        ("sslkey", ssl.key.as_ref().map(|p| p.display().to_string())),
+        ("sslcrl", ssl.crl.as_ref().map(|p| p.display().to_string())),
+    ];
+    for (key, value) in paths {
+        if let Some(v) = value {
+            out.push_str(&format!(" {key}={}", conninfo_value(&v)));
+        }
+    }
+    out
+}
+
 /// The settings a standby needs: restore from the archive through pitrkit,
 /// clean the archive, and optionally stream from the master.
 pub fn standby_settings(sb: &Standby) -> Result<RecoverySettings> {
@@ -65,6 +83,7 @@ pub fn standby_settings(sb: &Standby) -> Result<RecoverySettings> {
             cfg.sslmode,
             conninfo_value(&app)
         );
+        ci.push_str(&ssl_conninfo(&cfg.ssl));
         if let Some(pw) = &cfg.repl_db_password {
             // Never put the password into postgresql.auto.conf (world-readable copies, backups).
             let pass = sb.pgdata.join(PASSFILE);
@@ -104,6 +123,9 @@ pub fn start_standby(sb: &Standby) -> Result<()> {
     }
     // The settings first: a path they cannot carry is refused before anything is written.
     let settings = standby_settings(sb)?;
+    if let Some(w) = crate::pg::master::streaming_route_warning(sb.cfg) {
+        log::warn!("{w}");
+    }
     // Left by a -F999 that was killed: it would make this standby ignore restore_delay.
     let promoting = sb.pgdata.join(PROMOTING_FILE);
     if promoting.exists() {
@@ -160,4 +182,25 @@ pub fn action_stop(sb: &Standby) -> Result<()> {
     sb.stop_server()?;
     println!("PostgreSQL stopped on {}", sb.pgdata.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_tls_files_reach_primary_conninfo() {
+        let ssl = crate::pg::tls::SslFiles {
+            rootcert: Some("/etc/pitrkit/ca's.crt".into()),
+            cert: Some(PathBuf::from("/c.crt")),
+            key: None,
+            crl: Some(PathBuf::from("/r.crl")),
+        };
+        assert_eq!(
+            ssl_conninfo(&ssl),
+            r" sslrootcert='/etc/pitrkit/ca\'s.crt' sslcert='/c.crt' sslcrl='/r.crl'"
+        );
+        assert_eq!(ssl_conninfo(&Default::default()), "");
+    }
 }

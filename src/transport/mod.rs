@@ -4,3 +4,4 @@
 
 pub mod rsync;
 pub mod ssh;
+pub mod tunnel;

@@ -1,0 +1,222 @@
+//! TLS for pitrkit's own SQL connection to the master, with libpq's rules
+//! (OpenSSL underneath, like libpq, so a certificate libpq accepts is
+//! accepted here and one it refuses is refused):
+//!
+//! - `disable`: plain text.
+//! - `allow`, `prefer`: TLS if the server offers it, else plain text; the
+//!   caller retries in plain text if the TLS handshake fails.
+//! - `require`: TLS, without checking the certificate, unless a root
+//!   certificate file exists: then, as in libpq, like `verify-ca`.
+//! - `verify-ca`: the server certificate must chain to `sslrootcert`.
+//! - `verify-full`: also its name (SAN, else CN) must match the host name
+//!   pitrkit was told (`master_public_ip`), whatever address the TCP
+//!   connection goes to (through the ssh tunnel: 127.0.0.1).
+
+use std::path::{Path, PathBuf};
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::x509::store::X509Lookup;
+use openssl::x509::verify::X509VerifyFlags;
+use postgres_openssl::MakeTlsConnector;
+
+/// The TLS keys of the standby's configuration, as written (libpq's meanings).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SslFiles {
+    /// A file of trusted CA certificates, or `system` (the system's store).
+    pub rootcert: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
+}
+
+/// Whether an sslmode wants TLS at all costs (no plain-text fallback).
+pub fn requires_tls(sslmode: &str) -> bool {
+    matches!(sslmode, "require" | "verify-ca" | "verify-full")
+}
+
+/// libpq's default directory for the files: `~/.postgresql`.
+fn default_dir() -> Option<PathBuf> {
+    super::master::home_dir().map(|h| h.join(".postgresql"))
+}
+
+/// A configured file, else libpq's default in `~/.postgresql` if it exists
+/// (libpq uses a default file only when it is there).
+fn file_or_default(configured: Option<&Path>, default_name: &str) -> Option<(PathBuf, bool)> {
+    match configured {
+        Some(p) => Some((p.to_path_buf(), true)),
+        None => default_dir()
+            .map(|d| d.join(default_name))
+            .filter(|p| p.exists())
+            .map(|p| (p, false)),
+    }
+}
+
+/// libpq refuses a client key others can read: 0600 or less when the
+/// current user owns it, 0640 or less when root does (a key managed by the
+/// system and shared with a group).
+pub fn check_key_permissions(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("client key file {}: {e}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    let ok = if meta.uid() == 0 {
+        mode & 0o037 == 0
+    } else {
+        mode & 0o077 == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "client key file {} has group or world access (mode {mode:04o}); it must be u=rw (0600) or less if owned \
+             by the current user, or u=rw,g=r (0640) or less if owned by root: chmod 0600 {}",
+            path.display(),
+            path.display()
+        ))
+    }
+}
+
+/// The connector for `sslmode`, or `None` for `disable`. Errors name the file
+/// and what to do, before any connection is attempted.
+pub fn connector(sslmode: &str, files: &SslFiles) -> Result<Option<MakeTlsConnector>, String> {
+    if sslmode == "disable" {
+        return Ok(None);
+    }
+    let ossl = |what: String| move |e: openssl::error::ErrorStack| format!("{what}: {e}");
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(ossl("setting up TLS".into()))?;
+    let verify_mode = sslmode.starts_with("verify");
+
+    // The trusted certificates.
+    let mut verify = false;
+    match files.rootcert.as_deref() {
+        Some("system") => {
+            b.set_default_verify_paths()
+                .map_err(ossl("loading the system's CA certificates".into()))?;
+            verify = true;
+        }
+        configured => {
+            let root = file_or_default(configured.map(Path::new), "root.crt");
+            match root {
+                Some((path, _)) if path.exists() => {
+                    b.set_ca_file(&path)
+                        .map_err(ossl(format!("reading the root certificate file {}", path.display())))?;
+                    verify = true;
+                }
+                Some((path, _)) if verify_mode => {
+                    return Err(format!(
+                        "root certificate file {} does not exist; sslmode {sslmode} checks the master's certificate \
+                         against it: put the CA certificate there, point sslrootcert at it, or use sslmode require \
+                         (encryption without verification)",
+                        path.display()
+                    ));
+                }
+                None if verify_mode => {
+                    let default = default_dir()
+                        .map(|d| d.join("root.crt").display().to_string())
+                        .unwrap_or_else(|| "~/.postgresql/root.crt".into());
+                    return Err(format!(
+                        "root certificate file {default} does not exist; sslmode {sslmode} checks the master's \
+                         certificate against it: put the CA certificate there, set sslrootcert, or use sslmode \
+                         require (encryption without verification)"
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    if verify {
+        b.set_verify(SslVerifyMode::PEER);
+        if let Some((crl, configured)) = file_or_default(files.crl.as_deref(), "root.crl") {
+            if crl.exists() {
+                let store = b.cert_store_mut();
+                let lookup = store
+                    .add_lookup(X509Lookup::file())
+                    .map_err(ossl("setting up the CRL check".into()))?;
+                lookup
+                    .load_crl_file(&crl, SslFiletype::PEM)
+                    .map_err(ossl(format!("reading the certificate revocation list {}", crl.display())))?;
+                store
+                    .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+                    .map_err(ossl("setting up the CRL check".into()))?;
+            } else if configured {
+                return Err(format!(
+                    "certificate revocation list {} (sslcrl) does not exist",
+                    crl.display()
+                ));
+            }
+        }
+    } else {
+        b.set_verify(SslVerifyMode::NONE);
+    }
+
+    // The client certificate, for masters that authenticate by certificate.
+    if let Some((cert, configured)) = file_or_default(files.cert.as_deref(), "postgresql.crt") {
+        if !cert.exists() {
+            return Err(format!(
+                "client certificate file {} (sslcert{}) does not exist",
+                cert.display(),
+                if configured { "" } else { "'s default" }
+            ));
+        }
+        b.set_certificate_chain_file(&cert)
+            .map_err(ossl(format!("reading the client certificate {}", cert.display())))?;
+        let key = files
+            .key
+            .clone()
+            .or_else(|| default_dir().map(|d| d.join("postgresql.key")))
+            .ok_or("no home directory to find the client key postgresql.key in; set sslkey")?;
+        check_key_permissions(&key)?;
+        b.set_private_key_file(&key, SslFiletype::PEM)
+            .map_err(ossl(format!("reading the client key {}", key.display())))?;
+        b.check_private_key().map_err(ossl(format!(
+            "the client key {} does not belong to the certificate {}",
+            key.display(),
+            cert.display()
+        )))?;
+    }
+
+    let mut c = MakeTlsConnector::new(b.build());
+    let check_name = sslmode == "verify-full";
+    c.set_callback(move |conf, _domain| {
+        conf.set_verify_hostname(check_name);
+        Ok(())
+    });
+    Ok(Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_client_key_others_can_read_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("k.key");
+        std::fs::write(&key, "x").unwrap();
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = check_key_permissions(&key);
+            // As root (CI), a file root owns may be 0640.
+            let ok = ok || (mode == 0o640 && nix::unistd::geteuid().is_root());
+            assert_eq!(r.is_ok(), ok, "{mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.contains("group or world access") && e.contains("chmod 0600"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn verification_needs_a_root_certificate() {
+        let files = SslFiles {
+            rootcert: Some("/nonexistent/root.crt".into()),
+            ..Default::default()
+        };
+        for mode in ["verify-ca", "verify-full"] {
+            let e = connector(mode, &files).err().unwrap();
+            assert!(e.contains("/nonexistent/root.crt does not exist"), "{e}");
+        }
+        // require without the file encrypts without verification, as libpq does.
+        assert!(connector("require", &files).unwrap().is_some());
+        assert!(connector("disable", &files).unwrap().is_none());
+    }
+}
