@@ -7,6 +7,8 @@ use common::fixtures;
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -30,6 +32,12 @@ impl Pair {
     /// A master with a tablespace, archiving to the standby's archivedir over
     /// ssh, and a standby.ini for a second cluster on this host.
     fn new(name: &str, standby_extra: &str) -> Pair {
+        Pair::with_master(name, |_| "listen_addresses = '127.0.0.1'\n".into(), standby_extra)
+    }
+
+    /// Like `new`, with the master's own settings from `master_conf`, which
+    /// may first put files (certificates) into the environment.
+    fn with_master(name: &str, master_conf: impl FnOnce(&TestEnv) -> String, standby_extra: &str) -> Pair {
         let env = TestEnv::new(name, Path::new(env!("CARGO_BIN_EXE_pitrkit")));
         let sshd = Sshd::start(&env);
         let archive = env.mkdir("standby_archive");
@@ -42,7 +50,7 @@ impl Pair {
                 .arg("-I"),
         );
         assert!(init.status.success(), "{}", describe_output(&init));
-        let master = fixtures::archiving_master(&env, &archiver_ini, "listen_addresses = '127.0.0.1'\n");
+        let master = fixtures::archiving_master(&env, &archiver_ini, &master_conf(&env));
         let ts_master = env.mkdir("ts_master");
         master.psql(&format!("CREATE TABLESPACE ts1 LOCATION '{}'", ts_master.display()));
         // A non-superuser backup role using the SECURITY DEFINER helpers.
@@ -90,6 +98,7 @@ master_public_ip: 127.0.0.1
 master_user: pitrkit_backup
 master_db: postgres
 master_pgdata: {mdata}
+master_socket_dir: {msock}
 user: {user}
 ssh: {ssh}
 ssh_timeout: 10
@@ -112,6 +121,7 @@ debug: on
             bindir = pg_bindir().display(),
             mport = master.port,
             mdata = master.datadir.display(),
+            msock = master.socket_dir.display(),
             user = sshd.user,
             ssh = sshd.ssh_command_line(),
             archive = archive.display(),
@@ -817,4 +827,185 @@ fn an_unmounted_archive_never_ends_recovery() {
     assert_eq!(p.standby_psql("SELECT count(*) FROM batches").unwrap(), "200");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
     let _ = p.standby(&["-A", "stop"]);
+}
+
+impl Pair {
+    /// The standby's configuration with `extra`'s keys replacing its own, as `<name>.ini`.
+    fn variant(&self, name: &str, extra: &str) -> PathBuf {
+        let base = fs::read_to_string(&self.ini).unwrap();
+        self.env.write(&format!("{name}.ini"), &fixtures::merge_ini(&base, extra))
+    }
+
+    fn standby_with(&self, ini: &Path, args: &[&str]) -> std::process::Output {
+        let mut c = self.env.command(&fixtures::cmd_link(&self.env, "cmd_standby"));
+        c.arg("-C").arg(ini).args(args);
+        run_output(&mut c)
+    }
+
+    /// ssh tunnel processes (ssh -N -L) to this pair's sshd still alive.
+    fn tunnels_left(&self) -> Vec<String> {
+        let port = format!("\0-p\0{}\0", self.sshd.port);
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .filter(|c| c.contains("ExitOnForwardFailure=yes") && c.contains("\0-N\0") && c.contains(&port))
+            .map(|c| c.replace('\0', " "))
+            .collect()
+    }
+}
+
+/// Only ssh reaches the master, whose PostgreSQL listens on no TCP address
+/// (`listen_addresses = ''`, the harness's default): with sql_via_ssh
+/// auto, -P, -I and -B go through an ssh tunnel to its unix socket, and no
+/// ssh process is left behind.
+#[test]
+fn sql_goes_through_ssh_to_a_master_listening_on_no_tcp_address() {
+    let p = Pair::with_master("sb_tunnel", |_| String::new(), "");
+    assert_eq!(p.master.psql("SHOW listen_addresses"), "");
+
+    let out = p.standby_ok(&["-P"]);
+    let sock = p.master.socket_dir.join(format!(".s.PGSQL.{}", p.master.port));
+    assert!(
+        out.contains(&format!(
+            "route: through ssh to 127.0.0.1, then the unix socket {} on the master",
+            sock.display()
+        )) && out.contains("primary (accepting writes)"),
+        "{out}"
+    );
+    assert_eq!(p.tunnels_left(), Vec::<String>::new());
+    p.standby_ok(&["-I"]);
+    p.standby_ok(&["-B"]);
+    assert!(p.pgdata.join("backup_label").is_file());
+    assert_eq!(p.tunnels_left(), Vec::<String>::new());
+
+    // Without the tunnel: the reason, and the way out.
+    let off = p.variant("off", "sql_via_ssh: off");
+    let out = p.standby_with(&off, &["-P"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("set sql_via_ssh: on"), "{err}");
+
+    // A socket directory where the master has none: both routes named.
+    let wrong = p.variant("wrong", "sql_via_ssh: on\nmaster_socket_dir: /nonexistent");
+    let out = p.standby_with(&wrong, &["-P"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("127.0.0.1:")
+            && err.contains("/nonexistent/.s.PGSQL.")
+            && err.contains("master_socket_dir"),
+        "{err}"
+    );
+    assert_eq!(p.tunnels_left(), Vec::<String>::new());
+
+    // Streaming cannot use the tunnel: -S says so, and the standby still
+    // starts, replaying from the archive.
+    let streaming = p.variant("streaming", "use_streaming_replication: on\nsql_via_ssh: on");
+    let out = p.standby_with(&streaming, &["-S"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot use pitrkit's ssh tunnel"), "{err}");
+    let _ = p.standby(&["-A", "stop"]);
+}
+
+/// A CA and a server certificate for `localhost` only (no IP address),
+/// made with the openssl CLI; returns the master's ssl settings.
+fn tls_master_conf(env: &TestEnv) -> String {
+    let openssl = require_program("openssl");
+    let dir = env.mkdir("tls");
+    let run = |args: &[&str]| run_ok(Command::new(&openssl).current_dir(&dir).args(args));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other_ca"] {
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        let subj = format!("/CN=pitrkit test {ca}");
+        let (key, crt) = (format!("{ca}.key"), format!("{ca}.crt"));
+        a.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+        run(&a);
+    }
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=pitrkit-master"]);
+    run(&a);
+    fs::write(dir.join("san.cnf"), "subjectAltName = DNS:localhost\n").unwrap();
+    run(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.crt", "-days", "2", "-extfile", "san.cnf",
+    ]);
+    env.chown(&dir);
+    // PostgreSQL refuses a key others can read.
+    fs::set_permissions(dir.join("server.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "listen_addresses = '127.0.0.1'\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        dir.join("server.crt").display(),
+        dir.join("server.key").display()
+    )
+}
+
+/// sslmode verify-full: -P and -B check the master's certificate against
+/// sslrootcert and its name against master_public_ip, directly and through
+/// the ssh tunnel (where the TCP connection goes to 127.0.0.1, but the name
+/// checked is still the configured one). A wrong CA or a name the
+/// certificate does not carry is refused with the reason.
+#[test]
+fn tls_verify_full_checks_the_ca_and_the_configured_name() {
+    let ca = |env: &TestEnv, name: &str| env.path(&format!("tls/{name}.crt")).display().to_string();
+    let p = Pair::with_master("sb_tls", tls_master_conf, "");
+    // The master's name is "localhost" (the certificate's only name); ssh
+    // must know its host key under that name too.
+    let mut kh = fs::read_to_string(&p.sshd.known_hosts).unwrap();
+    let key = kh.split_once(' ').unwrap().1.to_string();
+    kh.push_str(&format!("\n[localhost]:{} {key}\n", p.sshd.port));
+    fs::write(&p.sshd.known_hosts, kh).unwrap();
+    let tls = |mode: &str, root: &str, host: &str, via_ssh: &str| {
+        format!(
+            "sslmode: {mode}\nsslrootcert: {}\nmaster_public_ip: {host}\nsql_via_ssh: {via_ssh}",
+            ca(&p.env, root)
+        )
+    };
+
+    let direct = p.variant("direct", &tls("verify-full", "ca", "localhost", "off"));
+    let out = p.standby_with(&direct, &["-P"]);
+    let text = describe_output(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("route: direct") && text.contains("TLS: TLSv1."), "{text}");
+
+    let tunnel = p.variant("tunnel", &tls("verify-full", "ca", "localhost", "on"));
+    let out = p.standby_with(&tunnel, &["-P"]);
+    let text = describe_output(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("route: through ssh to localhost, then 127.0.0.1:{}", p.master.port))
+            && text.contains("TLS: TLSv1."),
+        "{text}"
+    );
+    for args in [["-I"], ["-B"]] {
+        let out = p.standby_with(&tunnel, &args);
+        assert!(out.status.success(), "{args:?}: {}", describe_output(&out));
+    }
+    assert!(p.pgdata.join("backup_label").is_file());
+    assert_eq!(p.tunnels_left(), Vec::<String>::new());
+
+    // A certificate from another CA.
+    let other = p.variant("other_ca", &tls("verify-full", "other_ca", "localhost", "off"));
+    let out = p.standby_with(&other, &["-P"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("certificate verify failed") && err.contains("sslrootcert holds the CA"),
+        "{err}"
+    );
+
+    // The right CA, but a name the certificate does not carry.
+    let by_ip = p.variant("by_ip", &tls("verify-full", "ca", "127.0.0.1", "off"));
+    let out = p.standby_with(&by_ip, &["-P"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("certificate verify failed") && err.contains("names 127.0.0.1"),
+        "{err}"
+    );
+    // verify-ca does not check the name.
+    let ca_only = p.variant("ca_only", &tls("verify-ca", "ca", "127.0.0.1", "off"));
+    let out = p.standby_with(&ca_only, &["-P"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
 }

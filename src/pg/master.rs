@@ -166,7 +166,9 @@ impl MasterTarget {
     }
 
     fn direct(&self, application_name: &str) -> Result<postgres::Client, PgError> {
-        self.connect_tcp(self.base_config(application_name), None)
+        let mut c = self.base_config(application_name);
+        c.port(self.port);
+        self.connect_tcp(c, None)
     }
 
     /// Where the tunnel may end on the master, in order: `master_local_ip`
@@ -238,6 +240,7 @@ impl MasterTarget {
                     log::info!("connected to {} {route}", self.describe());
                     return Ok((client, route, tunnel));
                 }
+                Err(PgError::Query(e)) if is_tls_error(&e) => return Err(self.tls_failure(&e)),
                 Err(PgError::Query(e)) if forward_failed(&e) && i + 1 < tunnel.forwards.len() => {
                     log::info!("through ssh, {} did not answer ({e}); trying {}", f.remote, tunnel.forwards[i + 1].remote);
                     failures.push(format!("{}: {e}", f.remote));
@@ -321,28 +324,56 @@ impl MasterTarget {
 
     fn connect_hint(&self, e: PgError) -> PgError {
         let PgError::Query(source) = e else { return e };
-        let hint = if is_tls_error(&source) {
-            format!(
-                "the master's certificate was refused (sslmode {}): check that sslrootcert holds the CA that signed it{}",
-                self.sslmode,
-                if self.sslmode == "verify-full" {
-                    format!(" and that the certificate names {} (subjectAltName)", self.host)
-                } else {
-                    String::new()
-                }
-            )
-        } else {
-            format!(
-                "check that PostgreSQL on {} listens on port {} (listen_addresses), that pg_hba.conf admits user {} \
-                 from this host, and that the password is in master_password, ~/.pgpass or PGPASSFILE; \
-                 if only ssh reaches the master, set sql_via_ssh: on",
-                self.host, self.port, self.user
-            )
-        };
+        if is_tls_error(&source) {
+            return self.tls_failure(&source);
+        }
+        let hint = format!(
+            "check that PostgreSQL on {} listens on port {} (listen_addresses), that pg_hba.conf admits user {} \
+             from this host, and that the password is in master_password, ~/.pgpass or PGPASSFILE; \
+             if only ssh reaches the master, set sql_via_ssh: on",
+            self.host, self.port, self.user
+        );
         PgError::Connect {
             target: self.describe(),
             hint,
             source,
+        }
+    }
+
+    /// A failed TLS handshake, with OpenSSL's verdict (the last part of its
+    /// message, e.g. "unable to get local issuer certificate", "hostname
+    /// mismatch") instead of its whole error stack.
+    fn tls_failure(&self, e: &postgres::Error) -> PgError {
+        let inner = std::error::Error::source(e).map(|c| c.to_string()).unwrap_or_default();
+        let verdict = inner.rsplit(": ").next().unwrap_or_default().trim().to_string();
+        let (detail, hint) = if inner.contains("certificate verify failed") {
+            (
+                format!("certificate verify failed: {verdict}"),
+                format!(
+                    "check that sslrootcert holds the CA that signed the master's certificate{}",
+                    if self.sslmode == "verify-full" {
+                        format!(" and that the certificate names {} (subjectAltName)", self.host)
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        } else if inner.contains("does not support TLS") {
+            (
+                "the master does not offer TLS".to_string(),
+                format!("turn ssl on in the master's postgresql.conf, or lower sslmode (now {})", self.sslmode),
+            )
+        } else {
+            (inner.clone(), "check the master's ssl settings and this host's OpenSSL".to_string())
+        };
+        PgError::Command {
+            what: format!(
+                "TLS with {} (sslmode {}, sslrootcert {})",
+                self.describe(),
+                self.sslmode,
+                self.ssl.rootcert.as_deref().unwrap_or("~/.postgresql/root.crt")
+            ),
+            detail: format!("{detail}\n  what to do: {hint}"),
         }
     }
 }
