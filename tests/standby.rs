@@ -844,14 +844,25 @@ impl Pair {
 
     /// ssh tunnel processes (ssh -N -L) to this pair's sshd still alive.
     fn tunnels_left(&self) -> Vec<String> {
+        self.tunnel_pids().into_iter().map(|(_, c)| c).collect()
+    }
+
+    fn tunnel_pids(&self) -> Vec<(u32, String)> {
         let port = format!("\0-p\0{}\0", self.sshd.port);
         fs::read_dir("/proc")
             .unwrap()
             .flatten()
-            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).into_owned())
-            .filter(|c| c.contains("ExitOnForwardFailure=yes") && c.contains("\0-N\0") && c.contains(&port))
-            .map(|c| c.replace('\0', " "))
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                Some((pid, String::from_utf8_lossy(&fs::read(e.path().join("cmdline")).ok()?).into_owned()))
+            })
+            .filter(|(pid, c)| {
+                process_alive(*pid)
+                    && c.contains("ExitOnForwardFailure=yes")
+                    && c.contains("\0-N\0")
+                    && c.contains(&port)
+            })
+            .map(|(pid, c)| (pid, c.replace('\0', " ")))
             .collect()
     }
 }
@@ -907,6 +918,32 @@ fn sql_goes_through_ssh_to_a_master_listening_on_no_tcp_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot use pitrkit's ssh tunnel"), "{err}");
     let _ = p.standby(&["-A", "stop"]);
+
+    // pitrkit killed in the middle of -B: its tunnel goes with it.
+    let on = p.variant("on", "sql_via_ssh: on");
+    let mut c = p.env.command(&fixtures::cmd_link(&p.env, "cmd_standby"));
+    let mut b = c
+        .arg("-C")
+        .arg(&on)
+        .arg("-B")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tunnel = None;
+    assert!(wait_until(WAIT, || {
+        tunnel = p.tunnel_pids().first().map(|(pid, _)| *pid);
+        tunnel.is_some()
+    }));
+    let ppid = fs::read_to_string(format!("/proc/{}/stat", tunnel.unwrap())).unwrap();
+    let ppid = ppid.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().to_string();
+    run_ok(Command::new("kill").args(["-KILL", &ppid]));
+    let _ = b.wait();
+    assert!(
+        wait_until(Duration::from_secs(10), || p.tunnels_left().is_empty()),
+        "{:?}",
+        p.tunnels_left()
+    );
 }
 
 /// A CA and a server certificate for `localhost` only (no IP address),
