@@ -6,8 +6,8 @@ mod common;
 use common::fixtures;
 use common::*;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -833,7 +833,8 @@ impl Pair {
     /// The standby's configuration with `extra`'s keys replacing its own, as `<name>.ini`.
     fn variant(&self, name: &str, extra: &str) -> PathBuf {
         let base = fs::read_to_string(&self.ini).unwrap();
-        self.env.write(&format!("{name}.ini"), &fixtures::merge_ini(&base, extra))
+        self.env
+            .write(&format!("{name}.ini"), &fixtures::merge_ini(&base, extra))
     }
 
     fn standby_with(&self, ini: &Path, args: &[&str]) -> std::process::Output {
@@ -854,7 +855,10 @@ impl Pair {
             .flatten()
             .filter_map(|e| {
                 let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-                Some((pid, String::from_utf8_lossy(&fs::read(e.path().join("cmdline")).ok()?).into_owned()))
+                Some((
+                    pid,
+                    String::from_utf8_lossy(&fs::read(e.path().join("cmdline")).ok()?).into_owned(),
+                ))
             })
             .filter(|(pid, c)| {
                 process_alive(*pid)
@@ -936,7 +940,14 @@ fn sql_goes_through_ssh_to_a_master_listening_on_no_tcp_address() {
         tunnel.is_some()
     }));
     let ppid = fs::read_to_string(format!("/proc/{}/stat", tunnel.unwrap())).unwrap();
-    let ppid = ppid.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().to_string();
+    let ppid = ppid
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
     run_ok(Command::new("kill").args(["-KILL", &ppid]));
     let _ = b.wait();
     assert!(
@@ -963,12 +974,32 @@ fn tls_master_conf(env: &TestEnv) -> String {
     }
     let mut a = vec!["req"];
     a.extend(ec);
-    a.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=pitrkit-master"]);
+    a.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=pitrkit-master",
+    ]);
     run(&a);
     fs::write(dir.join("san.cnf"), "subjectAltName = DNS:localhost\n").unwrap();
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "server.crt", "-days", "2", "-extfile", "san.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
     ]);
     env.chown(&dir);
     // PostgreSQL refuses a key others can read.
@@ -1013,8 +1044,10 @@ fn tls_verify_full_checks_the_ca_and_the_configured_name() {
     let text = describe_output(&out);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains(&format!("route: through ssh to localhost, then 127.0.0.1:{}", p.master.port))
-            && text.contains("TLS: TLSv1."),
+        text.contains(&format!(
+            "route: through ssh to localhost, then 127.0.0.1:{}",
+            p.master.port
+        )) && text.contains("TLS: TLSv1."),
         "{text}"
     );
     for args in [["-I"], ["-B"]] {

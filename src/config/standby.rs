@@ -123,7 +123,11 @@ impl StandbyConfig {
         let master_local_ip = o.text("master_local_ip");
         if let Some(ip) = &master_local_ip {
             // It becomes part of an ssh -L specification (host:port).
-            if ip.starts_with('-') || !ip.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)) {
+            // ':' only in an IPv6 address (a port belongs in 'port').
+            if ip.starts_with('-')
+                || !ip.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+                || (ip.contains(':') && ip.parse::<std::net::Ipv6Addr>().is_err())
+            {
                 return Err(file
                     .error(
                         "master_local_ip",
@@ -132,7 +136,9 @@ impl StandbyConfig {
                             o.show("master_local_ip", ip)
                         ),
                     )
-                    .hint("write the address the master's PostgreSQL listens on, as seen on the master, e.g. 127.0.0.1"));
+                    .hint(
+                        "write the address the master's PostgreSQL listens on, as seen on the master, e.g. 127.0.0.1",
+                    ));
             }
         }
         let master_socket_dir = o
@@ -394,6 +400,34 @@ action_failover: /var/lib/postgresql/pitrtools/scripts/
             d.path().join("link").display()
         );
         assert!(load(&text).unwrap_err().to_string().contains("is inside pgdata"));
+    }
+
+    #[test]
+    fn connection_keys() {
+        let c = load("").unwrap();
+        assert_eq!(c.sql_via_ssh, "auto");
+        assert_eq!(c.master_local_ip, None);
+        assert_eq!(c.master_socket_dir, PathBuf::from("/var/run/postgresql"));
+        assert_eq!(c.ssl, Default::default());
+        let c = load("sslmode: verify-full\nsslrootcert: system\nsslkey: /k\nmaster_local_ip: ::1\n").unwrap();
+        assert_eq!(c.ssl.rootcert.as_deref(), Some("system"));
+        assert_eq!(c.master_local_ip.as_deref(), Some("::1"));
+        let e = load("sslmode: verify-ca\nsslrootcert: system\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs sslmode verify-full"), "{e}");
+        assert!(load("sslrootcert: root.crt\n")
+            .unwrap_err()
+            .to_string()
+            .contains("absolute"));
+        assert!(load("master_local_ip: -oProxyCommand=x\n").is_err());
+        assert!(load("master_local_ip: 10.0.0.1:5432\n").is_err());
+        assert!(load("master_local_ip: a/b\n").is_err());
+        assert!(load("master_socket_dir: /run/a:b\n")
+            .unwrap_err()
+            .to_string()
+            .contains("ssh -L"));
+        assert!(load("sql_via_ssh: maybe\n").is_err());
     }
 
     #[test]

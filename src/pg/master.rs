@@ -38,7 +38,10 @@ pub struct MasterTarget {
 pub enum Route {
     Direct,
     /// Through ssh to `host`, then to `remote` on the master.
-    Ssh { host: String, remote: Remote },
+    Ssh {
+        host: String,
+        remote: Remote,
+    },
 }
 
 impl std::fmt::Display for Route {
@@ -132,7 +135,11 @@ impl MasterTarget {
     /// Connects over TCP with `sslmode`'s TLS rules: TLS verification is
     /// always against `self.host`, even when `addr` (the tunnel's local end)
     /// is where the TCP connection goes.
-    fn connect_tcp(&self, mut c: postgres::Config, addr: Option<std::net::IpAddr>) -> Result<postgres::Client, PgError> {
+    fn connect_tcp(
+        &self,
+        mut c: postgres::Config,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<postgres::Client, PgError> {
         let tls = tls::connector(&self.sslmode, &self.ssl).map_err(|detail| PgError::Command {
             what: format!("setting up TLS (sslmode {}) for {}", self.sslmode, self.describe()),
             detail,
@@ -242,7 +249,11 @@ impl MasterTarget {
                 }
                 Err(PgError::Query(e)) if is_tls_error(&e) => return Err(self.tls_failure(&e)),
                 Err(PgError::Query(e)) if forward_failed(&e) && i + 1 < tunnel.forwards.len() => {
-                    log::info!("through ssh, {} did not answer ({e}); trying {}", f.remote, tunnel.forwards[i + 1].remote);
+                    log::info!(
+                        "through ssh, {} did not answer ({e}); trying {}",
+                        f.remote,
+                        tunnel.forwards[i + 1].remote
+                    );
                     failures.push(format!("{}: {e}", f.remote));
                 }
                 Err(PgError::Query(e)) => {
@@ -306,7 +317,10 @@ impl MasterTarget {
         };
         match self.via_ssh.as_str() {
             "on" => through_ssh(None),
-            "off" => self.direct(application_name).map(direct).map_err(|e| self.connect_hint(e)),
+            "off" => self
+                .direct(application_name)
+                .map(direct)
+                .map_err(|e| self.connect_hint(e)),
             _ => match self.direct(application_name) {
                 Ok(c) => Ok(direct(c)),
                 Err(PgError::Query(e)) if no_route(&e) => {
@@ -361,10 +375,16 @@ impl MasterTarget {
         } else if inner.contains("does not support TLS") {
             (
                 "the master does not offer TLS".to_string(),
-                format!("turn ssl on in the master's postgresql.conf, or lower sslmode (now {})", self.sslmode),
+                format!(
+                    "turn ssl on in the master's postgresql.conf, or lower sslmode (now {})",
+                    self.sslmode
+                ),
             )
         } else {
-            (inner.clone(), "check the master's ssl settings and this host's OpenSSL".to_string())
+            (
+                inner.clone(),
+                "check the master's ssl settings and this host's OpenSSL".to_string(),
+            )
         };
         PgError::Command {
             what: format!(
@@ -390,9 +410,9 @@ pub fn streaming_route_warning(cfg: &StandbyConfig) -> Option<String> {
         "auto" => {
             use std::net::ToSocketAddrs;
             let timeout = Duration::from_secs(3);
-            let reachable = (host, cfg.master_port).to_socket_addrs().is_ok_and(|mut addrs| {
-                addrs.any(|a| std::net::TcpStream::connect_timeout(&a, timeout).is_ok())
-            });
+            let reachable = (host, cfg.master_port)
+                .to_socket_addrs()
+                .is_ok_and(|mut addrs| addrs.any(|a| std::net::TcpStream::connect_timeout(&a, timeout).is_ok()));
             if reachable {
                 return None;
             }
@@ -437,7 +457,11 @@ pub struct Master {
 
 impl Master {
     pub fn open(target: &MasterTarget, application_name: &str) -> Result<Master, PgError> {
-        let Connection { mut client, route, tunnel } = target.connect(application_name)?;
+        let Connection {
+            mut client,
+            route,
+            tunnel,
+        } = target.connect(application_name)?;
         let num: String = client
             .query_one("SELECT current_setting('server_version_num')", &[])?
             .get(0);
@@ -469,7 +493,10 @@ impl Master {
     pub fn tls_version(&mut self) -> Result<Option<String>, PgError> {
         Ok(self
             .client
-            .query_opt("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl", &[])?
+            .query_opt(
+                "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                &[],
+            )?
             .map(|r| r.get(0)))
     }
 
@@ -677,6 +704,33 @@ pub fn pgpass_line(host: &str, port: u16, user: &str, password: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tunnel_ends_at_master_local_ip_else_loopback_then_the_socket() {
+        let load = |text: &str| {
+            let f = crate::config::IniFile::parse(Path::new("s.ini"), text).unwrap();
+            MasterTarget::from_standby(&StandbyConfig::from_ini(&f).unwrap()).unwrap()
+        };
+        let t = load("master_public_ip: db1\nport: 5433\nmaster_socket_dir: /run/pg\n");
+        assert_eq!(
+            t.tunnel_remotes(),
+            vec![
+                Remote::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 5433
+                },
+                Remote::Unix(PathBuf::from("/run/pg/.s.PGSQL.5433"))
+            ]
+        );
+        let t = load("master_public_ip: db1\nmaster_local_ip: 10.1.1.1\n");
+        assert_eq!(
+            t.tunnel_remotes(),
+            vec![Remote::Tcp {
+                host: "10.1.1.1".into(),
+                port: 5432
+            }]
+        );
+    }
 
     #[test]
     fn pgpass_rules() {

@@ -131,9 +131,10 @@ pub fn connector(sslmode: &str, files: &SslFiles) -> Result<Option<MakeTlsConnec
                 let lookup = store
                     .add_lookup(X509Lookup::file())
                     .map_err(ossl("setting up the CRL check".into()))?;
-                lookup
-                    .load_crl_file(&crl, SslFiletype::PEM)
-                    .map_err(ossl(format!("reading the certificate revocation list {}", crl.display())))?;
+                lookup.load_crl_file(&crl, SslFiletype::PEM).map_err(ossl(format!(
+                    "reading the certificate revocation list {}",
+                    crl.display()
+                )))?;
                 store
                     .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
                     .map_err(ossl("setting up the CRL check".into()))?;

@@ -14,8 +14,8 @@
 //! the `postgres` crate, like libpq, speaks TLS only over TCP, so then it
 //! is an ephemeral port on 127.0.0.1 (checked to be ssh's own listener).
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,10 @@ use super::ssh::SshSettings;
 /// Where a forward ends on the master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     /// A unix socket file (`<dir>/.s.PGSQL.<port>`).
     Unix(PathBuf),
 }
@@ -80,7 +83,12 @@ pub struct Tunnel {
 impl Tunnel {
     /// Starts ssh with one forward per `(remote, tcp_local)` and waits until
     /// every local end listens. `tcp_local` asks for a TCP local end (TLS).
-    pub fn open(ssh: &SshSettings, host: &str, remotes: &[(Remote, bool)], timeout: Duration) -> Result<Tunnel, String> {
+    pub fn open(
+        ssh: &SshSettings,
+        host: &str,
+        remotes: &[(Remote, bool)],
+        timeout: Duration,
+    ) -> Result<Tunnel, String> {
         // Short and private: a unix socket path is limited to ~100 bytes, and
         // whoever can reach the socket reaches the master.
         let dir = tempfile::Builder::new()
