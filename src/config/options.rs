@@ -119,7 +119,7 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("trigger_file", Path, None, "legacy trigger file; touching it promotes the standby"),
     opt("repl_db_user", User, Some("replication"), "role used for streaming replication"),
     opt("repl_db_password", Text, None, "password of repl_db_user (written to a private passfile, never to a world-readable file)"),
-    opt("sslmode", Choice(&["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]), Some("prefer"), "libpq sslmode for pitrkit's SQL session and streaming replication: require encrypts, verify-ca also checks the certificate against sslrootcert, verify-full also its name against master_public_ip"),
+    opt("sslmode", Choice(&["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]), Some("prefer"), "libpq sslmode for connections to the master"),
     opt("port", Count, Some("5432"), "the master's PostgreSQL port"),
     opt("master_public_ip", Text, None, "the master's host name or address (used for SQL and ssh)"),
     opt("master_local_ip", Text, None, "the master's PostgreSQL address as seen on the master, for SQL through ssh (sql_via_ssh); unset: 127.0.0.1, then the unix socket in master_socket_dir"),
