@@ -158,14 +158,14 @@ pub fn connector(sslmode: &str, files: &SslFiles) -> Result<Option<MakeTlsConnec
                 if configured { "" } else { "'s default" }
             ));
         }
-        b.set_certificate_chain_file(&cert)
-            .map_err(ossl(format!("reading the client certificate {}", cert.display())))?;
         let key = files
             .key
             .clone()
             .or_else(|| default_dir().map(|d| d.join("postgresql.key")))
             .ok_or("no home directory to find the client key postgresql.key in; set sslkey")?;
         check_key_permissions(&key)?;
+        b.set_certificate_chain_file(&cert)
+            .map_err(ossl(format!("reading the client certificate {}", cert.display())))?;
         b.set_private_key_file(&key, SslFiletype::PEM)
             .map_err(ossl(format!("reading the client key {}", key.display())))?;
         b.check_private_key().map_err(ossl(format!(
@@ -204,6 +204,28 @@ mod tests {
                 assert!(e.contains("group or world access") && e.contains("chmod 0600"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn the_connector_refuses_a_client_key_others_can_read() {
+        let d = tempfile::tempdir().unwrap();
+        let (cert, key) = (d.path().join("c.crt"), d.path().join("c.key"));
+        std::fs::write(&cert, "x").unwrap();
+        std::fs::write(&key, "x").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let files = SslFiles {
+            cert: Some(cert),
+            key: Some(key),
+            ..Default::default()
+        };
+        let e = connector("require", &files).err().unwrap();
+        assert!(e.contains("group or world access"), "{e}");
+        // A certificate without its key file is named too.
+        let files = SslFiles {
+            cert: Some(d.path().join("missing.crt")),
+            ..Default::default()
+        };
+        assert!(connector("require", &files).err().unwrap().contains("missing.crt"));
     }
 
     #[test]
