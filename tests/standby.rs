@@ -1057,6 +1057,38 @@ fn tls_verify_full_checks_the_ca_and_the_configured_name() {
     assert!(p.pgdata.join("backup_label").is_file());
     assert_eq!(p.tunnels_left(), Vec::<String>::new());
 
+    // Streaming (libpq in the walreceiver) gets the same TLS settings
+    // through primary_conninfo, and checks the master as strictly.
+    p.master.psql("CREATE ROLE repl REPLICATION LOGIN");
+    let streaming = p.variant(
+        "streaming",
+        &format!(
+            "{}\nuse_streaming_replication: on\nrepl_db_user: repl",
+            tls("verify-full", "ca", "localhost", "auto")
+        ),
+    );
+    let out = p.standby_with(&streaming, &["-S"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    // The master's port answers: no warning about the tunnel.
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("ssh tunnel"),
+        "{}",
+        describe_output(&out)
+    );
+    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains(&format!("sslrootcert=''{}''", ca(&p.env, "ca"))),
+        "{auto}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || p.master.psql(
+            "SELECT count(*) FROM pg_stat_replication JOIN pg_stat_ssl USING (pid) WHERE ssl AND usename = 'repl'"
+        ) == "1"),
+        "the standby did not stream over TLS; its log:\n{}",
+        tail(&p.env.path("standby.log"), 30)
+    );
+    let _ = p.standby(&["-A", "stop"]);
+
     // A certificate from another CA.
     let other = p.variant("other_ca", &tls("verify-full", "other_ca", "localhost", "off"));
     let out = p.standby_with(&other, &["-P"]);
