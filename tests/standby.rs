@@ -1089,6 +1089,22 @@ fn tls_verify_full_checks_the_ca_and_the_configured_name() {
     );
     let _ = p.standby(&["-A", "stop"]);
 
+    // sql_via_ssh auto tunnels only when there is no route: a server that
+    // answers with an error (here: no such role) is not retried through ssh.
+    let no_role = p.variant(
+        "no_role",
+        &format!(
+            "{}\nmaster_user: nobody_here",
+            tls("verify-full", "ca", "localhost", "auto")
+        ),
+    );
+    let out = p.standby_with(&no_role, &["-P"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"nobody_here\" does not exist") && !err.contains("through ssh"),
+        "{err}"
+    );
+
     // A certificate from another CA.
     let other = p.variant("other_ca", &tls("verify-full", "other_ca", "localhost", "off"));
     let out = p.standby_with(&other, &["-P"]);

@@ -341,12 +341,20 @@ impl MasterTarget {
         if is_tls_error(&source) {
             return self.tls_failure(&source);
         }
-        let hint = format!(
-            "check that PostgreSQL on {} listens on port {} (listen_addresses), that pg_hba.conf admits user {} \
-             from this host, and that the password is in master_password, ~/.pgpass or PGPASSFILE; \
-             if only ssh reaches the master, set sql_via_ssh: on",
-            self.host, self.port, self.user
-        );
+        let hint = if source.as_db_error().is_some() {
+            // The server answered: the route is fine, the login is not.
+            format!(
+                "check that role {} and database {} exist on the master, that its pg_hba.conf admits them \
+                 from this host, and that the password is in master_password, ~/.pgpass or PGPASSFILE",
+                self.user, self.db
+            )
+        } else {
+            format!(
+                "check that PostgreSQL on {} listens on port {} (listen_addresses) and that a firewall lets this \
+                 host through; if only ssh reaches the master, set sql_via_ssh: on (or auto)",
+                self.host, self.port
+            )
+        };
         PgError::Connect {
             target: self.describe(),
             hint,
