@@ -251,6 +251,10 @@ mod tests {
             ("init (-I)", "init"),
             ("base backup (-B)", "base backup"),
             ("failover (-F999)", "failover"),
+            ("start standby (-S)", "start standby"),
+            ("ping (-P)", "ping"),
+            ("start (-A start)", "start"),
+            ("stop (-A stop)", "stop"),
             ("PITR", "step"),
         ] {
             assert_eq!(step_id(label), id, "label {label:?}");
