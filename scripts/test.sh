@@ -25,4 +25,6 @@ fi
 
 # PostgreSQL, sshd and rsync tests wait on I/O more than CPU: a few more
 # threads than cores keeps the suite short without overloading 2 cores.
-exec cargo test --all-targets -- --test-threads="${PITRKIT_TEST_THREADS:-3}" "$@"
+cargo test --all-targets -- --test-threads="${PITRKIT_TEST_THREADS:-3}" "$@"
+# Last: the fault suite's short run (TESTING.md), so a regression fails CI.
+exec scripts/faults.sh --short
