@@ -357,6 +357,67 @@ fn wait_orphans(env: &TestEnv) -> usize {
     left.len()
 }
 
+/// Processes holding a connection to 127.0.0.1:`port` on the server side.
+fn serving(port: u16) -> Vec<u32> {
+    let inodes: Vec<String> = fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            // 0A is LISTEN; every other state is a connection.
+            (local_port == port && *f.get(3)? != "0A").then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .filter(|i| i != "0")
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let holds = fs::read_dir(e.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                fs::read_link(fd.path())
+                    .ok()
+                    .and_then(|t| t.to_str().map(str::to_string))
+                    .is_some_and(|t| inodes.iter().any(|i| t == format!("socket:[{i}]")))
+            });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Stops the slave's sshd and makes sure no session survives it. Sshd::stop
+/// kills the sessions it finds, then the listener; a connection accepted
+/// in between (we stop it in the middle of calls) would live on, and with
+/// ssh's connection sharing every later call would reach the "dead" slave.
+/// Returns how many survivors it had to kill.
+fn stop_slave(sshd: &mut Sshd) -> usize {
+    sshd.stop();
+    let port = sshd.port;
+    let mut killed = 0;
+    let gone = wait_until(Duration::from_secs(10), || {
+        let left = serving(port);
+        for p in &left {
+            if kill(Pid::from_raw(*p as i32), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        left.is_empty()
+    });
+    assert!(gone, "sessions of the stopped sshd on port {port} survive");
+    killed
+}
+
 // ---------------------------------------------------------------------------
 // Segments
 // ---------------------------------------------------------------------------
@@ -1210,7 +1271,12 @@ fn sshd_down(rig: &mut Rig, trials: usize) -> Figures {
         f.trials += 1;
         let (mut child, log) = rig.run.spawn(&a1);
         sleep(rig.rng.delay(spans[v]));
-        rig.sshd.stop();
+        let survivors = stop_slave(&mut rig.sshd);
+        if survivors > 0 {
+            f.note(format!(
+                "{survivors} sshd session process(es) outlived Sshd::stop (killed here; see stop_slave)"
+            ));
+        }
         let e = Ended {
             status: child.wait().unwrap(),
             log,
