@@ -11,6 +11,7 @@
 #                                 the last step of scripts/test.sh
 #   scripts/faults.sh             full run: 300 per kill scenario, 100 for the others
 #   scripts/faults.sh --trials N [--only archive-kill,ship-kill] [--seed S]
+#                     [--binary /path/to/pitrkit]   (another build, e.g. a merge candidate)
 #
 # Results: a markdown table on stdout, and results.jsonl (one JSON object per
 # scenario) and results.md in ${FAULTS_OUT:-target/faults}. As root (CI) it

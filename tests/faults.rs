@@ -664,8 +664,8 @@ impl Dests {
 }
 
 impl Rig {
-    fn new(seed: u64) -> Rig {
-        let env = TestEnv::new("faults", Path::new(env!("CARGO_BIN_EXE_pitrkit")));
+    fn new(seed: u64, binary: &Path) -> Rig {
+        let env = TestEnv::new("faults", binary);
         let sshd = Sshd::start(&env);
         let (hook, _) = fixtures::recording_hook(&env, "hooks");
         Rig {
@@ -1608,7 +1608,7 @@ const SHORT_TRIALS: usize = 20;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: faults (--short | --full | --trials N) [--only NAME[,NAME...]] [--seed N] [--out DIR]\n\
+        "usage: faults (--short | --full | --trials N) [--only NAME[,NAME...]] [--seed N] [--out DIR] [--binary PITRKIT]\n\
          Run it through scripts/faults.sh. Scenarios: {}",
         SCENARIOS.map(|s| s.0).join(", ")
     );
@@ -1625,6 +1625,8 @@ fn main() {
         .as_nanos() as u64;
     let mut out = PathBuf::from(std::env::var("FAULTS_OUT").unwrap_or_else(|_| "target/faults".into()));
     let mut mode = String::new();
+    // Another build (a merge candidate, a release build) can be measured too.
+    let mut binary = PathBuf::from(env!("CARGO_BIN_EXE_pitrkit"));
     let mut i = 0;
     while i < args.len() {
         let val = |i: usize| args.get(i + 1).cloned().unwrap_or_else(|| usage());
@@ -1651,6 +1653,10 @@ fn main() {
                 seed = val(i).parse().unwrap_or_else(|_| usage());
                 i += 1;
             }
+            "--binary" => {
+                binary = PathBuf::from(val(i));
+                i += 1;
+            }
             "--out" => {
                 out = PathBuf::from(val(i));
                 i += 1;
@@ -1672,7 +1678,8 @@ fn main() {
     self_check();
     println!("faults: mode {mode}, seed {seed} (rerun the same schedule with --seed {seed})");
     let started = Instant::now();
-    let mut rig = Rig::new(seed);
+    println!("faults: binary under test {}", binary.display());
+    let mut rig = Rig::new(seed, &binary);
     let mut results: Vec<(&str, Figures)> = Vec::new();
     for (name, scenario, full) in SCENARIOS {
         if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
