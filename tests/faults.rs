@@ -741,11 +741,27 @@ impl Rig {
         }
         let left = temps();
         f.leftover_tmp = left.len();
-        if let Some(p) = left.first() {
+        if !left.is_empty() {
+            // Where they are, for whoever fixes it: "dir: count, ...".
+            let mut by_dir: Vec<(String, usize)> = Vec::new();
+            for p in &left {
+                let dir = p.parent().unwrap_or(p);
+                let dir = dir.strip_prefix(&self.env.root).unwrap_or(dir).display().to_string();
+                match by_dir.iter_mut().find(|(d, _)| *d == dir) {
+                    Some((_, n)) => *n += 1,
+                    None => by_dir.push((dir, 1)),
+                }
+            }
+            let p = &left[0];
             f.note(format!(
-                "leftover: {} temporary file(s) left, e.g. {}",
+                "leftover: {} temporary file(s) left ({}), e.g. {}",
                 left.len(),
-                p.strip_prefix(&self.env.root).unwrap_or(p).display()
+                by_dir
+                    .iter()
+                    .map(|(d, n)| format!("{d}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.file_name().unwrap_or_default().to_string_lossy()
             ));
         }
     }
