@@ -861,16 +861,9 @@ fn archiver_configs(rig: &Rig, scn: &str, d: &Dests, variants: &[usize]) -> Conf
     Configs { inis }
 }
 
-fn flush_ok(rig: &Rig, ini: &str) -> bool {
-    rig.run.until_ok(&["archiver", "-C", ini, "--flush"]).1.is_ok()
-}
-
-/// Scenario 1: SIGKILL at a random point of an archive call, then PostgreSQL's retry.
-fn archive_kill(rig: &mut Rig, trials: usize) -> Figures {
-    let mut f = Figures::default();
-    let d = rig.dests("archive-kill", true);
-    let cfg = archiver_configs(rig, "archive-kill", &d, &[0, 1, 2, 3]);
-    let mut segs = Vec::new();
+/// Per configuration, the span to pick kill or outage delays from: 1.2
+/// times the median of three normal archive calls (whose segments join `segs`).
+fn call_spans(rig: &mut Rig, cfg: &Configs, segs: &mut Vec<(String, PathBuf)>) -> Vec<Duration> {
     let mut spans = Vec::new();
     for (ini, _) in &cfg.inis {
         let mut picked = Vec::new();
@@ -889,6 +882,49 @@ fn archive_kill(rig: &mut Rig, trials: usize) -> Figures {
         segs.extend(picked);
         spans.push(span.mul_f64(1.2));
     }
+    spans
+}
+
+/// The end of an archive scenario: temporary files counted around a fresh
+/// segment's archive call and a flush (configuration `ini`), then every
+/// segment checked in every destination (the local archive only if
+/// `check_local`), with the queue empty.
+fn finish_archiving(
+    rig: &mut Rig,
+    f: &mut Figures,
+    d: &Dests,
+    ini: &str,
+    segs: &mut Vec<(String, PathBuf)>,
+    check_local: bool,
+) {
+    let closing = rig.pool.take();
+    let last = closing.1.display().to_string();
+    segs.push(closing);
+    rig.count_leftovers(
+        f,
+        || d.temps(),
+        || rig.run.run(&["archiver", "-C", ini, "-F", &last]).ok() && flush_ok(rig, ini),
+    );
+    let check = Dests {
+        local: d.local.clone().filter(|_| check_local),
+        lroot: d.lroot.clone(),
+        queue: d.queue.clone(),
+        remote: d.remote.clone(),
+    };
+    final_check(f, &check, segs);
+}
+
+fn flush_ok(rig: &Rig, ini: &str) -> bool {
+    rig.run.until_ok(&["archiver", "-C", ini, "--flush"]).1.is_ok()
+}
+
+/// Scenario 1: SIGKILL at a random point of an archive call, then PostgreSQL's retry.
+fn archive_kill(rig: &mut Rig, trials: usize) -> Figures {
+    let mut f = Figures::default();
+    let d = rig.dests("archive-kill", true);
+    let cfg = archiver_configs(rig, "archive-kill", &d, &[0, 1, 2, 3]);
+    let mut segs = Vec::new();
+    let spans = call_spans(rig, &cfg, &mut segs);
     for t in 0..trials {
         let v = t % cfg.inis.len();
         let (ini, sync) = (&cfg.inis[v].0, cfg.inis[v].1);
@@ -935,16 +971,7 @@ fn archive_kill(rig: &mut Rig, trials: usize) -> Figures {
         segs.push((name, src));
     }
     let ini0 = cfg.inis[0].0.clone();
-    // A fresh segment, archived with the first variant's codecs.
-    let closing = rig.pool.take();
-    let last = closing.1.display().to_string();
-    segs.push(closing);
-    rig.count_leftovers(
-        &mut f,
-        || d.temps(),
-        || rig.run.run(&["archiver", "-C", &ini0, "-F", &last]).ok() && flush_ok(rig, &ini0),
-    );
-    final_check(&mut f, &d, &segs);
+    finish_archiving(rig, &mut f, &d, &ini0, &mut segs, true);
     f
 }
 
@@ -1250,20 +1277,9 @@ fn disk_full(rig: &mut Rig, trials: usize) -> Figures {
         let _ = fs::remove_file(mnt.join(format!("{name}.sum")));
         segs.push((name, src));
     }
-    // A fresh segment, archived with the first variant's codecs.
-    let closing = rig.pool.take();
-    let last = closing.1.display().to_string();
-    segs.push(closing);
     let ini0 = inis[0].clone();
-    rig.count_leftovers(
-        &mut f,
-        || d.temps(),
-        || rig.run.run(&["archiver", "-C", &ini0, "-F", &last]).ok() && flush_ok(rig, &ini0),
-    );
-    let local = d.local.clone();
-    let d = Dests { local: None, ..d };
-    final_check(&mut f, &d, &segs);
-    drop(local);
+    // The tmpfs was emptied trial by trial.
+    finish_archiving(rig, &mut f, &d, &ini0, &mut segs, false);
     drop(fs_);
     f
 }
@@ -1290,24 +1306,7 @@ fn sshd_down(rig: &mut Rig, trials: usize) -> Figures {
     let d = rig.dests("sshd-down", true);
     let cfg = archiver_configs(rig, "sshd-down", &d, &[0, 3, 1]);
     let mut segs = Vec::new();
-    let mut spans = Vec::new();
-    for (ini, _) in &cfg.inis {
-        let mut picked = Vec::new();
-        let span = rig.run.measure(3, |_| {
-            let s = rig.pool.take();
-            let a = vec![
-                "archiver".into(),
-                "-C".into(),
-                ini.clone(),
-                "-F".into(),
-                s.1.display().to_string(),
-            ];
-            picked.push(s);
-            a
-        });
-        segs.extend(picked);
-        spans.push(span.mul_f64(1.2));
-    }
+    let spans = call_spans(rig, &cfg, &mut segs);
     for t in 0..trials {
         let v = t % cfg.inis.len();
         let (ini, sync) = (cfg.inis[v].0.clone(), cfg.inis[v].1);
@@ -1405,16 +1404,7 @@ fn sshd_down(rig: &mut Rig, trials: usize) -> Figures {
         segs.push((n2, s2));
     }
     let ini0 = cfg.inis[0].0.clone();
-    // A fresh segment, archived with the first variant's codecs.
-    let closing = rig.pool.take();
-    let last = closing.1.display().to_string();
-    segs.push(closing);
-    rig.count_leftovers(
-        &mut f,
-        || d.temps(),
-        || rig.run.run(&["archiver", "-C", &ini0, "-F", &last]).ok() && flush_ok(rig, &ini0),
-    );
-    final_check(&mut f, &d, &segs);
+    finish_archiving(rig, &mut f, &d, &ini0, &mut segs, true);
     f
 }
 
@@ -1515,16 +1505,7 @@ fn concurrent(rig: &mut Rig, trials: usize) -> Figures {
         variant_of.push(t % cfg.inis.len());
     }
     let ini0 = cfg.inis[0].0.clone();
-    // A fresh segment, archived with the first variant's codecs.
-    let closing = rig.pool.take();
-    let last = closing.1.display().to_string();
-    segs.push(closing);
-    rig.count_leftovers(
-        &mut f,
-        || d.temps(),
-        || rig.run.run(&["archiver", "-C", &ini0, "-F", &last]).ok() && flush_ok(rig, &ini0),
-    );
-    final_check(&mut f, &d, &segs);
+    finish_archiving(rig, &mut f, &d, &ini0, &mut segs, true);
     f
 }
 
