@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use pitrkit::archive::queue::{LOCK_FILE, SPOOL_DIR};
 use pitrkit::compress::Codec;
 use pitrkit::integrity::Sum;
 
@@ -574,11 +575,11 @@ fn stored_form(dir: &Path, name: &str, codec: Codec, path: &Path, want: &[u8]) -
 
 /// Temporary files under `dir` (recursively): pitrkit's `.NAME.pitrkit-PID.tmp`
 /// and `.pitrkit-compress-*`, rsync's `.NAME.XXXXXX`, and staging copies
-/// left in `.spool/`.
+/// left in `.spool/` (not its lock file, which stays by design).
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else { return out };
-    let spool = dir.file_name().is_some_and(|n| n == ".spool");
+    let spool = dir.file_name().is_some_and(|n| n == SPOOL_DIR);
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
@@ -595,7 +596,8 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
             .is_some_and(|(base, sfx)| {
                 sfx.len() == 6 && sfx.bytes().all(|b| b.is_ascii_alphanumeric()) && looks_archived(base)
             });
-        if spool || pitrkit_tmp || compress_tmp || rsync_tmp {
+        let staged = spool && name != LOCK_FILE;
+        if staged || pitrkit_tmp || compress_tmp || rsync_tmp {
             out.push(path);
         }
     }
