@@ -341,7 +341,8 @@ pub fn kill_descendants(pid: u32) {
         i += 1;
     }
     for &p in tree.iter().skip(1) {
-        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+        // Already gone is fine: no noise from kill(1) about it.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -967,6 +968,12 @@ impl Sshd {
     /// multiplexing) alive, and the "slave" would not really be down.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Freeze the listener first: a session it accepts while its
+            // children are being killed would outlive the "stopped" sshd.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
             kill_descendants(child.id());
             let _ = child.kill();
             let _ = child.wait();
@@ -1048,6 +1055,12 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Freeze the listener first: a session it accepts while its
+            // children are being killed would outlive the "stopped" sshd.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
             kill_descendants(child.id());
             let _ = child.kill();
             let _ = child.wait();
