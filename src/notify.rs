@@ -300,7 +300,7 @@ pub fn command_problem(cmd: &str) -> Option<String> {
 }
 
 /// The three notify hooks of one configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Notifier {
     pub ok: Option<String>,
     pub warning: Option<String>,

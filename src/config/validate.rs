@@ -125,6 +125,17 @@ pub fn check_flag(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// "15" → 15, "15.18" → 15, "9.6.24" → 96 (the config's spelling of 9.6).
+pub fn parse_major(v: &str) -> Option<u32> {
+    let mut parts = v.split('.');
+    let first: u32 = parts.next()?.trim().parse().ok()?;
+    if first >= 10 {
+        return Some(first);
+    }
+    let second: u32 = parts.next()?.trim().parse().ok()?;
+    Some(first * 10 + second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

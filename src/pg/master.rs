@@ -34,7 +34,7 @@ impl MasterTarget {
             db: cfg.master_db.clone(),
             user: cfg.master_user.clone(),
             password: cfg.master_password.clone(),
-            sslmode: cfg.sslmode.clone(),
+            sslmode: cfg.sslmode.to_string(),
             connect_timeout: if cfg.ssh.connect_timeout.is_zero() {
                 Duration::from_secs(30)
             } else {
