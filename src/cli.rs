@@ -152,17 +152,6 @@ pub fn multi_call_args(args: Vec<OsString>) -> Vec<OsString> {
     }
 }
 
-/// Exit status for a command line that does not parse. restore_command's
-/// must be above 125: status 2 would tell PostgreSQL "file not in the
-/// archive", and a typo in restore_command would end archive recovery early.
-pub fn usage_error_code(args: &[OsString]) -> u8 {
-    if args.get(1).is_some_and(|a| a == "restore") {
-        crate::restore::EXIT_FATAL
-    } else {
-        crate::commands::EXIT_ERROR
-    }
-}
-
 /// The program name to show in log lines.
 pub fn program_name(args: &[OsString]) -> String {
     args.first()
@@ -240,6 +229,7 @@ mod tests {
 
     #[test]
     fn restore_usage_errors_stop_recovery() {
+        use crate::commands::usage_error_code;
         let v = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
         // Missing %p: must not read as "not in the archive".
         assert!(parse(&["pitrkit", "restore", "-C", "s.ini", "000000010000000000000001"]).is_err());

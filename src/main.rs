@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     let raw: Vec<_> = std::env::args_os().collect();
     let program = cli::program_name(&raw);
     let args = cli::multi_call_args(raw);
-    let usage_error = cli::usage_error_code(&args);
+    let usage_error = commands::usage_error_code(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

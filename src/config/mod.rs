@@ -92,7 +92,7 @@ mod tests {
             "{e}"
         );
         let s = standby("archivedir:\n").unwrap();
-        let e = s.require(&s.archivedir, "archivedir", "where WAL arrives").unwrap_err();
+        let e = s.required_archivedir("where WAL arrives").unwrap_err();
         assert!(e.to_string().contains("'archivedir' is not set"), "{e}");
     }
 

@@ -118,12 +118,42 @@ impl StandbyConfig {
         self.pg_conf_failover.is_some() || self.pg_hba_conf_failover.is_some()
     }
 
-    /// A required path, with the error a DBA needs when it is missing.
-    pub fn require(&self, value: &Option<PathBuf>, key: &str, why: &str) -> Result<PathBuf, ConfigError> {
+    /// `archivedir`, which `purpose` needs.
+    pub fn required_archivedir(&self, purpose: &str) -> Result<PathBuf, ConfigError> {
+        self.required(&self.archivedir, "archivedir", "/absolute/path", purpose)
+    }
+
+    /// `pgdata`, which every standby action needs.
+    pub fn required_pgdata(&self) -> Result<PathBuf, ConfigError> {
+        self.required(
+            &self.pgdata,
+            "pgdata",
+            "/absolute/path",
+            "this standby's data directory",
+        )
+    }
+
+    /// `master_public_ip`, which every action that talks to the master needs.
+    pub fn required_master_host(&self) -> Result<String, ConfigError> {
+        self.required(
+            &self.master_host,
+            "master_public_ip",
+            "<the master's host name or address>",
+            "",
+        )
+    }
+
+    /// A required value, with the error a DBA needs when it is missing.
+    fn required<T: Clone>(&self, value: &Option<T>, key: &str, example: &str, why: &str) -> Result<T, ConfigError> {
         value.clone().ok_or_else(|| {
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            };
             ConfigError::new(&self.source, format!("'{key}' is not set"))
                 .key(key)
-                .hint(format!("add '{key}: /absolute/path' ({why})"))
+                .hint(format!("add '{key}: {example}'{why}"))
         })
     }
 }

@@ -23,11 +23,7 @@ pub struct MasterTarget {
 
 impl MasterTarget {
     pub fn from_standby(cfg: &StandbyConfig) -> Result<Self, crate::config::ConfigError> {
-        let host = cfg.master_host.clone().ok_or_else(|| {
-            crate::config::ConfigError::new(&cfg.source, "'master_public_ip' is not set")
-                .key("master_public_ip")
-                .hint("add 'master_public_ip: <the master's host name or address>'")
-        })?;
+        let host = cfg.required_master_host()?;
         Ok(MasterTarget {
             host,
             port: cfg.master_port,

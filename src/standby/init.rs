@@ -26,9 +26,7 @@ pub fn run(sb: &Standby) -> Result<()> {
     let mut master = Master::open(&target, "pitrkit init")?;
     let tablespaces = master.tablespaces()?;
     let system_id = master.system_identifier()?;
-    let archivedir = sb
-        .cfg
-        .require(&sb.cfg.archivedir, "archivedir", "where WAL from the archiver arrives")?;
+    let archivedir = sb.cfg.required_archivedir("where WAL from the archiver arrives")?;
     let mut dirs: Vec<(String, PathBuf)> = vec![
         ("pgdata".into(), sb.pgdata.clone()),
         ("archivedir".into(), archivedir.clone()),
