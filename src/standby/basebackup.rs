@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::report::BaseBackupReport;
 use super::{init::local_location, recovery::write_atomic, Standby, INCOMPLETE_MARKER, PASSFILE};
 use crate::config::validate;
 use crate::fsutil;
@@ -190,7 +191,7 @@ struct Job {
     filters: Vec<String>,
 }
 
-pub fn run(sb: &Standby) -> Result<()> {
+pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
     sb.require_stopped("a base backup")?;
     let cfg = sb.cfg;
     let target = MasterTarget::from_standby(cfg)?;
@@ -339,22 +340,17 @@ pub fn run(sb: &Standby) -> Result<()> {
     }
     fs::remove_file(&marker)?;
     fsutil::fsync_dir(&sb.pgdata)?;
-    let msg = format!(
-        "base backup of {}:{} complete in {:.1}s: {} copied, WAL from {start_lsn} to {} needed{}",
-        host,
-        data_dir.display(),
-        started.elapsed().as_secs_f64(),
-        human_bytes(copied),
-        stop.lsn,
-        if tablespaces.is_empty() {
-            String::new()
-        } else {
-            format!(", {} tablespace(s)", tablespaces.len())
-        }
-    );
-    println!("{msg}");
-    cfg.notify.send(crate::notify::Level::Ok, &msg);
-    Ok(())
+    let report = BaseBackupReport {
+        host: host.to_string(),
+        data_dir: data_dir.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: copied,
+        start_lsn: start_lsn.to_string(),
+        stop_lsn: stop.lsn.to_string(),
+        tablespaces: tablespaces.len(),
+    };
+    cfg.notify.send(crate::notify::Level::Ok, &report.summary());
+    Ok(report)
 }
 
 /// Runs the rsync jobs on `threads` workers, with a progress bar on a terminal.

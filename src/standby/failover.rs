@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 
 use super::recovery::{self, Mode};
+use super::report::FailoverReport;
 use super::start::{copy_config, refuse_incomplete, standby_settings};
 use super::Standby;
 use crate::fsutil;
@@ -88,7 +89,7 @@ fn master_alive(sb: &Standby) -> Option<String> {
     }
 }
 
-pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
+pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<FailoverReport> {
     let cfg = sb.cfg;
     let target = target_time.map(|t| parse_target_time(t, Local::now())).transpose()?;
     if target.is_some() || !sb.cluster.is_running() {
@@ -156,16 +157,12 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
         cfg.notify.send(Level::Critical, &msg);
         bail!(msg);
     }
-    let msg = match &target {
-        None => format!("failover complete: {} is now a read-write master", sb.pgdata.display()),
-        Some(t) => format!(
-            "point-in-time recovery to {t} complete: {} is now a read-write master",
-            sb.pgdata.display()
-        ),
+    let report = FailoverReport {
+        pgdata: sb.pgdata.clone(),
+        target: target.map(|t| t.to_string()),
     };
-    println!("{msg}");
-    cfg.notify.send(Level::Ok, &msg);
-    Ok(())
+    cfg.notify.send(Level::Ok, &report.summary());
+    Ok(report)
 }
 
 /// Promotes a running standby, or recovers a stopped one to the end of the

@@ -10,6 +10,7 @@ pub mod failover;
 pub mod init;
 pub mod ping;
 pub mod recovery;
+pub mod report;
 pub mod start;
 
 use std::path::{Path, PathBuf};
