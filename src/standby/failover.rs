@@ -97,21 +97,7 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
         // before the first change.
         sb.own_command("restore", "%f %p")?;
     }
-    if let Some(why) = master_alive(sb) {
-        if !force {
-            bail!(
-                "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
-                 Stop the master first, or, if you are certain it is fenced, add --force"
-            );
-        }
-        cfg.notify.send(
-            Level::Critical,
-            &format!(
-                "FORCED failover of {} although the master seems alive ({why})",
-                sb.pgdata.display()
-            ),
-        );
-    }
+    refuse_two_masters(sb, force)?;
 
     // While this file exists restore serves what restore_delay holds back:
     // PostgreSQL ends recovery on the first "not found" once promotion is
@@ -132,21 +118,7 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
     }
     recovery::clear(&sb.pgdata).context("removing recovery settings after promotion")?;
 
-    let mut hook_failed = None;
-    if let Some(action) = &cfg.action_failover {
-        let outcome = notify::run_hook(
-            action,
-            &[],
-            &[
-                ("PITRKIT_EVENT", "failover"),
-                ("PGDATA", &sb.pgdata.display().to_string()),
-            ],
-            cfg.wait_timeout,
-        );
-        if outcome != HookOutcome::Exited(0) {
-            hook_failed = Some((action, outcome));
-        }
-    }
+    let hook_failed = run_action_failover(sb);
     // Read-write now, whatever the hook did: nothing is restored any more.
     fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
     if let Some((action, outcome)) = hook_failed {
@@ -163,6 +135,43 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
     };
     cfg.notify.send(Level::Ok, &report.summary());
     Ok(report)
+}
+
+/// A live master and a promoted standby would be two masters: refused
+/// unless forced, and then reported as critical.
+fn refuse_two_masters(sb: &Standby, force: bool) -> Result<()> {
+    let Some(why) = master_alive(sb) else {
+        return Ok(());
+    };
+    if !force {
+        bail!(
+            "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
+             Stop the master first, or, if you are certain it is fenced, add --force"
+        );
+    }
+    sb.cfg.notify.send(
+        Level::Critical,
+        &format!(
+            "FORCED failover of {} although the master seems alive ({why})",
+            sb.pgdata.display()
+        ),
+    );
+    Ok(())
+}
+
+/// Runs action_failover, if set; the command and its outcome if it failed.
+fn run_action_failover<'a>(sb: &Standby<'a>) -> Option<(&'a str, HookOutcome)> {
+    let action = sb.cfg.action_failover.as_deref()?;
+    let outcome = notify::run_hook(
+        action,
+        &[],
+        &[
+            ("PITRKIT_EVENT", "failover"),
+            ("PGDATA", &sb.pgdata.display().to_string()),
+        ],
+        sb.cfg.wait_timeout,
+    );
+    (outcome != HookOutcome::Exited(0)).then_some((action, outcome))
 }
 
 /// Promotes a running standby, or recovers a stopped one to the end of the
