@@ -567,6 +567,41 @@ fn unknown_key(file: &IniFile, defs: &'static [&'static [OptDef]], key: &str) ->
     }
 }
 
+/// The keys of `defs` as `--help` lists them: name, legacy names, values
+/// and default, then the help text.
+pub fn key_reference(defs: &'static [&'static [OptDef]]) -> String {
+    let mut out = String::from("Configuration keys ([DEFAULT] section; a key with no value is the same as no line):\n");
+    for d in all_defs(defs) {
+        let values = match d.kind {
+            OneOf(names) => names().join("|"),
+            Text | Command => "text".into(),
+            Path => "/path".into(),
+            Paths => "/path,/path".into(),
+            Bool => "on|off".into(),
+            Count => "N".into(),
+            Seconds => "seconds".into(),
+            Hosts => "host,host".into(),
+            User => "user".into(),
+            Flags => "-options".into(),
+            Words => "words".into(),
+        };
+        let values = match d.range {
+            Some(r) if !r.clamp && r.max == NO_MAX => format!("{values} >= {}", r.min),
+            Some(r) => format!("{values} in {}..{}", r.min, r.max),
+            None => values,
+        };
+        out += &format!("  {}: {values}", d.name);
+        if let Some(def) = d.default {
+            out += &format!(" (default {def})");
+        }
+        if !d.aliases.is_empty() {
+            out += &format!(" (also read as {})", d.aliases.join(", "));
+        }
+        out += &format!("\n      {}\n", d.help);
+    }
+    out
+}
+
 /// Every definition, for `--help`-style listings and the sample-file test.
 pub fn all_defs(defs: &'static [&'static [OptDef]]) -> impl Iterator<Item = &'static OptDef> {
     defs.iter().flat_map(|g| g.iter())
