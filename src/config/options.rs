@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::choices::{HostKeyChecking, RsyncVersion, ShipMode, SlaveCodec, SslMode, State};
 use super::ini::{ConfigError, IniFile};
-use super::validate;
+use super::validate::{self, Refusal};
 use crate::compress::Codec;
 
 #[derive(Clone, Copy, Debug)]
@@ -309,7 +309,7 @@ impl<'a> Options<'a> {
     }
 
     /// "`key`: `value` `why`", for a refused value or part of one.
-    fn refused(&self, name: &str, fragment: &str, why: &str) -> ConfigError {
+    fn refused(&self, name: &str, fragment: &str, why: &dyn std::fmt::Display) -> ConfigError {
         self.err(name, format!("{}: {} {why}", self.key(name), self.show(name, fragment)))
     }
 
@@ -388,15 +388,13 @@ impl<'a> Options<'a> {
     }
 
     /// A refused path, with what to do about it.
-    fn path_err(&self, name: &str, path: &str, why: &str) -> ConfigError {
+    fn path_err(&self, name: &str, path: &str, why: &Refusal) -> ConfigError {
         let err = self.refused(name, path, why);
-        if why.contains("absolute") {
-            err.hint("write the full path, starting with '/'")
-        } else if why.contains("line break") {
+        match why {
+            Refusal::NotAbsolute => err.hint("write the full path, starting with '/'"),
             // The continuation-line hint says it all.
-            err
-        } else {
-            err.hint("paths are handed to rsync and ssh, and a remote shell would split or expand these characters; use a path without them (a symlink can provide one)")
+            Refusal::LineBreak => err,
+            _ => err.hint("paths are handed to rsync and ssh, and a remote shell would split or expand these characters; use a path without them (a symlink can provide one)"),
         }
     }
 
@@ -504,7 +502,7 @@ impl<'a> Options<'a> {
                 }
             })?;
             if out.iter().any(|o| o == h) {
-                return Err(self.refused(name, h, "is listed twice").hint("list each host once"));
+                return Err(self.refused(name, h, &"is listed twice").hint("list each host once"));
             }
             out.push(h.to_string());
         }
