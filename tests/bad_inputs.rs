@@ -282,6 +282,8 @@ fn archiver_config_values() {
             // An empty value is an absent line: the default, not 0 or ''.
             case("empty_defaults", "archiver", Extra("ssh_timeout:\nlookahead:\nmax_queue_workers:\nlock_timeout:\nqueue_wait:\nrsync_timeout:\nnotify_timeout:\n"), CHECK, 0, ""),
             case("empty_choices", "cmd_archiver", Extra("state:\nship_mode:\ncompression:\nslave_compression:\nstrict_host_key_checking:\nrsync_version:\nremote_fsync:\n"), CHECK, 0, ""),
+            // remote_fsync: used to read as off, which sync mode refuses (and async mode obeyed).
+            case("empty_remote_fsync", "archiver", Extra("slaves: db2\nl_archivedir: /q\nr_archivedir: /r\nship_mode: sync\nremote_fsync:\n"), CHECK, 0, ""),
             case("level_range", "archiver", Extra("compression: zstd\ncompression_level: 99\n"), CHECK, 2, "pitrkit: configuration error: $T/level_range.ini line 4: compression_level: zstd does not take compression level 99 (zstd levels are -131072..=22)"),
             case("level_without_codec", "archiver", Extra("compression_level: 5\n"), CHECK, 2, "pitrkit: configuration error: $T/level_without_codec.ini line 3: compression_level is set, but neither compression nor slave_compression takes a level — use compression: zstd or gzip, or remove compression_level"),
             // Booleans

@@ -69,9 +69,13 @@ mod tests {
     #[test]
     fn empty_values_take_the_defaults() {
         let a = archiver(
-            "local_archivedirs: /a\nssh_timeout:\nlookahead:\nmax_queue_workers:\nlock_timeout:\nqueue_wait:\n",
+            "local_archivedirs: /a\nssh_timeout:\nlookahead:\nmax_queue_workers:\nlock_timeout:\nqueue_wait:\n\
+             remote_fsync:\nssh_control_persist:\n",
         )
         .unwrap();
+        // remote_fsync: used to read as off, silently dropping durability on the slaves.
+        assert!(a.rsync.fsync);
+        assert_eq!(a.ssh.control_persist, Duration::from_secs(60));
         assert_eq!(a.ssh.connect_timeout, Duration::from_secs(10));
         assert!(a.ssh.options().contains(&"ConnectTimeout=10".to_string()));
         assert_eq!(a.lookahead, 16);
