@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::recovery::{self, Mode, RecoverySettings};
+use super::report::{Report, StandbyStarted};
 use super::{Standby, INCOMPLETE_MARKER, PASSFILE};
 use crate::fsutil;
 use crate::layout::PROMOTING_FILE;
@@ -94,7 +95,7 @@ pub fn refuse_incomplete(sb: &Standby) -> Result<()> {
     Ok(())
 }
 
-pub fn start_standby(sb: &Standby) -> Result<()> {
+pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
     refuse_incomplete(sb)?;
     if sb.cluster.is_running() {
         bail!(
@@ -124,26 +125,16 @@ pub fn start_standby(sb: &Standby) -> Result<()> {
     .with_context(|| format!("writing recovery settings into {}", sb.pgdata.display()))?;
     sb.start_server(conf_files)?;
     sb.wait_for_recovery_state(true)?;
-    println!(
-        "standby running on {} (PostgreSQL {}), in recovery: restoring WAL from {}{}",
-        sb.pgdata.display(),
-        sb.version,
-        sb.cfg
-            .archivedir
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "?".into()),
-        if sb.cfg.streaming {
-            " and streaming from the master"
-        } else {
-            ""
-        }
-    );
-    Ok(())
+    Ok(StandbyStarted {
+        pgdata: sb.pgdata.clone(),
+        version: sb.version.to_string(),
+        archivedir: sb.cfg.archivedir.clone(),
+        streaming: sb.cfg.streaming,
+    })
 }
 
 /// `-A start`: start the server as it is configured now.
-pub fn action_start(sb: &Standby) -> Result<()> {
+pub fn action_start(sb: &Standby) -> Result<Report> {
     refuse_incomplete(sb)?;
     let conf_files = if sb.cfg.no_copy_conf {
         copy_config(sb, false)?
@@ -151,13 +142,11 @@ pub fn action_start(sb: &Standby) -> Result<()> {
         None
     };
     sb.start_server(conf_files)?;
-    println!("PostgreSQL started on {}", sb.pgdata.display());
-    Ok(())
+    Ok(Report::ServerStarted(sb.pgdata.clone()))
 }
 
 /// `-A stop`.
-pub fn action_stop(sb: &Standby) -> Result<()> {
+pub fn action_stop(sb: &Standby) -> Result<Report> {
     sb.stop_server()?;
-    println!("PostgreSQL stopped on {}", sb.pgdata.display());
-    Ok(())
+    Ok(Report::ServerStopped(sb.pgdata.clone()))
 }
