@@ -396,6 +396,47 @@ impl Drop for EnvDir {
     }
 }
 
+/// One copy of the binary under test per test process, made by the first
+/// TestEnv before any test runs a program, readable and executable by the
+/// test user; every TestEnv links to it.
+fn shared_copy(binary_under_test: &Path, env: &TestEnv) -> PathBuf {
+    static SHARED: OnceLock<PathBuf> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("pitrkit-test-bin-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir(&dir).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+            let bin = dir.join("pitrkit");
+            fs::copy(binary_under_test, &bin)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary_under_test.display(), bin.display()));
+            fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+            env.chown(&bin);
+            remove_stale_copies();
+            bin
+        })
+        .clone()
+}
+
+/// Shared copies of test processes that are gone.
+fn remove_stale_copies() {
+    let Ok(rd) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("pitrkit-test-bin-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_alive(pid) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A fresh directory under /tmp plus the means to run programs as the test user.
 /// Cloning is cheap; the directory is removed when the last clone (and every
 /// PgCluster/Sshd made from it) is dropped.
@@ -454,10 +495,13 @@ impl TestEnv {
         env.chown(&env.root.clone());
         env.home = env.mkdir("home");
         env.mkdir("bin");
-        fs::copy(binary_under_test, &env.bin)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary_under_test.display(), env.bin.display()));
-        fs::set_permissions(&env.bin, fs::Permissions::from_mode(0o755)).unwrap();
-        env.chown(&env.bin.clone());
+        let shared = shared_copy(binary_under_test, &env);
+        // A hard link, not a copy: no file open for writing that a process
+        // forked meanwhile by another test could inherit, which made exec
+        // fail now and then with "Text file busy".
+        fs::hard_link(&shared, &env.bin)
+            .or_else(|_| fs::copy(&shared, &env.bin).map(drop))
+            .unwrap_or_else(|e| panic!("link {} to {}: {e}", shared.display(), env.bin.display()));
         env
     }
 
