@@ -145,11 +145,7 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
         Ok(n) if n.kind == WalKind::Segment => n,
         _ => return Err(CleanupError::BadOldest(oldest_kept.to_string())),
     };
-    let dir = cfg.require(
-        &cfg.archivedir,
-        "archivedir",
-        "the directory the archiver ships WAL to; cleanup removes old WAL from it",
-    )?;
+    let dir = cfg.required_archivedir("the directory the archiver ships WAL to; cleanup removes old WAL from it")?;
     if let Some(pause) = &cfg.cleanup_pause_file {
         // symlink_metadata: a dangling symlink still means "paused"; and an
         // error other than "not there" must not be read as "not paused".

@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use postgres::config::SslMode;
+use postgres::config::SslMode as PgSslMode;
 
 use super::tls::{self, SslFiles};
 use super::version::PgVersion;
 use super::PgError;
-use crate::config::StandbyConfig;
-use crate::transport::ssh::SshSettings;
+use crate::config::SshSettings;
+use crate::config::{SqlViaSsh, SslMode, StandbyConfig};
 use crate::transport::tunnel::{Local, Remote, Tunnel};
 
 /// Where and as whom to connect.
@@ -22,11 +22,10 @@ pub struct MasterTarget {
     pub db: String,
     pub user: String,
     pub password: Option<String>,
-    pub sslmode: String,
+    pub sslmode: SslMode,
     pub ssl: SslFiles,
     pub connect_timeout: Duration,
-    /// auto, on or off (`sql_via_ssh`).
-    pub via_ssh: String,
+    pub via_ssh: SqlViaSsh,
     /// `master_local_ip` when set.
     pub local_ip: Option<String>,
     pub socket_dir: PathBuf,
@@ -83,25 +82,21 @@ fn is_tls_error(e: &postgres::Error) -> bool {
 
 impl MasterTarget {
     pub fn from_standby(cfg: &StandbyConfig) -> Result<Self, crate::config::ConfigError> {
-        let host = cfg.master_host.clone().ok_or_else(|| {
-            crate::config::ConfigError::new(&cfg.source, "'master_public_ip' is not set")
-                .key("master_public_ip")
-                .hint("add 'master_public_ip: <the master's host name or address>'")
-        })?;
+        let host = cfg.required_master_host()?;
         Ok(MasterTarget {
             host,
             port: cfg.master_port,
             db: cfg.master_db.clone(),
             user: cfg.master_user.clone(),
             password: cfg.master_password.clone(),
-            sslmode: cfg.sslmode.clone(),
+            sslmode: cfg.sslmode,
             ssl: cfg.ssl.clone(),
             connect_timeout: if cfg.ssh.connect_timeout.is_zero() {
                 Duration::from_secs(30)
             } else {
                 cfg.ssh.connect_timeout
             },
-            via_ssh: cfg.sql_via_ssh.clone(),
+            via_ssh: cfg.sql_via_ssh,
             local_ip: cfg.master_local_ip.clone(),
             socket_dir: cfg.master_socket_dir.clone(),
             ssh: cfg.ssh.clone(),
@@ -140,7 +135,7 @@ impl MasterTarget {
         mut c: postgres::Config,
         addr: Option<std::net::IpAddr>,
     ) -> Result<postgres::Client, PgError> {
-        let tls = tls::connector(&self.sslmode, &self.ssl).map_err(|detail| PgError::Command {
+        let tls = tls::connector(self.sslmode, &self.ssl).map_err(|detail| PgError::Command {
             what: format!("setting up TLS (sslmode {}) for {}", self.sslmode, self.describe()),
             detail,
         })?;
@@ -149,23 +144,23 @@ impl MasterTarget {
             c.hostaddr(a);
         }
         let Some(tls) = tls else {
-            c.ssl_mode(SslMode::Disable);
+            c.ssl_mode(PgSslMode::Disable);
             return c.connect(postgres::NoTls).map_err(PgError::from);
         };
-        c.ssl_mode(if tls::requires_tls(&self.sslmode) {
-            SslMode::Require
+        c.ssl_mode(if self.sslmode.requires_tls() {
+            PgSslMode::Require
         } else {
-            SslMode::Prefer
+            PgSslMode::Prefer
         });
         match c.connect(tls) {
             // libpq's prefer/allow: a failed TLS handshake is retried in plain text.
-            Err(e) if is_tls_error(&e) && !tls::requires_tls(&self.sslmode) => {
+            Err(e) if is_tls_error(&e) && !self.sslmode.requires_tls() => {
                 log::info!(
                     "TLS with {} failed ({e}); sslmode {} allows plain text, retrying without TLS",
                     self.describe(),
                     self.sslmode
                 );
-                c.ssl_mode(SslMode::Disable);
+                c.ssl_mode(PgSslMode::Disable);
                 c.connect(postgres::NoTls).map_err(PgError::from)
             }
             r => r.map_err(PgError::from),
@@ -196,7 +191,7 @@ impl MasterTarget {
     }
 
     fn tunneled(&self, application_name: &str) -> Result<(postgres::Client, Route, Tunnel), PgError> {
-        let tls_wanted = tls::requires_tls(&self.sslmode);
+        let tls_wanted = self.sslmode.requires_tls();
         let remotes: Vec<(Remote, bool)> = self
             .tunnel_remotes()
             .into_iter()
@@ -234,7 +229,7 @@ impl MasterTarget {
                         );
                     }
                     let mut c = c;
-                    c.host_path(dir).port(*port).ssl_mode(SslMode::Disable);
+                    c.host_path(dir).port(*port).ssl_mode(PgSslMode::Disable);
                     c.connect(postgres::NoTls).map_err(PgError::from)
                 }
             };
@@ -315,13 +310,13 @@ impl MasterTarget {
             route: Route::Direct,
             tunnel: None,
         };
-        match self.via_ssh.as_str() {
-            "on" => through_ssh(None),
-            "off" => self
+        match self.via_ssh {
+            SqlViaSsh::On => through_ssh(None),
+            SqlViaSsh::Off => self
                 .direct(application_name)
                 .map(direct)
                 .map_err(|e| self.connect_hint(e)),
-            _ => match self.direct(application_name) {
+            SqlViaSsh::Auto => match self.direct(application_name) {
                 Ok(c) => Ok(direct(c)),
                 Err(PgError::Query(e)) if no_route(&e) => {
                     log::info!(
@@ -373,7 +368,7 @@ impl MasterTarget {
                 format!("certificate verify failed: {verdict}"),
                 format!(
                     "check that sslrootcert holds the CA that signed the master's certificate{}",
-                    if self.sslmode == "verify-full" {
+                    if self.sslmode == SslMode::VerifyFull {
                         format!(" and that the certificate names {} (subjectAltName)", self.host)
                     } else {
                         String::new()
@@ -413,9 +408,9 @@ pub fn streaming_route_warning(cfg: &StandbyConfig) -> Option<String> {
         return None;
     }
     let host = cfg.master_host.as_deref()?;
-    let why = match cfg.sql_via_ssh.as_str() {
-        "on" => "sql_via_ssh is on".to_string(),
-        "auto" => {
+    let why = match cfg.sql_via_ssh {
+        SqlViaSsh::On => "sql_via_ssh is on".to_string(),
+        SqlViaSsh::Auto => {
             use std::net::ToSocketAddrs;
             let timeout = Duration::from_secs(3);
             let reachable = (host, cfg.master_port)
@@ -426,7 +421,7 @@ pub fn streaming_route_warning(cfg: &StandbyConfig) -> Option<String> {
             }
             format!("{host}:{} does not accept connections from here", cfg.master_port)
         }
-        _ => return None,
+        SqlViaSsh::Off => return None,
     };
     Some(format!(
         "use_streaming_replication is on but {why}: streaming replication connects directly to {host}:{} \

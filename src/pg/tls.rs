@@ -19,20 +19,8 @@ use openssl::x509::store::X509Lookup;
 use openssl::x509::verify::X509VerifyFlags;
 use postgres_openssl::MakeTlsConnector;
 
-/// The TLS keys of the standby's configuration, as written (libpq's meanings).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SslFiles {
-    /// A file of trusted CA certificates, or `system` (the system's store).
-    pub rootcert: Option<String>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub crl: Option<PathBuf>,
-}
-
-/// Whether an sslmode wants TLS at all costs (no plain-text fallback).
-pub fn requires_tls(sslmode: &str) -> bool {
-    matches!(sslmode, "require" | "verify-ca" | "verify-full")
-}
+pub use crate::config::SslFiles;
+use crate::config::SslMode;
 
 /// libpq's default directory for the files: `~/.postgresql`.
 fn default_dir() -> Option<PathBuf> {
@@ -77,13 +65,13 @@ pub fn check_key_permissions(path: &Path) -> Result<(), String> {
 
 /// The connector for `sslmode`, or `None` for `disable`. Errors name the file
 /// and what to do, before any connection is attempted.
-pub fn connector(sslmode: &str, files: &SslFiles) -> Result<Option<MakeTlsConnector>, String> {
-    if sslmode == "disable" {
+pub fn connector(sslmode: SslMode, files: &SslFiles) -> Result<Option<MakeTlsConnector>, String> {
+    if sslmode == SslMode::Disable {
         return Ok(None);
     }
     let ossl = |what: String| move |e: openssl::error::ErrorStack| format!("{what}: {e}");
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(ossl("setting up TLS".into()))?;
-    let verify_mode = sslmode.starts_with("verify");
+    let verify_mode = sslmode.verifies();
 
     // The trusted certificates.
     let mut verify = false;
@@ -176,7 +164,7 @@ pub fn connector(sslmode: &str, files: &SslFiles) -> Result<Option<MakeTlsConnec
     }
 
     let mut c = MakeTlsConnector::new(b.build());
-    let check_name = sslmode == "verify-full";
+    let check_name = sslmode == SslMode::VerifyFull;
     c.set_callback(move |conf, _domain| {
         conf.set_verify_hostname(check_name);
         Ok(())
@@ -218,14 +206,17 @@ mod tests {
             key: Some(key),
             ..Default::default()
         };
-        let e = connector("require", &files).err().unwrap();
+        let e = connector(SslMode::Require, &files).err().unwrap();
         assert!(e.contains("group or world access"), "{e}");
         // A certificate without its key file is named too.
         let files = SslFiles {
             cert: Some(d.path().join("missing.crt")),
             ..Default::default()
         };
-        assert!(connector("require", &files).err().unwrap().contains("missing.crt"));
+        assert!(connector(SslMode::Require, &files)
+            .err()
+            .unwrap()
+            .contains("missing.crt"));
     }
 
     #[test]
@@ -234,12 +225,12 @@ mod tests {
             rootcert: Some("/nonexistent/root.crt".into()),
             ..Default::default()
         };
-        for mode in ["verify-ca", "verify-full"] {
+        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
             let e = connector(mode, &files).err().unwrap();
             assert!(e.contains("/nonexistent/root.crt does not exist"), "{e}");
         }
         // require without the file encrypts without verification, as libpq does.
-        assert!(connector("require", &files).unwrap().is_some());
-        assert!(connector("disable", &files).unwrap().is_none());
+        assert!(connector(SslMode::Require, &files).unwrap().is_some());
+        assert!(connector(SslMode::Disable, &files).unwrap().is_none());
     }
 }

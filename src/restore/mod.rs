@@ -173,11 +173,7 @@ pub enum RestoreError {
 /// is left as it was.
 pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<RestoreOutcome, RestoreError> {
     let name = WalName::parse(wanted)?;
-    let dir = cfg.require(
-        &cfg.archivedir,
-        "archivedir",
-        "the directory the archiver ships WAL to; restore reads it",
-    )?;
+    let dir = cfg.required_archivedir("the directory the archiver ships WAL to; restore reads it")?;
 
     // A history file means a timeline switch is being considered: drop
     // everything prefetched. A segment drops what is stale for its timeline.

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 
 use super::recovery::{self, Mode};
+use super::report::FailoverReport;
 use super::start::{copy_config, refuse_incomplete, standby_settings};
 use super::Standby;
 use crate::fsutil;
@@ -88,7 +89,7 @@ fn master_alive(sb: &Standby) -> Option<String> {
     }
 }
 
-pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
+pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<FailoverReport> {
     let cfg = sb.cfg;
     let target = target_time.map(|t| parse_target_time(t, Local::now())).transpose()?;
     if target.is_some() || !sb.cluster.is_running() {
@@ -96,21 +97,7 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
         // before the first change.
         sb.own_command("restore", "%f %p")?;
     }
-    if let Some(why) = master_alive(sb) {
-        if !force {
-            bail!(
-                "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
-                 Stop the master first, or, if you are certain it is fenced, add --force"
-            );
-        }
-        cfg.notify.send(
-            Level::Critical,
-            &format!(
-                "FORCED failover of {} although the master seems alive ({why})",
-                sb.pgdata.display()
-            ),
-        );
-    }
+    refuse_two_masters(sb, force)?;
 
     // While this file exists restore serves what restore_delay holds back:
     // PostgreSQL ends recovery on the first "not found" once promotion is
@@ -131,21 +118,7 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
     }
     recovery::clear(&sb.pgdata).context("removing recovery settings after promotion")?;
 
-    let mut hook_failed = None;
-    if let Some(action) = &cfg.action_failover {
-        let outcome = notify::run_hook(
-            action,
-            &[],
-            &[
-                ("PITRKIT_EVENT", "failover"),
-                ("PGDATA", &sb.pgdata.display().to_string()),
-            ],
-            cfg.wait_timeout,
-        );
-        if outcome != HookOutcome::Exited(0) {
-            hook_failed = Some((action, outcome));
-        }
-    }
+    let hook_failed = run_action_failover(sb);
     // Read-write now, whatever the hook did: nothing is restored any more.
     fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
     if let Some((action, outcome)) = hook_failed {
@@ -156,16 +129,49 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
         cfg.notify.send(Level::Critical, &msg);
         bail!(msg);
     }
-    let msg = match &target {
-        None => format!("failover complete: {} is now a read-write master", sb.pgdata.display()),
-        Some(t) => format!(
-            "point-in-time recovery to {t} complete: {} is now a read-write master",
+    let report = FailoverReport {
+        pgdata: sb.pgdata.clone(),
+        target: target.map(|t| t.to_string()),
+    };
+    cfg.notify.send(Level::Ok, &report.summary());
+    Ok(report)
+}
+
+/// A live master and a promoted standby would be two masters: refused
+/// unless forced, and then reported as critical.
+fn refuse_two_masters(sb: &Standby, force: bool) -> Result<()> {
+    let Some(why) = master_alive(sb) else {
+        return Ok(());
+    };
+    if !force {
+        bail!(
+            "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
+             Stop the master first, or, if you are certain it is fenced, add --force"
+        );
+    }
+    sb.cfg.notify.send(
+        Level::Critical,
+        &format!(
+            "FORCED failover of {} although the master seems alive ({why})",
             sb.pgdata.display()
         ),
-    };
-    println!("{msg}");
-    cfg.notify.send(Level::Ok, &msg);
+    );
     Ok(())
+}
+
+/// Runs action_failover, if set; the command and its outcome if it failed.
+fn run_action_failover<'a>(sb: &Standby<'a>) -> Option<(&'a str, HookOutcome)> {
+    let action = sb.cfg.action_failover.as_deref()?;
+    let outcome = notify::run_hook(
+        action,
+        &[],
+        &[
+            ("PITRKIT_EVENT", "failover"),
+            ("PGDATA", &sb.pgdata.display().to_string()),
+        ],
+        sb.cfg.wait_timeout,
+    );
+    (outcome != HookOutcome::Exited(0)).then_some((action, outcome))
 }
 
 /// Promotes a running standby, or recovers a stopped one to the end of the

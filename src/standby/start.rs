@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::recovery::{self, Mode, RecoverySettings};
+use super::report::{Report, StandbyStarted};
 use super::{Standby, INCOMPLETE_MARKER, PASSFILE};
 use crate::fsutil;
 use crate::layout::PROMOTING_FILE;
@@ -42,7 +43,7 @@ fn conninfo_value(v: &str) -> String {
 
 /// The TLS files the walreceiver uses too (libpq reads the same keys);
 /// unset ones keep libpq's defaults in the server user's ~/.postgresql.
-pub fn ssl_conninfo(ssl: &crate::pg::tls::SslFiles) -> String {
+pub fn ssl_conninfo(ssl: &crate::config::SslFiles) -> String {
     let mut out = String::new();
     let paths = [
         ("sslrootcert", ssl.rootcert.clone()),
@@ -113,7 +114,7 @@ pub fn refuse_incomplete(sb: &Standby) -> Result<()> {
     Ok(())
 }
 
-pub fn start_standby(sb: &Standby) -> Result<()> {
+pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
     refuse_incomplete(sb)?;
     if sb.cluster.is_running() {
         bail!(
@@ -123,9 +124,7 @@ pub fn start_standby(sb: &Standby) -> Result<()> {
     }
     // The settings first: a path they cannot carry is refused before anything is written.
     let settings = standby_settings(sb)?;
-    if let Some(w) = crate::pg::master::streaming_route_warning(sb.cfg) {
-        log::warn!("{w}");
-    }
+    let streaming_warning = crate::pg::master::streaming_route_warning(sb.cfg);
     // Left by a -F999 that was killed: it would make this standby ignore restore_delay.
     let promoting = sb.pgdata.join(PROMOTING_FILE);
     if promoting.exists() {
@@ -146,26 +145,17 @@ pub fn start_standby(sb: &Standby) -> Result<()> {
     .with_context(|| format!("writing recovery settings into {}", sb.pgdata.display()))?;
     sb.start_server(conf_files)?;
     sb.wait_for_recovery_state(true)?;
-    println!(
-        "standby running on {} (PostgreSQL {}), in recovery: restoring WAL from {}{}",
-        sb.pgdata.display(),
-        sb.version,
-        sb.cfg
-            .archivedir
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "?".into()),
-        if sb.cfg.streaming {
-            " and streaming from the master"
-        } else {
-            ""
-        }
-    );
-    Ok(())
+    Ok(StandbyStarted {
+        pgdata: sb.pgdata.clone(),
+        version: sb.version.to_string(),
+        archivedir: sb.cfg.archivedir.clone(),
+        streaming: sb.cfg.streaming,
+        streaming_warning,
+    })
 }
 
 /// `-A start`: start the server as it is configured now.
-pub fn action_start(sb: &Standby) -> Result<()> {
+pub fn action_start(sb: &Standby) -> Result<Report> {
     refuse_incomplete(sb)?;
     let conf_files = if sb.cfg.no_copy_conf {
         copy_config(sb, false)?
@@ -173,15 +163,13 @@ pub fn action_start(sb: &Standby) -> Result<()> {
         None
     };
     sb.start_server(conf_files)?;
-    println!("PostgreSQL started on {}", sb.pgdata.display());
-    Ok(())
+    Ok(Report::ServerStarted(sb.pgdata.clone()))
 }
 
 /// `-A stop`.
-pub fn action_stop(sb: &Standby) -> Result<()> {
+pub fn action_stop(sb: &Standby) -> Result<Report> {
     sb.stop_server()?;
-    println!("PostgreSQL stopped on {}", sb.pgdata.display());
-    Ok(())
+    Ok(Report::ServerStopped(sb.pgdata.clone()))
 }
 
 #[cfg(test)]
@@ -191,7 +179,7 @@ mod tests {
 
     #[test]
     fn the_tls_files_reach_primary_conninfo() {
-        let ssl = crate::pg::tls::SslFiles {
+        let ssl = crate::config::SslFiles {
             rootcert: Some("/etc/pitrkit/ca's.crt".into()),
             cert: Some(PathBuf::from("/c.crt")),
             key: None,

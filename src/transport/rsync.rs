@@ -10,24 +10,14 @@
 //! (never overwritten), and a name rsync says nothing about stays queued.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::ssh::{rsync_host, shell_quote, SshSettings};
 use crate::tools;
 
-#[derive(Debug, Clone)]
-pub struct RsyncSettings {
-    pub program: Option<PathBuf>,
-    pub flags: Vec<String>,
-    /// rsync --timeout (I/O inactivity); also bounds each remote command.
-    pub timeout: Duration,
-    /// After a push, fsync the delivered files and the directory on the
-    /// remote host with one `sync -- <files> <dir>` (coreutils 8.24+).
-    pub fsync: bool,
-    pub includepath: Vec<PathBuf>,
-}
+pub use crate::config::RsyncSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -739,6 +729,7 @@ mod tests {
     }
 
     fn settings() -> (SshSettings, RsyncSettings) {
+        use std::path::PathBuf;
         let ssh = SshSettings {
             program: Some(PathBuf::from("/bin/sh")),
             extra_args: vec![],
@@ -746,7 +737,7 @@ mod tests {
             port: None,
             identity: None,
             connect_timeout: Duration::from_secs(10),
-            strict_host_key_checking: "accept-new".into(),
+            strict_host_key_checking: crate::config::HostKeyChecking::AcceptNew,
             debug: false,
             includepath: vec![],
             control_persist: Duration::ZERO,
