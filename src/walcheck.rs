@@ -21,9 +21,14 @@
 //! checked. A `.partial` segment (the old timeline's last one) may end
 //! anywhere: there the first invalid thing is the end of WAL, as for
 //! PostgreSQL. A record that starts before the segment or runs past its end
-//! cannot be checked whole: its bytes inside are accounted for, not summed.
-//! WAL older than PostgreSQL 9.5 (another record format) gets its first
-//! page header checked only.
+//! cannot be checked whole from the segment alone: its part inside is kept
+//! ([`WalSummary::open_head`], [`WalSummary::open_tail`]) and checked with
+//! the neighbour's part ([`check_head`], [`check_tail`]) by the caller, who
+//! knows where the neighbour is. WAL older than PostgreSQL 9.5 (another
+//! record format) gets its first page header checked only.
+//!
+//! [`WalCheck::headers_only`] checks page headers only, for files whose
+//! bytes a stored checksum vouches for: their timelines.
 
 use std::fmt;
 
@@ -364,15 +369,14 @@ impl WalCheck {
         }
         if !self.history.iter().any(|&(p, _)| p == tli) {
             return Err(format!(
-                "page timeline {tli} is not in the history of timeline {own} ({:08X}.history lists {:?})",
-                own,
+                "page timeline {tli} is not in the history of timeline {own} ({own:08X}.history in the archive lists {:?}; if that file was cut short, it is the one to replace)",
                 self.history.iter().map(|h| h.0).collect::<Vec<_>>()
             ));
         }
         if let Some(&(p, at)) = self.history.iter().rev().find(|&&(_, at)| at <= addr) {
             if tli <= p {
                 return Err(format!(
-                    "page timeline {tli} at {:X}/{:X}, past the point {:X}/{:X} where timeline {p} ended ({own:08X}.history)",
+                    "page timeline {tli} at {:X}/{:X}, past the point {:X}/{:X} where timeline {p} ended ({own:08X}.history in the archive)",
                     addr >> 32,
                     addr & 0xFFFF_FFFF,
                     at >> 32,

@@ -10,10 +10,13 @@
 //! the archive directory exists and carries `-I`'s mark; a plain file
 //! matches its `.sum` sidecar; a compressed one its frame checksums; a
 //! segment names the expected database system (pg_control of the data
-//! directory, else the archive's mark) and matches its name; a segment
-//! without any stored checksum passes the full WAL check
-//! (`crate::walcheck`); a history file is well formed; a prefetched copy
-//! still matches the archive ([`prefetch`]).
+//! directory, else the archive's mark) and matches its name; every page of
+//! a segment carries a timeline its name (and its timeline's history, when
+//! the archive has it) allows; a segment without any stored checksum passes
+//! the full WAL check (`crate::walcheck`), including the records it shares
+//! with its neighbours in the archive ([`verify::check_crossing`]); a
+//! history file is well formed; a prefetched copy still matches the
+//! archive ([`prefetch`]).
 //!
 //! Exit status, which PostgreSQL reads as follows:
 //!
@@ -1325,5 +1328,23 @@ mod tests {
         let e = env.restore(t2).unwrap_err();
         assert!(matches!(e, RestoreError::WrongSegment { .. }), "{e}");
         assert!(e.to_string().contains("where timeline 1 ended"), "{e}");
+
+        // A history file cut at a line boundary passes its own check (its
+        // last entry need not be the timeline below), but a segment of its
+        // timeline holding pages of the parent it no longer lists does not.
+        let t3 = "000000030000000000000003";
+        let mut tl2 = wal(S3, 7);
+        for p in (0..SEG as usize).step_by(8192) {
+            tl2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
+        }
+        let env = Env::new("");
+        env.archive("00000003.history", b"1\t0/200000\tr\n2\t0/400000\tr\n");
+        env.restore("00000003.history").unwrap();
+        env.archive(t3, &tl2);
+        env.restore(t3).unwrap();
+        env.archive("00000003.history", b"1\t0/200000\tr\n");
+        env.restore("00000003.history").unwrap();
+        let e = env.restore(t3).unwrap_err();
+        assert!(e.to_string().contains("not in the history of timeline 3"), "{e}");
     }
 }

@@ -351,5 +351,12 @@ mod tests {
         }
         let e = check_history(&n3, &[0xFF, 0xFE, 0x00, b'\n']).unwrap_err();
         assert!(e.contains("UTF-8"), "{e}");
+        // Point-in-time recovery onto timeline 1 while timeline 2 exists:
+        // PostgreSQL names the new timeline 3, its parent 1. Valid.
+        check_history(&n3, b"1\t0/3000000\tbefore 2026-11-21 10:00:00+00\n").unwrap();
+        assert_eq!(
+            parse_history(&n3, good.as_bytes()).unwrap(),
+            [(1, 0x300_0000), (2, 0x500_0100)]
+        );
     }
 }
