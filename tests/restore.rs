@@ -666,4 +666,27 @@ fn a_segment_whose_header_timeline_is_above_its_name_exits_200() {
         assert!(stderr(&o).contains("timeline"), "{}", stderr(&o));
         assert!(Standby::files(&sb.pgdata.join("pg_wal")).is_empty());
     }
+    fs::remove_file(sb.archive.join(format!("{n}.zst"))).unwrap();
+
+    // The reverse: timeline 1's WAL under a timeline 2 name. Fine before
+    // the switch point that 00000002.history names (a timeline's first
+    // segment begins with its parent's pages), refused past it.
+    let seg_start = WalName::parse(&n).unwrap().segno(SEG) * SEG;
+    let t2 = format!("00000002{}", &n[8..]);
+    sb.archive_plain(&t2, &wal_file(&pg, &n));
+    for (switch, want) in [(seg_start + SEG, 0), (seg_start + SEG / 2, 200)] {
+        let history = format!(
+            "1\t{:X}/{:X}\tno recovery target specified\n",
+            switch >> 32,
+            switch & 0xFFFF_FFFF
+        );
+        sb.archive_plain("00000002.history", history.as_bytes());
+        let o = sb.restore(&t2);
+        assert_eq!(status(&o), want, "switch at {switch:X}: {}", stderr(&o));
+        if want == 200 {
+            assert!(stderr(&o).contains("where timeline 1 ended"), "{}", stderr(&o));
+        } else {
+            fs::remove_file(sb.dest()).unwrap();
+        }
+    }
 }
