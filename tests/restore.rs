@@ -690,3 +690,96 @@ fn a_segment_whose_header_timeline_is_above_its_name_exits_200() {
         }
     }
 }
+
+/// The timeline rules and the crossing-record check on real WAL of a
+/// timeline switch: archive recovery that ends at the end of pg_wal starts
+/// timeline 2 mid-segment, so timeline 2's first segment begins with
+/// timeline 1's pages. Every segment of both timelines, stored without a
+/// checksum (full walk, neighbours read) with 00000002.history beside
+/// them, is served.
+#[test]
+fn real_segments_around_a_timeline_switch_pass_every_check() {
+    let sb = Standby::new(false);
+    let (pg, _) = cluster_with_wal(&sb.env, "pga");
+    // Keep timeline 1's segments in pg_wal past the restart's checkpoints.
+    let conf = pg.datadir.join("postgresql.conf");
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text += &format!("{}\nrestore_command = 'false'\n", common::wal_keep_setting(64));
+    fs::write(&conf, text).unwrap();
+    pg.psql("SELECT pg_reload_conf()");
+    // More than a segment of WAL: timeline 1's last segment starts inside a record.
+    pg.psql("INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 12000) g");
+    pg.stop();
+    let signal = pg.datadir.join("recovery.signal");
+    fs::write(&signal, "").unwrap();
+    sb.env.chown(&signal);
+    pg.start();
+    assert!(common::wait_until(std::time::Duration::from_secs(60), || pg
+        .psql("SELECT pg_is_in_recovery()")
+        == "f"));
+    pg.psql("INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 20000) g");
+    let last = pg.switch_wal();
+    assert!(last.starts_with("00000002"), "{last}");
+    let history = fs::read(pg.datadir.join("pg_wal/00000002.history")).unwrap();
+    let switch_seg = &last[8..];
+    let mut segs: Vec<String> = fs::read_dir(pg.datadir.join("pg_wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24 && n.as_str() <= last.as_str())
+        .collect();
+    segs.sort();
+    let tl2: Vec<&String> = segs.iter().filter(|n| n.starts_with("00000002")).collect();
+    let first2 = tl2[0];
+    // Timeline 1's complete segments: those before timeline 2's first.
+    let tl1: Vec<&String> = segs
+        .iter()
+        .filter(|n| n.starts_with("00000001") && n[8..] < first2[8..])
+        .collect();
+    assert!(!tl1.is_empty() && tl2.len() >= 2, "{segs:?} (switch {switch_seg})");
+    let first = wal_file(&pg, first2);
+    let tlis: std::collections::BTreeSet<u32> = (0..first.len())
+        .step_by(8192)
+        .map(|p| u32::from_le_bytes(first[p + 4..p + 8].try_into().unwrap()))
+        .collect();
+    assert!(
+        tlis.contains(&1) && tlis.contains(&2),
+        "{first2}: page timelines {tlis:?}"
+    );
+    // It starts with the rest of a record begun in timeline 1's segment before it.
+    assert!(first[2] & 1 == 1, "{first2} does not start inside a record");
+
+    copy_pg_control(&sb, &pg);
+    sb.archive_plain("00000002.history", &history);
+    for n in tl1.iter().chain(tl2.iter()) {
+        fs::write(sb.archive.join(n), wal_file(&pg, n)).unwrap();
+    }
+    let o = sb.restore("00000002.history");
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    for n in tl1.iter().chain(tl2.iter()) {
+        let o = sb.restore(n);
+        assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
+        assert!(fs::read(sb.dest()).unwrap() == wal_file(&pg, n), "{n}");
+        fs::remove_file(sb.dest()).unwrap();
+    }
+    // Timeline 1's segment before it, damaged in that record: found from
+    // timeline 2's side, by the history.
+    let before = tl1.last().unwrap();
+    let mut bad = wal_file(&pg, before);
+    let end = bad.len() - 1;
+    bad[end] ^= 0x01;
+    fs::write(sb.archive.join(before), &bad).unwrap();
+    let o = sb.restore(first2);
+    assert_eq!(status(&o), 200, "{}", stderr(&o));
+    assert!(stderr(&o).contains(before.as_str()), "{}", stderr(&o));
+    fs::write(sb.archive.join(before), wal_file(&pg, before)).unwrap();
+
+    // And with checksums (page headers only, against the history).
+    for n in &tl2 {
+        fs::remove_file(sb.archive.join(n)).unwrap();
+        sb.archive_plain(n, &wal_file(&pg, n));
+        let o = sb.restore(n);
+        assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
+        fs::remove_file(sb.dest()).unwrap();
+    }
+}
