@@ -447,12 +447,13 @@ fn failures_are_stopped_cleanly_and_reported() {
         "{stderr}"
     );
     assert!(p.pgdata.join("PITRKIT_BACKUP_INCOMPLETE").exists());
-    assert_eq!(
+    // The backend ends when it notices the closed connection: give it a moment.
+    let sessions = || {
         p.master
-            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit basebackup'"),
-        "0",
-        "the backup session must be gone"
-    );
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit basebackup'")
+    };
+    wait_until(Duration::from_secs(10), || sessions() == "0");
+    assert_eq!(sessions(), "0", "the backup session must be gone");
     let out = p.standby(&["-S"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
