@@ -534,3 +534,42 @@ fn legacy_plain_segments_get_the_full_wal_check_and_standby_init_marks_the_archi
     assert!(stderr(&o).contains("database system 42"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(&mark).unwrap(), "42\n");
 }
+
+/// The archive holds an intact X from pitrtools (no sidecar). An archive
+/// call for X with other bytes is refused (conflict); it must not leave an
+/// X.sum of its bytes beside the intact X, or restore would stop recovery
+/// on the intact copy with advice to put the refused bytes in its place.
+#[test]
+fn a_refused_archive_call_leaves_no_sidecar_beside_an_intact_legacy_file() {
+    let sb = Standby::new(false);
+    let (a, segs) = cluster_with_wal(&sb.env, "pga");
+    copy_pg_control(&sb, &a);
+    let n = &segs[1];
+    let intact = wal_file(&a, n);
+    fs::write(sb.archive.join(n), &intact).unwrap();
+    sb.env.chown(&sb.archive.join(n));
+    let ini = sb.env.write(
+        "archiver_pga.ini",
+        &format!(
+            "pgdata: {}\nlocal_archivedirs: {}\n",
+            a.datadir.display(),
+            sb.archive.display()
+        ),
+    );
+    let mut other = intact.clone();
+    other[500_000] ^= 0x01;
+    let src = sb.env.mkdir("other").join(n);
+    fs::write(&src, &other).unwrap();
+    sb.env.chown(&src);
+    let o = run_output(sb.env.pitrkit().args(["archiver", "-C"]).arg(&ini).arg("-F").arg(&src));
+    assert_eq!(
+        status(&o),
+        1,
+        "the conflict is refused: {}",
+        common::describe_output(&o)
+    );
+    assert!(fs::read(sb.archive.join(n)).unwrap() == intact);
+    assert!(!sb.archive.join(sum_name(n)).exists(), "a sidecar of the refused bytes");
+    let o = sb.restore(n);
+    assert_eq!(status(&o), 0, "the intact {n} still restores: {}", stderr(&o));
+}
