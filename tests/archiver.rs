@@ -676,7 +676,7 @@ fn remote_sync_covers_every_delivered_file_and_the_directory() {
     let r = s.remote.display().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("sync -- {r}/{seg} {r}/{seg}.sum {r}\"")),
+        stderr.contains(&format!("sync -- {r}/{seg} {r}/{seg}.sum {r} && ")),
         "{stderr}"
     );
     assert!(!stderr.contains("--fsync"), "needs rsync 3.2.4+ on both ends: {stderr}");
@@ -685,7 +685,7 @@ fn remote_sync_covers_every_delivered_file_and_the_directory() {
     let next = pg.switch_wal();
     let out = s.archiver(&["-F", &pg.datadir.join("pg_wal").join(&next).display().to_string()]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}/{next}.sum {r}\"")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}/{next}.sum {r} && ")));
     assert!(s.queued().is_empty());
 }
 
@@ -1455,4 +1455,95 @@ fn temp_files_of_killed_writers_are_reclaimed_by_the_next_call() {
     }
     assert!(alive.exists(), "a live writer's file was removed");
     assert_same_bytes(&path, &s.local.join(&seg));
+}
+
+fn bind_mount(src: &Path, dst: &Path) -> Mounted {
+    assert!(is_root(), "the tests run as root (CI does)");
+    let status = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount --bind {} {}", src.display(), dst.display());
+    Mounted(dst.to_path_buf())
+}
+
+/// The slave's r_archivedir is a share (here a bind mount) that -I marked.
+/// The share goes away on the slave: the mount point is a bare directory on
+/// the root filesystem. Shipping must not deliver WAL into it and drop it
+/// from the queue: once the share is back, the archive would lack it.
+#[test]
+fn shipping_never_delivers_into_an_unmarked_slave_directory() {
+    let s = Setup::new(
+        "arch_unmounted",
+        "ship_mode: sync\nlookahead: 0\nssh_control_persist: 0",
+    );
+    let share = s.env.mkdir("share");
+    let m = bind_mount(&share, &s.remote);
+    s.init();
+    assert!(share.join(".pitrkit-system-id").exists());
+    let pg = fixtures::archiving_master(&s.env, &s.ini, "");
+    let first = pg.switch_wal();
+    assert!(pg.wait_archived(&first, WAIT));
+    assert!(share.join(&first).exists());
+    // The share goes away.
+    drop(m);
+    assert!(!s.remote.join(".pitrkit-system-id").exists());
+    let lost = pg.switch_wal();
+    let path = pg.datadir.join("pg_wal").join(&lost).display().to_string();
+    let out = s.archiver(&["-F", &path]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not mounted") && stderr.contains("-I"),
+        "the error names the fix: {stderr}"
+    );
+    assert!(!s.remote.join(&lost).exists(), "written onto the bare mount point");
+    assert!(s.queued().contains(&lost), "{lost} stays queued: {:?}", s.queued());
+    assert!(
+        wait_until(WAIT, || fixtures::lines(&s.hooks)
+            .iter()
+            .any(|l| l.starts_with("warning"))),
+        "the slave is failing: {:?}",
+        fixtures::lines(&s.hooks)
+    );
+    // The share comes back: the next round ships it there.
+    let _m = bind_mount(&share, &s.remote);
+    let out = s.archiver(&["-F", &path]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(share.join(&lost).exists());
+    assert!(s.queued().is_empty(), "{:?}", s.queued());
+}
+
+/// The same planted sidecar through shipping: the slave holds an intact X
+/// without a sidecar (pitrtools shipped it). Archiving X with other bytes
+/// is refused (conflict), and our X.sum must not reach the slave beside its
+/// intact X (restore there would reject it).
+#[test]
+fn a_refused_shipment_leaves_no_sidecar_beside_the_slaves_intact_file() {
+    let s = Setup::new("arch_shipsum", "ship_mode: sync\nlookahead: 0\nssh_control_persist: 0");
+    let pg = fixtures::archiving_master(&s.env, &s.ini, "archive_mode = off\n");
+    s.init();
+    pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g");
+    let seg = pg.switch_wal();
+    let intact = fs::read(pg.datadir.join("pg_wal").join(&seg)).unwrap();
+    // The slave's copy, as pitrtools left it.
+    fs::write(s.remote.join(&seg), &intact).unwrap();
+    s.env.chown(&s.remote.join(&seg));
+    let mut other = intact.clone();
+    other[intact.len() / 2] ^= 0x01;
+    let src = s.env.mkdir("other").join(&seg);
+    fs::write(&src, &other).unwrap();
+    s.env.chown(&src);
+    let out = s.archiver(&["-F", &src.display().to_string()]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    assert!(fs::read(s.remote.join(&seg)).unwrap() == intact);
+    assert!(
+        !s.remote.join(format!("{seg}.sum")).exists(),
+        "a checksum of the refused bytes now sits beside the slave's intact {seg}"
+    );
+    // Ours went aside with its sidecar.
+    let conflicts = s.queue.join(".conflicts");
+    assert!(conflicts.join(&seg).exists() && conflicts.join(format!("{seg}.sum")).exists());
 }
