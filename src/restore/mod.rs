@@ -293,7 +293,7 @@ pub enum RecoveryMode {
 }
 
 pub fn recovery_mode(cfg: &StandbyConfig) -> RecoveryMode {
-    if data_dir(cfg).join(layout::PROMOTING_FILE).exists() {
+    if crate::standby::promoting::is_current(&data_dir(cfg)) {
         RecoveryMode::Promoting
     } else if in_standby_mode(cfg) {
         RecoveryMode::Standby
@@ -805,9 +805,17 @@ mod tests {
         let pgdata = env.pg_wal.parent().unwrap();
         fs::write(pgdata.join("standby.signal"), b"").unwrap();
         assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
-        // -F999 marks pgdata before asking PostgreSQL to promote.
+        // -F999 marks pgdata before asking PostgreSQL to promote, naming
+        // the running postmaster.
+        fs::write(pgdata.join("postmaster.pid"), "4242\n/pgdata\n1700000000\n5432\n").unwrap();
         let marker = pgdata.join(crate::layout::PROMOTING_FILE);
         fs::write(&marker, b"").unwrap();
+        assert!(
+            matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }),
+            "a marker naming no postmaster is stale"
+        );
+        let pm = crate::standby::promoting::Postmaster::of(pgdata).unwrap();
+        crate::standby::promoting::write(pgdata, &pm).unwrap();
         assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
         fs::remove_file(env.dest()).unwrap();
         fs::remove_file(&marker).unwrap();
