@@ -366,7 +366,7 @@ fn point_in_time_recovery_stops_at_the_target() {
     // recovery copy must neither archive there nor clean it.
     let mut failover_conf = fs::read_to_string(p.env.path("failover.conf")).unwrap();
     failover_conf.push_str(&format!(
-        "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
+        "archive_mode = on\narchive_command = 'cp %p {}/%f'\narchive_cleanup_command = 'true'\n",
         p.archive().display()
     ));
     p.env.write("failover.conf", &failover_conf);

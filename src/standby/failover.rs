@@ -219,8 +219,9 @@ fn archive_recovery(sb: &Standby, target: Option<&str>, failover_conf: bool) -> 
         // A recovery copy shares the archive with standbys and older copies
         // that still need its WAL: it neither cleans the archive (PostgreSQL
         // runs archive_cleanup_command at restartpoints, in archive recovery
-        // too) nor archives its new timeline into it.
-        s.archive_cleanup_command = None;
+        // too) nor archives its new timeline into it. Explicitly empty: a
+        // copied postgresql.conf may set one.
+        s.archive_cleanup_command = Some(String::new());
         s.archiving_off = true;
     }
     s.target_time = target.map(str::to_string);
