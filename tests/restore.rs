@@ -573,3 +573,30 @@ fn a_refused_archive_call_leaves_no_sidecar_beside_an_intact_legacy_file() {
     let o = sb.restore(n);
     assert_eq!(status(&o), 0, "the intact {n} still restores: {}", stderr(&o));
 }
+
+/// OmniPITR stored X.bz2 (or X.xz, ...): answering "not found" for X would
+/// end recovery short of WAL the archive holds. Exit 200, naming the file
+/// and the fix; pg_receivewal's X.partial and backup labels are not forms of X.
+#[test]
+fn a_segment_archived_in_a_compression_pitrkit_cannot_read_exits_200() {
+    let sb = Standby::new(false);
+    let name = "000000010000000000000007";
+    for ext in ["bz2", "xz", "lzfse"] {
+        let p = sb.archive.join(format!("{name}.{ext}"));
+        fs::write(&p, b"compressed by someone else").unwrap();
+        let o = sb.restore(name);
+        assert_eq!(status(&o), 200, "{ext}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&p.display().to_string()) && stderr(&o).contains("cannot read"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(Standby::files(&sb.pgdata.join("pg_wal")).is_empty());
+        fs::remove_file(&p).unwrap();
+    }
+    for other in [format!("{name}.partial"), format!("{name}.00000028.backup")] {
+        fs::write(sb.archive.join(&other), b"x").unwrap();
+        let o = sb.restore(name);
+        assert_eq!(status(&o), 1, "{other} is not {name}: {}", stderr(&o));
+    }
+}
