@@ -818,3 +818,28 @@ fn an_unmounted_archive_never_ends_recovery() {
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
     let _ = p.standby(&["-A", "stop"]);
 }
+
+/// `cmd_standby -I` never creates or marks an archivedir that /etc/fstab
+/// lists as a mount point while nothing is mounted there: restore would
+/// answer "not found" from the bare directory.
+#[test]
+fn init_refuses_an_unmounted_archivedir() {
+    let p = Pair::new("sb_mount", "");
+    let share = p.env.path("share");
+    let text = fs::read_to_string(&p.ini).unwrap();
+    fs::write(
+        &p.ini,
+        fixtures::merge_ini(&text, &format!("archivedir: {}", share.display())),
+    )
+    .unwrap();
+    let _entry = fixtures::FstabEntry::add(&share);
+    let out = p.standby(&["-I"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("should be on the filesystem mounted at {}", share.display()))
+            && stderr.contains("Mount it, then run -I again"),
+        "{stderr}"
+    );
+    assert!(!share.exists() && !p.pgdata.exists(), "nothing created");
+}
