@@ -1547,3 +1547,29 @@ fn a_refused_shipment_leaves_no_sidecar_beside_the_slaves_intact_file() {
     let conflicts = s.queue.join(".conflicts");
     assert!(conflicts.join(&seg).exists() && conflicts.join(format!("{seg}.sum")).exists());
 }
+
+/// `-I` never marks a slave's r_archivedir that the slave's /etc/fstab
+/// lists as a mount point while nothing is mounted there (a share that is
+/// not mounted is a bare directory: shipping would fill it).
+#[test]
+fn init_refuses_an_unmounted_slave_share() {
+    let s = Setup::new("arch_remote_mount", "");
+    let _entry = fixtures::FstabEntry::add(&s.remote);
+    let out = s.archiver(&["-I"]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{SLAVE}:{} should be on the filesystem mounted at {}",
+            s.remote.display(),
+            s.remote.display()
+        )) && stdout.contains("Mount it, then run -I again"),
+        "{stdout}"
+    );
+    assert!(!s.remote.join(".pitrkit-system-id").exists(), "never marked");
+    // Mounted there (a bind mount keeps the device: mountinfo tells): marked.
+    let share = s.env.mkdir("share");
+    let _m = bind_mount(&share, &s.remote);
+    s.init();
+    assert!(share.join(".pitrkit-system-id").exists());
+}

@@ -947,7 +947,26 @@ fn init_with(cfg: &ArchiverConfig, fstab: &Path) -> Vec<InitCheck> {
                 ),
                 problem: reachable.err().map(|e| e.to_string()),
             });
-            if ok {
+            // A share not mounted on the slave is a bare directory there:
+            // never mark it (shipping would then fill it).
+            let guard = match ok.then(|| remote.mount_facts(fstab)) {
+                Some(Ok(f)) => {
+                    let shown = if f.real == *rdir {
+                        format!("{s}:{}", rdir.display())
+                    } else {
+                        format!("{s}:{} (really {})", rdir.display(), f.real.display())
+                    };
+                    mount::check_remote(&shown, &f.real, &f.fstab, fstab, &f.mountinfo, &f.devices)
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Ok(()),
+            };
+            if let Err(p) = guard {
+                checks.push(InitCheck {
+                    what: format!("slave {s}: {}: mounted", rdir.display()),
+                    problem: Some(format!("{p} (on {s})")),
+                });
+            } else if ok {
                 let (what, problem) = match mark_remote(cfg, &remote) {
                     Ok(note) => (format!("slave {s}: {}: {note}", rdir.display()), None),
                     Err(p) => (format!("slave {s}: {}: database system", rdir.display()), Some(p)),

@@ -83,6 +83,17 @@ pub struct RemoteFile {
     pub regular: bool,
 }
 
+/// What [`Remote::mount_facts`] found on the remote host.
+#[derive(Debug, Clone, Default)]
+pub struct MountFacts {
+    pub fstab: String,
+    pub mountinfo: String,
+    /// The directory, symlinks resolved.
+    pub real: PathBuf,
+    /// Device number of the directory and of each directory above it.
+    pub devices: HashMap<PathBuf, u64>,
+}
+
 /// A remote directory's mark file (see `archive::sysid`), read over ssh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteMark {
@@ -651,6 +662,50 @@ impl Remote<'_> {
             ));
         }
         Ok(RemoteMark::parse(&out.stdout))
+    }
+
+    /// For `-I`'s mount guard, in one ssh session: the remote `fstab`, its
+    /// mountinfo, the directory with symlinks resolved, and the device of
+    /// that directory and of every directory above it.
+    pub fn mount_facts(&self, fstab: &Path) -> Result<MountFacts, TransportError> {
+        const SEP: &str = "pitrkit-mount-facts";
+        let script = format!(
+            "cat -- {fstab} 2>/dev/null; echo {SEP}; cat /proc/self/mountinfo 2>/dev/null; echo {SEP}; \
+             r=$(readlink -f -- {dir}) && printf '%s\\n' \"$r\" && p=$r && \
+             while :; do stat -c '%d %n' -- \"$p\" || exit 1; test \"$p\" = / && break; p=$(dirname -- \"$p\"); done",
+            fstab = shell_quote(&fstab.display().to_string()),
+            dir = shell_quote(&self.dir.display().to_string()),
+        );
+        let out = self.ssh_script("checking mounts on", &script, None)?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let parts: Vec<&str> = text.splitn(3, &format!("{SEP}\n")).collect();
+        let (true, &[fstab_text, mountinfo, rest]) = (out.status.success(), &parts[..]) else {
+            let code = out.status.code().unwrap_or(-1);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.fail(
+                "checking mounts on",
+                format!(
+                    "resolving {} and its parents with `readlink -f` and `stat` exited {code}: {}",
+                    self.dir.display(),
+                    summarize_stderr(&stderr)
+                ),
+                Some(code),
+            ));
+        };
+        let mut lines = rest.lines();
+        let real = PathBuf::from(lines.next().unwrap_or_default());
+        let devices = lines
+            .filter_map(|l| {
+                let (dev, path) = l.split_once(' ')?;
+                Some((PathBuf::from(path), dev.parse().ok()?))
+            })
+            .collect();
+        Ok(MountFacts {
+            fstab: fstab_text.to_string(),
+            mountinfo: mountinfo.to_string(),
+            real,
+            devices,
+        })
     }
 
     /// For `-I`: reachable, directory present and writable, rsync installed.
