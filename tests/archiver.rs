@@ -1573,3 +1573,61 @@ fn init_refuses_an_unmounted_slave_share() {
     s.init();
     assert!(share.join(".pitrkit-system-id").exists());
 }
+
+/// The share can go away in the middle of a round, after the push: the
+/// remote sync's ssh session reads the mark again, and without it nothing
+/// leaves the queue. A mark of another database system stops shipping
+/// before anything is pushed.
+#[test]
+fn shipping_rechecks_the_slave_mark_with_the_remote_sync() {
+    let s = Setup::new("arch_mark_recheck", "ship_mode: sync\nlookahead: 0");
+    s.init();
+    let (pg, seg, path) = real_segment(&s);
+    let wal = path.display().to_string();
+    let mark = s.remote.join(".pitrkit-system-id");
+    let aside = s.env.path("mark_aside");
+    // ssh that takes the mark away just before the remote sync, as an
+    // unmount between rsync and sync would.
+    let ssh = require_program("ssh");
+    let unmounting = s.script(
+        "unmounting-ssh",
+        &format!(
+            "for a; do case \"$a\" in \"sync -- \"*) mv {} {};; esac; done\nexec {} \"$@\"\n",
+            mark.display(),
+            aside.display(),
+            ssh.display()
+        ),
+    );
+    let swap = |from: &Path, to: &Path| {
+        s.edit_ini(|t| {
+            t.replacen(
+                &format!("ssh: {}", from.display()),
+                &format!("ssh: {}", to.display()),
+                1,
+            )
+        })
+    };
+    swap(&ssh, &unmounting);
+    let out = s.archiver(&["-F", &wal]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("changed while shipping"), "{stderr}");
+    assert_eq!(s.queued(), vec![seg.clone()], "nothing leaves the queue");
+    // The share is back: the retry delivers it.
+    swap(&unmounting, &ssh);
+    fs::rename(&aside, &mark).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(s.queued().is_empty());
+    assert!(s.remote.join(&seg).exists());
+
+    // Another system's archive: nothing pushed, the error says whose.
+    fs::write(&mark, "42\n").unwrap();
+    let next = pg.switch_wal();
+    let out = s.archiver(&["-F", &pg.datadir.join("pg_wal").join(&next).display().to_string()]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("belongs to database system 42"), "{stderr}");
+    assert!(!s.remote.join(&next).exists());
+    assert_eq!(s.queued(), vec![next]);
+}
