@@ -1323,6 +1323,18 @@ fn a_stale_ledger_entry_is_checked_on_the_slave_and_shipped_again() {
     );
     assert!(t.queue("good").is_empty());
     assert_eq!(t.queue("dead"), vec![seg.clone()]);
+    // Its checksum sidecar is part of the delivery: gone, shipped again.
+    let sum = s.remote.join(format!("{seg}.sum"));
+    fs::remove_file(&sum).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "the delivery ledger lists slave good, but its checksum file {seg}.sum is missing there"
+        )),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(sum.is_file(), "the sidecar is shipped again");
     // A copy of another size is not trusted either.
     fs::write(s.remote.join(&seg), b"short").unwrap();
     let out = s.archiver(&["-F", &wal]);

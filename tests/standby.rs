@@ -683,6 +683,11 @@ fn a_delayed_standby_fails_over_with_every_archived_segment() {
         "a failover must replay every archived segment, delayed or not"
     );
     assert!(!marker.exists(), "-F999 removes its marker once read-write");
+    p.standby_ok(&["-A", "stop"]);
+    // -A start (like a restart by systemd) removes one left by a killed -F999 too.
+    p.env.write("standby_data/pitrkit.promoting", "stale\n");
+    p.standby_ok(&["-A", "start"]);
+    assert!(!marker.exists(), "-A start must remove a stale promotion marker");
     let _ = p.standby(&["-A", "stop"]);
 }
 
