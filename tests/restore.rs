@@ -783,3 +783,69 @@ fn real_segments_around_a_timeline_switch_pass_every_check() {
         fs::remove_file(sb.dest()).unwrap();
     }
 }
+
+/// The archive holds an intact X from pitrtools (no sidecar). An archive
+/// call for X with other bytes is refused (conflict); it must not leave an
+/// X.sum of its bytes beside the intact X, or restore would stop recovery
+/// on the intact copy with advice to put the refused bytes in its place.
+#[test]
+fn a_refused_archive_call_leaves_no_sidecar_beside_an_intact_legacy_file() {
+    let sb = Standby::new(false);
+    let (a, segs) = cluster_with_wal(&sb.env, "pga");
+    copy_pg_control(&sb, &a);
+    let n = &segs[1];
+    let intact = wal_file(&a, n);
+    fs::write(sb.archive.join(n), &intact).unwrap();
+    sb.env.chown(&sb.archive.join(n));
+    let ini = sb.env.write(
+        "archiver_pga.ini",
+        &format!(
+            "pgdata: {}\nlocal_archivedirs: {}\n",
+            a.datadir.display(),
+            sb.archive.display()
+        ),
+    );
+    let mut other = intact.clone();
+    other[500_000] ^= 0x01;
+    let src = sb.env.mkdir("other").join(n);
+    fs::write(&src, &other).unwrap();
+    sb.env.chown(&src);
+    let o = run_output(sb.env.pitrkit().args(["archiver", "-C"]).arg(&ini).arg("-F").arg(&src));
+    assert_eq!(
+        status(&o),
+        1,
+        "the conflict is refused: {}",
+        common::describe_output(&o)
+    );
+    assert!(fs::read(sb.archive.join(n)).unwrap() == intact);
+    assert!(!sb.archive.join(sum_name(n)).exists(), "a sidecar of the refused bytes");
+    let o = sb.restore(n);
+    assert_eq!(status(&o), 0, "the intact {n} still restores: {}", stderr(&o));
+}
+
+/// OmniPITR stored X.bz2 (or X.xz, ...): answering "not found" for X would
+/// end recovery short of WAL the archive holds. Exit 200, naming the file
+/// and the fix; pg_receivewal's X.partial and backup labels are not forms of X.
+#[test]
+fn a_segment_archived_in_a_compression_pitrkit_cannot_read_exits_200() {
+    let sb = Standby::new(false);
+    let name = "000000010000000000000007";
+    for ext in ["bz2", "xz", "lzfse"] {
+        let p = sb.archive.join(format!("{name}.{ext}"));
+        fs::write(&p, b"compressed by someone else").unwrap();
+        let o = sb.restore(name);
+        assert_eq!(status(&o), 200, "{ext}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&p.display().to_string()) && stderr(&o).contains("cannot read"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(Standby::files(&sb.pgdata.join("pg_wal")).is_empty());
+        fs::remove_file(&p).unwrap();
+    }
+    for other in [format!("{name}.partial"), format!("{name}.00000028.backup")] {
+        fs::write(sb.archive.join(&other), b"x").unwrap();
+        let o = sb.restore(name);
+        assert_eq!(status(&o), 1, "{other} is not {name}: {}", stderr(&o));
+    }
+}

@@ -132,6 +132,8 @@ pub enum RestoreError {
         name: String,
         why: String,
     },
+    #[error("{archived}: {name} is archived only in a compression pitrkit cannot read (it reads plain, .zst, .lz4 and .gz); answering \"not found\" would end recovery without it. Decompress it to {name} in the same directory (e.g. bunzip2 -k, xz -dk), then restart PostgreSQL")]
+    UnknownCompression { archived: PathBuf, name: String },
     #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share, or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
     ArchiveUnavailable {
         dir: PathBuf,
@@ -221,6 +223,15 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
             )
         }
         Ok(None) => {
+            // "Not found" beside X.bz2 would end recovery short of WAL the
+            // archive holds.
+            let scan = recovery_mode(cfg) != RecoveryMode::Standby;
+            if let Some(archived) = foreign_form(&dir, &name, scan) {
+                return Err(RestoreError::UnknownCompression {
+                    archived,
+                    name: name.to_string(),
+                });
+            }
             log::debug!("{name}: not in {}", dir.display());
             return Ok(RestoreOutcome::NotFound);
         }
@@ -298,7 +309,7 @@ pub enum RecoveryMode {
 }
 
 pub fn recovery_mode(cfg: &StandbyConfig) -> RecoveryMode {
-    if data_dir(cfg).join(layout::PROMOTING_FILE).exists() {
+    if crate::standby::promoting::is_current(&data_dir(cfg)) {
         RecoveryMode::Promoting
     } else if in_standby_mode(cfg) {
         RecoveryMode::Standby
@@ -417,6 +428,37 @@ fn find(dir: &Path, name: &WalName) -> Result<Option<(PathBuf, Codec, fs::Metada
         }
     }
     Ok(None)
+}
+
+/// Suffixes other archivers used (OmniPITR: bzip2, xz, ...), looked for
+/// on every "not found".
+const FOREIGN_SUFFIXES: &[&str] = &[
+    ".bz2", ".xz", ".lzma", ".lz", ".lzo", ".Z", ".zstd", ".gzip", ".br", ".7z", ".zip",
+];
+
+/// `X.<ext>` that pitrkit cannot read, if the archive holds one: the named
+/// suffixes, and with `scan` any `X.<ext>` (a listing of the whole
+/// directory: only where "not found" would end recovery). Neither
+/// `X.partial` (pg_receivewal's unfinished segment, really not there yet)
+/// nor `X.sum` nor `X.<offset>.backup` is a form of `X`.
+fn foreign_form(dir: &Path, name: &WalName, scan: bool) -> Option<PathBuf> {
+    let named = FOREIGN_SUFFIXES
+        .iter()
+        .map(|s| dir.join(format!("{name}{s}")))
+        .find(|p| fs::symlink_metadata(p).is_ok());
+    if named.is_some() || !scan {
+        return named;
+    }
+    let prefix = format!("{name}.");
+    fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let file = e.file_name();
+        let ext = file.to_str()?.strip_prefix(&prefix)?;
+        let foreign = !ext.is_empty()
+            && !ext.contains('.')
+            && !["partial", "sum"].contains(&ext)
+            && Codec::from_suffix(&format!(".{ext}")).is_none();
+        foreign.then(|| e.path())
+    })
 }
 
 /// A temporary file that is removed unless it was renamed into place.
@@ -834,9 +876,17 @@ mod tests {
         let pgdata = env.pg_wal.parent().unwrap();
         fs::write(pgdata.join("standby.signal"), b"").unwrap();
         assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
-        // -F999 marks pgdata before asking PostgreSQL to promote.
+        // -F999 marks pgdata before asking PostgreSQL to promote, naming
+        // the running postmaster.
+        fs::write(pgdata.join("postmaster.pid"), "4242\n/pgdata\n1700000000\n5432\n").unwrap();
         let marker = pgdata.join(crate::layout::PROMOTING_FILE);
         fs::write(&marker, b"").unwrap();
+        assert!(
+            matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }),
+            "a marker naming no postmaster is stale"
+        );
+        let pm = crate::standby::promoting::Postmaster::of(pgdata).unwrap();
+        crate::standby::promoting::write(pgdata, &pm).unwrap();
         assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
         fs::remove_file(env.dest()).unwrap();
         fs::remove_file(&marker).unwrap();
