@@ -181,9 +181,11 @@ pub enum SegmentCheckError {
 }
 
 /// Checks that `path` holds the segment its name says: a valid long header,
-/// the file size equal to the header's segment size, and the header's page
-/// address equal to the start of the named segment. Catches truncated copies
-/// and files renamed by hand before they reach an archive.
+/// the file size equal to the header's segment size, the header's page
+/// address equal to the start of the named segment, and its timeline not
+/// above the name's (a segment may begin with its parent timeline's pages,
+/// never with a newer one's). Catches truncated copies and files renamed by
+/// hand before they reach an archive.
 pub fn check_segment_file(path: &Path, name: &WalName) -> Result<SegmentHeader, SegmentCheckError> {
     let p = path.display().to_string();
     let io = |source| SegmentCheckError::Io {
@@ -207,6 +209,14 @@ pub fn check_segment_file(path: &Path, name: &WalName) -> Result<SegmentHeader, 
         return Err(invalid(format!(
             "file is {len} bytes but its header says segments are {} bytes",
             h.seg_size
+        )));
+    }
+    if h.timeline > name.timeline {
+        return Err(invalid(format!(
+            "header timeline {} is above the timeline {} in the name {}",
+            h.timeline,
+            name.timeline,
+            name.as_str()
         )));
     }
     let expected = name.segno(h.seg_size) * h.seg_size;
@@ -301,6 +311,15 @@ mod tests {
         let other = WalName::parse("000000010000000000000004").unwrap();
         let e = check_segment_file(&p, &other).unwrap_err().to_string();
         assert!(e.contains("does not belong"), "{e}");
+
+        // A newer timeline's segment under an older timeline's name; the
+        // other way round is how a timeline's first segment begins.
+        let mut tl2 = data.clone();
+        tl2[4..8].copy_from_slice(&2u32.to_le_bytes());
+        std::fs::write(&p, &tl2).unwrap();
+        let e = check_segment_file(&p, &name).unwrap_err().to_string();
+        assert!(e.contains("header timeline 2 is above the timeline 1"), "{e}");
+        check_segment_file(&p, &WalName::parse("000000030000000000000003").unwrap()).unwrap();
 
         // Truncated copy.
         std::fs::write(&p, &data[..4096]).unwrap();

@@ -268,6 +268,9 @@ fn still_delivered(cfg: &ArchiverConfig, wal: &str, listed: Vec<(String, Option<
         return Vec::new();
     };
     let name = format!("{wal}{}", cfg.slave_codec.suffix());
+    // A plain file was queued with its `.sum` sidecar: delivered means both.
+    let sum = (cfg.slave_codec == Codec::None).then(|| crate::integrity::sum_name(wal));
+    let names: Vec<String> = std::iter::once(name.clone()).chain(sum.clone()).collect();
     let mut kept = Vec::new();
     for (slave, size) in listed {
         if !cfg.slaves.contains(&slave) {
@@ -279,8 +282,11 @@ fn still_delivered(cfg: &ArchiverConfig, wal: &str, listed: Vec<(String, Option<
             ssh: &cfg.ssh,
             rsync: &cfg.rsync,
         };
-        let why = match remote.stat(std::slice::from_ref(&name)) {
+        let why = match remote.stat(&names) {
             Ok(found) => match found.get(&name) {
+                Some(f) if f.regular && sum.as_ref().is_some_and(|s| !found.get(s).is_some_and(|f| f.regular)) => Some(
+                    format!("its checksum file {} is missing there", sum.as_deref().unwrap_or("")),
+                ),
                 Some(f) if f.regular && size.map_or(true, |s| s == f.size) => None,
                 Some(f) if f.regular => Some(format!("it has {} bytes there, not {}", f.size, size.unwrap_or(0))),
                 Some(_) => Some("it is not a regular file there".to_string()),
@@ -941,7 +947,26 @@ fn init_with(cfg: &ArchiverConfig, fstab: &Path) -> Vec<InitCheck> {
                 ),
                 problem: reachable.err().map(|e| e.to_string()),
             });
-            if ok {
+            // A share not mounted on the slave is a bare directory there:
+            // never mark it (shipping would then fill it).
+            let guard = match ok.then(|| remote.mount_facts(fstab)) {
+                Some(Ok(f)) => {
+                    let shown = if f.real == *rdir {
+                        format!("{s}:{}", rdir.display())
+                    } else {
+                        format!("{s}:{} (really {})", rdir.display(), f.real.display())
+                    };
+                    mount::check_remote(&shown, &f.real, &f.fstab, fstab, &f.mountinfo, &f.devices)
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Ok(()),
+            };
+            if let Err(p) = guard {
+                checks.push(InitCheck {
+                    what: format!("slave {s}: {}: mounted", rdir.display()),
+                    problem: Some(format!("{p} (on {s})")),
+                });
+            } else if ok {
                 let (what, problem) = match mark_remote(cfg, &remote) {
                     Ok(note) => (format!("slave {s}: {}: {note}", rdir.display()), None),
                     Err(p) => (format!("slave {s}: {}: database system", rdir.display()), Some(p)),

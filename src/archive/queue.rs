@@ -17,9 +17,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::sysid::{self, Recorded, SYSTEM_ID_FILE};
 use crate::config::ArchiverConfig;
 use crate::fsutil;
-use crate::transport::rsync::{Remote, TransportError, Verdict};
+use crate::transport::rsync::{Remote, RemoteMark, TransportError, Verdict};
 use crate::wal::WalName;
 
 pub const LOCK_FILE: &str = ".lock";
@@ -43,6 +44,10 @@ pub fn queued_files(qdir: &Path) -> io::Result<Vec<String>> {
 pub enum ShipError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The slave's archive directory is not the one `-I` marked (a share
+    /// not mounted there, another system's archive): nothing was pushed.
+    #[error("{0}")]
+    Unmarked(String),
     #[error("queue {path}: {source}")]
     Io {
         path: PathBuf,
@@ -127,9 +132,14 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
     let target = format!("{slave}:{}", rdir.display());
     // Names the remote sync must cover: what was delivered under another form.
     let mut also_sync = Vec::new();
+    // One remote listing reads the slave's mark too: an unmounted share is
+    // a bare directory there, and WAL pushed into it is lost once it is
+    // mounted again.
+    let (mark, present) = remote.stat_marked(&all_forms(&names), SYSTEM_ID_FILE)?;
+    check_slave_mark(cfg, &remote, &mark)?;
     // A slave holding the same WAL under another stored form (X beside our
     // X.zst) must never get a second form: judged here, not pushed.
-    let judged = judge_other_forms(&remote, &qdir, &names)?;
+    let judged = judge_other_forms(&remote, &qdir, &names, &present)?;
     let mut to_push = Vec::new();
     for n in &names {
         match judged.iter().find(|j| &j.queued == n) {
@@ -159,12 +169,137 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
             }
         }
     }
-    // Each plain file's `.sum` sidecar travels with it (see sidecar).
-    let to_push = super::sidecar::with_sidecars(&qdir, &to_push);
-    let report = remote.push(&qdir, &to_push)?;
-    let verdicts = remote.verify(&qdir, &report.not_sent)?;
+    // The files first; a plain file's `.sum` sidecar follows in a second
+    // pass only once the file is known delivered, so that it never lands
+    // beside the slave's different X (a conflict).
+    let first = push_and_judge(&remote, &qdir, &to_push, &target, &mut shipped)?;
+    let mut sums = Vec::new();
+    for (n, o) in first {
+        let sum = crate::integrity::sum_name(&n);
+        if !qdir.join(&sum).is_file() {
+            continue;
+        }
+        match o {
+            Outcome::Delivered => sums.push(sum),
+            other => shipped.outcomes.push((sum, other)),
+        }
+    }
+    push_and_judge(&remote, &qdir, &sums, &target, &mut shipped)?;
+    let (outcomes, sidecars) = super::sidecar::fold(std::mem::take(&mut shipped.outcomes));
+    shipped.outcomes = outcomes;
+    shipped.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    let with_sidecar = |files: Vec<String>| -> Vec<String> {
+        let mut all = files.clone();
+        all.extend(
+            sidecars
+                .iter()
+                .filter(|(f, _)| files.contains(f))
+                .map(|(_, s)| s.clone()),
+        );
+        all
+    };
+    let delivered = shipped.delivered();
+    // Before anything leaves the queue: on failure everything stays. The
+    // same ssh session re-reads the mark: a share unmounted while shipping
+    // took the files into the bare directory, and they stay queued.
+    let mut on_slave = Vec::new();
+    if cfg.rsync.fsync && !delivered.is_empty() {
+        on_slave = delivered
+            .iter()
+            .filter(|n| !judged.iter().any(|j| &j.queued == *n))
+            .cloned()
+            .collect();
+        on_slave = with_sidecar(on_slave);
+        on_slave.extend(also_sync);
+    }
+    let after = remote.sync_files_marked(&on_slave, SYSTEM_ID_FILE)?;
+    if after != mark {
+        return Err(ShipError::Unmarked(format!(
+            "{target}/{SYSTEM_ID_FILE} changed while shipping ({} before, {} after): was the share unmounted or replaced on {slave}? The files stay queued; mount the share (check with `cmd_archiver -C {} -I`), and the next round ships them again",
+            show_mark(&mark),
+            show_mark(&after),
+            cfg.source.display()
+        )));
+    }
+    let conflicts = shipped.conflicts();
+    if !conflicts.is_empty() {
+        let cdir = qdir.join(CONFLICTS_DIR);
+        fsutil::ensure_dir(&cdir, 0o700).map_err(qio(&cdir))?;
+        for c in &with_sidecar(conflicts.clone()) {
+            move_aside(&qdir, &cdir, c)?;
+        }
+        fsutil::fsync_dir(&cdir).map_err(qio(&cdir))?;
+    }
+    for n in &with_sidecar(delivered.clone()) {
+        match fs::remove_file(qdir.join(n)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(qio(&qdir)(e)),
+            _ => {}
+        }
+    }
+    fsutil::fsync_dir(&qdir).map_err(qio(&qdir))?;
+    shipped.remaining = shipped.outcomes.len() - delivered.len() - conflicts.len();
+    Ok(shipped)
+}
+
+fn show_mark(m: &RemoteMark) -> String {
+    match m {
+        RemoteMark::Missing => "missing".into(),
+        RemoteMark::Unreadable => "unreadable".into(),
+        RemoteMark::Content(c) if c.trim().is_empty() => "unclaimed".into(),
+        RemoteMark::Content(c) => format!("'{}'", c.trim()),
+    }
+}
+
+/// Shipping goes only into the directory `-I` marked: the slave's mark must
+/// be there and must not name another system than the queue's.
+fn check_slave_mark(cfg: &ArchiverConfig, remote: &Remote, mark: &RemoteMark) -> Result<(), ShipError> {
+    let where_ = format!("{}:{}", remote.host, remote.dir.join(SYSTEM_ID_FILE).display());
+    let config = cfg.source.display();
+    let nothing = "nothing was shipped to it and the files stay queued";
+    let theirs = match mark {
+        RemoteMark::Missing => {
+            return Err(ShipError::Unmarked(format!(
+                "{where_} does not exist: the slave's archive share is not mounted on {} (the bare mount point would swallow the WAL), or the directory was never prepared; {nothing}. Mount the share on {}, or run `cmd_archiver -C {config} -I` to mark a new archive directory",
+                remote.host, remote.host
+            )))
+        }
+        RemoteMark::Unreadable => {
+            return Err(ShipError::Unmarked(format!(
+                "cannot read {where_}; {nothing}. Check its permissions for the ssh user on {}",
+                remote.host
+            )))
+        }
+        RemoteMark::Content(c) => sysid::parse(c, &where_)
+            .map_err(|e| ShipError::Unmarked(format!("{e}; {nothing}. Fix or remove it, then run `cmd_archiver -C {config} -I`")))?,
+    };
+    let ldir = cfg.l_archivedir.as_deref().expect("slaves require l_archivedir");
+    let ours = sysid::read(ldir).map_err(qio(ldir))?;
+    if let (Recorded::System(a), Recorded::System(o)) = (theirs, ours) {
+        if a != o {
+            return Err(ShipError::Unmarked(format!(
+                "{where_} says the slave's archive belongs to database system {a}, but the queued WAL ({}) is system {o}: two clusters must never share an archive; {nothing}. Point r_archivedir at this cluster's own directory (and run `cmd_archiver -C {config} -I`), or remove {where_} if the old system is gone for good",
+                ldir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Pushes `names` and judges each one rsync did not send; records every
+/// outcome (problems logged) and returns this pass's outcomes.
+fn push_and_judge(
+    remote: &Remote,
+    qdir: &Path,
+    names: &[String],
+    target: &str,
+    shipped: &mut Shipped,
+) -> Result<Vec<(String, Outcome)>, ShipError> {
+    let slave = remote.host;
+    let mut out = Vec::new();
+    let report = remote.push(qdir, names)?;
+    let verdicts = remote.verify(qdir, &report.not_sent)?;
     for n in &report.sent {
-        shipped.outcomes.push((n.clone(), Outcome::Delivered));
+        out.push((n.clone(), Outcome::Delivered));
     }
     for (n, verdict) in verdicts {
         let (outcome, problem) = match verdict {
@@ -191,51 +326,21 @@ pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipErro
             log::error!("slave {slave}: {p}; it stays queued");
             shipped.problems.push(p);
         }
-        shipped.outcomes.push((n, outcome));
+        out.push((n, outcome));
     }
-    let (outcomes, sidecars) = super::sidecar::fold(std::mem::take(&mut shipped.outcomes));
-    shipped.outcomes = outcomes;
-    shipped.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
-    let with_sidecar = |files: Vec<String>| -> Vec<String> {
-        let mut all = files.clone();
-        all.extend(
-            sidecars
-                .iter()
-                .filter(|(f, _)| files.contains(f))
-                .map(|(_, s)| s.clone()),
-        );
-        all
-    };
-    let delivered = shipped.delivered();
-    if cfg.rsync.fsync && !delivered.is_empty() {
-        // Before anything leaves the queue: on failure everything stays.
-        let on_slave: Vec<String> = delivered
-            .iter()
-            .filter(|n| !judged.iter().any(|j| &j.queued == *n))
-            .cloned()
-            .collect();
-        let mut on_slave = with_sidecar(on_slave);
-        on_slave.extend(also_sync);
-        remote.sync_files(&on_slave)?;
-    }
-    let conflicts = shipped.conflicts();
-    if !conflicts.is_empty() {
-        let cdir = qdir.join(CONFLICTS_DIR);
-        fsutil::ensure_dir(&cdir, 0o700).map_err(qio(&cdir))?;
-        for c in &with_sidecar(conflicts.clone()) {
-            move_aside(&qdir, &cdir, c)?;
-        }
-        fsutil::fsync_dir(&cdir).map_err(qio(&cdir))?;
-    }
-    for n in &with_sidecar(delivered.clone()) {
-        match fs::remove_file(qdir.join(n)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(qio(&qdir)(e)),
-            _ => {}
-        }
-    }
-    fsutil::fsync_dir(&qdir).map_err(qio(&qdir))?;
-    shipped.remaining = shipped.outcomes.len() - delivered.len() - conflicts.len();
-    Ok(shipped)
+    shipped.outcomes.extend(out.iter().cloned());
+    Ok(out)
+}
+
+/// Every stored form of a WAL file's name (X, X.zst, ...).
+fn forms(n: &str) -> Vec<String> {
+    use crate::compress::Codec;
+    let base = Codec::detect(n).1.to_string();
+    Codec::ALL.iter().map(|c| format!("{base}{}", c.suffix())).collect()
+}
+
+fn all_forms(names: &[String]) -> Vec<String> {
+    names.iter().flat_map(|n| forms(n)).collect()
 }
 
 /// How a queued file compares with other stored forms of its WAL on the slave.
@@ -252,14 +357,12 @@ struct OtherForms {
 /// holds are fetched and compared by content (decompressed) with ours:
 /// all the same is delivered, any different is a conflict. Rare, so the
 /// fetch costs nothing in the common case.
-fn judge_other_forms(remote: &Remote, qdir: &Path, names: &[String]) -> Result<Vec<OtherForms>, ShipError> {
-    use crate::compress::Codec;
-    let forms = |n: &str| -> Vec<String> {
-        let base = Codec::detect(n).1.to_string();
-        Codec::ALL.iter().map(|c| format!("{base}{}", c.suffix())).collect()
-    };
-    let all: Vec<String> = names.iter().flat_map(|n| forms(n)).collect();
-    let present = remote.stat(&all)?;
+fn judge_other_forms(
+    remote: &Remote,
+    qdir: &Path,
+    names: &[String],
+    present: &std::collections::HashMap<String, crate::transport::rsync::RemoteFile>,
+) -> Result<Vec<OtherForms>, ShipError> {
     let mut out = Vec::new();
     for n in names {
         let here: Vec<String> = forms(n).into_iter().filter(|f| present.contains_key(f)).collect();

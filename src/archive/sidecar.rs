@@ -47,7 +47,8 @@ fn stored(dir: &Path, wal: &str) -> bool {
 }
 
 /// Places `dir/X.sum` for plain `X` (call it before `X` is placed).
-/// An existing sidecar with the same content is kept; a different one is
+/// Beside an existing `X` without a sidecar, only if that `X` holds our
+/// bytes (then the sidecar is right). An existing sidecar with the same content is kept; a different one is
 /// replaced only while `X` is absent (an orphan of an interrupted call).
 /// Beside an `X` that differs from ours it is left for placing `X` to
 /// report the conflict; beside our very `X` it is damaged: an error.
@@ -83,6 +84,14 @@ pub fn place(dir: &Path, wal: &str, sum: &Sum) -> Result<Option<Placed>, PlaceEr
             });
         }
         fsutil::remove_durable(&path).map_err(io_err(&path, "replace orphan checksum file"))?;
+    } else if fs::symlink_metadata(&plain).is_ok() {
+        // An X already there without a sidecar (pitrtools put it there) gets
+        // one only if it holds our very bytes: beside a different X, ours
+        // would make restore reject the intact copy once placing X refuses.
+        let regular = fs::symlink_metadata(&plain).is_ok_and(|m| m.is_file());
+        if !regular || Sum::of_file(&plain).map_err(io_err(&plain, "checksum existing file"))? != *sum {
+            return Ok(None);
+        }
     }
     let tmp = durable_temp(dir, &name, &text)?;
     let placed = fsutil::place_link(&tmp, dir, &name);
@@ -106,14 +115,6 @@ pub fn link(staged: &Path, qdir: &Path, wal: &str) -> Result<Placed, PlaceError>
         fsutil::remove_durable(&path).map_err(io_err(&path, "replace orphan checksum file"))?;
     }
     fsutil::place_link(staged, qdir, &name)
-}
-
-/// The queued files to ship: every WAL file, followed by the sidecar of
-/// each one that has one.
-pub fn with_sidecars(qdir: &Path, names: &[String]) -> Vec<String> {
-    let mut all = names.to_vec();
-    all.extend(names.iter().map(|n| sum_name(n)).filter(|s| qdir.join(s).is_file()));
-    all
 }
 
 /// Each queued file's fate in one shipping run.
@@ -171,6 +172,15 @@ mod tests {
         let e = place(d.path(), wal, &x).unwrap_err().to_string();
         assert!(e.contains("damaged"), "{e}");
         assert_eq!(fs::read_to_string(d.path().join(sum_name(wal))).unwrap(), b.render());
+        // An X without a sidecar (pitrtools placed it): a sidecar only for our bytes.
+        let w3 = "000000010000000000000005";
+        fs::write(d.path().join(w3), b"theirs").unwrap();
+        assert_eq!(place(d.path(), w3, &a).unwrap(), None);
+        assert!(!d.path().join(sum_name(w3)).exists());
+        let theirs = Sum::of_file(&d.path().join(w3)).unwrap();
+        assert_eq!(place(d.path(), w3, &theirs).unwrap(), Some(Placed::Created));
+        fs::remove_file(d.path().join(w3)).unwrap();
+        fs::remove_file(d.path().join(sum_name(w3))).unwrap();
         // Beside a compressed form only: nothing.
         let w2 = "000000010000000000000004";
         fs::write(d.path().join(format!("{w2}.zst")), b"z").unwrap();

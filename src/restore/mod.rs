@@ -10,10 +10,13 @@
 //! the archive directory exists and carries `-I`'s mark; a plain file
 //! matches its `.sum` sidecar; a compressed one its frame checksums; a
 //! segment names the expected database system (pg_control of the data
-//! directory, else the archive's mark) and matches its name; a segment
-//! without any stored checksum passes the full WAL check
-//! (`crate::walcheck`); a history file is well formed; a prefetched copy
-//! still matches the archive ([`prefetch`]).
+//! directory, else the archive's mark) and matches its name; every page of
+//! a segment carries a timeline its name (and its timeline's history, when
+//! the archive has it) allows; a segment without any stored checksum passes
+//! the full WAL check (`crate::walcheck`), including the records it shares
+//! with its neighbours in the archive ([`verify::check_crossing`]); a
+//! history file is well formed; a prefetched copy still matches the
+//! archive ([`prefetch`]).
 //!
 //! Exit status, which PostgreSQL reads as follows:
 //!
@@ -129,6 +132,8 @@ pub enum RestoreError {
         name: String,
         why: String,
     },
+    #[error("{archived}: {name} is archived only in a compression pitrkit cannot read (it reads plain, .zst, .lz4 and .gz); answering \"not found\" would end recovery without it. Decompress it to {name} in the same directory (e.g. bunzip2 -k, xz -dk), then restart PostgreSQL")]
+    UnknownCompression { archived: PathBuf, name: String },
     #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share, or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
     ArchiveUnavailable {
         dir: PathBuf,
@@ -154,6 +159,12 @@ pub enum RestoreError {
     Damaged {
         archived: PathBuf,
         name: String,
+        why: String,
+    },
+    #[error("{archived} and {other}: {why}. The record lies in both files, so one of them is damaged (a file with a checksum file or compressed with a content checksum can be tested alone: restore it to a scratch path): replace the damaged one with an intact copy (another archive, or the master's pg_wal if still there) and restart PostgreSQL")]
+    DamagedAcross {
+        archived: PathBuf,
+        other: PathBuf,
         why: String,
     },
     #[error("cannot write {path} (restoring {archived}): {source}; check free space and permissions in the data directory, then restart PostgreSQL")]
@@ -212,6 +223,15 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
             )
         }
         Ok(None) => {
+            // "Not found" beside X.bz2 would end recovery short of WAL the
+            // archive holds.
+            let scan = recovery_mode(cfg) != RecoveryMode::Standby;
+            if let Some(archived) = foreign_form(&dir, &name, scan) {
+                return Err(RestoreError::UnknownCompression {
+                    archived,
+                    name: name.to_string(),
+                });
+            }
             log::debug!("{name}: not in {}", dir.display());
             return Ok(RestoreOutcome::NotFound);
         }
@@ -289,7 +309,7 @@ pub enum RecoveryMode {
 }
 
 pub fn recovery_mode(cfg: &StandbyConfig) -> RecoveryMode {
-    if data_dir(cfg).join(layout::PROMOTING_FILE).exists() {
+    if crate::standby::promoting::is_current(&data_dir(cfg)) {
         RecoveryMode::Promoting
     } else if in_standby_mode(cfg) {
         RecoveryMode::Standby
@@ -410,6 +430,37 @@ fn find(dir: &Path, name: &WalName) -> Result<Option<(PathBuf, Codec, fs::Metada
     Ok(None)
 }
 
+/// Suffixes other archivers used (OmniPITR: bzip2, xz, ...), looked for
+/// on every "not found".
+const FOREIGN_SUFFIXES: &[&str] = &[
+    ".bz2", ".xz", ".lzma", ".lz", ".lzo", ".Z", ".zstd", ".gzip", ".br", ".7z", ".zip",
+];
+
+/// `X.<ext>` that pitrkit cannot read, if the archive holds one: the named
+/// suffixes, and with `scan` any `X.<ext>` (a listing of the whole
+/// directory: only where "not found" would end recovery). Neither
+/// `X.partial` (pg_receivewal's unfinished segment, really not there yet)
+/// nor `X.sum` nor `X.<offset>.backup` is a form of `X`.
+fn foreign_form(dir: &Path, name: &WalName, scan: bool) -> Option<PathBuf> {
+    let named = FOREIGN_SUFFIXES
+        .iter()
+        .map(|s| dir.join(format!("{name}{s}")))
+        .find(|p| fs::symlink_metadata(p).is_ok());
+    if named.is_some() || !scan {
+        return named;
+    }
+    let prefix = format!("{name}.");
+    fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let file = e.file_name();
+        let ext = file.to_str()?.strip_prefix(&prefix)?;
+        let foreign = !ext.is_empty()
+            && !ext.contains('.')
+            && !["partial", "sum"].contains(&ext)
+            && Codec::from_suffix(&format!(".{ext}")).is_none();
+        foreign.then(|| e.path())
+    })
+}
+
 /// A temporary file that is removed unless it was renamed into place.
 struct TempFile {
     path: PathBuf,
@@ -491,10 +542,24 @@ pub(crate) fn copy_into_place(
         .open(&tmp.path)
         .map_err(write_err(&tmp.path))?;
     let _writing = fsutil::hold_temp_lock(&out).map_err(write_err(&tmp.path))?;
-    // A segment without a stored checksum gets the full check; a compressed
-    // one is walked too, and the walk counts only if a frame had no checksum.
+    // Every segment gets its page headers checked (the timelines, which no
+    // checksum taken at archive time vouches for). One without a stored
+    // checksum gets the full check; a compressed one is walked too, and the
+    // walk counts only if a frame had no checksum.
     let walk = name.is_segment_data() && (codec != Codec::None || stored.is_none());
-    let mut tee = Tee::new(BufWriter::with_capacity(1 << 20, out), name, walk, expected_sysid);
+    let archive_dir = archived.parent().unwrap_or(Path::new("."));
+    let history = if name.is_segment_data() && name.timeline > 1 {
+        verify::load_history(archive_dir, name.timeline)
+    } else {
+        Vec::new()
+    };
+    let mut tee = Tee::new(
+        BufWriter::with_capacity(1 << 20, out),
+        name,
+        walk,
+        expected_sysid,
+        &history,
+    );
     let (written, checksummed) = if codec == Codec::None {
         let w = verify::copy(input, &mut tee).map_err(|e| match e {
             verify::CopyError::Read(source) => RestoreError::Unreadable {
@@ -521,7 +586,7 @@ pub(crate) fn copy_into_place(
                 },
             })?
     };
-    let (out, sum, walked) = tee.finish().map_err(write_err(&tmp.path))?;
+    let (out, sum, pages, walked) = tee.finish().map_err(write_err(&tmp.path))?;
     drop(out);
 
     if let Some(want) = stored {
@@ -552,12 +617,22 @@ pub(crate) fn copy_into_place(
                 ours,
             });
         }
+        if let Some(Err(e)) = pages {
+            return Err(RestoreError::WrongSegment {
+                archived: archived.to_path_buf(),
+                name: name.to_string(),
+                why: e.to_string(),
+            });
+        }
         if !checksummed {
             match walked {
-                Some(Ok(s)) => log::debug!(
-                    "{name}: no stored checksum; full WAL check passed ({} records)",
-                    s.records
-                ),
+                Some(Ok(s)) => {
+                    log::debug!(
+                        "{name}: no stored checksum; full WAL check passed ({} records)",
+                        s.records
+                    );
+                    verify::check_crossing(archive_dir, archived, name, &s, &history)?;
+                }
                 Some(Err(e)) => {
                     return Err(damaged(format!(
                         "{}it fails the full WAL check {e}",
@@ -801,9 +876,17 @@ mod tests {
         let pgdata = env.pg_wal.parent().unwrap();
         fs::write(pgdata.join("standby.signal"), b"").unwrap();
         assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
-        // -F999 marks pgdata before asking PostgreSQL to promote.
+        // -F999 marks pgdata before asking PostgreSQL to promote, naming
+        // the running postmaster.
+        fs::write(pgdata.join("postmaster.pid"), "4242\n/pgdata\n1700000000\n5432\n").unwrap();
         let marker = pgdata.join(crate::layout::PROMOTING_FILE);
         fs::write(&marker, b"").unwrap();
+        assert!(
+            matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }),
+            "a marker naming no postmaster is stale"
+        );
+        let pm = crate::standby::promoting::Postmaster::of(pgdata).unwrap();
+        crate::standby::promoting::write(pgdata, &pm).unwrap();
         assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
         fs::remove_file(env.dest()).unwrap();
         fs::remove_file(&marker).unwrap();
@@ -1162,5 +1245,152 @@ mod tests {
         }
         assert!(fs::read(env.dest()).unwrap() == other);
         assert!(!spool.join(&names[2]).exists());
+    }
+
+    /// Segments 3 and 4 of one stream, a record of 30 kB crossing from 3
+    /// into 4; and where that record starts in 3.
+    fn crossing_pair() -> (Vec<u8>, Vec<u8>, usize) {
+        let mut b = crate::walcheck::tests::Builder::segments(S3, 7, 2);
+        b.fill(SEG as usize - 200);
+        b.record(30_000, 10, 0);
+        let at = *b.starts.last().unwrap();
+        b.fill(2 * SEG as usize - 3000).switch();
+        (b.data[..SEG as usize].to_vec(), b.data[SEG as usize..].to_vec(), at)
+    }
+
+    const S4: &str = "000000010000000000000004";
+
+    #[test]
+    fn a_record_crossing_into_a_neighbour_is_checked_without_stored_checksums() {
+        let (a, b, _) = crossing_pair();
+        let packed = |data: &[u8]| zstd::bulk::compress(data, 1).unwrap(); // no content checksum
+        for zst in [false, true] {
+            let put = |env: &Env, n: &str, data: &[u8]| {
+                if zst {
+                    env.archive_legacy(&format!("{n}.zst"), &packed(data));
+                } else {
+                    env.archive_legacy(n, data);
+                }
+            };
+            // Intact: both served.
+            let env = Env::new("");
+            put(&env, S3, &a);
+            put(&env, S4, &b);
+            env.restore(S3).unwrap();
+            env.restore(S4).unwrap();
+            // A flip in 3's part (its last byte), then in 4's part: caught
+            // from either side, naming both files.
+            for (in3, at) in [(true, SEG as usize - 1), (false, 40 + 5000)] {
+                let env = Env::new("");
+                let (mut a2, mut b2) = (a.clone(), b.clone());
+                if in3 {
+                    a2[at] ^= 0x01;
+                } else {
+                    b2[at] ^= 0x01;
+                }
+                put(&env, S3, &a2);
+                put(&env, S4, &b2);
+                for n in [S3, S4] {
+                    let e = env.restore(n).unwrap_err();
+                    assert!(
+                        matches!(e, RestoreError::DamagedAcross { .. }),
+                        "zst {zst}, flip in 3 {in3}, {n}: {e}"
+                    );
+                    let msg = e.to_string();
+                    assert!(msg.contains(S3) && msg.contains(S4) && msg.contains("CRC-32C"), "{msg}");
+                    assert!(env.pg_wal_files().is_empty());
+                }
+                // The neighbour not in the archive (yet): served; the record
+                // is checked when the neighbour is restored.
+                let other = if in3 { S4 } else { S3 };
+                let stored = env.archive.join(format!("{other}{}", if zst { ".zst" } else { "" }));
+                fs::remove_file(stored).unwrap();
+                env.restore(if in3 { S3 } else { S4 }).unwrap();
+            }
+        }
+        // The first segment of timeline 2 finishes a record of timeline 1's
+        // segment before it: the history names which one to read.
+        let t2 = "000000020000000000000004";
+        let mut b2 = b.clone();
+        for p in (0x80000..SEG as usize).step_by(8192) {
+            b2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
+        }
+        let env = Env::new("");
+        env.archive("00000002.history", b"1\t0/480000\tno recovery target specified\n");
+        env.archive_legacy(t2, &b2);
+        env.archive_legacy("000000020000000000000003", &a); // another branch's: never read
+        let mut a2 = a.clone();
+        a2[SEG as usize - 1] ^= 0x01;
+        env.archive_legacy(S3, &a2);
+        let e = env.restore(t2).unwrap_err();
+        assert!(e.to_string().contains(&format!("{S3}:")), "{e}");
+        env.archive_legacy(S3, &a);
+        fs::write(env.archive.join("000000020000000000000003"), &a2).unwrap();
+        env.restore(t2).unwrap();
+
+        // A neighbour with a stored checksum still lends its part.
+        let env = Env::new("");
+        let mut a2 = a.clone();
+        a2[SEG as usize - 1] ^= 0x01;
+        env.archive_legacy(S3, &a2);
+        env.archive(S4, &b);
+        assert!(matches!(env.restore(S3), Err(RestoreError::DamagedAcross { .. })));
+        env.restore(S4).unwrap(); // checksummed: its bytes are vouched for, not walked
+    }
+
+    #[test]
+    fn page_timelines_are_checked_in_every_stored_form_against_the_name_and_history() {
+        // Timeline 2's pages under timeline 1's name, with a sidecar and compressed.
+        let mut tl2 = wal(S3, 7);
+        for p in (0..SEG as usize).step_by(8192) {
+            tl2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
+        }
+        let env = Env::new("");
+        env.archive(S3, &tl2);
+        let e = env.restore(S3).unwrap_err();
+        assert!(matches!(e, RestoreError::WrongSegment { .. }), "{e}");
+        assert!(e.to_string().contains("timeline 2 is above"), "{e}");
+        fs::remove_file(env.archive.join(S3)).unwrap();
+        env.archive_compressed(S3, Codec::Zstd, &tl2);
+        assert!(matches!(env.restore(S3), Err(RestoreError::WrongSegment { .. })));
+        // Only a later page says so.
+        let mut later = wal(S3, 7);
+        later[20 * 8192 + 4..20 * 8192 + 8].copy_from_slice(&2u32.to_le_bytes());
+        env.archive_compressed(S3, Codec::Lz4, &later);
+        fs::remove_file(env.archive.join(format!("{S3}.zst"))).unwrap();
+        let e = env.restore(S3).unwrap_err();
+        assert!(e.to_string().contains("above the file name's timeline"), "{e}");
+        assert!(env.pg_wal_files().is_empty());
+
+        // Timeline 1's pages under timeline 2's name: fine before the switch
+        // point that 00000002.history names, not past it.
+        let t2 = "000000020000000000000003";
+        let env = Env::new("");
+        env.archive(t2, &wal(S3, 7));
+        env.restore(t2).unwrap();
+        env.archive("00000002.history", b"1\t0/400000\tno recovery target specified\n");
+        env.restore(t2).unwrap();
+        env.archive("00000002.history", b"1\t0/380000\tno recovery target specified\n");
+        let e = env.restore(t2).unwrap_err();
+        assert!(matches!(e, RestoreError::WrongSegment { .. }), "{e}");
+        assert!(e.to_string().contains("where timeline 1 ended"), "{e}");
+
+        // A history file cut at a line boundary passes its own check (its
+        // last entry need not be the timeline below), but a segment of its
+        // timeline holding pages of the parent it no longer lists does not.
+        let t3 = "000000030000000000000003";
+        let mut tl2 = wal(S3, 7);
+        for p in (0..SEG as usize).step_by(8192) {
+            tl2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
+        }
+        let env = Env::new("");
+        env.archive("00000003.history", b"1\t0/200000\tr\n2\t0/400000\tr\n");
+        env.restore("00000003.history").unwrap();
+        env.archive(t3, &tl2);
+        env.restore(t3).unwrap();
+        env.archive("00000003.history", b"1\t0/200000\tr\n");
+        env.restore("00000003.history").unwrap();
+        let e = env.restore(t3).unwrap_err();
+        assert!(e.to_string().contains("not in the history of timeline 3"), "{e}");
     }
 }

@@ -103,15 +103,21 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
     // PostgreSQL ends recovery on the first "not found" once promotion is
     // asked for, so a held-back segment would be lost to the new master.
     // It stays if we fail before read-write (the promotion may still run).
+    // It names the running postmaster (restore honours it only for that
+    // one); a stopped server recovers without standby.signal, undelayed.
     let promoting = sb.pgdata.join(PROMOTING_FILE);
     match &target {
         None => {
-            fsutil::write_durable(
-                &promoting,
-                b"cmd_standby -F999 is promoting this server: restore ignores restore_delay\n",
-                0o600,
-            )
-            .with_context(|| format!("writing {} before promoting", promoting.display()))?;
+            if sb.cluster.is_running() {
+                let pm = super::promoting::Postmaster::of(&sb.pgdata).with_context(|| {
+                    format!(
+                        "PostgreSQL runs on {}, but its postmaster.pid names no pid and start time",
+                        sb.pgdata.display()
+                    )
+                })?;
+                super::promoting::write(&sb.pgdata, &pm)
+                    .with_context(|| format!("writing {} before promoting", promoting.display()))?;
+            }
             promote(sb)?
         }
         Some(t) => recover_to(sb, t)?,
@@ -219,8 +225,9 @@ fn archive_recovery(sb: &Standby, target: Option<&str>, failover_conf: bool) -> 
         // A recovery copy shares the archive with standbys and older copies
         // that still need its WAL: it neither cleans the archive (PostgreSQL
         // runs archive_cleanup_command at restartpoints, in archive recovery
-        // too) nor archives its new timeline into it.
-        s.archive_cleanup_command = None;
+        // too) nor archives its new timeline into it. Explicitly empty: a
+        // copied postgresql.conf may set one.
+        s.archive_cleanup_command = Some(String::new());
         s.archiving_off = true;
     }
     s.target_time = target.map(str::to_string);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::report::InitReport;
 use super::Standby;
-use crate::archive::sysid;
+use crate::archive::{mount, sysid};
 use crate::fsutil;
 use crate::pg::master::{Master, MasterTarget, Tablespace};
 
@@ -23,11 +23,14 @@ pub fn local_location(sb: &Standby, ts: &Tablespace) -> PathBuf {
 
 pub fn run(sb: &Standby) -> Result<InitReport> {
     sb.require_stopped("-I")?;
+    let archivedir = sb.cfg.required_archivedir("where WAL from the archiver arrives")?;
+    // A share that is not mounted is a bare directory on the root
+    // filesystem: marked, restore would answer "not found" from it.
+    mount::check(&archivedir, Path::new(mount::FSTAB), false).map_err(|p| anyhow::anyhow!("archivedir: {p}"))?;
     let target = MasterTarget::from_standby(sb.cfg)?;
     let mut master = Master::open(&target, "pitrkit init")?;
     let tablespaces = master.tablespaces()?;
     let system_id = master.system_identifier()?;
-    let archivedir = sb.cfg.required_archivedir("where WAL from the archiver arrives")?;
     let mut dirs: Vec<(String, PathBuf)> = vec![
         ("pgdata".into(), sb.pgdata.clone()),
         ("archivedir".into(), archivedir.clone()),

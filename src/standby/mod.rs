@@ -9,6 +9,7 @@ pub mod basebackup;
 pub mod failover;
 pub mod init;
 pub mod ping;
+pub mod promoting;
 pub mod recovery;
 pub mod report;
 pub mod start;

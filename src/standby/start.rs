@@ -125,15 +125,7 @@ pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
     // The settings first: a path they cannot carry is refused before anything is written.
     let settings = standby_settings(sb)?;
     let streaming_warning = crate::pg::master::streaming_route_warning(sb.cfg);
-    // Left by a -F999 that was killed: it would make this standby ignore restore_delay.
-    let promoting = sb.pgdata.join(PROMOTING_FILE);
-    if promoting.exists() {
-        log::warn!(
-            "removing {}: a failover by pitrkit was interrupted here; this server starts as a standby again",
-            promoting.display()
-        );
-        fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
-    }
+    remove_stale_promoting(sb, "this server starts as a standby again")?;
     let conf_files = copy_config(sb, false)?;
     recovery::write(
         &sb.pgdata,
@@ -154,9 +146,27 @@ pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
     })
 }
 
+/// Removes a marker left by a -F999 that was killed (the server is
+/// stopped, so no promotion is under way): restore honours only a marker
+/// naming the running postmaster, but it should not linger either.
+fn remove_stale_promoting(sb: &Standby, next: &str) -> Result<()> {
+    let promoting = sb.pgdata.join(PROMOTING_FILE);
+    if promoting.exists() {
+        log::warn!(
+            "removing {}: a failover by pitrkit was interrupted here; {next}",
+            promoting.display()
+        );
+        fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
+    }
+    Ok(())
+}
+
 /// `-A start`: start the server as it is configured now.
 pub fn action_start(sb: &Standby) -> Result<Report> {
     refuse_incomplete(sb)?;
+    if !sb.cluster.is_running() {
+        remove_stale_promoting(sb, "the server starts as it is configured")?;
+    }
     let conf_files = if sb.cfg.no_copy_conf {
         copy_config(sb, false)?
     } else {

@@ -10,7 +10,7 @@
 //! (never overwritten), and a name rsync says nothing about stays queued.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -71,6 +71,41 @@ pub struct RemoteFile {
     pub size: u64,
     /// A regular file (not a symlink, directory, ...).
     pub regular: bool,
+}
+
+/// What [`Remote::mount_facts`] found on the remote host.
+#[derive(Debug, Clone, Default)]
+pub struct MountFacts {
+    pub fstab: String,
+    pub mountinfo: String,
+    /// The directory, symlinks resolved.
+    pub real: PathBuf,
+    /// Device number of the directory and of each directory above it.
+    pub devices: HashMap<PathBuf, u64>,
+}
+
+/// A remote directory's mark file (see `archive::sysid`), read over ssh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteMark {
+    Missing,
+    Unreadable,
+    /// Its content, newlines made blanks.
+    Content(String),
+}
+
+const MARK_TAG: &str = "pitrkit-mark";
+
+impl RemoteMark {
+    /// Reads the line `mark_script` printed (the first of the output).
+    fn parse(stdout: &[u8]) -> RemoteMark {
+        let text = String::from_utf8_lossy(stdout);
+        let line = text.lines().next().unwrap_or("");
+        match line.strip_prefix(MARK_TAG) {
+            Some(c) if c.starts_with(':') => RemoteMark::Content(c[1..].to_string()),
+            Some("-missing") => RemoteMark::Missing,
+            _ => RemoteMark::Unreadable,
+        }
+    }
 }
 
 /// Names per remote `sync` command line.
@@ -365,7 +400,29 @@ impl Remote<'_> {
         words: &[&str],
         input: Option<Vec<u8>>,
     ) -> Result<tools::Finished, TransportError> {
-        let mut c = self.ssh.command(self.host, words)?;
+        let c = self.ssh.command(self.host, words)?;
+        self.run_remote(what, c, &words.join(" "), input)
+    }
+
+    /// [`Self::ssh_run`] for a small remote script whose every interpolated
+    /// path is quoted with `shell_quote`.
+    fn ssh_script(
+        &self,
+        what: &'static str,
+        script: &str,
+        input: Option<Vec<u8>>,
+    ) -> Result<tools::Finished, TransportError> {
+        let c = self.ssh.script(self.host, script)?;
+        self.run_remote(what, c, script, input)
+    }
+
+    fn run_remote(
+        &self,
+        what: &'static str,
+        mut c: Command,
+        shown: &str,
+        input: Option<Vec<u8>>,
+    ) -> Result<tools::Finished, TransportError> {
         log::debug!("running {c:?}");
         let limit = self.remote_limit();
         let out = tools::run_bounded(&mut c, input, true, limit)
@@ -379,7 +436,7 @@ impl Remote<'_> {
             return Err(TransportError::Failed {
                 what,
                 target: self.target(),
-                detail: format!("`{}` did not finish within {secs}s (ssh_timeout + rsync_timeout); pitrkit killed it", words.join(" ")),
+                detail: format!("`{shown}` did not finish within {secs}s (ssh_timeout + rsync_timeout); pitrkit killed it"),
                 hint: format!(
                     "{} or its disk may be hung: log in and check (e.g. run the command by hand, look at dmesg); the files stay queued",
                     self.host
@@ -399,10 +456,29 @@ impl Remote<'_> {
     /// overflow one command line. A name missing from the answer does not
     /// exist there.
     pub fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError> {
-        let mut found = HashMap::new();
         if names.is_empty() {
-            return Ok(found);
+            return Ok(HashMap::new());
         }
+        self.stat_inner(names, None).map(|(_, found)| found)
+    }
+
+    /// [`Self::stat`], and in the same ssh session the content of the
+    /// directory's `mark` file (read before the listing).
+    pub fn stat_marked(
+        &self,
+        names: &[String],
+        mark: &str,
+    ) -> Result<(RemoteMark, HashMap<String, RemoteFile>), TransportError> {
+        let (m, found) = self.stat_inner(names, Some(mark))?;
+        Ok((m.unwrap_or(RemoteMark::Missing), found))
+    }
+
+    fn stat_inner(
+        &self,
+        names: &[String],
+        mark: Option<&str>,
+    ) -> Result<(Option<RemoteMark>, HashMap<String, RemoteFile>), TransportError> {
+        let mut found = HashMap::new();
         let dir = self.dir.display().to_string();
         let mut input = Vec::new();
         for n in names {
@@ -411,7 +487,14 @@ impl Remote<'_> {
         }
         // LC_ALL=C: the "No such file" messages are read below.
         let words = ["env", "LC_ALL=C", "xargs", "-0", "stat", "-c", "%s %f %n", "--"];
-        let out = self.ssh_run("listing", &words, Some(input))?;
+        let out = match mark {
+            None => self.ssh_run("listing", &words, Some(input))?,
+            Some(m) => {
+                let quoted: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+                let script = format!("{}; {}", self.mark_script(m), quoted.join(" "));
+                self.ssh_script("listing", &script, Some(input))?
+            }
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         // stat's exit 1 (xargs: 123) with "No such file" for each missing
         // name is an answer too.
@@ -446,7 +529,19 @@ impl Remote<'_> {
                 },
             );
         }
-        Ok(found)
+        let mark = mark.map(|_| RemoteMark::parse(&out.stdout));
+        Ok((mark, found))
+    }
+
+    /// A shell snippet printing one line about `mark` in the remote
+    /// directory, which [`RemoteMark::parse`] reads: its content (newlines
+    /// made blanks), or that it is missing or unreadable.
+    fn mark_script(&self, mark: &str) -> String {
+        let path = shell_quote(&format!("{}/{mark}", self.dir.display()));
+        format!(
+            "if test -f {path} && test -r {path}; then printf '{MARK_TAG}:%s\\n' \"$(tr '\\n' ' ' < {path})\"; \
+             elif test -e {path}; then echo {MARK_TAG}-unreadable; else echo {MARK_TAG}-missing; fi"
+        )
     }
 
     /// The content of `name` in the remote directory; `None` if there is no such file.
@@ -523,6 +618,84 @@ impl Remote<'_> {
             })?;
         }
         Ok(())
+    }
+
+    /// [`Self::sync_files`] (nothing to sync when `names` is empty), and in
+    /// the last of its ssh sessions the content of the directory's `mark`
+    /// file: a share unmounted while shipping shows there.
+    pub fn sync_files_marked(&self, names: &[String], mark: &str) -> Result<RemoteMark, TransportError> {
+        let commands = self.sync_commands(names);
+        let last = commands.len().saturating_sub(1);
+        for words in &commands[..last] {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            self.ssh_check("syncing files on", &words, |c, e| {
+                format!("remote `sync` exited {c}: {e}")
+            })?;
+        }
+        // The mark is read only once the sync succeeded: the exit status is sync's.
+        let script = match commands.get(last) {
+            Some(w) => format!(
+                "{} && {}",
+                w.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "),
+                self.mark_script(mark)
+            ),
+            None => self.mark_script(mark),
+        };
+        let out = self.ssh_script("syncing files on", &script, None)?;
+        if !out.status.success() {
+            let code = out.status.code().unwrap_or(-1);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.fail(
+                "syncing files on",
+                format!("remote `sync` exited {code}: {}", summarize_stderr(&stderr)),
+                Some(code),
+            ));
+        }
+        Ok(RemoteMark::parse(&out.stdout))
+    }
+
+    /// For `-I`'s mount guard, in one ssh session: the remote `fstab`, its
+    /// mountinfo, the directory with symlinks resolved, and the device of
+    /// that directory and of every directory above it.
+    pub fn mount_facts(&self, fstab: &Path) -> Result<MountFacts, TransportError> {
+        const SEP: &str = "pitrkit-mount-facts";
+        let script = format!(
+            "cat -- {fstab} 2>/dev/null; echo {SEP}; cat /proc/self/mountinfo 2>/dev/null; echo {SEP}; \
+             r=$(readlink -f -- {dir}) && printf '%s\\n' \"$r\" && p=$r && \
+             while :; do stat -c '%d %n' -- \"$p\" || exit 1; test \"$p\" = / && break; p=$(dirname -- \"$p\"); done",
+            fstab = shell_quote(&fstab.display().to_string()),
+            dir = shell_quote(&self.dir.display().to_string()),
+        );
+        let out = self.ssh_script("checking mounts on", &script, None)?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let parts: Vec<&str> = text.splitn(3, &format!("{SEP}\n")).collect();
+        let (true, &[fstab_text, mountinfo, rest]) = (out.status.success(), &parts[..]) else {
+            let code = out.status.code().unwrap_or(-1);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.fail(
+                "checking mounts on",
+                format!(
+                    "resolving {} and its parents with `readlink -f` and `stat` exited {code}: {}",
+                    self.dir.display(),
+                    summarize_stderr(&stderr)
+                ),
+                Some(code),
+            ));
+        };
+        let mut lines = rest.lines();
+        let real = PathBuf::from(lines.next().unwrap_or_default());
+        let devices = lines
+            .filter_map(|l| {
+                let (dev, path) = l.split_once(' ')?;
+                Some((PathBuf::from(path), dev.parse().ok()?))
+            })
+            .collect();
+        Ok(MountFacts {
+            fstab: fstab_text.to_string(),
+            mountinfo: mountinfo.to_string(),
+            real,
+            devices,
+        })
     }
 
     /// For `-I`: reachable, directory present and writable, rsync installed.
