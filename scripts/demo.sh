@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Quick start: builds pitrkit and runs `pitrkit demo`, a throw-away PostgreSQL
 # cluster whose archive_command is cmd_archiver, archiving into a local
-# directory. Installs PostgreSQL first when it is missing (Debian/Ubuntu).
+# directory. Installs PostgreSQL and OpenSSL's headers first when they are
+# missing (Debian/Ubuntu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/apt.sh
+need=($(build_needs))
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "demo.sh: installing postgresql" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    need+=(postgresql)
 fi
+apt_install_missing demo.sh "${need[@]}"
 exec cargo run --quiet --release -- demo "$@"

@@ -29,13 +29,8 @@ cache=${PITRKIT_PG_CACHE:-/var/cache/pitrkit-pg}
 majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(12 13 14 15 16 17 18)
 
-if ! command -v npm >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "pg-versions.sh: installing npm" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null
-fi
+. "$(dirname "$0")/lib/apt.sh"
+command -v npm >/dev/null 2>&1 || apt_install_missing pg-versions.sh npm
 
 mkdir -p "$cache"
 # The tests run these binaries as the unprivileged postgres user.

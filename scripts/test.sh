@@ -6,22 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
+. scripts/lib/apt.sh
+need=($(build_needs))
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-# Building: the openssl crate links the system's OpenSSL (as libpq does).
-pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
 # The TLS tests make their CA and certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "test.sh: installing ${need[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install_missing test.sh "${need[@]}"
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo not found; install Rust first: https://rustup.rs (curl ... | sh), then re-run" >&2
     exit 2
