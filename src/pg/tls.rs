@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslConnectorBuilder, SslFiletype, SslMethod, SslVerifyMode};
 use openssl::x509::store::X509Lookup;
 use openssl::x509::verify::X509VerifyFlags;
 use postgres_openssl::MakeTlsConnector;
@@ -63,105 +63,27 @@ pub fn check_key_permissions(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Formats an OpenSSL error as "`what`: error", for `map_err`.
+fn ossl(what: impl Into<String>) -> impl FnOnce(openssl::error::ErrorStack) -> String {
+    let what = what.into();
+    move |e| format!("{what}: {e}")
+}
+
 /// The connector for `sslmode`, or `None` for `disable`. Errors name the file
 /// and what to do, before any connection is attempted.
 pub fn connector(sslmode: SslMode, files: &SslFiles) -> Result<Option<MakeTlsConnector>, String> {
     if sslmode == SslMode::Disable {
         return Ok(None);
     }
-    let ossl = |what: String| move |e: openssl::error::ErrorStack| format!("{what}: {e}");
-    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(ossl("setting up TLS".into()))?;
-    let verify_mode = sslmode.verifies();
-
-    // The trusted certificates.
-    let mut verify = false;
-    match files.rootcert.as_deref() {
-        Some("system") => {
-            b.set_default_verify_paths()
-                .map_err(ossl("loading the system's CA certificates".into()))?;
-            verify = true;
-        }
-        configured => {
-            let root = file_or_default(configured.map(Path::new), "root.crt");
-            match root {
-                Some((path, _)) if path.exists() => {
-                    b.set_ca_file(&path)
-                        .map_err(ossl(format!("reading the root certificate file {}", path.display())))?;
-                    verify = true;
-                }
-                Some((path, _)) if verify_mode => {
-                    return Err(format!(
-                        "root certificate file {} does not exist; sslmode {sslmode} checks the master's certificate \
-                         against it: put the CA certificate there, point sslrootcert at it, or use sslmode require \
-                         (encryption without verification)",
-                        path.display()
-                    ));
-                }
-                None if verify_mode => {
-                    let default = default_dir()
-                        .map(|d| d.join("root.crt").display().to_string())
-                        .unwrap_or_else(|| "~/.postgresql/root.crt".into());
-                    return Err(format!(
-                        "root certificate file {default} does not exist; sslmode {sslmode} checks the master's \
-                         certificate against it: put the CA certificate there, set sslrootcert, or use sslmode \
-                         require (encryption without verification)"
-                    ));
-                }
-                _ => {}
-            }
-        }
-    }
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(ossl("setting up TLS"))?;
+    let verify = load_root_certificates(&mut b, sslmode, files)?;
     if verify {
         b.set_verify(SslVerifyMode::PEER);
-        if let Some((crl, configured)) = file_or_default(files.crl.as_deref(), "root.crl") {
-            if crl.exists() {
-                let store = b.cert_store_mut();
-                let lookup = store
-                    .add_lookup(X509Lookup::file())
-                    .map_err(ossl("setting up the CRL check".into()))?;
-                lookup.load_crl_file(&crl, SslFiletype::PEM).map_err(ossl(format!(
-                    "reading the certificate revocation list {}",
-                    crl.display()
-                )))?;
-                store
-                    .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
-                    .map_err(ossl("setting up the CRL check".into()))?;
-            } else if configured {
-                return Err(format!(
-                    "certificate revocation list {} (sslcrl) does not exist",
-                    crl.display()
-                ));
-            }
-        }
+        load_crl(&mut b, files)?;
     } else {
         b.set_verify(SslVerifyMode::NONE);
     }
-
-    // The client certificate, for masters that authenticate by certificate.
-    if let Some((cert, configured)) = file_or_default(files.cert.as_deref(), "postgresql.crt") {
-        if !cert.exists() {
-            return Err(format!(
-                "client certificate file {} (sslcert{}) does not exist",
-                cert.display(),
-                if configured { "" } else { "'s default" }
-            ));
-        }
-        let key = files
-            .key
-            .clone()
-            .or_else(|| default_dir().map(|d| d.join("postgresql.key")))
-            .ok_or("no home directory to find the client key postgresql.key in; set sslkey")?;
-        check_key_permissions(&key)?;
-        b.set_certificate_chain_file(&cert)
-            .map_err(ossl(format!("reading the client certificate {}", cert.display())))?;
-        b.set_private_key_file(&key, SslFiletype::PEM)
-            .map_err(ossl(format!("reading the client key {}", key.display())))?;
-        b.check_private_key().map_err(ossl(format!(
-            "the client key {} does not belong to the certificate {}",
-            key.display(),
-            cert.display()
-        )))?;
-    }
+    load_client_certificate(&mut b, files)?;
 
     let mut c = MakeTlsConnector::new(b.build());
     let check_name = sslmode == SslMode::VerifyFull;
@@ -170,6 +92,103 @@ pub fn connector(sslmode: SslMode, files: &SslFiles) -> Result<Option<MakeTlsCon
         Ok(())
     });
     Ok(Some(c))
+}
+
+/// Loads the trusted certificates; true when there are some, so the server's
+/// certificate is checked. A missing file is an error only for the modes
+/// that verify.
+fn load_root_certificates(b: &mut SslConnectorBuilder, sslmode: SslMode, files: &SslFiles) -> Result<bool, String> {
+    let configured = match files.rootcert.as_deref() {
+        Some("system") => {
+            b.set_default_verify_paths()
+                .map_err(ossl("loading the system's CA certificates"))?;
+            return Ok(true);
+        }
+        configured => configured,
+    };
+    let verify_mode = sslmode.verifies();
+    match file_or_default(configured.map(Path::new), "root.crt") {
+        Some((path, _)) if path.exists() => {
+            b.set_ca_file(&path)
+                .map_err(ossl(format!("reading the root certificate file {}", path.display())))?;
+            Ok(true)
+        }
+        Some((path, _)) if verify_mode => Err(format!(
+            "root certificate file {} does not exist; sslmode {sslmode} checks the master's certificate \
+             against it: put the CA certificate there, point sslrootcert at it, or use sslmode require \
+             (encryption without verification)",
+            path.display()
+        )),
+        None if verify_mode => {
+            let default = default_dir()
+                .map(|d| d.join("root.crt").display().to_string())
+                .unwrap_or_else(|| "~/.postgresql/root.crt".into());
+            Err(format!(
+                "root certificate file {default} does not exist; sslmode {sslmode} checks the master's \
+                 certificate against it: put the CA certificate there, set sslrootcert, or use sslmode \
+                 require (encryption without verification)"
+            ))
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Checks the server certificate against the revocation list, if there is
+/// one; a configured one must exist.
+fn load_crl(b: &mut SslConnectorBuilder, files: &SslFiles) -> Result<(), String> {
+    let Some((crl, configured)) = file_or_default(files.crl.as_deref(), "root.crl") else {
+        return Ok(());
+    };
+    if !crl.exists() {
+        if configured {
+            return Err(format!(
+                "certificate revocation list {} (sslcrl) does not exist",
+                crl.display()
+            ));
+        }
+        return Ok(());
+    }
+    let store = b.cert_store_mut();
+    let lookup = store
+        .add_lookup(X509Lookup::file())
+        .map_err(ossl("setting up the CRL check"))?;
+    lookup.load_crl_file(&crl, SslFiletype::PEM).map_err(ossl(format!(
+        "reading the certificate revocation list {}",
+        crl.display()
+    )))?;
+    store
+        .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+        .map_err(ossl("setting up the CRL check"))
+}
+
+/// The client certificate and its key, for masters that authenticate by
+/// certificate.
+fn load_client_certificate(b: &mut SslConnectorBuilder, files: &SslFiles) -> Result<(), String> {
+    let Some((cert, configured)) = file_or_default(files.cert.as_deref(), "postgresql.crt") else {
+        return Ok(());
+    };
+    if !cert.exists() {
+        return Err(format!(
+            "client certificate file {} (sslcert{}) does not exist",
+            cert.display(),
+            if configured { "" } else { "'s default" }
+        ));
+    }
+    let key = files
+        .key
+        .clone()
+        .or_else(|| default_dir().map(|d| d.join("postgresql.key")))
+        .ok_or("no home directory to find the client key postgresql.key in; set sslkey")?;
+    check_key_permissions(&key)?;
+    b.set_certificate_chain_file(&cert)
+        .map_err(ossl(format!("reading the client certificate {}", cert.display())))?;
+    b.set_private_key_file(&key, SslFiletype::PEM)
+        .map_err(ossl(format!("reading the client key {}", key.display())))?;
+    b.check_private_key().map_err(ossl(format!(
+        "the client key {} does not belong to the certificate {}",
+        key.display(),
+        cert.display()
+    )))
 }
 
 #[cfg(test)]
