@@ -95,82 +95,45 @@ impl Tunnel {
             .prefix("pitrkit-tunnel-")
             .tempdir_in("/tmp")
             .map_err(|e| format!("creating a private directory for the ssh tunnel in /tmp: {e}"))?;
-        let mut forwards = Vec::new();
-        for (i, (remote, tcp)) in remotes.iter().enumerate() {
-            let local = if *tcp {
-                Local::Tcp(free_local_port().map_err(|e| format!("finding a free port on 127.0.0.1: {e}"))?)
-            } else {
-                Local::Unix {
-                    dir: dir.path().to_path_buf(),
-                    port: 5432 + i as u16,
-                }
-            };
-            forwards.push(Forward {
-                local,
-                remote: remote.clone(),
-            });
-        }
-        let program = ssh.program().map_err(|e| e.to_string())?;
-        let mut c = Command::new(program);
-        // First, so that they win over the user's own options (ssh keeps the
-        // first value it sees): no shared master (see the module comment),
-        // and no silently missing forward.
-        c.args([
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "ControlPath=none",
-            "-o",
-            "ExitOnForwardFailure=yes",
-        ]);
-        c.args(ssh.options()).arg("-N");
-        for f in &forwards {
-            c.arg("-L").arg(forward_spec(&f.local, &f.remote));
-        }
-        c.arg(host);
+        let forwards = plan_forwards(dir.path(), remotes)?;
+        let mut c = ssh_command(ssh, host, &forwards)?;
         let log = dir.path().join("ssh.log");
         let stderr = std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
-        c.process_group(0);
-        let parent = std::process::id();
-        // SAFETY: only async-signal-safe system calls (prctl, getppid, _exit)
-        // run between fork and exec.
-        unsafe {
-            c.pre_exec(move || {
-                // Never outlive pitrkit, even if it is killed with SIGKILL.
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
-                if nix::unistd::getppid().as_raw() as u32 != parent {
-                    nix::libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
         log::debug!("ssh tunnel: {c:?}");
         let child = c.spawn().map_err(|e| format!("cannot start ssh for the tunnel: {e}"))?;
-        let mut t = Tunnel {
+        Tunnel {
             child,
             host: host.to_string(),
             forwards,
             log,
             _dir: dir,
-        };
+        }
+        .wait_listening(timeout)
+    }
+
+    /// Waits until every local end listens; on error the tunnel is dropped,
+    /// which ends ssh.
+    fn wait_listening(mut self, timeout: Duration) -> Result<Tunnel, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = t.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
-                    "ssh to {host} for the tunnel exited ({status}) before forwarding: {}",
-                    t.messages()
+                    "ssh to {} for the tunnel exited ({status}) before forwarding: {}",
+                    self.host,
+                    self.messages()
                 ));
             }
-            let pid = t.child.id();
-            if t.forwards.iter().all(|f| listening(&f.local, pid)) {
-                return Ok(t);
+            let pid = self.child.id();
+            if self.forwards.iter().all(|f| listening(&f.local, pid)) {
+                return Ok(self);
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "ssh to {host} did not set up the tunnel within {}s: {}",
+                    "ssh to {} did not set up the tunnel within {}s: {}",
+                    self.host,
                     timeout.as_secs(),
-                    t.messages()
+                    self.messages()
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -208,6 +171,65 @@ impl Drop for Tunnel {
         let _ = killpg(pgid, Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// One forward per remote: a unix socket in `dir`, or (`tcp`) a free port
+/// on 127.0.0.1.
+fn plan_forwards(dir: &Path, remotes: &[(Remote, bool)]) -> Result<Vec<Forward>, String> {
+    let mut forwards = Vec::new();
+    for (i, (remote, tcp)) in remotes.iter().enumerate() {
+        let local = if *tcp {
+            Local::Tcp(free_local_port().map_err(|e| format!("finding a free port on 127.0.0.1: {e}"))?)
+        } else {
+            Local::Unix {
+                dir: dir.to_path_buf(),
+                port: 5432 + i as u16,
+            }
+        };
+        forwards.push(Forward {
+            local,
+            remote: remote.clone(),
+        });
+    }
+    Ok(forwards)
+}
+
+/// `ssh -N -L ... host`, in its own process group and tied to pitrkit's
+/// life; stdio is left to the caller.
+fn ssh_command(ssh: &SshSettings, host: &str, forwards: &[Forward]) -> Result<Command, String> {
+    let program = ssh.program().map_err(|e| e.to_string())?;
+    let mut c = Command::new(program);
+    // First, so that they win over the user's own options (ssh keeps the
+    // first value it sees): no shared master (see the module comment),
+    // and no silently missing forward.
+    c.args([
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "ControlPath=none",
+        "-o",
+        "ExitOnForwardFailure=yes",
+    ]);
+    c.args(ssh.options()).arg("-N");
+    for f in forwards {
+        c.arg("-L").arg(forward_spec(&f.local, &f.remote));
+    }
+    c.arg(host);
+    c.process_group(0);
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe system calls (prctl, getppid, _exit)
+    // run between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            // Never outlive pitrkit, even if it is killed with SIGKILL.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    Ok(c)
 }
 
 fn free_local_port() -> std::io::Result<u16> {
