@@ -12,7 +12,7 @@ use super::version::PgVersion;
 use super::PgError;
 use crate::config::SshSettings;
 use crate::config::{SqlViaSsh, SslMode, StandbyConfig};
-use crate::transport::tunnel::{Local, Remote, Tunnel};
+use crate::transport::tunnel::{Forward, Local, Remote, Tunnel};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -190,7 +190,44 @@ impl MasterTarget {
         }
     }
 
+    /// Connects through an ssh tunnel, trying its forwards in order: the
+    /// next one only when the master did not answer on this one.
     fn tunneled(&self, application_name: &str) -> Result<(postgres::Client, Route, Tunnel), PgError> {
+        let tunnel = self.open_tunnel()?;
+        let mut failures = Vec::new();
+        for (i, f) in tunnel.forwards.iter().enumerate() {
+            let e = match self.connect_forward(application_name, f) {
+                Ok(client) => {
+                    let route = Route::Ssh {
+                        host: self.host.clone(),
+                        remote: f.remote.clone(),
+                    };
+                    log::info!("connected to {} {route}", self.describe());
+                    return Ok((client, route, tunnel));
+                }
+                Err(PgError::Query(e)) => e,
+                Err(other) => return Err(other),
+            };
+            if is_tls_error(&e) {
+                return Err(self.tls_failure(&e));
+            }
+            match tunnel.forwards.get(i + 1) {
+                Some(next) if forward_failed(&e) => {
+                    log::info!("through ssh, {} did not answer ({e}); trying {}", f.remote, next.remote);
+                    failures.push(format!("{}: {e}", f.remote));
+                }
+                _ => {
+                    failures.push(format!("{}: {e}", f.remote));
+                    return Err(self.tunnel_failure(&failures, &e, &tunnel));
+                }
+            }
+        }
+        unreachable!("a tunnel has at least one forward")
+    }
+
+    /// The ssh tunnel for `tunneled`, with one forward per place the master
+    /// may listen (TCP local ends where TLS is required).
+    fn open_tunnel(&self) -> Result<Tunnel, PgError> {
         let tls_wanted = self.sslmode.requires_tls();
         let remotes: Vec<(Remote, bool)> = self
             .tunnel_remotes()
@@ -201,86 +238,66 @@ impl MasterTarget {
             })
             .collect();
         let wait = self.connect_timeout + Duration::from_secs(20);
-        let tunnel = Tunnel::open(&self.ssh, &self.host, &remotes, wait).map_err(|detail| PgError::Command {
+        Tunnel::open(&self.ssh, &self.host, &remotes, wait).map_err(|detail| PgError::Command {
             what: format!("opening an ssh tunnel to {} for the SQL session", self.host),
             detail: format!(
                 "{detail}\n  what to do: check that `ssh {}` works as this user (the same ssh settings as rsync), \
                  and that the master's sshd allows TCP forwarding (AllowTcpForwarding, AllowStreamLocalForwarding)",
                 self.host
             ),
-        })?;
-        let mut failures = Vec::new();
-        for (i, f) in tunnel.forwards.iter().enumerate() {
-            let c = self.base_config(application_name);
-            let r = match &f.local {
-                Local::Tcp(port) => {
-                    let mut c = c;
-                    c.port(*port);
-                    self.connect_tcp(c, Some(std::net::Ipv4Addr::LOCALHOST.into()))
-                }
-                Local::Unix { dir, port } => {
-                    if tls_wanted {
-                        // PostgreSQL offers no TLS on unix sockets, and libpq
-                        // ignores sslmode there; ssh encrypts this route.
-                        log::info!(
-                            "sslmode {}: the master's unix socket offers no TLS; the session is encrypted and the \
-                             master authenticated by ssh instead (its host key)",
-                            self.sslmode
-                        );
-                    }
-                    let mut c = c;
-                    c.host_path(dir).port(*port).ssl_mode(PgSslMode::Disable);
-                    c.connect(postgres::NoTls).map_err(PgError::from)
-                }
-            };
-            match r {
-                Ok(client) => {
-                    let route = Route::Ssh {
-                        host: self.host.clone(),
-                        remote: f.remote.clone(),
-                    };
-                    log::info!("connected to {} {route}", self.describe());
-                    return Ok((client, route, tunnel));
-                }
-                Err(PgError::Query(e)) if is_tls_error(&e) => return Err(self.tls_failure(&e)),
-                Err(PgError::Query(e)) if forward_failed(&e) && i + 1 < tunnel.forwards.len() => {
+        })
+    }
+
+    /// One attempt through one forward of the tunnel.
+    fn connect_forward(&self, application_name: &str, f: &Forward) -> Result<postgres::Client, PgError> {
+        let mut c = self.base_config(application_name);
+        match &f.local {
+            Local::Tcp(port) => {
+                c.port(*port);
+                self.connect_tcp(c, Some(std::net::Ipv4Addr::LOCALHOST.into()))
+            }
+            Local::Unix { dir, port } => {
+                if self.sslmode.requires_tls() {
+                    // PostgreSQL offers no TLS on unix sockets, and libpq
+                    // ignores sslmode there; ssh encrypts this route.
                     log::info!(
-                        "through ssh, {} did not answer ({e}); trying {}",
-                        f.remote,
-                        tunnel.forwards[i + 1].remote
+                        "sslmode {}: the master's unix socket offers no TLS; the session is encrypted and the \
+                         master authenticated by ssh instead (its host key)",
+                        self.sslmode
                     );
-                    failures.push(format!("{}: {e}", f.remote));
                 }
-                Err(PgError::Query(e)) => {
-                    failures.push(format!("{}: {e}", f.remote));
-                    let tried = failures.join("; ");
-                    let ssh_said = tunnel.messages();
-                    return Err(PgError::Command {
-                        what: format!("connecting to {} through ssh to {}", self.describe(), self.host),
-                        detail: format!(
-                            "{tried} (ssh: {ssh_said})\n  what to do: {}",
-                            if forward_failed(&e) {
-                                format!(
-                                    "check that PostgreSQL runs on the master and listens where pitrkit looks: \
-                                     set master_local_ip to the address it listens on (as seen on the master), or \
-                                     master_socket_dir to its unix_socket_directories (now {})",
-                                    self.socket_dir.display()
-                                )
-                            } else {
-                                format!(
-                                    "check that pg_hba.conf on the master admits user {} from the master itself \
-                                     (host 127.0.0.1 or local), and that the password is in master_password, \
-                                     ~/.pgpass or PGPASSFILE",
-                                    self.user
-                                )
-                            }
-                        ),
-                    });
-                }
-                Err(other) => return Err(other),
+                c.host_path(dir).port(*port).ssl_mode(PgSslMode::Disable);
+                c.connect(postgres::NoTls).map_err(PgError::from)
             }
         }
-        unreachable!("a tunnel has at least one forward")
+    }
+
+    /// The error once every forward was tried: what each said, what ssh
+    /// said, and what to fix (where the master listens, or its pg_hba.conf).
+    fn tunnel_failure(&self, failures: &[String], last: &postgres::Error, tunnel: &Tunnel) -> PgError {
+        let tried = failures.join("; ");
+        let ssh_said = tunnel.messages();
+        PgError::Command {
+            what: format!("connecting to {} through ssh to {}", self.describe(), self.host),
+            detail: format!(
+                "{tried} (ssh: {ssh_said})\n  what to do: {}",
+                if forward_failed(last) {
+                    format!(
+                        "check that PostgreSQL runs on the master and listens where pitrkit looks: \
+                         set master_local_ip to the address it listens on (as seen on the master), or \
+                         master_socket_dir to its unix_socket_directories (now {})",
+                        self.socket_dir.display()
+                    )
+                } else {
+                    format!(
+                        "check that pg_hba.conf on the master admits user {} from the master itself \
+                         (host 127.0.0.1 or local), and that the password is in master_password, \
+                         ~/.pgpass or PGPASSFILE",
+                        self.user
+                    )
+                }
+            ),
+        }
     }
 
     /// Connects directly, through ssh, or directly and then through ssh
