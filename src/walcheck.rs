@@ -338,7 +338,11 @@ impl WalCheck {
 
     /// End of valid WAL at `offset`: fine in a `.partial`, damage otherwise.
     fn ends(&mut self, offset: u64, why: String) -> Result<(), WalCheckError> {
-        if (self.partial || !self.walk_records) && offset >= self.block as u64 {
+        // A `.partial` may end right after its long header (a promotion
+        // just after a segment switch); before that, and for page headers
+        // of a complete segment's first page, it is the wrong file.
+        let first_valid = if self.partial { LONG_HEADER } else { self.block };
+        if (self.partial || !self.walk_records) && offset >= first_valid as u64 {
             self.end = Some(offset);
             self.rec = None;
             Ok(())
@@ -373,16 +377,17 @@ impl WalCheck {
                 self.history.iter().map(|h| h.0).collect::<Vec<_>>()
             ));
         }
-        if let Some(&(p, at)) = self.history.iter().rev().find(|&&(_, at)| at <= addr) {
-            if tli <= p {
-                return Err(format!(
-                    "page timeline {tli} at {:X}/{:X}, past the point {:X}/{:X} where timeline {p} ended ({own:08X}.history in the archive)",
-                    addr >> 32,
-                    addr & 0xFFFF_FFFF,
-                    at >> 32,
-                    at & 0xFFFF_FFFF
-                ));
-            }
+        // The page may not be older than the timeline whose WAL holds it.
+        let (owner, at, ended) = timeline_of_point(&self.history, own, addr);
+        if tli < owner {
+            return Err(format!(
+                "page timeline {tli} at {:X}/{:X}, past the point {:X}/{:X} where timeline {} ended ({own:08X}.history in the archive)",
+                addr >> 32,
+                addr & 0xFFFF_FFFF,
+                at >> 32,
+                at & 0xFFFF_FFFF,
+                ended.unwrap_or(tli)
+            ));
         }
         Ok(())
     }
@@ -555,6 +560,33 @@ impl WalCheck {
     }
 }
 
+/// The timeline whose WAL holds `ptr`, read from `history` (the entries of
+/// timeline `own`'s `.history`, oldest first) exactly as PostgreSQL's
+/// tliOfPointInHistory reads it: each entry's range begins where the one
+/// before it ends (the first at the start of WAL), `own`'s where the last
+/// ends, and the newest range that holds the point wins. A switch point
+/// that goes back (a PITR that stopped on an older timeline before a newer
+/// one's switch) leaves an empty range. Returns the timeline, where its
+/// range begins, and the timeline that ended there.
+pub fn timeline_of_point(history: &[(u32, u64)], own: u32, ptr: u64) -> (u32, u64, Option<u32>) {
+    let mut ranges = Vec::with_capacity(history.len() + 1);
+    let mut begin = 0;
+    for &(tli, end) in history {
+        ranges.push((tli, begin, end));
+        begin = end;
+    }
+    // 0 is InvalidXLogRecPtr: no bound, as PostgreSQL reads it.
+    ranges.push((own, begin, 0));
+    for (i, &(tli, b, e)) in ranges.iter().enumerate().rev() {
+        if (b == 0 || b <= ptr) && (e == 0 || ptr < e) {
+            return (tli, b, i.checked_sub(1).map(|j| ranges[j].0));
+        }
+    }
+    // Not reached: the ranges cover every point (PostgreSQL: "timeline
+    // history was not contiguous").
+    (own, begin, history.last().map(|h| h.0))
+}
+
 /// How many bytes from the start of the next segment [`check_tail`] needs:
 /// the pages that hold the rest of `open`.
 pub fn tail_bytes(open: &OpenRecord, block: usize, seg_size: u64) -> usize {
@@ -600,18 +632,21 @@ fn continuation_page(page: &[u8], long: bool, addr: u64, rest: u32) -> Result<bo
 }
 
 /// Feeds `rec` from segment bytes `data` (segment offset `from`, segment
-/// at LSN `seg_start`) until it is complete or the data ends, checking the
-/// headers of the pages it continues on. The bytes used, or None if a page
-/// says the record was abandoned.
+/// at LSN `seg_start`) until `until` of its bytes are in or the data ends,
+/// checking the headers of the pages it continues on: each must say the
+/// record's real remainder (`tot_len - got`), even when `until` stops short
+/// of the record's end (its part in the previous segment). The bytes used,
+/// or None if a page says the record was abandoned.
 fn feed_across_pages(
     rec: &mut Record,
+    until: u32,
     data: &[u8],
     from: usize,
     block: usize,
     seg_start: u64,
 ) -> Result<Option<usize>, String> {
     let mut i = 0;
-    while rec.got < rec.tot_len && i < data.len() {
+    while rec.got < until && i < data.len() {
         let off = from + i;
         if off % block == 0 {
             let hl = if off == 0 { LONG_HEADER } else { SHORT_HEADER };
@@ -622,7 +657,7 @@ fn feed_across_pages(
         }
         let n = (block - (from + i) % block)
             .min(data.len() - i)
-            .min((rec.tot_len - rec.got) as usize);
+            .min((until - rec.got) as usize);
         rec.feed(&data[i..i + n]);
         i += n;
     }
@@ -654,7 +689,8 @@ pub fn check_tail(open: &OpenRecord, next: &[u8], block: usize, seg_size: u64) -
     }
     let mut rec = open.0.clone();
     let next_start = (rec.start / seg_size + 1) * seg_size;
-    if feed_across_pages(&mut rec, next, 0, block, next_start)?.is_none() {
+    let all = rec.tot_len;
+    if feed_across_pages(&mut rec, all, next, 0, block, next_start)?.is_none() {
         return Ok(());
     }
     if rec.got < rec.tot_len {
@@ -694,11 +730,11 @@ pub fn check_head(head: &ContinuedRecord, prev: &[u8], block: usize, seg_size: u
         crc: 0,
         whole: true,
     };
+    // Stop where the previous segment should end; its pages still say the
+    // whole record's remainder.
     let in_prev = tot_len - head.rest.tot_len;
-    rec.tot_len = in_prev; // stop where the previous segment should end
-    let used = feed_across_pages(&mut rec, prev, from, block, seg_start)?
+    let used = feed_across_pages(&mut rec, in_prev, prev, from, block, seg_start)?
         .ok_or("a page the record continues on says it was abandoned")?;
-    rec.tot_len = tot_len;
     if rec.got < in_prev || from + used != seg_size as usize {
         return Err(format!(
             "the record there is {tot_len} bytes, {} of which this segment continues, but {} of them lie before the boundary",
@@ -972,17 +1008,20 @@ pub(crate) mod tests {
         assert_eq!(s.end, None);
     }
 
-    /// Segments 3 and 4 of one stream, a record crossing from 3 into 4
-    /// whose first `split` bytes lie in 3 (fewer than 24: its header is split).
-    fn crossing(split: Option<usize>) -> (Vec<u8>, Vec<u8>, usize) {
+    /// Segments 3 and 4 of one stream, a record of `len` bytes crossing
+    /// from 3 into 4 that starts about `before` bytes before the boundary,
+    /// or whose first `split` bytes lie in 3 (fewer than 24: its header is
+    /// split). With `before` over a few pages and `len` bigger still, both
+    /// parts span several pages (as a gin or gist index build logs them).
+    fn crossing(before: usize, split: Option<usize>, len: usize) -> (Vec<u8>, Vec<u8>, usize) {
         let mut b = Builder::segments(S, 42, 2);
-        b.fill(SEG - 200);
+        b.fill(SEG - before);
         if let Some(k) = split {
             let end = SEG - k;
             b.record(end - b.pos - RECORD_HEADER, 10, 0);
             assert_eq!(b.pos, end);
         }
-        b.record(30_000, 10, 0);
+        b.record(len, 10, 0);
         let at = *b.starts.last().unwrap();
         b.fill(2 * SEG - 3000).switch();
         (b.data[..SEG].to_vec(), b.data[SEG..].to_vec(), at)
@@ -995,7 +1034,10 @@ pub(crate) mod tests {
         let head = sb.open_head.expect("4 finishes a record");
         assert_eq!(head.start(), Some(tail.start()));
         let need = tail_bytes(&tail, BLCKSZ, SEG as u64);
-        assert!(need < 5 * BLCKSZ, "only the pages it continues on: {need}");
+        assert!(
+            need < tail.rest() as usize + 2 * BLCKSZ,
+            "only the pages it continues on: {need}"
+        );
         let from = (tail.start() % SEG as u64) as usize;
         (
             check_tail(&tail, &b[..need], BLCKSZ, SEG as u64),
@@ -1005,14 +1047,28 @@ pub(crate) mod tests {
 
     #[test]
     fn a_record_crossing_the_segment_boundary_is_checked_from_both_sides() {
-        for split in [None, Some(16), Some(8)] {
-            let (a, b, at) = crossing(split);
+        // Near the boundary (the header split too), and several pages on
+        // both sides of it.
+        let cases = [
+            (200, None, 30_000),
+            (200, Some(16), 30_000),
+            (200, Some(8), 30_000),
+            (3 * BLCKSZ + 500, None, 60_000),
+            (5 * BLCKSZ, None, 9 * BLCKSZ),
+        ];
+        for (before, split, len) in cases {
+            let (a, b, at) = crossing(before, split, len);
             let (t, h) = both_sides(&a, &b);
             t.unwrap();
             h.unwrap();
             let mut paired = 0;
-            // A flipped bit in either part (the header too), seen from either side.
-            for (in_a, off) in [(true, SEG - 1), (true, at + 2), (false, 40 + 3), (false, 40 + 20_000)] {
+            // A flipped bit in either part (the header too, a page of
+            // its own before the boundary), seen from either side.
+            let mut flips = vec![(true, SEG - 1), (true, at + 2), (false, 40 + 3), (false, 40 + 20_000)];
+            if at + 2 * BLCKSZ < SEG - 1 {
+                flips.push((true, at + 2 * BLCKSZ + 100));
+            }
+            for (in_a, off) in flips {
                 let (mut a2, mut b2) = (a.clone(), b.clone());
                 if in_a {
                     a2[off] ^= 0x04;
@@ -1033,18 +1089,18 @@ pub(crate) mod tests {
                     let h = check_head(&head, &a2[from..], BLCKSZ, SEG as u64);
                     assert!(
                         t.is_err() && h.is_err(),
-                        "split {split:?}, flip in a {in_a} at {off}: {t:?} {h:?}"
+                        "{before} {split:?}, flip in a {in_a} at {off}: {t:?} {h:?}"
                     );
                     paired += 1;
                 }
             }
             assert!(
                 paired >= 3,
-                "split {split:?}: only {paired} flips reached the pair check"
+                "{before} {split:?}: only {paired} flips reached the pair check"
             );
         }
         // The next segment's continuation page says otherwise.
-        let (a, good, _) = crossing(None);
+        let (a, good, _) = crossing(200, None, 30_000);
         let mut b = good.clone();
         b[16] ^= 0x01;
         let tail = check_bytes(&name(S), &a, None).unwrap().open_tail.unwrap();
@@ -1069,6 +1125,84 @@ pub(crate) mod tests {
         check_tail(&tail, &b.data[SEG..2 * SEG], BLCKSZ, SEG as u64).unwrap();
         assert!(s4.open_tail.is_none() && s4.open_head.is_none() && s4.records == 0);
         assert_eq!(s5.open_head.unwrap().start(), Some(tail.start()));
+    }
+
+    /// A valid record that starts several pages before the segment
+    /// boundary (CREATE INDEX USING gin/gist logs 32-page records) passes
+    /// check_head, as PostgreSQL replays it (review 2: s5.sh exited 200).
+    #[test]
+    fn a_valid_record_spanning_pages_before_the_boundary_passes_check_head() {
+        let mut b = Builder::segments(S, 42, 2);
+        b.fill(SEG - 20_000);
+        b.record(36_000, 10, 0);
+        b.fill(2 * SEG - 3000).switch();
+        let (a, bb) = (b.data[..SEG].to_vec(), b.data[SEG..].to_vec());
+        let (t, h) = both_sides(&a, &bb);
+        t.unwrap();
+        h.unwrap();
+    }
+
+    /// A `.partial` whose WAL ends on its first page (a promotion right
+    /// after a segment switch; PostgreSQL archived one ending at byte 160).
+    #[test]
+    fn a_partial_ending_on_its_first_page_passes() {
+        let p = "000000010000000000000003.partial";
+        let mut b = Builder::new(p, 42);
+        b.record(96, 10, 0);
+        let s = check_bytes(&name(p), &b.data, Some(42)).unwrap();
+        assert_eq!(s.end, Some(160));
+        // A complete segment ending there is still damage, and so is a
+        // partial whose first page header is wrong.
+        assert!(check_bytes(&name(S), &b.data, Some(42)).is_err());
+        let mut bad = b.data.clone();
+        bad[9] ^= 0x01;
+        assert!(check_bytes(&name(p), &bad, Some(42)).is_err());
+    }
+
+    /// The page rule with the history PostgreSQL writes for a PITR before a
+    /// later timeline's switch (3.history: 1 until 0/500000, 2 "until"
+    /// 0/380000, the end of recovery on timeline 1 in segment 3): timeline
+    /// 3's segment 3 holds timeline 1 pages up to 0/380000, then timeline 3
+    /// pages. Valid WAL; timeline 1 pages past 0/380000 are not.
+    #[test]
+    fn page_rule_with_a_history_going_back() {
+        let three = "000000030000000000000003";
+        let history = [(1, 0x50_0000), (2, 0x38_0000)];
+        let mut b = Builder::new(three, 42);
+        b.fill(SEG - 3000).switch();
+        for p in 0..(0x80000 / BLCKSZ) {
+            let o = p * BLCKSZ;
+            b.data[o + 4..o + 8].copy_from_slice(&1u32.to_le_bytes());
+        }
+        let headers = |data: &[u8]| {
+            let mut c = WalCheck::headers_only(&name(three), Some(42)).with_history(&history);
+            c.update(data);
+            c.finish()
+        };
+        headers(&b.data).unwrap();
+        let mut late = b.data.clone();
+        late[0x80000 + 4..0x80000 + 8].copy_from_slice(&1u32.to_le_bytes());
+        let e = headers(&late).unwrap_err();
+        assert!(
+            e.why.contains("where timeline 2 ended") && e.offset == 0x80000 + 4,
+            "{e}"
+        );
+    }
+
+    /// PostgreSQL's tliOfPointInHistory: the newest range holding the
+    /// point wins, each range beginning where the one before it ends.
+    #[test]
+    fn the_timeline_of_a_point_is_found_as_postgresql_finds_it() {
+        let tli = |h: &[(u32, u64)], own, p| timeline_of_point(h, own, p).0;
+        assert_eq!(tli(&[], 1, 5), 1);
+        let up = [(1, 0x100), (2, 0x200)];
+        assert_eq!((tli(&up, 3, 0xFF), tli(&up, 3, 0x100), tli(&up, 3, 0x200)), (1, 2, 3));
+        // 3.history of a PITR on timeline 1 before timeline 2's switch.
+        let back = [(1, 0x14000A0), (2, 0x1300000)];
+        assert_eq!(tli(&back, 3, 0x12F_FFFF), 1);
+        assert_eq!(tli(&back, 3, 0x130_0000), 3);
+        assert_eq!(tli(&back, 3, 0x140_00A0), 3);
+        assert_eq!(timeline_of_point(&back, 3, 0x135_0000), (3, 0x130_0000, Some(2)));
     }
 
     #[test]

@@ -225,8 +225,7 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
         Ok(None) => {
             // "Not found" beside X.bz2 would end recovery short of WAL the
             // archive holds.
-            let scan = recovery_mode(cfg) != RecoveryMode::Standby;
-            if let Some(archived) = foreign_form(&dir, &name, scan) {
+            if let Some(archived) = foreign_form(&dir, &name) {
                 return Err(RestoreError::UnknownCompression {
                     archived,
                     name: name.to_string(),
@@ -433,32 +432,19 @@ fn find(dir: &Path, name: &WalName) -> Result<Option<(PathBuf, Codec, fs::Metada
 /// Suffixes other archivers used (OmniPITR: bzip2, xz, ...), looked for
 /// on every "not found".
 const FOREIGN_SUFFIXES: &[&str] = &[
-    ".bz2", ".xz", ".lzma", ".lz", ".lzo", ".Z", ".zstd", ".gzip", ".br", ".7z", ".zip",
+    ".bz2", ".bzip2", ".xz", ".lzma", ".lz", ".lzo", ".lzfse", ".sz", ".Z", ".zstd", ".gzip", ".br", ".7z", ".zip",
 ];
 
-/// `X.<ext>` that pitrkit cannot read, if the archive holds one: the named
-/// suffixes, and with `scan` any `X.<ext>` (a listing of the whole
-/// directory: only where "not found" would end recovery). Neither
-/// `X.partial` (pg_receivewal's unfinished segment, really not there yet)
-/// nor `X.sum` nor `X.<offset>.backup` is a form of `X`.
-fn foreign_form(dir: &Path, name: &WalName, scan: bool) -> Option<PathBuf> {
-    let named = FOREIGN_SUFFIXES
+/// `X.<ext>` in a compression pitrkit cannot read, if the archive holds
+/// one: only the named suffixes. Any other `X.<ext>` (`X.bad`, `X.damaged`)
+/// may be a file a DBA moved aside on purpose to end recovery there, and
+/// neither `X.partial` (pg_receivewal's unfinished segment, really not
+/// there yet) nor `X.sum` is a form of `X`.
+fn foreign_form(dir: &Path, name: &WalName) -> Option<PathBuf> {
+    FOREIGN_SUFFIXES
         .iter()
         .map(|s| dir.join(format!("{name}{s}")))
-        .find(|p| fs::symlink_metadata(p).is_ok());
-    if named.is_some() || !scan {
-        return named;
-    }
-    let prefix = format!("{name}.");
-    fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-        let file = e.file_name();
-        let ext = file.to_str()?.strip_prefix(&prefix)?;
-        let foreign = !ext.is_empty()
-            && !ext.contains('.')
-            && !["partial", "sum"].contains(&ext)
-            && Codec::from_suffix(&format!(".{ext}")).is_none();
-        foreign.then(|| e.path())
-    })
+        .find(|p| fs::symlink_metadata(p).is_ok())
 }
 
 /// A temporary file that is removed unless it was renamed into place.
