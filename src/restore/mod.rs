@@ -1324,6 +1324,97 @@ mod tests {
         env.restore(S4).unwrap(); // checksummed: its bytes are vouched for, not walked
     }
 
+    /// `data` with every page header on timeline `tli`.
+    fn on_timeline(data: &[u8], tli: u32) -> Vec<u8> {
+        let mut d = data.to_vec();
+        for p in (0..d.len()).step_by(8192) {
+            d[p + 4..p + 8].copy_from_slice(&tli.to_le_bytes());
+        }
+        d
+    }
+
+    /// Review 2: PostgreSQL writes a history whose switch point goes back
+    /// (a PITR on timeline 1 stopping before timeline 2's switch, target
+    /// timeline 'latest'). It restores, and the segment before a record
+    /// past the end of recovery is the new timeline's, as
+    /// tliOfPointInHistory finds it, not timeline 1's.
+    #[test]
+    fn a_history_going_back_restores_and_names_the_segment_before() {
+        let (a, b, _) = crossing_pair();
+        let (t3, t4) = ("000000030000000000000003", "000000030000000000000004");
+        let env = Env::new("");
+        // Timeline 1 ran to 0/500000, timeline 2 "until" 0/280000, where
+        // the PITR on timeline 1 ended: timeline 3 from there.
+        env.archive(
+            "00000003.history",
+            b"1\t0/500000\tno recovery target specified\n\n2\t0/280000\tbefore 2026-11-30 06:29:15+00\n",
+        );
+        env.restore("00000003.history").unwrap();
+        env.archive_legacy(t3, &on_timeline(&a, 3));
+        env.archive_legacy(t4, &on_timeline(&b, 3));
+        // Timeline 1's own segment 3 (a branch timeline 3 left): never read.
+        let mut a2 = a.clone();
+        a2[SEG as usize - 1] ^= 0x01;
+        env.archive_legacy(S3, &a2);
+        env.restore(t4).unwrap();
+        env.restore(t3).unwrap();
+        // Damage in timeline 3's segment 3 is found from segment 4's side.
+        env.archive_legacy(t3, &on_timeline(&a2, 3));
+        let e = env.restore(t4).unwrap_err();
+        assert!(e.to_string().contains(&format!("{t3}:")), "{e}");
+    }
+
+    /// Review 2: a neighbour still being written (an archive_command of
+    /// plain cp) is short or empty: the intact segment is served, as with
+    /// no neighbour at all. Only a neighbour a stored checksum vouches
+    /// complete makes the shortness damage.
+    #[test]
+    fn a_neighbour_still_being_copied_cannot_fail_an_intact_segment() {
+        let (a, b, _) = crossing_pair();
+        for short in [0, 8192, 20_000] {
+            let env = Env::new("");
+            env.archive_legacy(S3, &a);
+            env.archive_legacy(S4, &b[..short]);
+            env.restore(S3).unwrap();
+            // A cut compressed file: not vouched for either.
+            fs::remove_file(env.archive.join(S4)).unwrap();
+            let p = env.archive_compressed(S4, Codec::Zstd, &b);
+            let packed = fs::read(&p).unwrap();
+            fs::write(&p, &packed[..short.min(packed.len() / 2)]).unwrap();
+            env.restore(S3).unwrap();
+            // From the other side: the previous segment still being copied.
+            let env = Env::new("");
+            env.archive_legacy(S3, &a[..short]);
+            env.archive_legacy(S4, &b);
+            env.restore(S4).unwrap();
+        }
+        // Short, but complete by its stored checksum: damage.
+        let env = Env::new("");
+        env.archive_legacy(S3, &a);
+        env.archive(S4, &b[..8192]);
+        assert!(matches!(env.restore(S3), Err(RestoreError::DamagedAcross { .. })));
+        fs::remove_file(env.archive.join(S4)).unwrap();
+        fs::remove_file(env.archive.join(integrity::sum_name(S4))).unwrap();
+        env.archive_compressed(S4, Codec::Zstd, &b[..8192]);
+        assert!(matches!(env.restore(S3), Err(RestoreError::DamagedAcross { .. })));
+        // A sidecar that does not match the short file: still being written.
+        fs::remove_file(env.archive.join(format!("{S4}.zst"))).unwrap();
+        env.archive(S4, &b);
+        fs::write(env.archive.join(S4), &b[..8192]).unwrap();
+        env.restore(S3).unwrap();
+    }
+
+    /// Review 2: a `.partial` whose WAL ends on its first page restores.
+    #[test]
+    fn a_partial_ending_on_its_first_page_restores() {
+        let p = "000000010000000000000003.partial";
+        let mut b = crate::walcheck::tests::Builder::new(p, 7);
+        b.record(96, 10, 0);
+        let env = Env::new("");
+        env.archive_legacy(p, &b.data);
+        env.restore(p).unwrap();
+    }
+
     #[test]
     fn page_timelines_are_checked_in_every_stored_form_against_the_name_and_history() {
         // Timeline 2's pages under timeline 1's name, with a sidecar and compressed.
