@@ -913,3 +913,107 @@ fn real_records_of_many_pages_across_segment_boundaries_restore_without_checksum
         fs::remove_file(sb.dest()).unwrap();
     }
 }
+
+/// Review 2 (s1.sh): a point-in-time recovery of a timeline 1 backup to a
+/// point before timeline 2's switch, recovery_target_timeline 'latest'
+/// (PostgreSQL's default, and -F999 -R's), makes PostgreSQL write
+/// `00000003.history` with a switch point going back. Restore refused that
+/// file (exit 200), and looked up the segment before a record of timeline
+/// 3 past the end of recovery on timeline 1, whose own segment there holds
+/// other WAL. Every file of the new timeline restores.
+#[test]
+fn a_pitr_before_a_later_timelines_switch_restores_its_history_and_segments() {
+    let sb = Standby::new(false);
+    let arch = sb.archive.display().to_string();
+    let archiving = format!("archive_mode = on\narchive_command = 'cp %p {arch}/%f'\n");
+    let pg = PgCluster::init_with_args(&sb.env, "pga", &archiving, &["--wal-segsize=1"]);
+    pg.start();
+    pg.psql("CREATE TABLE t(i int, pad text)");
+    common::run_ok(
+        sb.env
+            .command(&common::client_program("pg_basebackup"))
+            .arg("-D")
+            .arg(sb.env.path("b1"))
+            .args(["-h", pg.socket_dir.to_str().unwrap(), "-p", &pg.port.to_string()])
+            .args(["-X", "none", "--no-sync", "--checkpoint=fast"]),
+    );
+    pg.psql("INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g");
+    let target = pg.psql("SELECT pg_current_wal_insert_lsn()");
+    // Timeline 1 runs on for a few segments past the target.
+    pg.psql("INSERT INTO t SELECT g, repeat('y', 200) FROM generate_series(1, 20000) g");
+    let last1 = pg.switch_wal();
+    assert!(pg.wait_archived(&last1, std::time::Duration::from_secs(30)));
+    pg.stop();
+    // Timeline 2: the master recovers from the archive and promotes.
+    let conf = pg.datadir.join("postgresql.conf");
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text += &format!("restore_command = 'cp {arch}/%f %p'\n");
+    fs::write(&conf, text).unwrap();
+    let signal = pg.datadir.join("recovery.signal");
+    fs::write(&signal, "").unwrap();
+    sb.env.chown(&signal);
+    pg.start();
+    assert!(common::wait_until(std::time::Duration::from_secs(60), || pg
+        .psql("SELECT pg_is_in_recovery()")
+        == "f"));
+    let last2 = pg.switch_wal();
+    assert!(last2.starts_with("00000002"), "{last2}");
+    assert!(pg.wait_archived(&last2, std::time::Duration::from_secs(30)));
+    pg.stop();
+
+    // The PITR of the backup to `target`, through pitrkit restore.
+    let ini = sb.ini.display();
+    let bin = sb.env.bin.display();
+    let pitr = PgCluster::adopt(
+        &sb.env,
+        "b1",
+        &format!(
+            "{archiving}restore_command = '{bin} restore -C {ini} %f %p'\nrecovery_target_lsn = '{target}'\nrecovery_target_action = 'promote'\n"
+        ),
+    );
+    let signal = pitr.datadir.join("recovery.signal");
+    fs::write(&signal, "").unwrap();
+    sb.env.chown(&signal);
+    pitr.start();
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(60), || pitr
+            .try_psql("SELECT pg_is_in_recovery()")
+            .as_deref()
+            == Ok("f")),
+        "{}",
+        common::tail(&pitr.log, 20)
+    );
+    assert_eq!(pitr.psql("SELECT count(*) FROM t"), "5000");
+    // Timeline 3 writes over segments where timeline 1 holds other WAL.
+    pitr.psql("INSERT INTO t SELECT g, repeat('z', 200) FROM generate_series(1, 20000) g");
+    let last3 = pitr.switch_wal();
+    assert!(last3.starts_with("00000003"), "{last3}");
+    assert!(pitr.wait_archived(&last3, std::time::Duration::from_secs(30)));
+    pitr.stop();
+    let history = fs::read_to_string(sb.archive.join("00000003.history")).unwrap();
+    let switches: Vec<&str> = history
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    let lsn = |s: &str| {
+        let (hi, lo) = s.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    assert!(
+        switches.len() == 2 && lsn(switches[1]) < lsn(switches[0]),
+        "PostgreSQL wrote no switch point going back: {history}"
+    );
+
+    copy_pg_control(&sb, &pitr);
+    let o = sb.restore("00000003.history");
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    fs::remove_file(sb.dest()).unwrap();
+    for n in Standby::files(&sb.archive) {
+        if n.len() == 24 && n.starts_with("00000003") {
+            let o = sb.restore(&n);
+            assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
+            fs::remove_file(sb.dest()).unwrap();
+        }
+    }
+}
