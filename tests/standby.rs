@@ -347,8 +347,28 @@ fn base_backup_standby_catches_up_and_fails_over() {
     );
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
 
-    // ...and done once it is gone.
+    // ...and done once it is gone, but not with a failover file missing:
+    // refused before anything changes, the standby still in recovery.
     p.master.stop();
+    for (name, extra, named) in [
+        (
+            "no_failover_conf",
+            "pg_conf_failover: /nonexistent/failover.conf",
+            "/nonexistent/failover.conf",
+        ),
+        (
+            "no_failover_action",
+            "action_failover: /nonexistent/promoted.sh",
+            "/nonexistent/promoted.sh",
+        ),
+    ] {
+        let out = p.standby_with(&p.variant(name, extra), &["-F999"]);
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refusing to fail over") && err.contains(named), "{err}");
+        assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
+        assert!(!p.pgdata.join("pitrkit.promoting").exists());
+    }
     let out = p.standby_ok(&["-F999"]);
     assert!(out.contains("failover complete"), "{out}");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
