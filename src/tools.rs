@@ -8,6 +8,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use wait_timeout::ChildExt;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{name} not found (searched {searched}); {install}")]
 pub struct NotFound {
@@ -164,6 +166,9 @@ pub fn run_streaming(
     run(cmd, None, true, timeout, Some(on_stdout))
 }
 
+/// Where streamed stdout goes.
+type OnStdout<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// What the threads watching a child report.
 enum Watch {
     Data(usize, Vec<u8>),
@@ -191,12 +196,35 @@ fn forward(i: usize, mut pipe: Box<dyn Read + Send>, tx: mpsc::Sender<Watch>) {
     });
 }
 
+/// Output inherited: only the exit (or the time-out) to wait for, here.
+fn wait_only(mut child: std::process::Child, deadline: Option<Instant>) -> io::Result<Finished> {
+    let mut timed_out = false;
+    let status = match deadline {
+        None => child.wait()?,
+        Some(d) => match child.wait_timeout(d.saturating_duration_since(Instant::now()))? {
+            Some(s) => s,
+            None => {
+                timed_out = true;
+                // Not reaped yet, so the group id cannot have been reused.
+                kill_group(child.id());
+                child.wait()?
+            }
+        },
+    };
+    Ok(Finished {
+        status,
+        timed_out,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    })
+}
+
 fn run(
     cmd: &mut Command,
     input: Option<Vec<u8>>,
     capture: bool,
     timeout: Option<Duration>,
-    mut on_stdout: Option<&mut dyn FnMut(&[u8])>,
+    mut on_stdout: Option<OnStdout>,
 ) -> io::Result<Finished> {
     let deadline = timeout.map(|t| Instant::now() + t);
     cmd.process_group(0)
@@ -224,6 +252,9 @@ fn run(
             open += 1;
             forward(i, pipe, tx.clone());
         }
+    }
+    if open == 0 {
+        return wait_only(child, deadline);
     }
     std::thread::spawn(move || {
         let _ = tx.send(Watch::Exited(child.wait()));

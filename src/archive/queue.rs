@@ -1,39 +1,23 @@
-//! The per-slave queues under `l_archivedir` and shipping one of them.
-//!
-//! Layout (pitrtools-compatible, plus dot-files pitrtools never had):
-//! ```text
-//! l_archivedir/
-//!   .pitrkit-system-id        database system the queued WAL belongs to (-I)
-//!   .delivered/<wal>          sync mode: "<slave> <size>" lines, slaves that have <wal>
-//!   .spool/<wal>              the durable copy being linked into the queues
-//!   .spool/.lock              held while spooling (one staging copy per name)
-//!   <slave>/<wal>             hard links of one durable copy, 0600
-//!   <slave>/.lock             held while shipping this queue
-//!   <slave>/.state            delivery state (drives notifications)
-//!   <slave>/.conflicts/<wal>  queued files the slave already had, differently
-//! ```
+//! One slave's queue under `l_archivedir` (see [`super::layout`]) and
+//! shipping it through a [`Transport`]: what counts as delivered, what is a
+//! conflict, and what stays queued.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::ArchiverConfig;
+use super::layout::CONFLICTS_DIR;
+use crate::compress::Codec;
 use crate::fsutil;
-use crate::transport::rsync::{Remote, TransportError, Verdict};
+use crate::transport::{Transport, TransportError, Verdict};
 use crate::wal::WalName;
-
-pub const LOCK_FILE: &str = ".lock";
-pub const STATE_FILE: &str = ".state";
-pub const CONFLICTS_DIR: &str = ".conflicts";
-pub const LEDGER_DIR: &str = ".delivered";
-pub const SPOOL_DIR: &str = ".spool";
 
 /// WAL files waiting in a queue directory, oldest name first.
 pub fn queued_files(qdir: &Path) -> io::Result<Vec<String>> {
     let mut out: Vec<String> = fs::read_dir(qdir)?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| WalName::parse(crate::compress::Codec::detect(n).1).is_ok())
+        .filter(|n| WalName::parse(Codec::detect(n).1).is_ok())
         .collect();
     out.sort();
     Ok(out)
@@ -103,139 +87,168 @@ impl Shipped {
     pub fn conflicts(&self) -> Vec<String> {
         self.with(Outcome::Conflict)
     }
+
+    fn problem(&mut self, slave: &str, p: String) {
+        log::error!("slave {slave}: {p}; it stays queued");
+        self.problems.push(p);
+    }
 }
 
-/// Ships everything in `slave`'s queue to `r_archivedir` on the slave. The
-/// caller holds the queue lock. A file leaves the queue only when rsync
-/// itemized it as sent or a checksum comparison found it identical on the
-/// slave, and (remote_fsync) the slave fsync'd it.
-pub fn ship_queue(cfg: &ArchiverConfig, slave: &str) -> Result<Shipped, ShipError> {
-    let qdir = cfg.queue_dir(slave).expect("slaves require l_archivedir");
-    let rdir = cfg.r_archivedir.as_deref().expect("slaves require r_archivedir");
-    let names = queued_files(&qdir).map_err(qio(&qdir))?;
-    if names.is_empty() {
-        return Ok(Shipped::default());
+/// One queue being shipped to one slave.
+pub struct QueueShip<'a> {
+    pub remote: &'a dyn Transport,
+    pub slave: &'a str,
+    pub qdir: &'a Path,
+    /// remote_fsync: make what was delivered durable on the slave first.
+    pub fsync: bool,
+}
+
+impl QueueShip<'_> {
+    /// Ships everything in the queue. The caller holds the queue lock. A file
+    /// leaves the queue only when the transport reported it sent or found it
+    /// identical on the slave, and (remote_fsync) the slave fsync'd it.
+    pub fn run(&self) -> Result<Shipped, ShipError> {
+        let names = queued_files(self.qdir).map_err(qio(self.qdir))?;
+        if names.is_empty() {
+            return Ok(Shipped::default());
+        }
+        let _t = crate::logging::StepTimer::new(format!("shipping {} file(s) to {}", names.len(), self.slave));
+        let mut shipped = Shipped::default();
+        // A slave holding the same WAL under another stored form (X beside
+        // our X.zst) must never get a second form: judged here, not pushed.
+        let judged = judge_other_forms(self.remote, self.qdir, &names)?;
+        let (to_push, also_sync) = self.apply_judged(&mut shipped, &judged, &names);
+        self.push_and_verify(&mut shipped, &to_push)?;
+        let (outcomes, sidecars) = super::sidecar::fold(std::mem::take(&mut shipped.outcomes));
+        shipped.outcomes = outcomes;
+        shipped.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        let with_sidecar = |files: Vec<String>| -> Vec<String> {
+            let mut all = files.clone();
+            all.extend(
+                sidecars
+                    .iter()
+                    .filter(|(f, _)| files.contains(f))
+                    .map(|(_, s)| s.clone()),
+            );
+            all
+        };
+        let delivered = shipped.delivered();
+        if self.fsync && !delivered.is_empty() {
+            // Before anything leaves the queue: on failure everything stays.
+            let on_slave: Vec<String> = delivered
+                .iter()
+                .filter(|n| !judged.iter().any(|j| &j.queued == *n))
+                .cloned()
+                .collect();
+            let mut on_slave = with_sidecar(on_slave);
+            on_slave.extend(also_sync);
+            self.remote.sync_files(&on_slave)?;
+        }
+        let conflicts = shipped.conflicts();
+        self.settle(&with_sidecar(conflicts.clone()), &with_sidecar(delivered.clone()))?;
+        shipped.remaining = shipped.outcomes.len() - delivered.len() - conflicts.len();
+        Ok(shipped)
     }
-    let remote = Remote {
-        host: slave,
-        dir: rdir,
-        ssh: &cfg.ssh,
-        rsync: &cfg.rsync,
-    };
-    let _t = crate::logging::StepTimer::new(format!("shipping {} file(s) to {slave}", names.len()));
-    let mut shipped = Shipped::default();
-    let target = format!("{slave}:{}", rdir.display());
-    // Names the remote sync must cover: what was delivered under another form.
-    let mut also_sync = Vec::new();
-    // A slave holding the same WAL under another stored form (X beside our
-    // X.zst) must never get a second form: judged here, not pushed.
-    let judged = judge_other_forms(&remote, &qdir, &names)?;
-    let mut to_push = Vec::new();
-    for n in &names {
-        match judged.iter().find(|j| &j.queued == n) {
-            None => to_push.push(n.clone()),
-            Some(j) => {
-                if let Some(p) = &j.problem {
-                    log::error!("slave {slave}: {p}; it stays queued");
-                    shipped.problems.push(p.clone());
-                }
-                if j.outcome == Outcome::Delivered {
-                    also_sync.extend(j.remote_forms.iter().cloned());
-                }
-                if j.outcome == Outcome::Conflict {
-                    log::error!(
-                        "slave {slave}: {target} holds {} with other content than the queued {n}",
-                        j.remote_forms.join(", ")
-                    );
-                    shipped.conflict_with.push((n.clone(), j.remote_forms.join(", ")));
-                }
-                // Its sidecar goes (or stays) with it; the slave's other
-                // form carries its own checksum.
-                let sum = crate::integrity::sum_name(n);
-                if qdir.join(&sum).is_file() {
-                    shipped.outcomes.push((sum, j.outcome));
-                }
-                shipped.outcomes.push((n.clone(), j.outcome));
+
+    /// Records the fate of every queued file judged against another form on
+    /// the slave. Returns the files still to push (with their sidecars) and
+    /// the remote names a remote sync must cover for those judged delivered.
+    fn apply_judged(
+        &self,
+        shipped: &mut Shipped,
+        judged: &[OtherForms],
+        names: &[String],
+    ) -> (Vec<String>, Vec<String>) {
+        let target = self.remote.target();
+        let mut also_sync = Vec::new();
+        let mut to_push = Vec::new();
+        for n in names {
+            let Some(j) = judged.iter().find(|j| &j.queued == n) else {
+                to_push.push(n.clone());
+                continue;
+            };
+            if let Some(p) = &j.problem {
+                shipped.problem(self.slave, p.clone());
+            }
+            if j.outcome == Outcome::Delivered {
+                also_sync.extend(j.remote_forms.iter().cloned());
+            }
+            if j.outcome == Outcome::Conflict {
+                log::error!(
+                    "slave {}: {target} holds {} with other content than the queued {n}",
+                    self.slave,
+                    j.remote_forms.join(", ")
+                );
+                shipped.conflict_with.push((n.clone(), j.remote_forms.join(", ")));
+            }
+            // Its sidecar goes (or stays) with it; the slave's other form
+            // carries its own checksum.
+            let sum = crate::integrity::sum_name(n);
+            if self.qdir.join(&sum).is_file() {
+                shipped.outcomes.push((sum, j.outcome));
+            }
+            shipped.outcomes.push((n.clone(), j.outcome));
+        }
+        // Each plain file's `.sum` sidecar travels with it (see sidecar).
+        (super::sidecar::with_sidecars(self.qdir, &to_push), also_sync)
+    }
+
+    /// Pushes, then checks what the push did not send.
+    fn push_and_verify(&self, shipped: &mut Shipped, to_push: &[String]) -> Result<(), ShipError> {
+        let target = self.remote.target();
+        let report = self.remote.push(self.qdir, to_push)?;
+        let verdicts = self.remote.verify(self.qdir, &report.not_sent)?;
+        for n in &report.sent {
+            shipped.outcomes.push((n.clone(), Outcome::Delivered));
+        }
+        for (n, verdict) in verdicts {
+            let (outcome, problem) = match verdict {
+                Verdict::Identical => (Outcome::Delivered, None),
+                Verdict::Different => (Outcome::Conflict, None),
+                Verdict::Missing => (
+                    Outcome::StillQueued,
+                    Some(format!("rsync did not send {n} and {target} does not have it")),
+                ),
+                Verdict::Odd(item) => (
+                    Outcome::StillQueued,
+                    Some(format!(
+                        "{target}/{n} is not a regular file like ours (rsync itemizes it '{item}'); check what is there"
+                    )),
+                ),
+                Verdict::Unreported => (
+                    Outcome::StillQueued,
+                    Some(format!(
+                        "rsync reported nothing about {n}, neither sent nor present on {target}"
+                    )),
+                ),
+            };
+            if let Some(p) = problem {
+                shipped.problem(self.slave, p);
+            }
+            shipped.outcomes.push((n, outcome));
+        }
+        Ok(())
+    }
+
+    /// Conflicts move to `.conflicts/`, delivered files leave the queue.
+    fn settle(&self, conflicts: &[String], delivered: &[String]) -> Result<(), ShipError> {
+        let qdir = self.qdir;
+        if !conflicts.is_empty() {
+            let cdir = qdir.join(CONFLICTS_DIR);
+            fsutil::ensure_dir(&cdir, 0o700).map_err(qio(&cdir))?;
+            for c in conflicts {
+                move_aside(qdir, &cdir, c)?;
+            }
+            fsutil::fsync_dir(&cdir).map_err(qio(&cdir))?;
+        }
+        for n in delivered {
+            match fs::remove_file(qdir.join(n)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(qio(qdir)(e)),
+                _ => {}
             }
         }
+        fsutil::fsync_dir(qdir).map_err(qio(qdir))
     }
-    // Each plain file's `.sum` sidecar travels with it (see sidecar).
-    let to_push = super::sidecar::with_sidecars(&qdir, &to_push);
-    let report = remote.push(&qdir, &to_push)?;
-    let verdicts = remote.verify(&qdir, &report.not_sent)?;
-    for n in &report.sent {
-        shipped.outcomes.push((n.clone(), Outcome::Delivered));
-    }
-    for (n, verdict) in verdicts {
-        let (outcome, problem) = match verdict {
-            Verdict::Identical => (Outcome::Delivered, None),
-            Verdict::Different => (Outcome::Conflict, None),
-            Verdict::Missing => (
-                Outcome::StillQueued,
-                Some(format!("rsync did not send {n} and {target} does not have it")),
-            ),
-            Verdict::Odd(item) => (
-                Outcome::StillQueued,
-                Some(format!(
-                    "{target}/{n} is not a regular file like ours (rsync itemizes it '{item}'); check what is there"
-                )),
-            ),
-            Verdict::Unreported => (
-                Outcome::StillQueued,
-                Some(format!(
-                    "rsync reported nothing about {n}, neither sent nor present on {target}"
-                )),
-            ),
-        };
-        if let Some(p) = problem {
-            log::error!("slave {slave}: {p}; it stays queued");
-            shipped.problems.push(p);
-        }
-        shipped.outcomes.push((n, outcome));
-    }
-    let (outcomes, sidecars) = super::sidecar::fold(std::mem::take(&mut shipped.outcomes));
-    shipped.outcomes = outcomes;
-    shipped.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
-    let with_sidecar = |files: Vec<String>| -> Vec<String> {
-        let mut all = files.clone();
-        all.extend(
-            sidecars
-                .iter()
-                .filter(|(f, _)| files.contains(f))
-                .map(|(_, s)| s.clone()),
-        );
-        all
-    };
-    let delivered = shipped.delivered();
-    if cfg.rsync.fsync && !delivered.is_empty() {
-        // Before anything leaves the queue: on failure everything stays.
-        let on_slave: Vec<String> = delivered
-            .iter()
-            .filter(|n| !judged.iter().any(|j| &j.queued == *n))
-            .cloned()
-            .collect();
-        let mut on_slave = with_sidecar(on_slave);
-        on_slave.extend(also_sync);
-        remote.sync_files(&on_slave)?;
-    }
-    let conflicts = shipped.conflicts();
-    if !conflicts.is_empty() {
-        let cdir = qdir.join(CONFLICTS_DIR);
-        fsutil::ensure_dir(&cdir, 0o700).map_err(qio(&cdir))?;
-        for c in &with_sidecar(conflicts.clone()) {
-            move_aside(&qdir, &cdir, c)?;
-        }
-        fsutil::fsync_dir(&cdir).map_err(qio(&cdir))?;
-    }
-    for n in &with_sidecar(delivered.clone()) {
-        match fs::remove_file(qdir.join(n)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(qio(&qdir)(e)),
-            _ => {}
-        }
-    }
-    fsutil::fsync_dir(&qdir).map_err(qio(&qdir))?;
-    shipped.remaining = shipped.outcomes.len() - delivered.len() - conflicts.len();
-    Ok(shipped)
 }
 
 /// How a queued file compares with other stored forms of its WAL on the slave.
@@ -247,17 +260,18 @@ struct OtherForms {
     problem: Option<String>,
 }
 
+/// Every stored form of the WAL `n` names.
+fn forms(n: &str) -> Vec<String> {
+    let base = Codec::detect(n).1.to_string();
+    Codec::ALL.iter().map(|c| format!("{base}{}", c.suffix())).collect()
+}
+
 /// One remote `stat` for every stored form of every queued WAL; for a WAL
 /// the slave holds under another form than the queued one, the forms it
 /// holds are fetched and compared by content (decompressed) with ours:
 /// all the same is delivered, any different is a conflict. Rare, so the
 /// fetch costs nothing in the common case.
-fn judge_other_forms(remote: &Remote, qdir: &Path, names: &[String]) -> Result<Vec<OtherForms>, ShipError> {
-    use crate::compress::Codec;
-    let forms = |n: &str| -> Vec<String> {
-        let base = Codec::detect(n).1.to_string();
-        Codec::ALL.iter().map(|c| format!("{base}{}", c.suffix())).collect()
-    };
+fn judge_other_forms(remote: &dyn Transport, qdir: &Path, names: &[String]) -> Result<Vec<OtherForms>, ShipError> {
     let all: Vec<String> = names.iter().flat_map(|n| forms(n)).collect();
     let present = remote.stat(&all)?;
     let mut out = Vec::new();
@@ -275,15 +289,10 @@ fn judge_other_forms(remote: &Remote, qdir: &Path, names: &[String]) -> Result<V
         if let Some(odd) = here.iter().find(|f| !present[*f].regular) {
             judged.outcome = Outcome::StillQueued;
             judged.problem = Some(format!(
-                "{}:{}/{odd} is not a regular file; check what is there",
-                remote.host,
-                remote.dir.display()
+                "{}/{odd} is not a regular file; check what is there",
+                remote.target()
             ));
-            out.push(judged);
-            continue;
-        }
-        let same = compare_forms(remote, qdir, n, &here).map_err(qio(qdir))?;
-        if !same {
+        } else if !compare_forms(remote, qdir, n, &here).map_err(qio(qdir))? {
             judged.outcome = Outcome::Conflict;
         }
         out.push(judged);
@@ -293,8 +302,7 @@ fn judge_other_forms(remote: &Remote, qdir: &Path, names: &[String]) -> Result<V
 
 /// Fetches `theirs` from the slave and compares each, decompressed, with
 /// the queued `ours`, decompressed.
-fn compare_forms(remote: &Remote, qdir: &Path, ours: &str, theirs: &[String]) -> io::Result<bool> {
-    use crate::compress::Codec;
+fn compare_forms(remote: &dyn Transport, qdir: &Path, ours: &str, theirs: &[String]) -> io::Result<bool> {
     let scratch = tempfile::Builder::new().prefix("pitrkit-compare-").tempdir()?;
     let fetched = scratch.path().join("theirs");
     fs::create_dir(&fetched)?;
@@ -354,49 +362,6 @@ pub fn conflict_count(qdir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Sync mode's record of which slaves already have a file, so a retry after
-/// a partial failure does not queue (and send) it to them again. One line
-/// per slave: its name and the size of the copy it received (older ledgers
-/// hold the name alone).
-pub struct Ledger {
-    path: PathBuf,
-}
-
-impl Ledger {
-    pub fn new(l_archivedir: &Path, wal: &str) -> Ledger {
-        Ledger {
-            path: l_archivedir.join(LEDGER_DIR).join(wal),
-        }
-    }
-
-    /// The slaves recorded as having the file, with the size they got.
-    pub fn delivered(&self) -> Vec<(String, Option<u64>)> {
-        fs::read_to_string(&self.path)
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| {
-                        let mut w = l.split_whitespace();
-                        let slave = w.next()?.to_string();
-                        Some((slave, w.next().and_then(|n| n.parse().ok())))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Durably records `slaves` as having the file, `size` bytes of it.
-    pub fn record(&self, slaves: &[String], size: u64) -> io::Result<()> {
-        let dir = self.path.parent().expect("ledger path has a parent");
-        fsutil::ensure_dir(dir, 0o700)?;
-        let text: String = slaves.iter().map(|s| format!("{s} {size}\n")).collect();
-        fsutil::write_durable(&self.path, text.as_bytes(), 0o600)
-    }
-
-    pub fn remove(&self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,23 +388,6 @@ mod tests {
                 "00000002.history"
             ]
         );
-    }
-
-    #[test]
-    fn ledger_round_trip() {
-        let d = tempfile::tempdir().unwrap();
-        let l = Ledger::new(d.path(), "000000010000000000000001");
-        assert!(l.delivered().is_empty());
-        l.record(&["a".into(), "b".into()], 77).unwrap();
-        assert_eq!(
-            Ledger::new(d.path(), "000000010000000000000001").delivered(),
-            vec![("a".to_string(), Some(77)), ("b".to_string(), Some(77))]
-        );
-        // A ledger written before sizes were recorded.
-        fs::write(d.path().join(LEDGER_DIR).join("000000010000000000000001"), "a\n").unwrap();
-        assert_eq!(l.delivered(), vec![("a".to_string(), None)]);
-        l.remove();
-        assert!(l.delivered().is_empty());
     }
 
     #[test]

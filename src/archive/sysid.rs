@@ -14,8 +14,7 @@ use std::path::Path;
 
 use crate::fsutil;
 
-/// Name of the file recording which database system an archive belongs to.
-pub const SYSTEM_ID_FILE: &str = ".pitrkit-system-id";
+pub use super::layout::SYSTEM_ID_FILE;
 
 /// The database system identifier from `<pgdata>/global/pg_control`: its
 /// first field (a little-endian u64) in every PostgreSQL version.

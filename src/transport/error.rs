@@ -8,32 +8,40 @@ use crate::tools;
 pub enum TransportError {
     #[error(transparent)]
     NotFound(#[from] tools::NotFound),
-    #[error("{what} {target} failed: {cause}\n  what to do: {hint}")]
-    Failed {
-        what: &'static str,
-        /// `host:dir`.
-        target: String,
-        cause: Cause,
-        hint: Hint,
-    },
+    #[error("{} {} failed: {}\n  what to do: {}", .0.what, .0.target, .0.cause, .0.hint)]
+    Failed(Box<Failure>),
+}
+
+/// One failed step.
+#[derive(Debug)]
+pub struct Failure {
+    pub what: &'static str,
+    /// `host:dir`.
+    pub target: String,
+    pub cause: Cause,
+    pub hint: Hint,
 }
 
 impl TransportError {
+    pub fn failed(what: &'static str, target: String, cause: Cause, hint: Hint) -> TransportError {
+        TransportError::Failed(Box::new(Failure {
+            what,
+            target,
+            cause,
+            hint,
+        }))
+    }
+
     /// Replaces the advice, except after a failure to connect at all, which
     /// keeps the connection advice (no later step can be the problem).
     pub fn with_hint(self, new_hint: Hint) -> TransportError {
         match self {
-            TransportError::Failed {
-                what,
-                target,
-                cause,
-                hint,
-            } => TransportError::Failed {
-                what,
-                target,
-                hint: if cause.is_connection_failure() { hint } else { new_hint },
-                cause,
-            },
+            TransportError::Failed(mut f) => {
+                if !f.cause.is_connection_failure() {
+                    f.hint = new_hint;
+                }
+                TransportError::Failed(f)
+            }
             other => other,
         }
     }
@@ -263,18 +271,13 @@ mod tests {
     }
 
     fn failed(cause: Cause) -> TransportError {
-        TransportError::Failed {
-            what: "checking",
-            target: "sb:/r".into(),
-            cause,
-            hint: Hint::Hung { host: "sb".into() },
-        }
+        TransportError::failed("checking", "sb:/r".into(), cause, Hint::Hung { host: "sb".into() })
     }
 
     #[test]
     fn a_connection_failure_keeps_its_advice() {
         let hint = |e: TransportError| match e {
-            TransportError::Failed { hint, .. } => hint,
+            TransportError::Failed(f) => f.hint,
             _ => unreachable!(),
         };
         let new = Hint::Chown { host: "sb".into() };

@@ -95,14 +95,16 @@ pub fn pull_tree(
         report: progress,
     };
     // rsync's own --timeout bounds a stalled copy.
-    let out = tools::run_streaming(&mut c, None, &mut |b| lines.feed(b)).map_err(|e| TransportError::Failed {
-        what: "copying",
-        target: remote.target(),
-        cause: Cause::Start {
-            program: "rsync",
-            error: e.to_string(),
-        },
-        hint: Hint::LocalRsync,
+    let out = tools::run_streaming(&mut c, None, &mut |b| lines.feed(b)).map_err(|e| {
+        TransportError::failed(
+            "copying",
+            remote.target(),
+            Cause::Start {
+                program: "rsync",
+                error: e.to_string(),
+            },
+            Hint::LocalRsync,
+        )
     })?;
     match out.status.code() {
         Some(0) => Ok(Pulled::default()),

@@ -60,17 +60,17 @@ impl Remote<'_> {
         }
         if out.timed_out {
             let secs = limit.map(|l| l.as_secs()).unwrap_or(0);
-            return Err(TransportError::Failed {
+            return Err(TransportError::failed(
                 what,
-                target: self.target(),
-                cause: Cause::TimedOut {
+                self.target(),
+                Cause::TimedOut {
                     command: words.join(" "),
                     secs,
                 },
-                hint: Hint::Hung {
+                Hint::Hung {
                     host: self.host.to_string(),
                 },
-            });
+            ));
         }
         if out.status.code() == Some(255) {
             let stderr = String::from_utf8_lossy(&out.stderr);

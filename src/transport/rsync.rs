@@ -18,6 +18,7 @@ use super::error::summarize_stderr;
 pub use super::error::{Cause, Hint, TransportError};
 pub use super::pull::{pull_tree, Pull, Pulled};
 use super::ssh::{rsync_host, SshSettings};
+use super::{Connect, Transport};
 use crate::tools;
 
 #[derive(Debug, Clone)]
@@ -121,12 +122,7 @@ impl Remote<'_> {
     }
 
     pub(super) fn fail(&self, what: &'static str, cause: Cause) -> TransportError {
-        TransportError::Failed {
-            what,
-            target: self.target(),
-            hint: self.hint_for(cause.code()),
-            cause,
-        }
+        TransportError::failed(what, self.target(), cause.clone(), self.hint_for(cause.code()))
     }
 
     /// `rsync <user flags> -e <ssh> ...`: the user's flags come first so that
@@ -247,6 +243,54 @@ impl Remote<'_> {
             .iter()
             .map(|n| (n.clone(), classify(items.get(n).map(String::as_str))))
             .collect())
+    }
+}
+
+/// Reaches every slave's `dir` with rsync over ssh.
+pub struct Rsync<'a> {
+    pub dir: &'a Path,
+    pub ssh: &'a SshSettings,
+    pub rsync: &'a RsyncSettings,
+}
+
+impl Connect for Rsync<'_> {
+    fn connect<'a>(&'a self, slave: &'a str) -> Box<dyn Transport + 'a> {
+        Box::new(Remote {
+            host: slave,
+            dir: self.dir,
+            ssh: self.ssh,
+            rsync: self.rsync,
+        })
+    }
+}
+
+impl Transport for Remote<'_> {
+    fn target(&self) -> String {
+        Remote::target(self)
+    }
+    fn push(&self, src_dir: &Path, names: &[String]) -> Result<PushReport, TransportError> {
+        Remote::push(self, src_dir, names)
+    }
+    fn verify(&self, src_dir: &Path, names: &[String]) -> Result<Vec<(String, Verdict)>, TransportError> {
+        Remote::verify(self, src_dir, names)
+    }
+    fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError> {
+        Remote::stat(self, names)
+    }
+    fn fetch(&self, names: &[String], dest_dir: &Path) -> Result<(), TransportError> {
+        Remote::fetch(self, names, dest_dir)
+    }
+    fn sync_files(&self, names: &[String]) -> Result<(), TransportError> {
+        Remote::sync_files(self, names)
+    }
+    fn check(&self) -> Result<(), TransportError> {
+        Remote::check(self)
+    }
+    fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        Remote::read_file(self, name)
+    }
+    fn write_file_durable(&self, name: &str, data: &[u8]) -> Result<(), TransportError> {
+        Remote::write_file_durable(self, name, data)
     }
 }
 

@@ -1,0 +1,1 @@
+//! Queue and verdict logic through an in-memory transport.
