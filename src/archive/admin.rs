@@ -112,7 +112,7 @@ fn create_dirs(cfg: &ArchiverConfig, unmounted: &[PathBuf], checks: &mut Vec<Ini
 
 /// Every slave: reachable with its directory writable and tools present,
 /// then its `r_archivedir` marked.
-fn check_slaves(s: &Shipper) -> Vec<InitCheck> {
+pub(super) fn check_slaves(s: &Shipper) -> Vec<InitCheck> {
     let rdir = s.sh.remote_dir.display();
     let mut checks = Vec::new();
     for slave in &s.sh.slaves {

@@ -3,6 +3,8 @@
 //! transport: they go through `fsutil` directly.
 
 pub mod error;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
 pub mod pull;
 pub mod remote;
 pub mod rsync;
