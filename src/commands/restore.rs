@@ -31,6 +31,7 @@ pub fn run(program: &str, args: RestoreArgs) -> u8 {
     let _t = logging::StepTimer::new(format!("restore of {}", args.wal));
     match restore::restore(&cfg, &args.wal, &args.dest) {
         Ok(out) => {
+            restore::start_prefetch(&cfg, &args.wal, &out, &args.dest);
             // PostgreSQL logs every restored file itself; ours adds where from.
             if let RestoreOutcome::Restored { archived, codec, bytes } = &out {
                 log::debug!(

@@ -123,11 +123,11 @@ pub enum RestoreError {
         #[source]
         source: CodecError,
     },
-    #[error("{archived}: {why}, so it is not WAL segment {name} (renamed, truncated, or from another cluster or timeline); replace it with the real {name} and restart PostgreSQL")]
+    #[error("{archived}: {}, so it is not WAL segment {name} (renamed, truncated, or from another cluster or timeline); replace it with the real {name} and restart PostgreSQL", .problem.render("restored data"))]
     WrongSegment {
         archived: PathBuf,
         name: String,
-        why: String,
+        problem: wal::SegmentProblem,
     },
     #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share, or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
     ArchiveUnavailable {
@@ -194,7 +194,6 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
 
     if name.is_segment_data() && prefetch::enabled(cfg) {
         if let Some(bytes) = prefetch::take(&dir, dest, &name) {
-            prefetch::spawn_worker(cfg, &name, bytes, dest);
             return Ok(RestoreOutcome::Restored {
                 archived: prefetch::spool_dir(dest).join(name.as_str()),
                 codec: Codec::None,
@@ -252,10 +251,18 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
     }
 
     let bytes = copy_into_place(&archived, codec, &name, dest, expected)?.written;
-    if name.is_segment_data() && prefetch::enabled(cfg) {
-        prefetch::spawn_worker(cfg, &name, bytes, dest);
-    }
     Ok(RestoreOutcome::Restored { archived, codec, bytes })
+}
+
+/// After a segment was restored: starts the prefetch worker (a new pitrkit
+/// process) for the segments after it, if `restore_prefetch` is set. The
+/// command calls it: the library never starts pitrkit itself.
+pub fn start_prefetch(cfg: &StandbyConfig, wanted: &str, outcome: &RestoreOutcome, dest: &Path) {
+    if let (Ok(name), RestoreOutcome::Restored { bytes, .. }) = (WalName::parse(wanted), outcome) {
+        if name.is_segment_data() && prefetch::enabled(cfg) {
+            prefetch::spawn_worker(cfg, &name, *bytes, dest);
+        }
+    }
 }
 
 /// The data directory: `pgdata` if set, else the working directory, which
@@ -542,10 +549,10 @@ pub(crate) fn copy_into_place(
     if name.is_segment_data() {
         let header = wal::check_segment_file(&tmp.path, name).map_err(|e| match e {
             SegmentCheckError::Io { source, .. } => write_err(&tmp.path)(source),
-            SegmentCheckError::Invalid { why, .. } => RestoreError::WrongSegment {
+            SegmentCheckError::Invalid { problem, .. } => RestoreError::WrongSegment {
                 archived: archived.to_path_buf(),
                 name: name.to_string(),
-                why: why.replace("file is", "restored data is"),
+                problem,
             },
         })?;
         if let Some(ours) = expected_sysid.filter(|o| *o != header.system_id) {

@@ -135,12 +135,9 @@ pub fn prune(dest: &Path, keep_timeline: Option<u32>, older_than: Option<&WalNam
 
 /// Starts the worker in the background and returns at once: PostgreSQL's
 /// startup process waits for restore_command, not for us.
+/// Only the pitrkit binary calls it (see `restore::start_prefetch`): under
+/// `cargo test` current_exe() is the test runner; unit tests call run_worker.
 pub fn spawn_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &Path) {
-    // Under `cargo test` current_exe() is the test runner, not pitrkit; unit
-    // tests call run_worker directly.
-    if cfg!(test) {
-        return;
-    }
     let Ok(exe) = std::env::current_exe() else { return };
     let spawned = Command::new(exe)
         .arg("restore")
