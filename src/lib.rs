@@ -22,6 +22,7 @@ pub mod notify;
 pub mod pg;
 pub mod restore;
 pub mod standby;
+pub mod storage;
 pub mod tools;
 pub mod transport;
 pub mod wal;

@@ -3,11 +3,10 @@
 //! contents of a timeline history file. See `crate::layout` for the stored
 //! forms and `crate::walcheck` for the WAL check.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::Path;
 
 use crate::integrity::{self, Sum, Summer};
+use crate::storage::{read_small, Storage};
 use crate::wal::WalName;
 use crate::walcheck::{WalCheck, WalCheckError, WalSummary};
 
@@ -57,7 +56,7 @@ pub enum CopyError {
 }
 
 /// Copies all of `input` into `out`; errors say which side failed.
-pub fn copy(mut input: File, out: &mut impl Write) -> Result<u64, CopyError> {
+pub fn copy(mut input: impl Read, out: &mut impl Write) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0;
     loop {
@@ -72,18 +71,19 @@ pub fn copy(mut input: File, out: &mut impl Write) -> Result<u64, CopyError> {
     }
 }
 
-/// The stored checksum of plain `archived` (its `.sum` sidecar), if it has one.
-pub fn read_sidecar(archived: &Path) -> Result<Option<Sum>, String> {
-    let path = Path::new(&integrity::sum_name(&archived.display().to_string())).to_path_buf();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read its checksum file {}: {e}", path.display())),
+/// The stored checksum of plain `stored` (its `.sum` sidecar), if it has one.
+pub fn read_sidecar(archive: &dyn Storage, stored: &str) -> Result<Option<Sum>, String> {
+    let sum = integrity::sum_name(stored);
+    let path = archive.locate(&sum);
+    let bytes = match read_small(archive, &sum) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("cannot read its checksum file {path}: {e}")),
     };
-    Sum::parse(&text).map(Some).map_err(|e| {
+    // Not UTF-8 cannot parse as a checksum line either.
+    Sum::parse(&String::from_utf8_lossy(&bytes)).map(Some).map_err(|e| {
         format!(
-            "its checksum file {} is damaged ({e}); if the WAL file itself is intact, move the checksum file aside and restore checks every record instead",
-            path.display()
+            "its checksum file {path} is damaged ({e}); if the WAL file itself is intact, move the checksum file aside and restore checks every record instead"
         )
     })
 }
