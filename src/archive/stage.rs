@@ -2,7 +2,7 @@
 //! archive mark of each directory, one compressed copy per codec, and the
 //! durable no-clobber placement in each local archive.
 
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use super::{sidecar, spool, sysid, ArchiveError, ArchiveReport};
@@ -11,6 +11,7 @@ use crate::config::ArchiverConfig;
 use crate::fsutil::{self, PlaceError, Placed};
 use crate::integrity::Sum;
 use crate::logging::StepTimer;
+use crate::storage::{self, Kind, LocalDir, Storage};
 use crate::wal::{self, WalName};
 
 /// Checks one file and makes it durable at every local destination and in
@@ -48,7 +49,7 @@ pub(super) fn stage(
             why: "l_archivedir, the local queue root",
         });
     }
-    check_system_id(cfg, ldir, system_id, &file_name)?;
+    check_system_id(cfg, &LocalDir::new(ldir), system_id, &file_name)?;
     let (payload, queued_name) = w.payloads.get(cfg.slave_codec, ldir)?;
     let sum = match cfg.slave_codec {
         Codec::None => Some(w.plain_sum(ldir)?),
@@ -127,7 +128,8 @@ impl Writes<'_> {
                 why: "a local_archivedirs entry; is the NFS share mounted?",
             });
         }
-        check_system_id(cfg, dir, system_id, &file_name)?;
+        let archive = LocalDir::new(dir);
+        check_system_id(cfg, &archive, system_id, &file_name)?;
         let place_err = |source| ArchiveError::Place {
             wal: file_name.clone(),
             dest: dir.display().to_string(),
@@ -136,9 +138,10 @@ impl Writes<'_> {
         let (payload, payload_name) = self.payloads.get(cfg.local_codec, dir)?;
         if cfg.local_codec == Codec::None {
             let s = self.plain_sum(dir)?;
-            sidecar::place(dir, &file_name, &s).map_err(place_err)?;
+            sidecar::place(&archive, &file_name, &s).map_err(place_err)?;
         }
-        let placed = place_payload(dir, self.payloads.raw, &file_name, &payload, &payload_name).map_err(place_err)?;
+        let placed =
+            place_payload(&archive, self.payloads.raw, &file_name, &payload, &payload_name).map_err(place_err)?;
         log::debug!("{payload_name}: {placed:?} in {}", dir.display());
         Ok(placed)
     }
@@ -196,42 +199,64 @@ impl Payloads<'_> {
     }
 }
 
-/// Places a payload in `dir` unless the WAL is already there in any form,
-/// judged by content (decompressed): a change of codec or of compressor
-/// build never turns a re-archive into a conflict, nor into a second copy
-/// under another suffix.
-fn place_payload(dir: &Path, raw: &Path, wal: &str, payload: &Path, payload_name: &str) -> Result<Placed, PlaceError> {
+/// Places a payload in `archive` unless the WAL is already there in any
+/// form, judged by content (decompressed): a change of codec or of
+/// compressor build never turns a re-archive into a conflict, nor into a
+/// second copy under another suffix.
+fn place_payload(
+    archive: &dyn Storage,
+    raw: &Path,
+    wal: &str,
+    payload: &Path,
+    payload_name: &str,
+) -> Result<Placed, PlaceError> {
     for codec in Codec::ALL {
-        let existing = dir.join(format!("{wal}{}", codec.suffix()));
+        let stored = format!("{wal}{}", codec.suffix());
+        let path = PathBuf::from(archive.locate(&stored));
+        let io = |op| {
+            let path = path.clone();
+            move |source| PlaceError::Io { path, op, source }
+        };
         // A symlink (even to this very segment) or other non-regular file is
         // a conflict, never followed nor taken for a copy.
-        if fsutil::existing_regular(&existing)?.is_none() {
-            continue;
-        }
-        let io = |source| PlaceError::Io {
-            path: existing.clone(),
-            op: "compare with existing file",
-            source,
+        let entry = match archive.stat(&stored).map_err(io("stat"))? {
+            None => continue,
+            Some(e) => e,
         };
-        let same = if codec == Codec::None {
-            fsutil::identical(raw, &existing)
-        } else {
-            compress::same_content(&existing, codec, raw)
+        let kind = match entry.kind {
+            Kind::File => None,
+            Kind::LinkToFile | Kind::DanglingLink => Some("symbolic link"),
+            Kind::Other(k) => Some(k),
+        };
+        if let Some(kind) = kind {
+            return Err(PlaceError::NotRegular { path, kind });
         }
-        .map_err(io)?;
+        let existing = || archive.get(&stored).map_err(io("open existing file"));
         let ours = fs::metadata(raw).map(|m| m.len()).unwrap_or(0);
-        // Sizes of like with like: the existing copy's content, decompressed.
-        let theirs = if same {
-            None
-        } else if codec == Codec::None {
-            fs::symlink_metadata(&existing).ok().map(|m| m.len())
+        let compare = io("compare with existing file");
+        let same = if codec == Codec::None {
+            ours == entry.size
+                && storage::same_bytes(File::open(raw).map_err(io("open"))?, existing()?).map_err(compare)?
         } else {
-            let file = fsutil::open_regular(&existing)?;
-            codec.decompress(file, std::io::sink()).ok().map(|c| c.written)
+            compress::same_content_of(existing()?, codec, raw).map_err(compare)?
         };
-        return fsutil::accept_existing(&existing, same, ours, theirs, codec != Codec::None);
+        if same {
+            return archive.confirm(&stored);
+        }
+        // Sizes of like with like: the existing copy's content, decompressed.
+        let theirs = if codec == Codec::None {
+            Some(entry.size)
+        } else {
+            codec.decompress(existing()?, std::io::sink()).ok().map(|c| c.written)
+        };
+        return Err(PlaceError::Conflict {
+            path,
+            existing: theirs,
+            ours,
+            compressed: codec != Codec::None,
+        });
     }
-    fsutil::place_copy(payload, dir, payload_name, 0o600)
+    archive.put_if_absent(payload, payload_name)
 }
 
 /// Refuses a directory `-I` never prepared (an unmounted share looks just
@@ -239,10 +264,11 @@ fn place_payload(dir: &Path, raw: &Path, wal: &str, payload: &Path, payload_name
 /// directory; claims an unclaimed directory for our system, durably.
 pub(super) fn check_system_id(
     cfg: &ArchiverConfig,
-    dir: &Path,
+    archive: &dyn Storage,
     ours: Option<u64>,
     wal: &str,
 ) -> Result<(), ArchiveError> {
+    let dir = &PathBuf::from(archive.location());
     let config = cfg.source.display().to_string();
     let file_err = |source| ArchiveError::SystemIdFile {
         dir: dir.to_path_buf(),
@@ -255,7 +281,7 @@ pub(super) fn check_system_id(
         ours: ours.unwrap_or(0),
         wal: wal.to_string(),
     };
-    match sysid::read(dir).map_err(file_err)? {
+    match sysid::read_from(archive).map_err(file_err)? {
         sysid::Recorded::Missing => Err(ArchiveError::NotInitialized {
             dir: dir.to_path_buf(),
             config: config.clone(),
@@ -264,10 +290,10 @@ pub(super) fn check_system_id(
         sysid::Recorded::System(_) => Ok(()),
         sysid::Recorded::Unclaimed => {
             let Some(o) = ours else { return Ok(()) };
-            sysid::write(dir, Some(o)).map_err(file_err)?;
+            sysid::write_to(archive, Some(o)).map_err(file_err)?;
             log::info!("{} claimed for database system {o}", dir.display());
             // Another process may have claimed it at the same moment.
-            match sysid::read(dir).map_err(file_err)? {
+            match sysid::read_from(archive).map_err(file_err)? {
                 sysid::Recorded::System(a) if a != o => Err(mismatch(a)),
                 _ => Ok(()),
             }

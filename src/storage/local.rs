@@ -1,9 +1,10 @@
 //! The local filesystem as [`Storage`]: a directory, with `fsutil` as the
 //! engine (durable no-clobber placement, directory fsyncs, temp reclaim).
 
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{Entry, Kind, Listed, Storage};
@@ -116,8 +117,20 @@ impl Storage for LocalDir {
         placed
     }
 
+    fn confirm(&self, name: &str) -> Result<Placed, PlaceError> {
+        fsutil::accept_existing(&self.root.join(name), true, 0, None, false)
+    }
+
     fn get(&self, name: &str) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(File::open(self.root.join(name))?))
+        // Never blocks on a FIFO put there; a link to a file is read through.
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(self.root.join(name))?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(Box::new(f))
     }
 
     fn stat(&self, name: &str) -> io::Result<Option<Entry>> {

@@ -76,6 +76,10 @@ pub trait Storage: Send + Sync {
     /// Stores `data` as `name`, durably, unless a file is there.
     fn put_bytes_if_absent(&self, name: &str, data: &[u8]) -> Result<Placed, PlaceError>;
 
+    /// The same content is already stored under `name`: makes sure it is
+    /// durable (it may have been written just before a crash) and says so.
+    fn confirm(&self, name: &str) -> Result<Placed, PlaceError>;
+
     /// Reads a stored file (following a link to one).
     fn get(&self, name: &str) -> io::Result<Box<dyn Read + Send>>;
 
@@ -105,6 +109,35 @@ pub trait Storage: Send + Sync {
     fn reclaim(&self) -> io::Result<usize> {
         Ok(0)
     }
+}
+
+/// Are the two byte streams the same?
+pub fn same_bytes(mut a: impl Read, mut b: impl Read) -> io::Result<bool> {
+    let mut bufa = vec![0u8; 1 << 20];
+    let mut bufb = vec![0u8; 1 << 20];
+    loop {
+        let n = read_full(&mut a, &mut bufa)?;
+        let m = read_full(&mut b, &mut bufb)?;
+        if n != m || bufa[..n] != bufb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Reads all of a small stored file; `None` if it is not there.
