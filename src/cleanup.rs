@@ -264,11 +264,10 @@ fn remove(archive: &dyn Storage, doomed: Vec<Doomed>, report: &mut CleanupReport
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IniFile;
-    use std::path::Path;
+    use crate::testsupport::fixtures::{listing, StandbyDirs};
 
     struct Env {
-        _dir: tempfile::TempDir,
+        _dirs: StandbyDirs,
         cfg: StandbyConfig,
         archive: PathBuf,
         pause: PathBuf,
@@ -276,24 +275,16 @@ mod tests {
 
     impl Env {
         fn new(files: &[&str]) -> Env {
-            let dir = tempfile::tempdir().unwrap();
-            let archive = dir.path().join("archive");
-            let pause = dir.path().join("pause_cleanup");
-            fs::create_dir(&archive).unwrap();
+            let dirs =
+                StandbyDirs::new(|root| format!("cleanup_pause_file: {}\n", root.join("pause_cleanup").display()));
             for f in files {
-                fs::write(archive.join(f), f.as_bytes()).unwrap();
+                fs::write(dirs.archive.join(f), f.as_bytes()).unwrap();
             }
-            let text = format!(
-                "archivedir: {}\ncleanup_pause_file: {}\n",
-                archive.display(),
-                pause.display()
-            );
-            let cfg = StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), &text).unwrap()).unwrap();
             Env {
-                _dir: dir,
-                cfg,
-                archive,
-                pause,
+                cfg: dirs.cfg.clone(),
+                archive: dirs.archive.clone(),
+                pause: dirs.dir.path().join("pause_cleanup"),
+                _dirs: dirs,
             }
         }
 
@@ -308,12 +299,7 @@ mod tests {
         }
 
         fn left(&self) -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(&self.archive)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
+            listing(&self.archive)
         }
     }
 

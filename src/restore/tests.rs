@@ -3,30 +3,19 @@
 use super::*;
 use crate::config::IniFile;
 use crate::integrity::{self, Sum};
+use crate::testsupport::fixtures::{listing, StandbyDirs};
+use crate::testsupport::wal as testsupport;
 use std::fs::File;
 
-const SEG: u64 = 1 << 20;
+const SEG: u64 = testsupport::SEG as u64;
 
-/// A 1 MiB segment with a valid long page header for `name`, or for the
-/// segment `header_for` when testing a renamed file.
+/// A segment of system 7 (the archive's mark) with a header for `header_for`.
 fn segment(header_for: &str) -> Vec<u8> {
-    let n = WalName::parse(header_for).unwrap();
-    let mut b = vec![0u8; SEG as usize];
-    b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-    b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-    b[4..8].copy_from_slice(&n.timeline.to_le_bytes());
-    b[8..16].copy_from_slice(&(n.segno(SEG) * SEG).to_le_bytes());
-    b[24..32].copy_from_slice(&7u64.to_le_bytes());
-    b[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
-    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
-    for (i, x) in b[40..4000].iter_mut().enumerate() {
-        *x = (i * 31 % 251) as u8;
-    }
-    b
+    testsupport::segment(header_for, 7)
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
+    _dirs: StandbyDirs,
     cfg: StandbyConfig,
     archive: PathBuf,
     pg_wal: PathBuf,
@@ -34,24 +23,14 @@ struct Env {
 
 impl Env {
     fn new(extra: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let archive = dir.path().join("archive");
-        let pg_wal = dir.path().join("pgdata/pg_wal");
-        fs::create_dir(&archive).unwrap();
-        fs::create_dir_all(&pg_wal).unwrap();
-        let text = format!(
-            "archivedir: {}\npgdata: {}\n{extra}",
-            archive.display(),
-            dir.path().join("pgdata").display()
-        );
-        let cfg = StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), &text).unwrap()).unwrap();
+        let dirs = StandbyDirs::new(|_| extra.to_string());
         // Marked for system 7, the one `segment` writes.
-        sysid::write(&archive, Some(7)).unwrap();
+        sysid::write(&dirs.archive, Some(7)).unwrap();
         Env {
-            _dir: dir,
-            cfg,
-            archive,
-            pg_wal,
+            cfg: dirs.cfg.clone(),
+            archive: dirs.archive.clone(),
+            pg_wal: dirs.pg_wal.clone(),
+            _dirs: dirs,
         }
     }
 
@@ -88,12 +67,7 @@ impl Env {
 
     /// Everything in pg_wal: proves no temporary file was left behind.
     fn pg_wal_files(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.pg_wal)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
+        listing(&self.pg_wal)
     }
 }
 
@@ -419,7 +393,7 @@ fn prefetch_stops_at_the_first_bad_or_missing_segment() {
 }
 
 fn wal(name: &str, sysid: u64) -> Vec<u8> {
-    let mut b = crate::walcheck::tests::Builder::new(name, sysid);
+    let mut b = testsupport::Builder::new(name, sysid);
     b.fill(600_000).switch();
     b.data.clone()
 }
