@@ -224,7 +224,7 @@ fn run(
     input: Option<Vec<u8>>,
     capture: bool,
     timeout: Option<Duration>,
-    mut on_stdout: Option<OnStdout>,
+    on_stdout: Option<OnStdout>,
 ) -> io::Result<Finished> {
     let deadline = timeout.map(|t| Instant::now() + t);
     cmd.process_group(0)
@@ -259,7 +259,18 @@ fn run(
     std::thread::spawn(move || {
         let _ = tx.send(Watch::Exited(child.wait()));
     });
+    watch(&rx, open, pgid, deadline, on_stdout)
+}
 
+/// Collects what the watching threads report until the child exited and its
+/// pipes closed, enforcing the deadline.
+fn watch(
+    rx: &mpsc::Receiver<Watch>,
+    mut open: usize,
+    pgid: u32,
+    deadline: Option<Instant>,
+    mut on_stdout: Option<OnStdout>,
+) -> io::Result<Finished> {
     let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let (mut status, mut timed_out, mut killed) = (None, false, false);
     // Once it exited: how long its output pipes may stay open (a stray

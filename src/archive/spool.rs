@@ -81,24 +81,7 @@ fn spool_into(
         Some(s) => Some(sidecar::stage(&sdir, name, s).map_err(place_err(&sdir))?),
         None => None,
     };
-    let staged = sdir.join(name);
-    match fsutil::place_copy(src, &sdir, name, 0o600) {
-        Ok(_) => {}
-        // A different copy left by an interrupted earlier call: only ours to use.
-        Err(PlaceError::Conflict { .. }) => {
-            fs::remove_file(&staged).map_err(|e| ArchiveError::Place {
-                wal: name.to_string(),
-                dest: sdir.display().to_string(),
-                source: PlaceError::Io {
-                    path: staged.clone(),
-                    op: "remove stale spool copy",
-                    source: e,
-                },
-            })?;
-            fsutil::place_copy(src, &sdir, name, 0o600).map_err(place_err(&sdir))?;
-        }
-        Err(e) => return Err(place_err(&sdir)(e)),
-    }
+    let staged = stage_copy(&sdir, src, name)?;
     for qdir in qdirs {
         if let Some(ss) = &staged_sum {
             sidecar::link(ss, qdir, name).map_err(place_err(qdir))?;
@@ -112,6 +95,32 @@ fn spool_into(
         }
     }
     Ok(())
+}
+
+/// The durable staging copy in the spool (the caller holds its lock).
+fn stage_copy(sdir: &Path, src: &Path, name: &str) -> Result<PathBuf, ArchiveError> {
+    let staged = sdir.join(name);
+    let err = |source| ArchiveError::Place {
+        wal: name.to_string(),
+        dest: sdir.display().to_string(),
+        source,
+    };
+    match fsutil::place_copy(src, sdir, name, 0o600) {
+        Ok(_) => {}
+        // A different copy left by an interrupted earlier call: only ours to use.
+        Err(PlaceError::Conflict { .. }) => {
+            fs::remove_file(&staged).map_err(|source| {
+                err(PlaceError::Io {
+                    path: staged.clone(),
+                    op: "remove stale spool copy",
+                    source,
+                })
+            })?;
+            fsutil::place_copy(src, sdir, name, 0o600).map_err(err)?;
+        }
+        Err(e) => return Err(err(e)),
+    }
+    Ok(staged)
 }
 
 /// Takes the spool's lock, waiting up to `wait`.
