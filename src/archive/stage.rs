@@ -11,7 +11,7 @@ use crate::config::ArchiverConfig;
 use crate::fsutil::{self, PlaceError, Placed};
 use crate::integrity::Sum;
 use crate::logging::StepTimer;
-use crate::storage::{self, Kind, LocalDir, Storage};
+use crate::storage::{Kind, LocalDir, Storage};
 use crate::wal::{self, WalName};
 
 /// Checks one file and makes it durable at every local destination and in
@@ -236,7 +236,7 @@ fn place_payload(
         let compare = io("compare with existing file");
         let same = if codec == Codec::None {
             ours == entry.size
-                && storage::same_bytes(File::open(raw).map_err(io("open"))?, existing()?).map_err(compare)?
+                && fsutil::same_bytes(File::open(raw).map_err(io("open"))?, existing()?).map_err(compare)?
         } else {
             compress::same_content_of(existing()?, codec, raw).map_err(compare)?
         };

@@ -111,35 +111,6 @@ pub trait Storage: Send + Sync {
     }
 }
 
-/// Are the two byte streams the same?
-pub fn same_bytes(mut a: impl Read, mut b: impl Read) -> io::Result<bool> {
-    let mut bufa = vec![0u8; 1 << 20];
-    let mut bufb = vec![0u8; 1 << 20];
-    loop {
-        let n = read_full(&mut a, &mut bufa)?;
-        let m = read_full(&mut b, &mut bufb)?;
-        if n != m || bufa[..n] != bufb[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 /// Reads all of a small stored file; `None` if it is not there.
 pub fn read_small(s: &dyn Storage, name: &str) -> io::Result<Option<Vec<u8>>> {
     let mut r = match s.get(name) {
