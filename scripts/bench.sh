@@ -6,7 +6,7 @@
 #   scripts/bench.sh            full run (~10 min on 2 cores)
 #   scripts/bench.sh --quick    smaller sizes (~3 min)
 #
-# Sizes and repetitions: BENCH_* environment variables (see scripts/bench.py
+# Sizes and repetitions: BENCH_* environment variables (see scripts/bench/__init__.py
 # or BENCHMARKS.md). Results: a markdown table on stdout, and results.json,
 # results.md and machine.json in ${BENCH_OUT:-/tmp/pitrkit-bench}.
 #
@@ -42,4 +42,6 @@ fi
 
 echo "bench.sh: cargo build --release" >&2
 cargo build --release --quiet
-exec python3 scripts/bench.py --binary "$PWD/target/release/pitrkit" "$@"
+echo "bench.sh: cargo bench --no-run (the micro-benchmarks)" >&2
+cargo bench --no-run --quiet
+exec python3 scripts/bench --binary "$PWD/target/release/pitrkit" "$@"

@@ -31,6 +31,10 @@ cargo test --all-targets -- --test-threads="$threads" "$@"
 # Arguments select tests: a developer's run, not the whole suite.
 [ $# -eq 0 ] || exit 0
 
+# The fault suite's short run (TESTING.md): kills, a full disk, sshd gone,
+# concurrent calls; any loss or leftover fails CI.
+scripts/faults.sh --short
+
 # Every supported major end to end: the standby tests (-I, -B under load, -S,
 # catch-up from the archive and by streaming, -F999, PITR, failure handling)
 # on 12..18. The rest of the suite ran above on the system's major, which is

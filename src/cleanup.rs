@@ -145,11 +145,7 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
         Ok(n) if n.kind == WalKind::Segment => n,
         _ => return Err(CleanupError::BadOldest(oldest_kept.to_string())),
     };
-    let dir = cfg.require(
-        &cfg.archivedir,
-        "archivedir",
-        "the directory the archiver ships WAL to; cleanup removes old WAL from it",
-    )?;
+    let dir = cfg.required_archivedir("the directory the archiver ships WAL to; cleanup removes old WAL from it")?;
     if let Some(pause) = paused(cfg)? {
         return Ok(CleanupOutcome::Paused { pause_file: pause });
     }

@@ -6,7 +6,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::config::options::{key_reference, ARCHIVER_OPTIONS, STANDBY_OPTIONS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -152,15 +154,19 @@ pub fn multi_call_args(args: Vec<OsString>) -> Vec<OsString> {
     }
 }
 
-/// Exit status for a command line that does not parse. restore_command's
-/// must be above 125: status 2 would tell PostgreSQL "file not in the
-/// archive", and a typo in restore_command would end archive recovery early.
-pub fn usage_error_code(args: &[OsString]) -> u8 {
-    if args.get(1).is_some_and(|a| a == "restore") {
-        crate::restore::EXIT_FATAL
-    } else {
-        crate::commands::EXIT_ERROR
-    }
+/// The command line, with every configuration key (from the key table)
+/// listed in `archiver --help` and `standby --help`.
+pub fn command() -> clap::Command {
+    Cli::command()
+        .mut_subcommand("archiver", |c| c.after_long_help(key_reference(ARCHIVER_OPTIONS)))
+        .mut_subcommand("standby", |c| c.after_long_help(key_reference(STANDBY_OPTIONS)))
+}
+
+/// Parses `args` as [`command`] describes them.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
 }
 
 /// The program name to show in log lines.
@@ -177,7 +183,32 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         let v: Vec<OsString> = args.iter().map(OsString::from).collect();
-        Cli::try_parse_from(multi_call_args(v))
+        super::parse(multi_call_args(v))
+    }
+
+    /// `--help` lists every key of the table, with its default.
+    #[test]
+    fn long_help_lists_every_key() {
+        use crate::config::options::all_defs;
+        for (sub, defs) in [("archiver", ARCHIVER_OPTIONS), ("standby", STANDBY_OPTIONS)] {
+            let help = command()
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for d in all_defs(defs) {
+                let line = format!("  {}: ", d.name);
+                let at = help
+                    .find(&line)
+                    .unwrap_or_else(|| panic!("{sub} --help lacks {}", d.name));
+                let shown = help[at..].lines().next().unwrap();
+                if let Some(def) = d.default {
+                    assert!(shown.contains(&format!("(default {def})")), "{shown}");
+                }
+            }
+        }
+        let e = parse(&["pitrkit", "archiver", "--help"]).unwrap_err();
+        assert!(e.to_string().contains("max_queue_workers: N >= 1 (default 4)"), "{e}");
     }
 
     #[test]
@@ -240,6 +271,7 @@ mod tests {
 
     #[test]
     fn restore_usage_errors_stop_recovery() {
+        use crate::commands::usage_error_code;
         let v = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
         // Missing %p: must not read as "not in the archive".
         assert!(parse(&["pitrkit", "restore", "-C", "s.ini", "000000010000000000000001"]).is_err());

@@ -43,7 +43,12 @@ pub use crate::archive::layout as queue;
 /// Suffix of a plain archived file's checksum sidecar.
 pub const SUM_SUFFIX: &str = ".sum";
 
-/// In a data directory: a failover by pitrkit is under way.
+/// In a data directory: a failover by pitrkit is under way. Holds the
+/// promoted postmaster's pid and start time on lines 1 and 3, as
+/// `postmaster.pid` does (then a line of explanation); restore honours it
+/// only while `postmaster.pid` shows that same pid and start time, so a
+/// marker left by a killed `-F999` is inert after any restart
+/// (see `standby::promoting`).
 pub const PROMOTING_FILE: &str = "pitrkit.promoting";
 
 /// In a standby's data directory: when restore last sent the critical

@@ -80,29 +80,122 @@ fn line_prefix_format(program: &str, pid: u32) -> &'static [time::format_descrip
     Box::leak(items.into_boxed_slice())
 }
 
-/// Logs how long a step took, at debug level, when dropped (`debug: on`).
+/// Names a file that receives one JSON line per finished [`StepTimer`]
+/// (`{"pid":..,"step":"..","detail":"..","ms":..}`), for scripts/bench.
+/// Unset or empty: nothing is opened or written.
+pub const TIMINGS_ENV: &str = "PITRKIT_TIMINGS";
+
+/// Times a step; when dropped, logs how long it took at debug level
+/// (`debug: on`) and appends it to the [`TIMINGS_ENV`] file if that is set.
 pub struct StepTimer {
-    what: String,
+    /// Stable id for machines; `None`: derived from `detail` when needed.
+    step: Option<&'static str>,
+    /// What the debug log line says, e.g. "durable copy of X to /dir".
+    detail: String,
     start: Instant,
 }
 
 impl StepTimer {
-    pub fn new(what: impl Into<String>) -> Self {
+    /// A step with a stable id (`"durable copy"`) that scripts can key on,
+    /// and the human text of the debug line (`"durable copy of X to /dir"`).
+    pub fn step(step: &'static str, detail: impl Into<String>) -> Self {
         StepTimer {
-            what: what.into(),
+            step: Some(step),
+            detail: detail.into(),
             start: Instant::now(),
         }
+    }
+
+    /// A free-form label; its machine id is [`step_id`] of the label.
+    pub fn new(label: impl Into<String>) -> Self {
+        StepTimer {
+            step: None,
+            detail: label.into(),
+            start: Instant::now(),
+        }
+    }
+
+    fn json_line(&self, pid: u32, ms: f64) -> String {
+        let step = match self.step {
+            Some(s) => s.to_string(),
+            None => step_id(&self.detail),
+        };
+        format!(
+            "{{\"pid\":{pid},\"step\":{},\"detail\":{},\"ms\":{ms:.3}}}\n",
+            json_string(&step),
+            json_string(&self.detail)
+        )
     }
 }
 
 impl Drop for StepTimer {
     fn drop(&mut self) {
-        log::debug!(
-            "{} took {:.1} ms",
-            self.what,
-            self.start.elapsed().as_secs_f64() * 1000.0
-        );
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        log::debug!("{} took {ms:.1} ms", self.detail);
+        if let Some(path) = timings_file(std::env::var_os(TIMINGS_ENV)) {
+            // Timings are a diagnostic: failing to write them must never fail the step.
+            if let Err(e) = append_line(&path, &self.json_line(std::process::id(), ms)) {
+                log::debug!("cannot append to {TIMINGS_ENV} file {}: {e}", path.display());
+            }
+        }
     }
+}
+
+fn timings_file(var: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    var.filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// One write(2) on an O_APPEND descriptor: lines of concurrent processes
+/// (PostgreSQL runs several archive calls at once) never interleave.
+fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(line.as_bytes())
+}
+
+/// The stable id of a free-form label: its leading words up to the first
+/// that carries data rather than naming the step. A word names the step if
+/// it is lower-case letters, digits and '-' with at least one letter and is
+/// not a connective (of, to, for, ...). So "durable copy of X to /dir" is
+/// "durable copy", "lz4 compression of X" is "lz4 compression", "shipping 3
+/// file(s) to s1" is "shipping", "init (-I)" is "init". Prefer
+/// [`StepTimer::step`]: rewording a label would change a derived id.
+pub fn step_id(label: &str) -> String {
+    const CONNECTIVES: [&str; 10] = ["of", "to", "for", "before", "from", "in", "into", "on", "at", "with"];
+    let names_step = |w: &&str| {
+        w.bytes().any(|b| b.is_ascii_lowercase())
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !CONNECTIVES.contains(w)
+    };
+    let id: Vec<&str> = label.split_whitespace().take_while(names_step).collect();
+    if id.is_empty() {
+        "step".to_string()
+    } else {
+        id.join(" ")
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -125,5 +218,99 @@ mod tests {
             "/var/log/pitr-2026-03-07_090501.log"
         );
         assert_eq!(expand_date_escapes("a^^b^x^", t), "a^b^x^");
+    }
+
+    #[test]
+    fn timing_json_line() {
+        let t = StepTimer::step("durable copy", "durable copy of \"a\\b\"\nto /d\u{1}");
+        assert_eq!(
+            t.json_line(42, 12.34567),
+            "{\"pid\":42,\"step\":\"durable copy\",\"detail\":\"durable copy of \\\"a\\\\b\\\"\\nto /d\\u0001\",\"ms\":12.346}\n"
+        );
+        let t = StepTimer::new("zstd compression of 000000010000000000000001");
+        assert!(t
+            .json_line(1, 0.0)
+            .starts_with("{\"pid\":1,\"step\":\"zstd compression\",\"detail\":\"zstd compression of 0000"));
+    }
+
+    /// The labels pitrkit's call sites pass to `StepTimer::new` today.
+    #[test]
+    fn step_ids_of_the_existing_labels() {
+        for (label, id) in [
+            ("shipping 3 file(s) to standby1", "shipping"),
+            ("checking the header of 000000010000000000000001", "checking the header"),
+            ("durable copy of 000000010000000000000001 to /a/b", "durable copy"),
+            ("lz4 compression of 00000001000000000000000A", "lz4 compression"),
+            ("spooling 000000010000000000000001 for 2 slave(s)", "spooling"),
+            ("restore of 000000010000000000000001", "restore"),
+            ("cleanup before 000000010000000000000001", "cleanup"),
+            (
+                "archive call for /var/lib/pg_wal/000000010000000000000001",
+                "archive call",
+            ),
+            ("init (-I)", "init"),
+            ("base backup (-B)", "base backup"),
+            ("failover (-F999)", "failover"),
+            ("start standby (-S)", "start standby"),
+            ("ping (-P)", "ping"),
+            ("start (-A start)", "start"),
+            ("stop (-A stop)", "stop"),
+            ("PITR", "step"),
+        ] {
+            assert_eq!(step_id(label), id, "label {label:?}");
+        }
+    }
+
+    #[test]
+    fn timings_file_only_from_a_non_empty_variable() {
+        assert_eq!(timings_file(None), None);
+        assert_eq!(timings_file(Some("".into())), None);
+        assert_eq!(timings_file(Some("/x/t".into())), Some(PathBuf::from("/x/t")));
+    }
+
+    /// Run by `timings_written_only_when_the_variable_is_set` in a child
+    /// process (the environment is process-wide); on its own it times two
+    /// steps, which writes nothing unless PITRKIT_TIMINGS is set.
+    #[test]
+    fn timings_child() {
+        drop(StepTimer::step("durable copy", "durable copy of A to /d"));
+        drop(StepTimer::new("restore of B"));
+    }
+
+    #[test]
+    fn timings_written_only_when_the_variable_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("timings.jsonl");
+        let child = |set: bool| {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.args(["--exact", "logging::tests::timings_child", "--test-threads=1"])
+                .current_dir(dir.path())
+                .env_remove(TIMINGS_ENV);
+            if set {
+                cmd.env(TIMINGS_ENV, &file);
+            }
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            out
+        };
+        child(false);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "written without {TIMINGS_ENV}"
+        );
+        let out = child(true);
+        child(true);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].contains("\"step\":\"durable copy\",\"detail\":\"durable copy of A to /d\""));
+        assert!(lines[1].contains("\"step\":\"restore\",\"detail\":\"restore of B\""));
+        assert!(
+            lines.iter().all(|l| l.starts_with("{\"pid\":") && l.ends_with('}')),
+            "{text}"
+        );
+        // The filter matched: the child really ran the steps.
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     }
 }

@@ -1,15 +1,14 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use pitrkit::cli::{self, Cli, Command};
+use pitrkit::cli::{self, Command};
 use pitrkit::commands;
 
 fn main() -> ExitCode {
     let raw: Vec<_> = std::env::args_os().collect();
     let program = cli::program_name(&raw);
     let args = cli::multi_call_args(raw);
-    let usage_error = cli::usage_error_code(&args);
-    let cli = match Cli::try_parse_from(args) {
+    let usage_error = commands::usage_error_code(&args);
+    let cli = match cli::parse(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

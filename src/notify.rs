@@ -124,28 +124,30 @@ fn skip_balanced(c: &[char], from: usize, open: char, close: char) -> Option<usi
     None
 }
 
-/// A light reading of a POSIX `sh` command line: enough to tell one simple
-/// command from anything else, without running it.
-fn shape(line: &str) -> Shape {
-    let c: Vec<char> = line.trim().chars().collect();
-    let mut word = String::new();
-    let mut have_command = false;
-    let mut redirect_target = false;
-    // Called at the end of each word of the first simple command.
-    let mut end_word = |word: &mut String, have_command: &mut bool| -> Option<Shape> {
-        if word.is_empty() || *have_command {
+/// What `shape` knows about the first simple command so far.
+#[derive(Default)]
+struct FirstCommand {
+    have_command: bool,
+    /// The next word is the file of a redirection (`>`, `2>>`).
+    redirect_target: bool,
+}
+
+impl FirstCommand {
+    /// Called at the end of each word: a shape as soon as the word decides it.
+    fn end_word(&mut self, word: &mut String) -> Option<Shape> {
+        if word.is_empty() || self.have_command {
             word.clear();
             return None;
         }
         let w = std::mem::take(word);
-        if redirect_target {
-            redirect_target = false;
+        if self.redirect_target {
+            self.redirect_target = false;
             return None;
         }
         let digits = w.trim_start_matches(|ch: char| ch.is_ascii_digit());
         if digits.starts_with(['<', '>']) {
             // `>`, `2>>`: the file name is the next word; `>file` is one word.
-            redirect_target = digits.trim_start_matches(['<', '>', '&', '|']).is_empty();
+            self.redirect_target = digits.trim_start_matches(['<', '>', '&', '|']).is_empty();
             return None;
         }
         let assignment = w.split_once('=').is_some_and(|(name, _)| {
@@ -156,12 +158,50 @@ fn shape(line: &str) -> Shape {
         if assignment {
             return None;
         }
-        *have_command = true;
+        self.have_command = true;
         if KEYWORDS.contains(&w.as_str()) {
             return Some(Shape::Keyword(w));
         }
         (w == "eval").then_some(Shape::Eval)
+    }
+}
+
+/// Index of the quote closing the one at `i`; `None` if unterminated.
+fn closing_quote(c: &[char], i: usize) -> Option<usize> {
+    let q = c[i];
+    let mut j = i + 1;
+    while j < c.len() && c[j] != q {
+        if c[j] == '\\' && q != '\'' {
+            j += 1;
+        }
+        j += 1;
+    }
+    (j < c.len()).then_some(j)
+}
+
+/// The control operator at `i` (`;`, `&`, `&&`, `|`, `||`, a line break).
+fn operator(c: &[char], i: usize) -> Shape {
+    let ch = c[i];
+    let doubled = ch != '\n' && ch != ';' && c.get(i + 1) == Some(&ch);
+    let op = match (ch, doubled) {
+        (';', _) => ";",
+        ('&', true) => "&&",
+        ('&', false) => "&",
+        ('|', true) => "||",
+        ('|', false) => "|",
+        _ => "a line break",
     };
+    let rest = if doubled { i + 2 } else { i + 1 };
+    let trailing = c[rest..].iter().all(|x| x.is_whitespace());
+    Shape::Operator { op, trailing }
+}
+
+/// A light reading of a POSIX `sh` command line: enough to tell one simple
+/// command from anything else, without running it.
+fn shape(line: &str) -> Shape {
+    let c: Vec<char> = line.trim().chars().collect();
+    let mut word = String::new();
+    let mut first = FirstCommand::default();
     let mut i = 0;
     while i < c.len() {
         let ch = c[i];
@@ -174,16 +214,9 @@ fn shape(line: &str) -> Shape {
                 continue;
             }
             '\'' | '"' | '`' => {
-                let mut j = i + 1;
-                while j < c.len() && c[j] != ch {
-                    if c[j] == '\\' && ch != '\'' {
-                        j += 1;
-                    }
-                    j += 1;
-                }
-                if j >= c.len() {
+                let Some(j) = closing_quote(&c, i) else {
                     return Shape::Unterminated(ch);
-                }
+                };
                 word.extend(&c[i..=j]);
                 i = j + 1;
                 continue;
@@ -199,38 +232,22 @@ fn shape(line: &str) -> Shape {
             }
             '#' if word.is_empty() => return Shape::Comment,
             ' ' | '\t' => {
-                if let Some(s) = end_word(&mut word, &mut have_command) {
+                if let Some(s) = first.end_word(&mut word) {
                     return s;
                 }
             }
             '(' | ')' => return Shape::Subshell,
             // Part of a redirection: 2>&1, >&2, <&0, >|file.
             '&' | '|' if word.ends_with(['<', '>']) => word.push(ch),
-            ';' | '&' | '|' | '\n' => {
-                if let Some(s) = end_word(&mut word, &mut have_command) {
-                    return s;
-                }
-                let doubled = ch != '\n' && ch != ';' && c.get(i + 1) == Some(&ch);
-                let op = match (ch, doubled) {
-                    (';', _) => ";",
-                    ('&', true) => "&&",
-                    ('&', false) => "&",
-                    ('|', true) => "||",
-                    ('|', false) => "|",
-                    _ => "a line break",
-                };
-                let rest = if doubled { i + 2 } else { i + 1 };
-                let trailing = c[rest..].iter().all(|x| x.is_whitespace());
-                return Shape::Operator { op, trailing };
-            }
+            ';' | '&' | '|' | '\n' => return first.end_word(&mut word).unwrap_or_else(|| operator(&c, i)),
             _ => word.push(ch),
         }
         i += 1;
     }
-    if let Some(s) = end_word(&mut word, &mut have_command) {
+    if let Some(s) = first.end_word(&mut word) {
         return s;
     }
-    if have_command {
+    if first.have_command {
         Shape::Simple
     } else {
         Shape::NoCommand
@@ -300,7 +317,7 @@ pub fn command_problem(cmd: &str) -> Option<String> {
 }
 
 /// The three notify hooks of one configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Notifier {
     pub ok: Option<String>,
     pub warning: Option<String>,

@@ -62,20 +62,28 @@ pub mod wal {
 
     impl Builder {
         pub fn new(name: &str, sysid: u64) -> Builder {
+            Builder::segments(name, sysid, 1)
+        }
+
+        /// `count` consecutive segments from `name` on, as one stream:
+        /// records cross from one into the next.
+        pub fn segments(name: &str, sysid: u64, count: usize) -> Builder {
             let n = WalName::parse(name).unwrap();
             let seg_start = n.segno(SEG as u64) * SEG as u64;
-            let mut data = vec![0u8; SEG];
-            for p in 0..SEG / BLCKSZ {
+            let mut data = vec![0u8; SEG * count];
+            for p in 0..data.len() / BLCKSZ {
                 let o = p * BLCKSZ;
                 data[o..o + 2].copy_from_slice(&0xD110u16.to_le_bytes());
-                let info = if p == 0 { XLP_LONG_HEADER } else { 0 };
+                let info = if o % SEG == 0 { XLP_LONG_HEADER } else { 0 };
                 data[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
                 data[o + 4..o + 8].copy_from_slice(&n.timeline.to_le_bytes());
                 data[o + 8..o + 16].copy_from_slice(&(seg_start + o as u64).to_le_bytes());
+                if o % SEG == 0 {
+                    data[o + 24..o + 32].copy_from_slice(&sysid.to_le_bytes());
+                    data[o + 32..o + 36].copy_from_slice(&(SEG as u32).to_le_bytes());
+                    data[o + 36..o + 40].copy_from_slice(&(BLCKSZ as u32).to_le_bytes());
+                }
             }
-            data[24..32].copy_from_slice(&sysid.to_le_bytes());
-            data[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
-            data[36..40].copy_from_slice(&(BLCKSZ as u32).to_le_bytes());
             Builder {
                 data,
                 seg_start,
@@ -90,13 +98,13 @@ pub mod wal {
         /// flagging continuation pages.
         fn put(&mut self, mut bytes: &[u8], rem_total: usize) {
             let mut rem = rem_total;
-            while !bytes.is_empty() && self.pos < SEG {
+            while !bytes.is_empty() && self.pos < self.data.len() {
                 if self.pos % BLCKSZ == 0 {
                     let o = self.pos;
                     let info = u16::from_le_bytes([self.data[o + 2], self.data[o + 3]]) | XLP_FIRST_IS_CONTRECORD;
                     self.data[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
                     self.data[o + 16..o + 20].copy_from_slice(&(rem as u32).to_le_bytes());
-                    self.pos += SHORT_HEADER;
+                    self.pos += if o % SEG == 0 { LONG_HEADER } else { SHORT_HEADER };
                 }
                 let room = BLCKSZ - self.pos % BLCKSZ;
                 let n = room.min(bytes.len());
@@ -109,7 +117,7 @@ pub mod wal {
 
         pub fn record(&mut self, payload_len: usize, rmid: u8, info: u8) -> &mut Self {
             if self.pos % BLCKSZ == 0 {
-                self.pos += SHORT_HEADER;
+                self.pos += if self.pos % SEG == 0 { LONG_HEADER } else { SHORT_HEADER };
             }
             let start = self.pos;
             let lsn = self.seg_start + start as u64;

@@ -183,11 +183,32 @@ pub enum SegmentCheckError {
 /// What is wrong with a file that should be the segment its name says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentProblem {
-    TooShort { len: u64 },
+    TooShort {
+        len: u64,
+    },
     NoHeader,
-    ImpossibleSize { seg_size: u64 },
-    WrongSize { len: u64, seg_size: u64 },
-    WrongAddress { page_addr: u64, segment: String },
+    ImpossibleSize {
+        seg_size: u64,
+    },
+    WrongSize {
+        len: u64,
+        seg_size: u64,
+    },
+    WrongAddress {
+        page_addr: u64,
+        segment: String,
+    },
+    /// The header's timeline is above the name's.
+    TimelineAbove {
+        header: u32,
+        named: u32,
+        segment: String,
+    },
+    /// A later page header is wrong (the page check's offset and reason).
+    Page {
+        offset: u64,
+        why: String,
+    },
 }
 
 impl SegmentProblem {
@@ -207,6 +228,10 @@ impl SegmentProblem {
                 page_addr >> 32,
                 page_addr & 0xFFFF_FFFF
             ),
+            SegmentProblem::TimelineAbove { header, named, segment } => {
+                format!("header timeline {header} is above the timeline {named} in the name {segment}")
+            }
+            SegmentProblem::Page { offset, why } => format!("at byte {offset} of the segment: {why}"),
         }
     }
 }
@@ -218,9 +243,11 @@ impl std::fmt::Display for SegmentProblem {
 }
 
 /// Checks that `path` holds the segment its name says: a valid long header,
-/// the file size equal to the header's segment size, and the header's page
-/// address equal to the start of the named segment. Catches truncated copies
-/// and files renamed by hand before they reach an archive.
+/// the file size equal to the header's segment size, the header's page
+/// address equal to the start of the named segment, and its timeline not
+/// above the name's (a segment may begin with its parent timeline's pages,
+/// never with a newer one's). Catches truncated copies and files renamed by
+/// hand before they reach an archive.
 pub fn check_segment_file(path: &Path, name: &WalName) -> Result<SegmentHeader, SegmentCheckError> {
     let p = path.display().to_string();
     let io = |source| SegmentCheckError::Io {
@@ -244,6 +271,13 @@ pub fn check_segment_file(path: &Path, name: &WalName) -> Result<SegmentHeader, 
         return Err(invalid(SegmentProblem::WrongSize {
             len,
             seg_size: h.seg_size,
+        }));
+    }
+    if h.timeline > name.timeline {
+        return Err(invalid(SegmentProblem::TimelineAbove {
+            header: h.timeline,
+            named: name.timeline,
+            segment: name.as_str().to_string(),
         }));
     }
     let expected = name.segno(h.seg_size) * h.seg_size;
@@ -336,6 +370,15 @@ mod tests {
         let other = WalName::parse("000000010000000000000004").unwrap();
         let e = check_segment_file(&p, &other).unwrap_err().to_string();
         assert!(e.contains("does not belong"), "{e}");
+
+        // A newer timeline's segment under an older timeline's name; the
+        // other way round is how a timeline's first segment begins.
+        let mut tl2 = data.clone();
+        tl2[4..8].copy_from_slice(&2u32.to_le_bytes());
+        std::fs::write(&p, &tl2).unwrap();
+        let e = check_segment_file(&p, &name).unwrap_err().to_string();
+        assert!(e.contains("header timeline 2 is above the timeline 1"), "{e}");
+        check_segment_file(&p, &WalName::parse("000000030000000000000003").unwrap()).unwrap();
 
         // Truncated copy.
         std::fs::write(&p, &data[..4096]).unwrap();

@@ -21,9 +21,14 @@
 //! checked. A `.partial` segment (the old timeline's last one) may end
 //! anywhere: there the first invalid thing is the end of WAL, as for
 //! PostgreSQL. A record that starts before the segment or runs past its end
-//! cannot be checked whole: its bytes inside are accounted for, not summed.
-//! WAL older than PostgreSQL 9.5 (another record format) gets its first
-//! page header checked only.
+//! cannot be checked whole from the segment alone: its part inside is kept
+//! ([`WalSummary::open_head`], [`WalSummary::open_tail`]) and checked with
+//! the neighbour's part ([`check_head`], [`check_tail`]) by the caller, who
+//! knows where the neighbour is. WAL older than PostgreSQL 9.5 (another
+//! record format) gets its first page header checked only.
+//!
+//! [`WalCheck::headers_only`] checks page headers only, for files whose
+//! bytes a stored checksum vouches for: their timelines.
 
 use std::fmt;
 
@@ -65,7 +70,7 @@ impl fmt::Display for WalCheckError {
 impl std::error::Error for WalCheckError {}
 
 /// What a successful check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalSummary {
     pub header: SegmentHeader,
     /// Records whose CRC-32C was checked.
@@ -73,18 +78,81 @@ pub struct WalSummary {
     /// Where valid WAL ends inside the segment (after a switch record, or in
     /// a `.partial`), if it does not run to the end.
     pub end: Option<u64>,
+    /// The record that runs into the next segment, not yet checked.
+    pub open_tail: Option<OpenRecord>,
+    /// The record that this segment finishes, not yet checked.
+    pub open_head: Option<ContinuedRecord>,
 }
 
 /// A record being read: `got` of its `tot_len` bytes seen so far.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
     start: u64,
     tot_len: u32,
     got: u32,
+    /// The first 24 bytes: the record header, or for a record begun in the
+    /// previous segment the first bytes of its continuation.
     header: [u8; RECORD_HEADER],
+    /// CRC-32C of the bytes after those first 24.
     crc: u32,
-    /// False for a record that started before this segment: not summed.
+    /// False for a record that started before this segment: its CRC needs
+    /// the previous segment ([`check_head`]).
     whole: bool,
+}
+
+impl Record {
+    fn feed(&mut self, bytes: &[u8]) {
+        let mut data = bytes;
+        let at = self.got as usize;
+        if at < RECORD_HEADER {
+            let h = (RECORD_HEADER - at).min(data.len());
+            self.header[at..at + h].copy_from_slice(&data[..h]);
+            data = &data[h..];
+        }
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.got += bytes.len() as u32;
+    }
+
+    /// The stored and the computed CRC of a complete whole record.
+    fn crcs(&self) -> (u32, u32) {
+        let h = &self.header;
+        let stored = u32::from_le_bytes(h[20..24].try_into().unwrap());
+        (stored, crc32c::crc32c_append(self.crc, &h[..20]))
+    }
+}
+
+/// A record that starts in this segment and runs past its end: its CRC is
+/// checked with the next segment's first pages ([`check_tail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRecord(Record);
+
+impl OpenRecord {
+    /// Its LSN.
+    pub fn start(&self) -> u64 {
+        self.0.start
+    }
+
+    /// How many of its bytes lie in the next segment.
+    pub fn rest(&self) -> u32 {
+        self.0.tot_len - self.0.got
+    }
+}
+
+/// The end of a record begun in the previous segment, with which this
+/// segment starts: its CRC is checked with the previous segment's last
+/// bytes ([`check_head`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContinuedRecord {
+    rest: Record,
+    /// Where the record starts: the back link of the first record after it.
+    start: Option<u64>,
+}
+
+impl ContinuedRecord {
+    /// The LSN the record starts at, if a record after it in this segment says so.
+    pub fn start(&self) -> Option<u64> {
+        self.start
+    }
 }
 
 /// The streaming checker; see the module documentation.
@@ -92,6 +160,10 @@ pub struct WalCheck {
     name: WalName,
     timeline: u32,
     partial: bool,
+    /// False: page headers only (a file whose bytes a stored checksum vouches for).
+    walk_records: bool,
+    /// The timeline's history (parent, switch point), if known.
+    history: Vec<(u32, u64)>,
     expected_sysid: Option<u64>,
     seg_start: u64,
     page: Vec<u8>,
@@ -105,6 +177,7 @@ pub struct WalCheck {
     prev: Option<u64>,
     records: u64,
     end: Option<u64>,
+    head: Option<ContinuedRecord>,
     error: Option<WalCheckError>,
     total: u64,
 }
@@ -117,6 +190,8 @@ impl WalCheck {
             name: name.clone(),
             timeline: name.timeline,
             partial: name.kind == WalKind::Partial,
+            walk_records: true,
+            history: Vec::new(),
             expected_sysid,
             seg_start: 0,
             page: Vec::with_capacity(LONG_HEADER),
@@ -129,9 +204,31 @@ impl WalCheck {
             prev: None,
             records: 0,
             end: None,
+            head: None,
             error: None,
             total: 0,
         }
+    }
+
+    /// A checker of page headers only, for a file whose bytes a stored
+    /// checksum vouches for: the timeline of every page, which no checksum
+    /// taken at archive time can vouch for. It stops at the first page that
+    /// is not a valid header of this segment (the end of WAL, for all it
+    /// knows).
+    pub fn headers_only(name: &WalName, expected_sysid: Option<u64>) -> WalCheck {
+        WalCheck {
+            walk_records: false,
+            ..WalCheck::new(name, expected_sysid)
+        }
+    }
+
+    /// The history of the name's timeline: (parent timeline, switch point)
+    /// as its `.history` file lists them. Then every page must carry a
+    /// timeline of that history, and a page at or past a switch point a
+    /// timeline newer than that parent.
+    pub fn with_history(mut self, history: &[(u32, u64)]) -> WalCheck {
+        self.history = history.to_vec();
+        self
     }
 
     /// Feeds the next bytes of the segment.
@@ -181,11 +278,24 @@ impl WalCheck {
                 ),
             });
         }
+        // A record still open at the end: one that started here runs into
+        // the next segment; one that started before spans all of this one
+        // (bigger than a segment), which is not checked.
+        let open_tail = match self.rec {
+            Some(r) if r.whole && self.records_checked() => Some(OpenRecord(r)),
+            _ => None,
+        };
         Ok(WalSummary {
             header,
             records: self.records,
             end: self.end,
+            open_tail,
+            open_head: self.head,
         })
+    }
+
+    fn records_checked(&self) -> bool {
+        self.walk_records && self.magic >= FIRST_MAGIC_WITH_THIS_FORMAT
     }
 
     fn err(&self, offset: u64, why: String) -> WalCheckError {
@@ -228,7 +338,7 @@ impl WalCheck {
 
     /// End of valid WAL at `offset`: fine in a `.partial`, damage otherwise.
     fn ends(&mut self, offset: u64, why: String) -> Result<(), WalCheckError> {
-        if self.partial && offset >= self.block as u64 {
+        if (self.partial || !self.walk_records) && offset >= self.block as u64 {
             self.end = Some(offset);
             self.rec = None;
             Ok(())
@@ -238,6 +348,43 @@ impl WalCheck {
                 format!("{why}; recovery would take this for the end of WAL inside a complete segment and stop early"),
             ))
         }
+    }
+
+    /// PostgreSQL's rules for a page's timeline: not above the file's, not
+    /// going back, one of the file timeline's history (tliInHistory), and
+    /// past a switch point newer than the parent that switched there.
+    fn check_timeline(&self, tli: u32, addr: u64) -> Result<(), String> {
+        let own = self.timeline;
+        if tli > own {
+            return Err(format!("page timeline {tli} is above the file name's timeline {own}"));
+        }
+        if tli < self.last_tli {
+            return Err(format!(
+                "page timeline {tli} goes back (the previous page has timeline {})",
+                self.last_tli
+            ));
+        }
+        if self.history.is_empty() || tli == own {
+            return Ok(());
+        }
+        if !self.history.iter().any(|&(p, _)| p == tli) {
+            return Err(format!(
+                "page timeline {tli} is not in the history of timeline {own} ({own:08X}.history in the archive lists {:?}; if that file was cut short, it is the one to replace)",
+                self.history.iter().map(|h| h.0).collect::<Vec<_>>()
+            ));
+        }
+        if let Some(&(p, at)) = self.history.iter().rev().find(|&&(_, at)| at <= addr) {
+            if tli <= p {
+                return Err(format!(
+                    "page timeline {tli} at {:X}/{:X}, past the point {:X}/{:X} where timeline {p} ended ({own:08X}.history in the archive)",
+                    addr >> 32,
+                    addr & 0xFFFF_FFFF,
+                    at >> 32,
+                    at & 0xFFFF_FFFF
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_page(&mut self, page: &[u8]) -> Result<(), WalCheckError> {
@@ -277,17 +424,17 @@ impl WalCheck {
         if info & !XLP_ALL_FLAGS != 0 || ((info & XLP_LONG_HEADER != 0) != (off == 0)) {
             return self.ends(off, format!("invalid page flags {info:04X}"));
         }
-        if tli < self.last_tli || tli > self.timeline {
-            return self.ends(
-                off + 4,
-                format!(
-                    "page timeline {tli} out of sequence (previous page {}, file timeline {})",
-                    self.last_tli, self.timeline
-                ),
-            );
+        if let Err(why) = self.check_timeline(tli, addr) {
+            // Never the end of WAL for a checker of headers only: the page
+            // is one of this segment's, under the wrong timeline.
+            return if self.walk_records || self.partial {
+                self.ends(off + 4, why)
+            } else {
+                Err(self.err(off + 4, why))
+            };
         }
         self.last_tli = tli;
-        if self.magic < FIRST_MAGIC_WITH_THIS_FORMAT {
+        if !self.records_checked() {
             return Ok(());
         }
         let mut pos = if off == 0 { LONG_HEADER } else { SHORT_HEADER };
@@ -323,7 +470,8 @@ impl WalCheck {
                 )
             }
             None if off == 0 && info & XLP_FIRST_IS_CONTRECORD != 0 => {
-                // Started in the previous segment: count its bytes, sum nothing.
+                // Started in the previous segment: summed here, checked with
+                // the previous segment's part afterwards.
                 self.rec = Some(Record {
                     start: self.seg_start,
                     tot_len: rem_len,
@@ -357,19 +505,7 @@ impl WalCheck {
             }
             let rec = self.rec.as_mut().expect("set above");
             let n = ((rec.tot_len - rec.got) as usize).min(self.block - pos);
-            let bytes = &page[pos..pos + n];
-            if rec.whole {
-                let mut data = bytes;
-                let hdr_left = RECORD_HEADER.saturating_sub(rec.got as usize);
-                if hdr_left > 0 {
-                    let h = hdr_left.min(data.len());
-                    let at = rec.got as usize;
-                    rec.header[at..at + h].copy_from_slice(&data[..h]);
-                    data = &data[h..];
-                }
-                rec.crc = crc32c::crc32c_append(rec.crc, data);
-            }
-            rec.got += n as u32;
+            rec.feed(&page[pos..pos + n]);
             pos += n;
             if rec.got < rec.tot_len {
                 break; // continues on the next page
@@ -377,12 +513,12 @@ impl WalCheck {
             let rec = self.rec.take().expect("present");
             pos = maxalign(pos);
             if !rec.whole {
+                self.head = Some(ContinuedRecord { rest: rec, start: None });
                 continue;
             }
             let at = rec.start - self.seg_start;
             let h = &rec.header;
-            let stored = u32::from_le_bytes(h[20..24].try_into().unwrap());
-            let crc = crc32c::crc32c_append(rec.crc, &h[..20]);
+            let (stored, crc) = rec.crcs();
             if crc != stored {
                 return self.ends(
                     at,
@@ -401,6 +537,11 @@ impl WalCheck {
                     );
                 }
             }
+            if self.records == 0 {
+                if let Some(head) = self.head.as_mut() {
+                    head.start = Some(xl_prev);
+                }
+            }
             self.prev = Some(rec.start);
             self.records += 1;
             let (xl_info, xl_rmid) = (h[16], h[17]);
@@ -412,6 +553,168 @@ impl WalCheck {
         }
         Ok(())
     }
+}
+
+/// How many bytes from the start of the next segment [`check_tail`] needs:
+/// the pages that hold the rest of `open`.
+pub fn tail_bytes(open: &OpenRecord, block: usize, seg_size: u64) -> usize {
+    let rest = open.rest() as usize;
+    let first = block - LONG_HEADER;
+    let more = rest.saturating_sub(first).div_ceil(block - SHORT_HEADER);
+    ((1 + more) * block).min(seg_size as usize)
+}
+
+/// The header of a page that a record continues on: it must belong at
+/// `addr` and say that `rest` bytes of a record continue on it, or that the
+/// record was abandoned (false: crash recovery in PostgreSQL 15+ wrote over
+/// a record whose end never reached disk).
+fn continuation_page(page: &[u8], long: bool, addr: u64, rest: u32) -> Result<bool, String> {
+    let hl = if long { LONG_HEADER } else { SHORT_HEADER };
+    if page.len() < hl {
+        return Err("it ends inside a page header".into());
+    }
+    let info = u16::from_le_bytes([page[2], page[3]]);
+    let got = u64::from_le_bytes(page[8..16].try_into().unwrap());
+    let rem_len = u32::from_le_bytes(page[16..20].try_into().unwrap());
+    if got != addr {
+        return Err(format!(
+            "the page at {:X}/{:X} has the address {:X}/{:X}",
+            addr >> 32,
+            addr & 0xFFFF_FFFF,
+            got >> 32,
+            got & 0xFFFF_FFFF
+        ));
+    }
+    if info & XLP_FIRST_IS_CONTRECORD == 0 && info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
+        return Ok(false);
+    }
+    if info & XLP_FIRST_IS_CONTRECORD == 0 || rem_len != rest {
+        return Err(format!(
+            "the page at {:X}/{:X} should continue the record with {rest} bytes, but says {} (flags {info:04X})",
+            addr >> 32,
+            addr & 0xFFFF_FFFF,
+            rem_len
+        ));
+    }
+    Ok(true)
+}
+
+/// Feeds `rec` from segment bytes `data` (segment offset `from`, segment
+/// at LSN `seg_start`) until it is complete or the data ends, checking the
+/// headers of the pages it continues on. The bytes used, or None if a page
+/// says the record was abandoned.
+fn feed_across_pages(
+    rec: &mut Record,
+    data: &[u8],
+    from: usize,
+    block: usize,
+    seg_start: u64,
+) -> Result<Option<usize>, String> {
+    let mut i = 0;
+    while rec.got < rec.tot_len && i < data.len() {
+        let off = from + i;
+        if off % block == 0 {
+            let hl = if off == 0 { LONG_HEADER } else { SHORT_HEADER };
+            if !continuation_page(&data[i..], off == 0, seg_start + off as u64, rec.tot_len - rec.got)? {
+                return Ok(None);
+            }
+            i += hl;
+        }
+        let n = (block - (from + i) % block)
+            .min(data.len() - i)
+            .min((rec.tot_len - rec.got) as usize);
+        rec.feed(&data[i..i + n]);
+        i += n;
+    }
+    Ok(Some(i))
+}
+
+fn crc_verdict(rec: &Record) -> Result<(), String> {
+    let (stored, crc) = rec.crcs();
+    if crc != stored {
+        return Err(format!(
+            "the record of {} bytes at {:X}/{:X} that crosses the segment boundary fails its CRC-32C (stored {stored:08x}, computed {crc:08x})",
+            rec.tot_len,
+            rec.start >> 32,
+            rec.start & 0xFFFF_FFFF
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the record that runs past the end of a segment with the first
+/// bytes of the next segment (`next`, at least [`tail_bytes`] of them
+/// unless the file is shorter): the pages it continues on and its CRC.
+/// Passes unchecked a record that runs past the next segment too (bigger
+/// than a segment) and one the next segment says was abandoned.
+pub fn check_tail(open: &OpenRecord, next: &[u8], block: usize, seg_size: u64) -> Result<(), String> {
+    let room = seg_size as usize - LONG_HEADER - (seg_size as usize / block - 1) * SHORT_HEADER;
+    if open.rest() as usize > room {
+        return Ok(());
+    }
+    let mut rec = open.0.clone();
+    let next_start = (rec.start / seg_size + 1) * seg_size;
+    if feed_across_pages(&mut rec, next, 0, block, next_start)?.is_none() {
+        return Ok(());
+    }
+    if rec.got < rec.tot_len {
+        return Err(format!(
+            "it ends before the record's last {} bytes",
+            rec.tot_len - rec.got
+        ));
+    }
+    crc_verdict(&rec)
+}
+
+/// Checks the record that a segment starts with (the rest of one begun in
+/// the previous segment) with the previous segment's bytes from the
+/// record's start (`prev`: its bytes from segment offset `from` to the end).
+pub fn check_head(head: &ContinuedRecord, prev: &[u8], block: usize, seg_size: u64) -> Result<(), String> {
+    let start = head.start.ok_or("the record's start is not known")?;
+    let from = (start % seg_size) as usize;
+    let seg_start = start - from as u64;
+    let hl = if from < block { LONG_HEADER } else { SHORT_HEADER };
+    if from % block < hl || from % 8 != 0 || prev.len() < 4 {
+        return Err(format!(
+            "the back link {:X}/{:X} cannot be a record's start",
+            start >> 32,
+            start & 0xFFFF_FFFF
+        ));
+    }
+    // The length is on the record's first page: it starts MAXALIGNed.
+    let tot_len = u32::from_le_bytes(prev[..4].try_into().unwrap());
+    if (tot_len as usize) < RECORD_HEADER || tot_len > MAX_RECORD || tot_len <= head.rest.tot_len {
+        return Err(format!("the record there has an impossible length {tot_len}"));
+    }
+    let mut rec = Record {
+        start,
+        tot_len,
+        got: 0,
+        header: [0; RECORD_HEADER],
+        crc: 0,
+        whole: true,
+    };
+    let in_prev = tot_len - head.rest.tot_len;
+    rec.tot_len = in_prev; // stop where the previous segment should end
+    let used = feed_across_pages(&mut rec, prev, from, block, seg_start)?
+        .ok_or("a page the record continues on says it was abandoned")?;
+    rec.tot_len = tot_len;
+    if rec.got < in_prev || from + used != seg_size as usize {
+        return Err(format!(
+            "the record there is {tot_len} bytes, {} of which this segment continues, but {} of them lie before the boundary",
+            head.rest.tot_len,
+            rec.got as usize + (seg_size as usize - from - used)
+        ));
+    }
+    // This segment's part: its first 24 bytes as they are, the rest by its CRC.
+    let rest = &head.rest;
+    let first = (rest.tot_len as usize).min(RECORD_HEADER);
+    rec.feed(&rest.header[..first]);
+    if rest.tot_len as usize > RECORD_HEADER {
+        rec.crc = crc32c::crc32c_combine(rec.crc, rest.crc, rest.tot_len as usize - RECORD_HEADER);
+        rec.got = tot_len;
+    }
+    crc_verdict(&rec)
 }
 
 /// Checks a whole segment in memory (tests and small callers).
@@ -549,5 +852,154 @@ mod tests {
         let s = check_bytes(&name(S), &b.data, Some(42)).unwrap();
         assert_eq!(s.records as usize, b.starts.len() - 1);
         assert_eq!(s.end, None);
+    }
+
+    /// Segments 3 and 4 of one stream, a record crossing from 3 into 4
+    /// whose first `split` bytes lie in 3 (fewer than 24: its header is split).
+    fn crossing(split: Option<usize>) -> (Vec<u8>, Vec<u8>, usize) {
+        let mut b = Builder::segments(S, 42, 2);
+        b.fill(SEG - 200);
+        if let Some(k) = split {
+            let end = SEG - k;
+            b.record(end - b.pos - RECORD_HEADER, 10, 0);
+            assert_eq!(b.pos, end);
+        }
+        b.record(30_000, 10, 0);
+        let at = *b.starts.last().unwrap();
+        b.fill(2 * SEG - 3000).switch();
+        (b.data[..SEG].to_vec(), b.data[SEG..].to_vec(), at)
+    }
+
+    fn both_sides(a: &[u8], b: &[u8]) -> (Result<(), String>, Result<(), String>) {
+        let sa = check_bytes(&name(S), a, Some(42)).unwrap();
+        let sb = check_bytes(&name("000000010000000000000004"), b, Some(42)).unwrap();
+        let tail = sa.open_tail.expect("a record runs into 4");
+        let head = sb.open_head.expect("4 finishes a record");
+        assert_eq!(head.start(), Some(tail.start()));
+        let need = tail_bytes(&tail, BLCKSZ, SEG as u64);
+        assert!(need < 5 * BLCKSZ, "only the pages it continues on: {need}");
+        let from = (tail.start() % SEG as u64) as usize;
+        (
+            check_tail(&tail, &b[..need], BLCKSZ, SEG as u64),
+            check_head(&head, &a[from..], BLCKSZ, SEG as u64),
+        )
+    }
+
+    #[test]
+    fn a_record_crossing_the_segment_boundary_is_checked_from_both_sides() {
+        for split in [None, Some(16), Some(8)] {
+            let (a, b, at) = crossing(split);
+            let (t, h) = both_sides(&a, &b);
+            t.unwrap();
+            h.unwrap();
+            let mut paired = 0;
+            // A flipped bit in either part (the header too), seen from either side.
+            for (in_a, off) in [(true, SEG - 1), (true, at + 2), (false, 40 + 3), (false, 40 + 20_000)] {
+                let (mut a2, mut b2) = (a.clone(), b.clone());
+                if in_a {
+                    a2[off] ^= 0x04;
+                } else {
+                    b2[off] ^= 0x04;
+                }
+                // The side holding the flip fails its own walk only if the
+                // flip hits its record header or page headers; the pair fails always.
+                let (sa, sb) = (
+                    check_bytes(&name(S), &a2, Some(42)),
+                    check_bytes(&name("000000010000000000000004"), &b2, Some(42)),
+                );
+                if let (Ok(sa), Ok(sb)) = (sa, sb) {
+                    let tail = sa.open_tail.unwrap();
+                    let head = sb.open_head.unwrap();
+                    let from = (head.start().unwrap() % SEG as u64) as usize;
+                    let t = check_tail(&tail, &b2[..tail_bytes(&tail, BLCKSZ, SEG as u64)], BLCKSZ, SEG as u64);
+                    let h = check_head(&head, &a2[from..], BLCKSZ, SEG as u64);
+                    assert!(
+                        t.is_err() && h.is_err(),
+                        "split {split:?}, flip in a {in_a} at {off}: {t:?} {h:?}"
+                    );
+                    paired += 1;
+                }
+            }
+            assert!(
+                paired >= 3,
+                "split {split:?}: only {paired} flips reached the pair check"
+            );
+        }
+        // The next segment's continuation page says otherwise.
+        let (a, good, _) = crossing(None);
+        let mut b = good.clone();
+        b[16] ^= 0x01;
+        let tail = check_bytes(&name(S), &a, None).unwrap().open_tail.unwrap();
+        let e = check_tail(&tail, &b[..40_000], BLCKSZ, SEG as u64).unwrap_err();
+        assert!(e.contains("should continue the record"), "{e}");
+        let e = check_tail(&tail, &good[..9000], BLCKSZ, SEG as u64).unwrap_err();
+        assert!(e.contains("ends before"), "{e}");
+        // Crash recovery (PostgreSQL 15+) abandoned the record: the next
+        // segment starts afresh and says so. Nothing to check.
+        let mut over = good.clone();
+        over[2..4].copy_from_slice(&(XLP_LONG_HEADER | XLP_FIRST_IS_OVERWRITE_CONTRECORD).to_le_bytes());
+        check_tail(&tail, &over[..40_000], BLCKSZ, SEG as u64).unwrap();
+        // A record bigger than a segment runs through the next one: not checked.
+        let mut b = Builder::segments(S, 42, 3);
+        b.fill(SEG - 200);
+        b.record(SEG + 300_000, 10, 0);
+        b.fill(3 * SEG - 3000).switch();
+        let s3 = check_bytes(&name(S), &b.data[..SEG], Some(42)).unwrap();
+        let s4 = check_bytes(&name("000000010000000000000004"), &b.data[SEG..2 * SEG], Some(42)).unwrap();
+        let s5 = check_bytes(&name("000000010000000000000005"), &b.data[2 * SEG..], Some(42)).unwrap();
+        let tail = s3.open_tail.unwrap();
+        check_tail(&tail, &b.data[SEG..2 * SEG], BLCKSZ, SEG as u64).unwrap();
+        assert!(s4.open_tail.is_none() && s4.open_head.is_none() && s4.records == 0);
+        assert_eq!(s5.open_head.unwrap().start(), Some(tail.start()));
+    }
+
+    #[test]
+    fn page_timelines_are_checked_for_files_with_a_stored_checksum_too() {
+        let mut b = Builder::new(S, 42);
+        b.fill(SEG - 3000).switch();
+        let headers = |data: &[u8], n: &str, history: &[(u32, u64)]| {
+            let mut c = WalCheck::headers_only(&name(n), Some(42)).with_history(history);
+            c.update(data);
+            c.finish()
+        };
+        headers(&b.data, S, &[]).unwrap();
+        // Timeline 2's bytes under timeline 1's name: the first page says so.
+        let mut tl2 = b.data.clone();
+        for p in (0..SEG).step_by(BLCKSZ) {
+            tl2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
+        }
+        let e = headers(&tl2, S, &[]).unwrap_err();
+        assert!(
+            e.why.contains("above the file name's timeline 1") && e.offset == 4,
+            "{e}"
+        );
+        // Going back mid-file; a bad page header instead only ends the check.
+        let tl2_name = "000000020000000000000003";
+        let mut back = tl2.clone();
+        back[10 * BLCKSZ + 4] = 1;
+        assert!(headers(&back, tl2_name, &[]).unwrap_err().why.contains("goes back"));
+        let mut junk = tl2.clone();
+        junk[10 * BLCKSZ + 9] ^= 0x10;
+        headers(&junk, tl2_name, &[]).unwrap();
+        // With the history: timeline 1 ended at 0/380000, so timeline 1
+        // pages from there on under the timeline 2 name are refused ...
+        let seg3 = 3 * SEG as u64;
+        let e = headers(&b.data, tl2_name, &[(1, seg3 + 0x80000)]).unwrap_err();
+        assert!(
+            e.why.contains("where timeline 1 ended") && e.offset == 0x80000 + 4,
+            "{e}"
+        );
+        // ... while pages before it may carry timeline 1 ...
+        let mut mixed = b.data.clone();
+        for p in (0x80000..SEG).step_by(BLCKSZ) {
+            mixed[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
+        }
+        headers(&mixed, tl2_name, &[(1, seg3 + 0x80000)]).unwrap();
+        // ... and a timeline the history does not list is refused.
+        let e = headers(&mixed, "000000030000000000000003", &[(2, seg3 + SEG as u64)]).unwrap_err();
+        assert!(e.why.contains("not in the history"), "{e}");
+        // The full check applies the same rules.
+        let e = check_bytes(&name(S), &tl2, None).unwrap_err();
+        assert!(e.why.contains("above the file name's timeline"), "{e}");
     }
 }

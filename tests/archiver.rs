@@ -662,7 +662,7 @@ fn remote_sync_covers_every_delivered_file_and_the_directory() {
     let r = s.remote.display().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("sync -- {r}/{seg} {r}/{seg}.sum {r}\"")),
+        stderr.contains(&format!("sync -- {r}/{seg} {r}/{seg}.sum {r} && ")),
         "{stderr}"
     );
     assert!(!stderr.contains("--fsync"), "needs rsync 3.2.4+ on both ends: {stderr}");
@@ -671,7 +671,7 @@ fn remote_sync_covers_every_delivered_file_and_the_directory() {
     let next = pg.switch_wal();
     let out = s.archiver(&["-F", &pg.datadir.join("pg_wal").join(&next).display().to_string()]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}/{next}.sum {r}\"")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("sync -- {r}/{next} {r}/{next}.sum {r} && ")));
     assert!(s.queued().is_empty());
 }
 
@@ -1301,6 +1301,18 @@ fn a_stale_ledger_entry_is_checked_on_the_slave_and_shipped_again() {
     );
     assert!(t.queue("good").is_empty());
     assert_eq!(t.queue("dead"), vec![seg.clone()]);
+    // Its checksum sidecar is part of the delivery: gone, shipped again.
+    let sum = s.remote.join(format!("{seg}.sum"));
+    fs::remove_file(&sum).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "the delivery ledger lists slave good, but its checksum file {seg}.sum is missing there"
+        )),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(sum.is_file(), "the sidecar is shipped again");
     // A copy of another size is not trusted either.
     fs::write(s.remote.join(&seg), b"short").unwrap();
     let out = s.archiver(&["-F", &wal]);
@@ -1433,4 +1445,179 @@ fn temp_files_of_killed_writers_are_reclaimed_by_the_next_call() {
     }
     assert!(alive.exists(), "a live writer's file was removed");
     assert_same_bytes(&path, &s.local.join(&seg));
+}
+
+fn bind_mount(src: &Path, dst: &Path) -> Mounted {
+    assert!(is_root(), "the tests run as root (CI does)");
+    let status = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount --bind {} {}", src.display(), dst.display());
+    Mounted(dst.to_path_buf())
+}
+
+/// The slave's r_archivedir is a share (here a bind mount) that -I marked.
+/// The share goes away on the slave: the mount point is a bare directory on
+/// the root filesystem. Shipping must not deliver WAL into it and drop it
+/// from the queue: once the share is back, the archive would lack it.
+#[test]
+fn shipping_never_delivers_into_an_unmarked_slave_directory() {
+    let s = Setup::new(
+        "arch_unmounted",
+        "ship_mode: sync\nlookahead: 0\nssh_control_persist: 0",
+    );
+    let share = s.env.mkdir("share");
+    let m = bind_mount(&share, &s.remote);
+    s.init();
+    assert!(share.join(".pitrkit-system-id").exists());
+    let pg = fixtures::archiving_master(&s.env, &s.ini, "");
+    let first = pg.switch_wal();
+    assert!(pg.wait_archived(&first, WAIT));
+    assert!(share.join(&first).exists());
+    // The share goes away.
+    drop(m);
+    assert!(!s.remote.join(".pitrkit-system-id").exists());
+    let lost = pg.switch_wal();
+    let path = pg.datadir.join("pg_wal").join(&lost).display().to_string();
+    let out = s.archiver(&["-F", &path]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not mounted") && stderr.contains("-I"),
+        "the error names the fix: {stderr}"
+    );
+    assert!(!s.remote.join(&lost).exists(), "written onto the bare mount point");
+    assert!(s.queued().contains(&lost), "{lost} stays queued: {:?}", s.queued());
+    assert!(
+        wait_until(WAIT, || fixtures::lines(&s.hooks)
+            .iter()
+            .any(|l| l.starts_with("warning"))),
+        "the slave is failing: {:?}",
+        fixtures::lines(&s.hooks)
+    );
+    // The share comes back: the next round ships it there.
+    let _m = bind_mount(&share, &s.remote);
+    let out = s.archiver(&["-F", &path]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(share.join(&lost).exists());
+    assert!(s.queued().is_empty(), "{:?}", s.queued());
+}
+
+/// The same planted sidecar through shipping: the slave holds an intact X
+/// without a sidecar (pitrtools shipped it). Archiving X with other bytes
+/// is refused (conflict), and our X.sum must not reach the slave beside its
+/// intact X (restore there would reject it).
+#[test]
+fn a_refused_shipment_leaves_no_sidecar_beside_the_slaves_intact_file() {
+    let s = Setup::new("arch_shipsum", "ship_mode: sync\nlookahead: 0\nssh_control_persist: 0");
+    let pg = fixtures::archiving_master(&s.env, &s.ini, "archive_mode = off\n");
+    s.init();
+    pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g");
+    let seg = pg.switch_wal();
+    let intact = fs::read(pg.datadir.join("pg_wal").join(&seg)).unwrap();
+    // The slave's copy, as pitrtools left it.
+    fs::write(s.remote.join(&seg), &intact).unwrap();
+    s.env.chown(&s.remote.join(&seg));
+    let mut other = intact.clone();
+    other[intact.len() / 2] ^= 0x01;
+    let src = s.env.mkdir("other").join(&seg);
+    fs::write(&src, &other).unwrap();
+    s.env.chown(&src);
+    let out = s.archiver(&["-F", &src.display().to_string()]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    assert!(fs::read(s.remote.join(&seg)).unwrap() == intact);
+    assert!(
+        !s.remote.join(format!("{seg}.sum")).exists(),
+        "a checksum of the refused bytes now sits beside the slave's intact {seg}"
+    );
+    // Ours went aside with its sidecar.
+    let conflicts = s.queue.join(".conflicts");
+    assert!(conflicts.join(&seg).exists() && conflicts.join(format!("{seg}.sum")).exists());
+}
+
+/// `-I` never marks a slave's r_archivedir that the slave's /etc/fstab
+/// lists as a mount point while nothing is mounted there (a share that is
+/// not mounted is a bare directory: shipping would fill it).
+#[test]
+fn init_refuses_an_unmounted_slave_share() {
+    let s = Setup::new("arch_remote_mount", "");
+    let _entry = fixtures::FstabEntry::add(&s.remote);
+    let out = s.archiver(&["-I"]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{SLAVE}:{} should be on the filesystem mounted at {}",
+            s.remote.display(),
+            s.remote.display()
+        )) && stdout.contains("Mount it, then run -I again"),
+        "{stdout}"
+    );
+    assert!(!s.remote.join(".pitrkit-system-id").exists(), "never marked");
+    // Mounted there (a bind mount keeps the device: mountinfo tells): marked.
+    let share = s.env.mkdir("share");
+    let _m = bind_mount(&share, &s.remote);
+    s.init();
+    assert!(share.join(".pitrkit-system-id").exists());
+}
+
+/// The share can go away in the middle of a round, after the push: the
+/// remote sync's ssh session reads the mark again, and without it nothing
+/// leaves the queue. A mark of another database system stops shipping
+/// before anything is pushed.
+#[test]
+fn shipping_rechecks_the_slave_mark_with_the_remote_sync() {
+    let s = Setup::new("arch_mark_recheck", "ship_mode: sync\nlookahead: 0");
+    s.init();
+    let (pg, seg, path) = real_segment(&s);
+    let wal = path.display().to_string();
+    let mark = s.remote.join(".pitrkit-system-id");
+    let aside = s.env.path("mark_aside");
+    // ssh that takes the mark away just before the remote sync, as an
+    // unmount between rsync and sync would.
+    let ssh = require_program("ssh");
+    let unmounting = s.script(
+        "unmounting-ssh",
+        &format!(
+            "for a; do case \"$a\" in \"sync -- \"*) mv {} {};; esac; done\nexec {} \"$@\"\n",
+            mark.display(),
+            aside.display(),
+            ssh.display()
+        ),
+    );
+    let swap = |from: &Path, to: &Path| {
+        s.edit_ini(|t| {
+            t.replacen(
+                &format!("ssh: {}", from.display()),
+                &format!("ssh: {}", to.display()),
+                1,
+            )
+        })
+    };
+    swap(&ssh, &unmounting);
+    let out = s.archiver(&["-F", &wal]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("changed while shipping"), "{stderr}");
+    assert_eq!(s.queued(), vec![seg.clone()], "nothing leaves the queue");
+    // The share is back: the retry delivers it.
+    swap(&unmounting, &ssh);
+    fs::rename(&aside, &mark).unwrap();
+    let out = s.archiver(&["-F", &wal]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(s.queued().is_empty());
+    assert!(s.remote.join(&seg).exists());
+
+    // Another system's archive: nothing pushed, the error says whose.
+    fs::write(&mark, "42\n").unwrap();
+    let next = pg.switch_wal();
+    let out = s.archiver(&["-F", &pg.datadir.join("pg_wal").join(&next).display().to_string()]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("belongs to database system 42"), "{stderr}");
+    assert!(!s.remote.join(&next).exists());
+    assert_eq!(s.queued(), vec![next]);
 }

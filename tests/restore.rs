@@ -13,6 +13,8 @@ use pitrkit::compress::Codec;
 use pitrkit::integrity::{sum_name, Sum};
 use pitrkit::wal::WalName;
 
+const SEG: u64 = pitrkit::testsupport::wal::SEG as u64;
+
 /// A 1 MiB WAL segment whose long page header matches `name` (system 0: unknown).
 fn segment(name: &str) -> Vec<u8> {
     pitrkit::testsupport::wal::segment(name, 0)
@@ -521,4 +523,319 @@ fn legacy_plain_segments_get_the_full_wal_check_and_standby_init_marks_the_archi
     assert_ne!(status(&o), 0);
     assert!(stderr(&o).contains("database system 42"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(&mark).unwrap(), "42\n");
+}
+
+/// Two consecutive full segments of `segs` (the first ends inside a record
+/// that the second finishes, no switch record between).
+fn full_pair(pg: &PgCluster, segs: &[String]) -> (String, String) {
+    for w in segs.windows(2) {
+        let s = pitrkit::walcheck::check_bytes(&WalName::parse(&w[0]).unwrap(), &wal_file(pg, &w[0]), None).unwrap();
+        if s.end.is_none() && s.records > 100 && s.open_tail.is_some() {
+            return (w[0].clone(), w[1].clone());
+        }
+    }
+    panic!("no two full segments in {segs:?}");
+}
+
+/// Review of issue 7: a segment without a stored checksum (pitrtools-filled,
+/// or a zstd frame without content checksum) had the record crossing into
+/// the next segment unchecked: a flipped bit in it was served, PostgreSQL
+/// failed that record's CRC, took it for the end of WAL and promoted early.
+/// Now the part in the neighbour is read from the archive and the whole
+/// record's CRC checked, from either side.
+#[test]
+fn legacy_damage_in_a_record_crossing_the_segment_boundary_is_caught() {
+    let sb = Standby::new(false);
+    let (pg, segs) = cluster_with_wal(&sb.env, "pga");
+    copy_pg_control(&sb, &pg);
+    let (n, n1) = full_pair(&pg, &segs);
+    let (a, b) = (wal_file(&pg, &n), wal_file(&pg, &n1));
+    let info = u16::from_le_bytes([b[2], b[3]]);
+    let rem = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    assert!(info & 1 == 1 && rem > 8, "{n1} does not start with a continued record");
+    let clear = |sb: &Standby| {
+        for f in Standby::files(&sb.archive) {
+            if f.starts_with("0000") {
+                fs::remove_file(sb.archive.join(f)).unwrap();
+            }
+        }
+    };
+    let zst = |data: &[u8]| zstd::bulk::compress(data, 1).unwrap(); // no content checksum
+
+    // Intact, as pitrtools stored them: both served.
+    fs::write(sb.archive.join(&n), &a).unwrap();
+    fs::write(sb.archive.join(&n1), &b).unwrap();
+    for w in [&n, &n1] {
+        let o = sb.restore(w);
+        assert_eq!(status(&o), 0, "{w}: {}", stderr(&o));
+        fs::remove_file(sb.dest()).unwrap();
+    }
+    // The last byte of N (in the record that N+1 finishes), then a byte of
+    // the continuation at the start of N+1: restoring either exits 200 and
+    // names both files.
+    for (in_n, at) in [(true, a.len() - 1), (false, 40 + rem.min(8000) / 2)] {
+        for compressed in [false, true] {
+            clear(&sb);
+            let (mut a2, mut b2) = (a.clone(), b.clone());
+            if in_n {
+                a2[at] ^= 0x01;
+            } else {
+                b2[at] ^= 0x01;
+            }
+            if compressed {
+                fs::write(sb.archive.join(format!("{n}.zst")), zst(&a2)).unwrap();
+                fs::write(sb.archive.join(format!("{n1}.zst")), zst(&b2)).unwrap();
+            } else {
+                fs::write(sb.archive.join(&n), &a2).unwrap();
+                fs::write(sb.archive.join(&n1), &b2).unwrap();
+            }
+            for w in [&n, &n1] {
+                let o = sb.restore(w);
+                let what = format!(
+                    "flip in {}, zstd {compressed}, restoring {w}",
+                    if in_n { &n } else { &n1 }
+                );
+                assert_eq!(status(&o), 200, "{what}: {}", stderr(&o));
+                let e = stderr(&o);
+                assert!(
+                    e.contains(&n) && e.contains(&n1) && e.contains("CRC-32C"),
+                    "{what}: {e}"
+                );
+                assert!(Standby::files(&sb.pgdata.join("pg_wal")).is_empty(), "{what}");
+            }
+        }
+    }
+    // The neighbour not in the archive yet: the segment is served; the
+    // record is checked when PostgreSQL asks for the neighbour.
+    clear(&sb);
+    let mut a2 = a.clone();
+    let last = a2.len() - 1;
+    a2[last] ^= 0x01;
+    fs::write(sb.archive.join(&n), &a2).unwrap();
+    let o = sb.restore(&n);
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    fs::remove_file(sb.dest()).unwrap();
+    fs::write(sb.archive.join(&n1), &b).unwrap();
+    let o = sb.restore(&n1);
+    assert_eq!(status(&o), 200, "{}", stderr(&o));
+}
+
+/// Review of issue 7: a checksummed segment was never walked, so timeline
+/// 2's WAL stored under a timeline 1 name (with a sidecar, or in a zstd
+/// frame with its checksum) was served; PostgreSQL logged "unexpected
+/// timeline ID 2" and ended recovery there.
+#[test]
+fn a_segment_whose_header_timeline_is_above_its_name_exits_200() {
+    let sb = Standby::new(false);
+    let (pg, segs) = cluster_with_wal(&sb.env, "pga");
+    copy_pg_control(&sb, &pg);
+    let (n, _) = full_pair(&pg, &segs);
+    let mut a = wal_file(&pg, &n);
+    // Every page header says timeline 2 (as the new timeline's own segments do).
+    for page in (0..a.len()).step_by(8192) {
+        a[page + 4..page + 8].copy_from_slice(&2u32.to_le_bytes());
+    }
+    sb.archive_plain(&n, &a);
+    let o = sb.restore(&n);
+    assert_eq!(status(&o), 200, "timeline-2 WAL under {n} was served: {}", stderr(&o));
+    assert!(stderr(&o).contains("timeline 2 is above"), "{}", stderr(&o));
+    fs::remove_file(sb.archive.join(&n)).unwrap();
+    fs::remove_file(sb.archive.join(sum_name(&n))).unwrap();
+    // Compressed with a content checksum; and only the pages after the
+    // first saying timeline 2.
+    for first_too in [true, false] {
+        let mut b = a.clone();
+        if !first_too {
+            b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        }
+        let mut packed = Vec::new();
+        Codec::Zstd.compress(&b[..], &mut packed, None).unwrap();
+        fs::write(sb.archive.join(format!("{n}.zst")), packed).unwrap();
+        let o = sb.restore(&n);
+        assert_eq!(status(&o), 200, "first page too {first_too}: {}", stderr(&o));
+        assert!(stderr(&o).contains("timeline"), "{}", stderr(&o));
+        assert!(Standby::files(&sb.pgdata.join("pg_wal")).is_empty());
+    }
+    fs::remove_file(sb.archive.join(format!("{n}.zst"))).unwrap();
+
+    // The reverse: timeline 1's WAL under a timeline 2 name. Fine before
+    // the switch point that 00000002.history names (a timeline's first
+    // segment begins with its parent's pages), refused past it.
+    let seg_start = WalName::parse(&n).unwrap().segno(SEG) * SEG;
+    let t2 = format!("00000002{}", &n[8..]);
+    sb.archive_plain(&t2, &wal_file(&pg, &n));
+    for (switch, want) in [(seg_start + SEG, 0), (seg_start + SEG / 2, 200)] {
+        let history = format!(
+            "1\t{:X}/{:X}\tno recovery target specified\n",
+            switch >> 32,
+            switch & 0xFFFF_FFFF
+        );
+        sb.archive_plain("00000002.history", history.as_bytes());
+        let o = sb.restore(&t2);
+        assert_eq!(status(&o), want, "switch at {switch:X}: {}", stderr(&o));
+        if want == 200 {
+            assert!(stderr(&o).contains("where timeline 1 ended"), "{}", stderr(&o));
+        } else {
+            fs::remove_file(sb.dest()).unwrap();
+        }
+    }
+}
+
+/// The timeline rules and the crossing-record check on real WAL of a
+/// timeline switch: archive recovery that ends at the end of pg_wal starts
+/// timeline 2 mid-segment, so timeline 2's first segment begins with
+/// timeline 1's pages. Every segment of both timelines, stored without a
+/// checksum (full walk, neighbours read) with 00000002.history beside
+/// them, is served.
+#[test]
+fn real_segments_around_a_timeline_switch_pass_every_check() {
+    let sb = Standby::new(false);
+    let (pg, _) = cluster_with_wal(&sb.env, "pga");
+    // Keep timeline 1's segments in pg_wal past the restart's checkpoints.
+    let conf = pg.datadir.join("postgresql.conf");
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text += &format!("{}\nrestore_command = 'false'\n", common::wal_keep_setting(64));
+    fs::write(&conf, text).unwrap();
+    pg.psql("SELECT pg_reload_conf()");
+    // More than a segment of WAL: timeline 1's last segment starts inside a record.
+    pg.psql("INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 12000) g");
+    pg.stop();
+    let signal = pg.datadir.join("recovery.signal");
+    fs::write(&signal, "").unwrap();
+    sb.env.chown(&signal);
+    pg.start();
+    assert!(common::wait_until(std::time::Duration::from_secs(60), || pg
+        .psql("SELECT pg_is_in_recovery()")
+        == "f"));
+    pg.psql("INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 20000) g");
+    let last = pg.switch_wal();
+    assert!(last.starts_with("00000002"), "{last}");
+    let history = fs::read(pg.datadir.join("pg_wal/00000002.history")).unwrap();
+    let switch_seg = &last[8..];
+    let mut segs: Vec<String> = fs::read_dir(pg.datadir.join("pg_wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24 && n.as_str() <= last.as_str())
+        .collect();
+    segs.sort();
+    let tl2: Vec<&String> = segs.iter().filter(|n| n.starts_with("00000002")).collect();
+    let first2 = tl2[0];
+    // Timeline 1's complete segments: those before timeline 2's first.
+    let tl1: Vec<&String> = segs
+        .iter()
+        .filter(|n| n.starts_with("00000001") && n[8..] < first2[8..])
+        .collect();
+    assert!(!tl1.is_empty() && tl2.len() >= 2, "{segs:?} (switch {switch_seg})");
+    let first = wal_file(&pg, first2);
+    let tlis: std::collections::BTreeSet<u32> = (0..first.len())
+        .step_by(8192)
+        .map(|p| u32::from_le_bytes(first[p + 4..p + 8].try_into().unwrap()))
+        .collect();
+    assert!(
+        tlis.contains(&1) && tlis.contains(&2),
+        "{first2}: page timelines {tlis:?}"
+    );
+    // It starts with the rest of a record begun in timeline 1's segment before it.
+    assert!(first[2] & 1 == 1, "{first2} does not start inside a record");
+
+    copy_pg_control(&sb, &pg);
+    sb.archive_plain("00000002.history", &history);
+    for n in tl1.iter().chain(tl2.iter()) {
+        fs::write(sb.archive.join(n), wal_file(&pg, n)).unwrap();
+    }
+    let o = sb.restore("00000002.history");
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    for n in tl1.iter().chain(tl2.iter()) {
+        let o = sb.restore(n);
+        assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
+        assert!(fs::read(sb.dest()).unwrap() == wal_file(&pg, n), "{n}");
+        fs::remove_file(sb.dest()).unwrap();
+    }
+    // Timeline 1's segment before it, damaged in that record: found from
+    // timeline 2's side, by the history.
+    let before = tl1.last().unwrap();
+    let mut bad = wal_file(&pg, before);
+    let end = bad.len() - 1;
+    bad[end] ^= 0x01;
+    fs::write(sb.archive.join(before), &bad).unwrap();
+    let o = sb.restore(first2);
+    assert_eq!(status(&o), 200, "{}", stderr(&o));
+    assert!(stderr(&o).contains(before.as_str()), "{}", stderr(&o));
+    fs::write(sb.archive.join(before), wal_file(&pg, before)).unwrap();
+
+    // And with checksums (page headers only, against the history).
+    for n in &tl2 {
+        fs::remove_file(sb.archive.join(n)).unwrap();
+        sb.archive_plain(n, &wal_file(&pg, n));
+        let o = sb.restore(n);
+        assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
+        fs::remove_file(sb.dest()).unwrap();
+    }
+}
+
+/// The archive holds an intact X from pitrtools (no sidecar). An archive
+/// call for X with other bytes is refused (conflict); it must not leave an
+/// X.sum of its bytes beside the intact X, or restore would stop recovery
+/// on the intact copy with advice to put the refused bytes in its place.
+#[test]
+fn a_refused_archive_call_leaves_no_sidecar_beside_an_intact_legacy_file() {
+    let sb = Standby::new(false);
+    let (a, segs) = cluster_with_wal(&sb.env, "pga");
+    copy_pg_control(&sb, &a);
+    let n = &segs[1];
+    let intact = wal_file(&a, n);
+    fs::write(sb.archive.join(n), &intact).unwrap();
+    sb.env.chown(&sb.archive.join(n));
+    let ini = sb.env.write(
+        "archiver_pga.ini",
+        &format!(
+            "pgdata: {}\nlocal_archivedirs: {}\n",
+            a.datadir.display(),
+            sb.archive.display()
+        ),
+    );
+    let mut other = intact.clone();
+    other[500_000] ^= 0x01;
+    let src = sb.env.mkdir("other").join(n);
+    fs::write(&src, &other).unwrap();
+    sb.env.chown(&src);
+    let o = run_output(sb.env.pitrkit().args(["archiver", "-C"]).arg(&ini).arg("-F").arg(&src));
+    assert_eq!(
+        status(&o),
+        1,
+        "the conflict is refused: {}",
+        common::describe_output(&o)
+    );
+    assert!(fs::read(sb.archive.join(n)).unwrap() == intact);
+    assert!(!sb.archive.join(sum_name(n)).exists(), "a sidecar of the refused bytes");
+    let o = sb.restore(n);
+    assert_eq!(status(&o), 0, "the intact {n} still restores: {}", stderr(&o));
+}
+
+/// OmniPITR stored X.bz2 (or X.xz, ...): answering "not found" for X would
+/// end recovery short of WAL the archive holds. Exit 200, naming the file
+/// and the fix; pg_receivewal's X.partial and backup labels are not forms of X.
+#[test]
+fn a_segment_archived_in_a_compression_pitrkit_cannot_read_exits_200() {
+    let sb = Standby::new(false);
+    let name = "000000010000000000000007";
+    for ext in ["bz2", "xz", "lzfse"] {
+        let p = sb.archive.join(format!("{name}.{ext}"));
+        fs::write(&p, b"compressed by someone else").unwrap();
+        let o = sb.restore(name);
+        assert_eq!(status(&o), 200, "{ext}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&p.display().to_string()) && stderr(&o).contains("cannot read"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(Standby::files(&sb.pgdata.join("pg_wal")).is_empty());
+        fs::remove_file(&p).unwrap();
+    }
+    for other in [format!("{name}.partial"), format!("{name}.00000028.backup")] {
+        fs::write(sb.archive.join(&other), b"x").unwrap();
+        let o = sb.restore(name);
+        assert_eq!(status(&o), 1, "{other} is not {name}: {}", stderr(&o));
+    }
 }

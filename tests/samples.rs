@@ -2,8 +2,8 @@
 //! must load, and must mention every key pitrkit defines.
 use std::path::Path;
 
-use pitrkit::config::options::{all_defs, Options, ARCHIVER_OPTIONS, STANDBY_OPTIONS};
-use pitrkit::config::{ArchiverConfig, IniFile};
+use pitrkit::config::options::{all_defs, OptDef, Options, ARCHIVER_OPTIONS, STANDBY_OPTIONS};
+use pitrkit::config::{ArchiverConfig, IniFile, StandbyConfig};
 
 fn mentions(text: &str, key: &str) -> bool {
     text.lines().any(|l| {
@@ -37,6 +37,65 @@ fn standby_sample_loads_and_documents_every_key() {
     for d in all_defs(STANDBY_OPTIONS) {
         assert!(mentions(&text, d.name), "etc/standby.ini does not mention '{}'", d.name);
     }
+}
+
+/// The values a sample gives `key` (set or commented out).
+fn values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches(';').trim_start();
+            let rest = l.strip_prefix(key)?.trim_start();
+            rest.strip_prefix([':', '=']).map(str::trim)
+        })
+        .collect()
+}
+
+/// Where a sample shows a key that has a default, it shows the default (or
+/// a spelling of it), unless the key is listed as a deliberate example.
+fn sample_shows_defaults(
+    sample: &str,
+    defs: &'static [&'static [OptDef]],
+    base: &str,
+    same: impl Fn(&str, &str) -> bool,
+    examples: &[&str],
+) {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(sample)).unwrap();
+    for d in all_defs(defs).filter(|d| d.default.is_some() && !examples.contains(&d.name)) {
+        for v in values(&text, d.name) {
+            assert!(
+                same(base, &format!("{}: {v}\n", d.name)),
+                "{sample} shows {}: {v}, but its default is {:?}",
+                d.name,
+                d.default.unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn samples_show_the_table_defaults() {
+    fn archiver(text: &str) -> Option<ArchiverConfig> {
+        ArchiverConfig::from_ini(&IniFile::parse(Path::new("a.ini"), text).unwrap()).ok()
+    }
+    fn standby(text: &str) -> Option<StandbyConfig> {
+        StandbyConfig::from_ini(&IniFile::parse(Path::new("s.ini"), text).unwrap()).ok()
+    }
+    let base = "local_archivedirs: /a\n";
+    sample_shows_defaults(
+        "etc/archiver.ini",
+        ARCHIVER_OPTIONS,
+        base,
+        |b, line| archiver(&format!("{b}{line}")).is_some_and(|c| Some(c) == archiver(b)),
+        &[],
+    );
+    sample_shows_defaults(
+        "etc/standby.ini",
+        STANDBY_OPTIONS,
+        "",
+        |b, line| standby(&format!("{b}{line}")).is_some_and(|c| Some(c) == standby(b)),
+        // pitrtools' sample waited 30 seconds for ssh.
+        &["ssh_timeout"],
+    );
 }
 
 #[test]

@@ -366,7 +366,7 @@ fn point_in_time_recovery_stops_at_the_target() {
     // recovery copy must neither archive there nor clean it.
     let mut failover_conf = fs::read_to_string(p.env.path("failover.conf")).unwrap();
     failover_conf.push_str(&format!(
-        "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
+        "archive_mode = on\narchive_command = 'cp %p {}/%f'\narchive_cleanup_command = 'true'\n",
         p.archive().display()
     ));
     p.env.write("failover.conf", &failover_conf);
@@ -447,12 +447,13 @@ fn failures_are_stopped_cleanly_and_reported() {
         "{stderr}"
     );
     assert!(p.pgdata.join("PITRKIT_BACKUP_INCOMPLETE").exists());
-    assert_eq!(
+    // The backend ends when it notices the closed connection: give it a moment.
+    let sessions = || {
         p.master
-            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit basebackup'"),
-        "0",
-        "the backup session must be gone"
-    );
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit basebackup'")
+    };
+    wait_until(Duration::from_secs(10), || sessions() == "0");
+    assert_eq!(sessions(), "0", "the backup session must be gone");
     let out = p.standby(&["-S"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -683,6 +684,11 @@ fn a_delayed_standby_fails_over_with_every_archived_segment() {
         "a failover must replay every archived segment, delayed or not"
     );
     assert!(!marker.exists(), "-F999 removes its marker once read-write");
+    p.standby_ok(&["-A", "stop"]);
+    // -A start (like a restart by systemd) removes one left by a killed -F999 too.
+    p.env.write("standby_data/pitrkit.promoting", "stale\n");
+    p.standby_ok(&["-A", "start"]);
+    assert!(!marker.exists(), "-A start must remove a stale promotion marker");
     let _ = p.standby(&["-A", "stop"]);
 }
 
@@ -817,4 +823,29 @@ fn an_unmounted_archive_never_ends_recovery() {
     assert_eq!(p.standby_psql("SELECT count(*) FROM batches").unwrap(), "200");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
     let _ = p.standby(&["-A", "stop"]);
+}
+
+/// `cmd_standby -I` never creates or marks an archivedir that /etc/fstab
+/// lists as a mount point while nothing is mounted there: restore would
+/// answer "not found" from the bare directory.
+#[test]
+fn init_refuses_an_unmounted_archivedir() {
+    let p = Pair::new("sb_mount", "");
+    let share = p.env.path("share");
+    let text = fs::read_to_string(&p.ini).unwrap();
+    fs::write(
+        &p.ini,
+        fixtures::merge_ini(&text, &format!("archivedir: {}", share.display())),
+    )
+    .unwrap();
+    let _entry = fixtures::FstabEntry::add(&share);
+    let out = p.standby(&["-I"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("should be on the filesystem mounted at {}", share.display()))
+            && stderr.contains("Mount it, then run -I again"),
+        "{stderr}"
+    );
+    assert!(!share.exists() && !p.pgdata.exists(), "nothing created");
 }

@@ -50,7 +50,7 @@ pub(super) fn init_with(cfg: &ArchiverConfig, fstab: &Path) -> Vec<InitCheck> {
         };
         checks.push(InitCheck { what, problem });
     }
-    if let Some(remote) = with_rsync(cfg, check_slaves) {
+    if let Some(remote) = with_rsync(cfg, |s| check_slaves(s, fstab)) {
         checks.extend(remote);
     }
     checks
@@ -111,8 +111,9 @@ fn create_dirs(cfg: &ArchiverConfig, unmounted: &[PathBuf], checks: &mut Vec<Ini
 }
 
 /// Every slave: reachable with its directory writable and tools present,
-/// then its `r_archivedir` marked.
-pub(super) fn check_slaves(s: &Shipper) -> Vec<InitCheck> {
+/// its `r_archivedir` mounted if its `fstab` (at the path `fstab`) lists a
+/// mount point above it, then marked.
+pub(super) fn check_slaves(s: &Shipper, fstab: &Path) -> Vec<InitCheck> {
     let rdir = s.sh.remote_dir.display();
     let mut checks = Vec::new();
     for slave in &s.sh.slaves {
@@ -123,7 +124,19 @@ pub(super) fn check_slaves(s: &Shipper) -> Vec<InitCheck> {
             what: format!("slave {slave}: {slave}:{rdir} reachable and writable, rsync present"),
             problem: reachable.err().map(|e| e.to_string()),
         });
-        if ok {
+        // A share not mounted on the slave is a bare directory there:
+        // never mark it (shipping would then fill it).
+        let guard = if ok {
+            remote_mounted(remote.as_ref(), slave, &s.sh.remote_dir, fstab)
+        } else {
+            Ok(())
+        };
+        if let Err(p) = guard {
+            checks.push(InitCheck {
+                what: format!("slave {slave}: {rdir}: mounted"),
+                problem: Some(format!("{p} (on {slave})")),
+            });
+        } else if ok {
             let (what, problem) = match mark_remote(s.cfg, remote.as_ref()) {
                 Ok(note) => (format!("slave {slave}: {rdir}: {note}"), None),
                 Err(p) => (format!("slave {slave}: {rdir}: database system"), Some(p)),
@@ -132,6 +145,18 @@ pub(super) fn check_slaves(s: &Shipper) -> Vec<InitCheck> {
         }
     }
     checks
+}
+
+/// `-I`'s mount guard for a slave's directory, from the facts one remote
+/// call gathers (see [`mount::check_remote`]).
+fn remote_mounted(remote: &dyn Transport, slave: &str, rdir: &Path, fstab: &Path) -> Result<(), String> {
+    let f = remote.mount_facts(fstab).map_err(|e| e.to_string())?;
+    let shown = if f.real == rdir {
+        format!("{slave}:{}", rdir.display())
+    } else {
+        format!("{slave}:{} (really {})", rdir.display(), f.real.display())
+    };
+    mount::check_remote(&shown, &f.real, &f.fstab, fstab, &f.mountinfo, &f.devices)
 }
 
 /// `-I` for a slave's `r_archivedir`: the same mark as a local archive

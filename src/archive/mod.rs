@@ -14,6 +14,7 @@
 //! `l_archivedir` is in `layout`.
 
 pub mod admin;
+mod forms;
 pub mod layout;
 pub mod ledger;
 pub mod lookahead;
@@ -22,6 +23,7 @@ pub mod push;
 pub mod queue;
 pub mod ship;
 pub mod sidecar;
+pub mod slavemark;
 mod spool;
 mod stage;
 pub mod state;

@@ -91,14 +91,7 @@ pub fn is_mounted(mp: &Path, mountinfo: &str) -> bool {
     let (Ok(here), Ok(parent)) = (fs::metadata(mp), fs::metadata(mp.join(".."))) else {
         return false;
     };
-    if here.dev() != parent.dev() {
-        return true;
-    }
-    let mp = normalize(mp);
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|m| Path::new(&unescape(m)) == mp)
+    here.dev() != parent.dev() || listed_in(&normalize(mp), mountinfo)
 }
 
 /// Why `-I` must not prepare `dir`, if it must not.
@@ -111,13 +104,59 @@ pub fn check(dir: &Path, fstab: &Path, require_mount: bool) -> Result<(), String
     } else {
         format!("{} (really {})", dir.display(), real.display())
     };
+    rule(&shown, &real, &fstab_text, fstab, require_mount, |mp| {
+        is_mounted(mp, &mountinfo)
+    })
+}
+
+/// The same guard for a directory on another host (a slave's
+/// `r_archivedir`), from what one remote command reported: its fstab, its
+/// mountinfo, the directory with symlinks resolved, and the device of that
+/// directory and of every directory above it.
+pub fn check_remote(
+    shown: &str,
+    real: &Path,
+    fstab_text: &str,
+    fstab: &Path,
+    mountinfo: &str,
+    devices: &std::collections::HashMap<PathBuf, u64>,
+) -> Result<(), String> {
+    let mounted = |mp: &Path| {
+        let mp = normalize(mp);
+        let parent = mp.parent().map(Path::to_path_buf).unwrap_or_else(|| mp.clone());
+        match (devices.get(&mp), devices.get(&parent)) {
+            (Some(a), Some(b)) if a != b => true,
+            _ => listed_in(&mp, mountinfo),
+        }
+    };
+    rule(shown, real, fstab_text, fstab, false, mounted)
+}
+
+fn listed_in(mp: &Path, mountinfo: &str) -> bool {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .any(|m| Path::new(&unescape(m)) == mp)
+}
+
+/// The guard itself: the innermost mount point `fstab` lists at or above
+/// `real` must be mounted; with `require_mount`, some directory at or
+/// above it must be a mount.
+fn rule(
+    shown: &str,
+    real: &Path,
+    fstab_text: &str,
+    fstab: &Path,
+    require_mount: bool,
+    is_mounted: impl Fn(&Path) -> bool,
+) -> Result<(), String> {
     // The innermost listed mount point at or above the directory.
-    let listed = fstab_mount_points(&fstab_text)
+    let listed = fstab_mount_points(fstab_text)
         .into_iter()
         .filter(|mp| real.starts_with(mp))
         .max_by_key(|mp| mp.components().count());
     if let Some(mp) = listed {
-        if !is_mounted(&mp, &mountinfo) {
+        if !is_mounted(&mp) {
             return Err(format!(
                 "{shown} should be on the filesystem mounted at {} ({} lists it), but nothing is mounted there: pitrkit does not prepare an archive on the root filesystem. Mount it, then run -I again",
                 mp.display(),
@@ -126,10 +165,7 @@ pub fn check(dir: &Path, fstab: &Path, require_mount: bool) -> Result<(), String
         }
     }
     if require_mount {
-        let mounted = real
-            .ancestors()
-            .filter(|a| a.parent().is_some())
-            .any(|a| is_mounted(a, &mountinfo));
+        let mounted = real.ancestors().filter(|a| a.parent().is_some()).any(&is_mounted);
         if !mounted {
             return Err(format!(
                 "require_mount is on, but neither {shown} nor a directory above it is a mounted filesystem: is the share mounted? Mount it, then run -I again"

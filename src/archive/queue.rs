@@ -6,9 +6,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::layout::CONFLICTS_DIR;
+use super::forms::{self, OtherForms};
+use super::layout::{CONFLICTS_DIR, SYSTEM_ID_FILE};
+use super::slavemark::{Expected, MarkError};
+use super::sysid;
 use crate::compress::Codec;
 use crate::fsutil;
+use crate::logging::StepTimer;
 use crate::transport::{Transport, TransportError, Verdict};
 use crate::wal::WalName;
 
@@ -27,6 +31,10 @@ pub fn queued_files(qdir: &Path) -> io::Result<Vec<String>> {
 pub enum ShipError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The slave's archive directory is not the one `-I` marked (a share
+    /// not mounted there, another system's archive): nothing was pushed.
+    #[error(transparent)]
+    Unmarked(#[from] Box<MarkError>),
     #[error("queue {path}: {source}")]
     Io {
         path: PathBuf,
@@ -35,7 +43,7 @@ pub enum ShipError {
     },
 }
 
-fn qio(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
+pub(super) fn qio(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
     move |source| ShipError::Io {
         path: path.to_path_buf(),
         source,
@@ -101,24 +109,35 @@ pub struct QueueShip<'a> {
     pub qdir: &'a Path,
     /// remote_fsync: make what was delivered durable on the slave first.
     pub fsync: bool,
+    /// What the slave's mark must agree with.
+    pub mark: Expected<'a>,
 }
 
 impl QueueShip<'_> {
     /// Ships everything in the queue. The caller holds the queue lock. A file
     /// leaves the queue only when the transport reported it sent or found it
-    /// identical on the slave, and (remote_fsync) the slave fsync'd it.
+    /// identical on the slave, (remote_fsync) the slave fsync'd it, and the
+    /// slave's mark was the same before the push and after it.
     pub fn run(&self) -> Result<Shipped, ShipError> {
         let names = queued_files(self.qdir).map_err(qio(self.qdir))?;
         if names.is_empty() {
             return Ok(Shipped::default());
         }
-        let _t = crate::logging::StepTimer::new(format!("shipping {} file(s) to {}", names.len(), self.slave));
+        let _t = StepTimer::new(format!("shipping {} file(s) to {}", names.len(), self.slave));
         let mut shipped = Shipped::default();
-        // A slave holding the same WAL under another stored form (X beside
-        // our X.zst) must never get a second form: judged here, not pushed.
-        let judged = judge_other_forms(self.remote, self.qdir, &names)?;
+        // One remote listing reads the slave's mark too: nothing is pushed
+        // into a directory -I did not mark (see slavemark).
+        let (mark, present) = self.remote.stat_marked(&forms::all_forms(&names), SYSTEM_ID_FILE)?;
+        let ours = sysid::read(self.mark.queue_root).map_err(qio(self.mark.queue_root))?;
+        self.mark.check(&mark, ours)?;
+        let judged = forms::judge_other_forms(self.remote, self.qdir, &names, &present)?;
         let (to_push, also_sync) = self.apply_judged(&mut shipped, &judged, &names);
-        self.push_and_verify(&mut shipped, &to_push)?;
+        // The files first; a plain file's `.sum` sidecar follows in a second
+        // pass only once the file is known delivered, so that it never lands
+        // beside the slave's different X (a conflict).
+        let first = self.push_and_verify(&mut shipped, &to_push)?;
+        let sums = self.sidecars_to_push(&mut shipped, first);
+        self.push_and_verify(&mut shipped, &sums)?;
         let (outcomes, sidecars) = super::sidecar::fold(std::mem::take(&mut shipped.outcomes));
         shipped.outcomes = outcomes;
         shipped.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -133,25 +152,46 @@ impl QueueShip<'_> {
             all
         };
         let delivered = shipped.delivered();
+        let mut on_slave = Vec::new();
         if self.fsync && !delivered.is_empty() {
-            // Before anything leaves the queue: on failure everything stays.
-            let on_slave: Vec<String> = delivered
+            on_slave = delivered
                 .iter()
                 .filter(|n| !judged.iter().any(|j| &j.queued == *n))
                 .cloned()
                 .collect();
-            let mut on_slave = with_sidecar(on_slave);
+            on_slave = with_sidecar(on_slave);
             on_slave.extend(also_sync);
-            self.remote.sync_files(&on_slave)?;
         }
+        // Before anything leaves the queue: on failure everything stays. The
+        // same remote call re-reads the mark: a share unmounted while
+        // shipping took the files into the bare directory; they stay queued.
+        let after = self.remote.sync_files_marked(&on_slave, SYSTEM_ID_FILE)?;
+        self.mark.unchanged(&mark, after)?;
         let conflicts = shipped.conflicts();
         self.settle(&with_sidecar(conflicts.clone()), &with_sidecar(delivered.clone()))?;
         shipped.remaining = shipped.outcomes.len() - delivered.len() - conflicts.len();
         Ok(shipped)
     }
 
+    /// The sidecars of the files the first pass delivered; the sidecar of
+    /// any other file shares its file's outcome without being pushed.
+    fn sidecars_to_push(&self, shipped: &mut Shipped, first: Vec<(String, Outcome)>) -> Vec<String> {
+        let mut sums = Vec::new();
+        for (n, o) in first {
+            let sum = crate::integrity::sum_name(&n);
+            if !self.qdir.join(&sum).is_file() {
+                continue;
+            }
+            match o {
+                Outcome::Delivered => sums.push(sum),
+                other => shipped.outcomes.push((sum, other)),
+            }
+        }
+        sums
+    }
+
     /// Records the fate of every queued file judged against another form on
-    /// the slave. Returns the files still to push (with their sidecars) and
+    /// the slave. Returns the files still to push (without their sidecars) and
     /// the remote names a remote sync must cover for those judged delivered.
     fn apply_judged(
         &self,
@@ -189,17 +229,21 @@ impl QueueShip<'_> {
             }
             shipped.outcomes.push((n.clone(), j.outcome));
         }
-        // Each plain file's `.sum` sidecar travels with it (see sidecar).
-        (super::sidecar::with_sidecars(self.qdir, &to_push), also_sync)
+        (to_push, also_sync)
     }
 
-    /// Pushes, then checks what the push did not send.
-    fn push_and_verify(&self, shipped: &mut Shipped, to_push: &[String]) -> Result<(), ShipError> {
+    /// Pushes, then checks what the push did not send. Records every
+    /// outcome and returns this pass's.
+    fn push_and_verify(&self, shipped: &mut Shipped, to_push: &[String]) -> Result<Vec<(String, Outcome)>, ShipError> {
+        let mut out = Vec::new();
+        if to_push.is_empty() {
+            return Ok(out);
+        }
         let target = self.remote.target();
         let report = self.remote.push(self.qdir, to_push)?;
         let verdicts = self.remote.verify(self.qdir, &report.not_sent)?;
         for n in &report.sent {
-            shipped.outcomes.push((n.clone(), Outcome::Delivered));
+            out.push((n.clone(), Outcome::Delivered));
         }
         for (n, verdict) in verdicts {
             let (outcome, problem) = match verdict {
@@ -225,9 +269,10 @@ impl QueueShip<'_> {
             if let Some(p) = problem {
                 shipped.problem(self.slave, p);
             }
-            shipped.outcomes.push((n, outcome));
+            out.push((n, outcome));
         }
-        Ok(())
+        shipped.outcomes.extend(out.iter().cloned());
+        Ok(out)
     }
 
     /// Conflicts move to `.conflicts/`, delivered files leave the queue.
@@ -249,84 +294,6 @@ impl QueueShip<'_> {
         }
         fsutil::fsync_dir(qdir).map_err(qio(qdir))
     }
-}
-
-/// How a queued file compares with other stored forms of its WAL on the slave.
-struct OtherForms {
-    queued: String,
-    /// Every form of the WAL the slave holds (the queued name included).
-    remote_forms: Vec<String>,
-    outcome: Outcome,
-    problem: Option<String>,
-}
-
-/// Every stored form of the WAL `n` names.
-fn forms(n: &str) -> Vec<String> {
-    let base = Codec::detect(n).1.to_string();
-    Codec::ALL.iter().map(|c| format!("{base}{}", c.suffix())).collect()
-}
-
-/// One remote `stat` for every stored form of every queued WAL; for a WAL
-/// the slave holds under another form than the queued one, the forms it
-/// holds are fetched and compared by content (decompressed) with ours:
-/// all the same is delivered, any different is a conflict. Rare, so the
-/// fetch costs nothing in the common case.
-fn judge_other_forms(remote: &dyn Transport, qdir: &Path, names: &[String]) -> Result<Vec<OtherForms>, ShipError> {
-    let all: Vec<String> = names.iter().flat_map(|n| forms(n)).collect();
-    let present = remote.stat(&all)?;
-    let mut out = Vec::new();
-    for n in names {
-        let here: Vec<String> = forms(n).into_iter().filter(|f| present.contains_key(f)).collect();
-        if here.is_empty() || here == [n.clone()] {
-            continue; // the usual push and checksum comparison decide
-        }
-        let mut judged = OtherForms {
-            queued: n.clone(),
-            remote_forms: here.clone(),
-            outcome: Outcome::Delivered,
-            problem: None,
-        };
-        if let Some(odd) = here.iter().find(|f| !present[*f].regular) {
-            judged.outcome = Outcome::StillQueued;
-            judged.problem = Some(format!(
-                "{}/{odd} is not a regular file; check what is there",
-                remote.target()
-            ));
-        } else if !compare_forms(remote, qdir, n, &here).map_err(qio(qdir))? {
-            judged.outcome = Outcome::Conflict;
-        }
-        out.push(judged);
-    }
-    Ok(out)
-}
-
-/// Fetches `theirs` from the slave and compares each, decompressed, with
-/// the queued `ours`, decompressed.
-fn compare_forms(remote: &dyn Transport, qdir: &Path, ours: &str, theirs: &[String]) -> io::Result<bool> {
-    let scratch = tempfile::Builder::new().prefix("pitrkit-compare-").tempdir()?;
-    let fetched = scratch.path().join("theirs");
-    fs::create_dir(&fetched)?;
-    remote
-        .fetch(theirs, &fetched)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    let (codec, _) = Codec::detect(ours);
-    let raw = scratch.path().join("ours");
-    codec
-        .decompress(fs::File::open(qdir.join(ours))?, fs::File::create(&raw)?)
-        .map_err(|e| io::Error::other(format!("{}: {e}", qdir.join(ours).display())))?;
-    for t in theirs {
-        let (c, _) = Codec::detect(t);
-        let path = fetched.join(t);
-        let same = if c == Codec::None {
-            fsutil::identical(&raw, &path)?
-        } else {
-            crate::compress::same_content(&path, c, &raw)?
-        };
-        if !same {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// Moves a conflicting queued file into `.conflicts/` without replacing an

@@ -10,7 +10,9 @@ use std::time::Duration;
 use super::layout::{CONFLICTS_DIR, LOCK_FILE, STATE_FILE};
 use super::now_unix;
 use super::queue::{self, Outcome, QueueShip, Shipped};
+use super::slavemark::Expected;
 use super::state::{self, Event, SlaveState};
+use crate::compress::Codec;
 use crate::config::archiver::Shipping;
 use crate::config::ArchiverConfig;
 use crate::fsutil;
@@ -156,6 +158,12 @@ impl Shipper<'_> {
             slave,
             qdir,
             fsync: self.cfg.rsync.fsync,
+            mark: Expected {
+                slave,
+                target: remote.target(),
+                config: &self.cfg.source,
+                queue_root: &self.sh.queue_root,
+            },
         }
         .run();
         let s = match run {
@@ -253,13 +261,22 @@ impl Shipper<'_> {
     /// since (deleted, restored from a backup, a slave rebuilt) is shipped again.
     pub fn still_delivered(&self, wal: &str, listed: Vec<(String, Option<u64>)>) -> Vec<String> {
         let name = format!("{wal}{}", self.cfg.slave_codec.suffix());
+        // A plain file was queued with its `.sum` sidecar: delivered means both.
+        let sum = (self.cfg.slave_codec == Codec::None).then(|| crate::integrity::sum_name(wal));
+        let names: Vec<String> = std::iter::once(name.clone()).chain(sum.clone()).collect();
         let mut kept = Vec::new();
         for (slave, size) in listed {
             if !self.sh.slaves.contains(&slave) {
                 continue;
             }
-            let why = match self.net.connect(&slave).stat(std::slice::from_ref(&name)) {
+            let why = match self.net.connect(&slave).stat(&names) {
                 Ok(found) => match found.get(&name) {
+                    Some(f) if f.regular && sum.as_ref().is_some_and(|s| !found.get(s).is_some_and(|f| f.regular)) => {
+                        Some(format!(
+                            "its checksum file {} is missing there",
+                            sum.as_deref().unwrap_or("")
+                        ))
+                    }
                     Some(f) if f.regular && size.map_or(true, |s| s == f.size) => None,
                     Some(f) if f.regular => Some(format!("it has {} bytes there, not {}", f.size, size.unwrap_or(0))),
                     Some(_) => Some("it is not a regular file there".to_string()),

@@ -20,6 +20,14 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Pla
     }
 }
 
+/// The checksum of the stored `wal`.
+fn checksum(archive: &dyn Storage, wal: &str, shown: &Path) -> Result<Sum, PlaceError> {
+    archive
+        .get(wal)
+        .and_then(Sum::of_reader)
+        .map_err(io_err(shown, "checksum existing file"))
+}
+
 /// Is `X` there in any stored form?
 fn stored(archive: &dyn Storage, wal: &str) -> io::Result<bool> {
     for c in Codec::ALL {
@@ -31,7 +39,9 @@ fn stored(archive: &dyn Storage, wal: &str) -> io::Result<bool> {
 }
 
 /// Places `X.sum` for plain `X` in `archive` (call it before `X` is placed).
-/// An existing sidecar with the same content is kept; a different one is
+/// Beside an existing `X` without a sidecar, only if that `X` holds our
+/// bytes (then the sidecar is right). An existing sidecar with the same
+/// content is kept; a different one is
 /// replaced only while `X` is absent (an orphan of an interrupted call).
 /// Beside an `X` that differs from ours it is left for placing `X` to
 /// report the conflict; beside our very `X` it is damaged: an error.
@@ -55,11 +65,7 @@ pub fn place(archive: &dyn Storage, wal: &str, sum: &Sum) -> Result<Option<Place
         if plain.is_some() {
             // X is there: if it differs from ours, placing X reports that
             // conflict in its own terms; if it is ours, the sidecar is damaged.
-            let theirs = archive
-                .get(wal)
-                .and_then(Sum::of_reader)
-                .map_err(io_err(&plain_path, "checksum existing file"))?;
-            if theirs != *sum {
+            if checksum(archive, wal, &plain_path)? != *sum {
                 return Ok(None);
             }
             return Err(PlaceError::Io {
@@ -74,6 +80,13 @@ pub fn place(archive: &dyn Storage, wal: &str, sum: &Sum) -> Result<Option<Place
         archive
             .delete_durable(&name)
             .map_err(io_err(&path, "replace orphan checksum file"))?;
+    } else if let Some(e) = &plain {
+        // An X already there without a sidecar (pitrtools put it there) gets
+        // one only if it holds our very bytes: beside a different X, ours
+        // would make restore reject the intact copy once placing X refuses.
+        if e.kind != Kind::File || checksum(archive, wal, &plain_path)? != *sum {
+            return Ok(None);
+        }
     }
     archive.put_bytes_if_absent(&name, text.as_bytes()).map(Some)
 }
@@ -94,14 +107,6 @@ pub fn link(staged: &Path, qdir: &Path, wal: &str) -> Result<Placed, PlaceError>
         fsutil::remove_durable(&path).map_err(io_err(&path, "replace orphan checksum file"))?;
     }
     fsutil::place_link(staged, qdir, &name)
-}
-
-/// The queued files to ship: every WAL file, followed by the sidecar of
-/// each one that has one.
-pub fn with_sidecars(qdir: &Path, names: &[String]) -> Vec<String> {
-    let mut all = names.to_vec();
-    all.extend(names.iter().map(|n| sum_name(n)).filter(|s| qdir.join(s).is_file()));
-    all
 }
 
 /// Each queued file's fate in one shipping run.
@@ -164,6 +169,18 @@ mod tests {
         let e = place(&LocalDir::new(d.path()), wal, &x).unwrap_err().to_string();
         assert!(e.contains("damaged"), "{e}");
         assert_eq!(fs::read_to_string(d.path().join(sum_name(wal))).unwrap(), b.render());
+        // An X without a sidecar (pitrtools placed it): a sidecar only for our bytes.
+        let w3 = "000000010000000000000005";
+        fs::write(d.path().join(w3), b"theirs").unwrap();
+        assert_eq!(place(&LocalDir::new(d.path()), w3, &a).unwrap(), None);
+        assert!(!d.path().join(sum_name(w3)).exists());
+        let theirs = Sum::of_file(&d.path().join(w3)).unwrap();
+        assert_eq!(
+            place(&LocalDir::new(d.path()), w3, &theirs).unwrap(),
+            Some(Placed::Created)
+        );
+        fs::remove_file(d.path().join(w3)).unwrap();
+        fs::remove_file(d.path().join(sum_name(w3))).unwrap();
         // Beside a compressed form only: nothing.
         let w2 = "000000010000000000000004";
         fs::write(d.path().join(format!("{w2}.zst")), b"z").unwrap();

@@ -16,6 +16,8 @@ use crate::config::{ArchiverConfig, IniFile};
 use crate::transport::memory::Memory;
 use crate::transport::Connect;
 
+mod marks;
+
 /// A configuration shipping to `slaves` from a queue root in `dir`, with
 /// every alert appended to `dir/alerts` as "<level> <message>".
 fn config(dir: &Path, slaves: &str, extra: &str) -> ArchiverConfig {
@@ -338,7 +340,7 @@ fn sync_mode_ships_again_to_a_slave_that_lost_the_file() {
     net.with("sc", |s| s.down = true);
     archive_via(&cfg, Some(&net), &src).unwrap_err();
     net.with("sc", |s| s.down = false);
-    net.with("sb", |s| s.files.clear());
+    net.with("sb", |s| s.files.retain(|n, _| n == super::SYSTEM_ID_FILE));
     let r = archive_via(&cfg, Some(&net), &src).unwrap();
     assert_eq!(r.spooled, vec!["sb", "sc"]);
     assert!(net.with("sb", |s| s.files.contains_key(H)));
@@ -412,7 +414,7 @@ fn init_marks_reachable_slaves_and_reports_the_others() {
     let cfg = config(d.path(), "sb, sc", "");
     let net = Memory::new(&["sb", "sc"]);
     net.with("sc", |s| s.down = true);
-    let checks = admin::check_slaves(&shipper(&cfg, &net));
+    let checks = admin::check_slaves(&shipper(&cfg, &net), Path::new("/nonexistent/fstab"));
     let problems: Vec<_> = checks.iter().filter_map(|c| c.problem.as_deref()).collect();
     assert_eq!(problems.len(), 1, "{checks:?}");
     assert!(
@@ -430,7 +432,7 @@ fn init_marks_reachable_slaves_and_reports_the_others() {
         s.files
             .insert(super::SYSTEM_ID_FILE.into(), sysid::content(Some(42)).into_bytes());
     });
-    let checks = admin::check_slaves(&shipper(&cfg, &net));
+    let checks = admin::check_slaves(&shipper(&cfg, &net), Path::new("/nonexistent/fstab"));
     assert!(checks.iter().all(|c| c.problem.is_none()), "{checks:?}");
     assert!(
         checks.iter().any(|c| c.what.contains("belongs to database system 42")),

@@ -13,6 +13,17 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
+/// Exit status for a command line that does not parse. restore_command's
+/// must be above 125: status 2 would tell PostgreSQL "file not in the
+/// archive", and a typo in restore_command would end archive recovery early.
+pub fn usage_error_code(args: &[std::ffi::OsString]) -> u8 {
+    if args.get(1).is_some_and(|a| a == "restore") {
+        crate::restore::EXIT_FATAL
+    } else {
+        EXIT_ERROR
+    }
+}
+
 /// For errors before logging is set up (bad config, bad arguments).
 pub fn early_error(program: &str, what: &str, err: &dyn std::fmt::Display) -> u8 {
     eprintln!("{program}: {what}: {err}");

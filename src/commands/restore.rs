@@ -7,6 +7,24 @@ use crate::logging;
 use crate::restore::{self, RestoreOutcome, EXIT_FATAL};
 
 pub fn run(program: &str, args: RestoreArgs) -> u8 {
+    never_panics(program, || run_inner(program, args))
+}
+
+/// Runs `f`; a panic exits [`EXIT_FATAL`], never Rust's 101: PostgreSQL
+/// takes any status up to 125 other than 0 for "not found" and would end
+/// recovery early.
+fn never_panics(program: &str, f: impl FnOnce() -> u8) -> u8 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(code) => code,
+        Err(_) => {
+            // The panic message is already on stderr (the default hook).
+            eprintln!("{program}: restore failed on an internal error (a bug in pitrkit; please report it with the message above); exiting {EXIT_FATAL} so that recovery stops instead of taking it for \"not found\"");
+            EXIT_FATAL
+        }
+    }
+}
+
+fn run_inner(program: &str, args: RestoreArgs) -> u8 {
     // Even a bad configuration must not look like "not in the archive".
     let cfg = match StandbyConfig::load(&args.config) {
         Ok(c) => c,
@@ -47,5 +65,24 @@ pub fn run(program: &str, args: RestoreArgs) -> u8 {
             log::error!("restore of {} failed: {e}", args.wal);
             EXIT_FATAL
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_exits_fatal_not_101() {
+        assert_eq!(never_panics("restore", || 1), 1);
+        assert_eq!(never_panics("restore", || panic!("a bug")), EXIT_FATAL);
+        // A panicking thread the command waits for, too.
+        let code = never_panics("restore", || {
+            std::thread::scope(|s| {
+                s.spawn(|| panic!("a bug in a worker"));
+            });
+            0
+        });
+        assert_eq!(code, EXIT_FATAL);
     }
 }

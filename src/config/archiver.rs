@@ -3,23 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use super::choices::ShipMode;
+use super::choices::{RsyncVersion, SlaveCodec, State};
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
+use super::remote::{RsyncSettings, SshSettings};
 use crate::compress::Codec;
-use crate::transport::rsync::RsyncSettings;
-use crate::transport::ssh::SshSettings;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShipMode {
-    /// Succeed once the file is durably spooled locally (pitrtools).
-    Async,
-    /// Succeed only when every destination has the file (OmniPITR).
-    Sync,
-}
 
 /// Shipping to slaves: `slaves` with `l_archivedir` and `r_archivedir`, all
 /// set together (the loader refuses half of it).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipping {
     /// `l_archivedir`: the local queue root, one queue directory per slave.
     pub queue_root: PathBuf,
@@ -36,7 +29,7 @@ impl Shipping {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiverConfig {
     pub source: PathBuf,
     pub online: bool,
@@ -72,45 +65,43 @@ impl ArchiverConfig {
 
     pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
         let o = Options::new(file, ARCHIVER_OPTIONS)?;
-        let includepath = o.paths("includepath")?;
         // Accepted for pitrtools compatibility; pitrkit uses no option rsync 2 lacks.
-        o.choice("rsync_version")?;
-        let cfg = ArchiverConfig {
+        o.choice::<RsyncVersion>("rsync_version")?;
+        let (local_codec, slave_codec, compression_level) = codecs(&o)?;
+        let mut cfg = ArchiverConfig {
             source: file.path.clone(),
-            online: o.choice("state")? == "online",
-            pgdata: o.path("pgdata")?,
+            online: o.choice::<State>("state")? == State::Online,
+            pgdata: o.opt_path("pgdata")?,
             shipping: None,
             local_archivedirs: o.paths("local_archivedirs")?,
             require_mount: o.bool("require_mount")?,
-            ship_mode: if o.choice("ship_mode")? == "sync" {
-                ShipMode::Sync
-            } else {
-                ShipMode::Async
-            },
-            queue_user: o.user("queue_user")?,
+            ship_mode: o.choice("ship_mode")?,
+            queue_user: o.opt_user("queue_user")?,
             queue_wait: o.seconds("queue_wait")?,
-            max_queue_workers: o.count("max_queue_workers")?.unwrap_or(1).max(1) as usize,
-            queue_critical_depth: o.count("queue_critical_depth")?.unwrap_or(64) as usize,
+            max_queue_workers: o.count("max_queue_workers")? as usize,
+            queue_critical_depth: o.count("queue_critical_depth")? as usize,
             lock_timeout: o.seconds("lock_timeout")?,
             ssh: SshSettings::from_options(&o)?,
             rsync: RsyncSettings {
-                program: o.path("rsync_bin")?,
+                program: o.opt_path("rsync_bin")?,
                 flags: rsync_flags(&o)?,
-                timeout: o.seconds_at_least("rsync_timeout", 1)?,
+                timeout: o.seconds("rsync_timeout")?,
                 fsync: o.bool("remote_fsync")?,
-                includepath,
+                includepath: o.paths("includepath")?,
             },
             notify: o.notifier()?,
             debug: o.bool("debug")?,
-            logfile: o.text("logfile"),
-            local_codec: Codec::None,
-            slave_codec: Codec::None,
-            compression_level: None,
-            lookahead: o.count("lookahead")?.unwrap_or(0).min(1024) as usize,
+            logfile: o.opt_text("logfile"),
+            local_codec,
+            slave_codec,
+            compression_level,
+            lookahead: o.count("lookahead")? as usize,
         };
-        let mut cfg = cfg;
-        (cfg.local_codec, cfg.slave_codec, cfg.compression_level) = codecs(&o)?;
-        let (l, r, slaves) = (o.path("l_archivedir")?, o.path("r_archivedir")?, o.hosts("slaves")?);
+        let (l, r, slaves) = (
+            o.opt_path("l_archivedir")?,
+            o.opt_path("r_archivedir")?,
+            o.hosts("slaves")?,
+        );
         cfg.check(&o, l.as_deref(), &slaves)?;
         if let (Some(queue_root), Some(remote_dir), false) = (l, r, slaves.is_empty()) {
             cfg.shipping = Some(Shipping {
@@ -224,12 +215,13 @@ fn rsync_flag_allowed(f: &str) -> bool {
 
 /// `compression`, `slave_compression` and `compression_level`, checked together.
 fn codecs(o: &Options) -> Result<(Codec, Codec, Option<i32>), ConfigError> {
-    let local = Codec::parse(&o.choice("compression")?).expect("choices are codec names");
-    let slave = match o.choice("slave_compression")?.as_str() {
-        "same" => local,
-        other => Codec::parse(other).expect("choices are codec names"),
+    let local: Codec = o.choice("compression")?;
+    let slave = match o.choice("slave_compression")? {
+        SlaveCodec::Same => local,
+        SlaveCodec::Codec(c) => c,
     };
-    let level = o.count("compression_level")?.map(|l| l.min(i32::MAX as u64) as i32);
+    // The table caps it at i32::MAX.
+    let level = o.opt_count("compression_level")?.map(|l| l as i32);
     let leveled: Vec<Codec> = [local, slave]
         .into_iter()
         .filter(|c| c.default_level().is_some())

@@ -128,6 +128,121 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// A comment line: `#` or `;` first, or the word `rem`.
+fn is_comment(line: &str) -> bool {
+    line.starts_with(['#', ';'])
+        || (line.starts_with(['r', 'R'])
+            && line
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("rem")))
+}
+
+/// Every key's raw value and lines, as ConfigParser reads them.
+fn read_values(path: &Path, text: &str) -> Result<BTreeMap<String, RawValue>, ConfigError> {
+    let mut raw: BTreeMap<String, RawValue> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for (i, line) in text.split('\n').enumerate() {
+        let n = i + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let trimmed = line.trim();
+        if trimmed.is_empty() || is_comment(line) {
+            continue;
+        }
+        if line.starts_with(char::is_whitespace) {
+            if trimmed.starts_with(['#', ';']) {
+                continue;
+            }
+            let Some(key) = &current else {
+                return Err(ConfigError::new(path, "indented line with no key above it to continue")
+                    .at(Some(n))
+                    .hint("an indented line continues the value of the key above (ConfigParser); remove the leading white space"));
+            };
+            let v = raw.get_mut(key).expect("current key was inserted");
+            v.lines.push(trimmed.to_string());
+            v.last = n;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            check_section(path, n, rest, trimmed)?;
+            current = None;
+            continue;
+        }
+        let (key, value) = key_value(path, n, line, trimmed)?;
+        if let Some(old) = raw.get(&key) {
+            return Err(
+                ConfigError::new(path, format!("'{key}' is set twice (lines {} and {n})", old.first))
+                    .at(Some(n))
+                    .key(&key)
+                    .hint("delete the line you do not mean (ConfigParser silently used the last one)"),
+            );
+        }
+        raw.insert(
+            key.clone(),
+            RawValue {
+                lines: vec![value],
+                first: n,
+                last: n,
+            },
+        );
+        current = Some(key);
+    }
+    Ok(raw)
+}
+
+/// A section header (`rest` follows its '['): only [DEFAULT] is accepted.
+fn check_section(path: &Path, n: usize, rest: &str, trimmed: &str) -> Result<(), ConfigError> {
+    let Some(close) = rest.find(']').filter(|c| *c > 0) else {
+        return Err(ConfigError::new(path, format!("bad section header {}", quote(trimmed)))
+            .at(Some(n))
+            .hint("write the header as [DEFAULT]"));
+    };
+    let name = &rest[..close];
+    if !name.eq_ignore_ascii_case("default") {
+        return Err(ConfigError::new(path, format!("unexpected section [{name}]"))
+            .at(Some(n))
+            .hint(
+                "pitrtools files keep every key under [DEFAULT]; rename the header to [DEFAULT] or move the keys there",
+            ));
+    }
+    Ok(())
+}
+
+/// A `key: value` or `key = value` line: the lower-cased key and the value
+/// without its inline comment.
+fn key_value(path: &Path, n: usize, line: &str, trimmed: &str) -> Result<(String, String), ConfigError> {
+    let Some(sep) = line.find([':', '=']) else {
+        // "master_password hunter2" lacks its colon: not an echo.
+        let shown = if is_secret_key(&trimmed.to_ascii_lowercase()) {
+            "this line (not shown: it mentions a password)".to_string()
+        } else {
+            quote(trimmed)
+        };
+        return Err(ConfigError::new(path, format!("{shown} is not a 'key: value' line"))
+            .at(Some(n))
+            .hint("write 'key: value' or 'key = value'; comment lines start with '#' or ';'"));
+    };
+    let key = line[..sep].trim_end().to_ascii_lowercase();
+    if key.is_empty() {
+        return Err(ConfigError::new(path, "a value without a key")
+            .at(Some(n))
+            .hint("write 'key: value' or 'key = value'"));
+    }
+    let mut value = line[sep + 1..].trim_start();
+    // ';' starts a comment only after white space (ConfigParser looks
+    // at the first ';' alone).
+    if let Some(pos) = value.find(';').filter(|p| *p > 0) {
+        if value[..pos].ends_with(char::is_whitespace) {
+            value = &value[..pos];
+        }
+    }
+    let mut value = value.trim().to_string();
+    if value == "\"\"" {
+        value.clear();
+    }
+    Ok((key, value))
+}
+
 /// A key's value as ConfigParser collects it: the first line's text, then
 /// one more line per continuation line.
 struct RawValue {
@@ -178,113 +293,17 @@ impl IniFile {
     /// comment line is a comment (as in Python 3), and a key set twice is an
     /// error (ConfigParser silently kept the last one).
     pub fn parse(path: &Path, text: &str) -> Result<IniFile, ConfigError> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut raw: BTreeMap<String, RawValue> = BTreeMap::new();
-        let mut current: Option<String> = None;
-        for (i, line) in text.split('\n').enumerate() {
-            let n = i + 1;
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            let trimmed = line.trim();
-            if trimmed.is_empty() || line.starts_with(['#', ';']) {
-                continue;
-            }
-            if line.starts_with(['r', 'R'])
-                && line
-                    .split_whitespace()
-                    .next()
-                    .is_some_and(|w| w.eq_ignore_ascii_case("rem"))
-            {
-                continue;
-            }
-            if line.starts_with(char::is_whitespace) {
-                if trimmed.starts_with(['#', ';']) {
-                    continue;
-                }
-                let Some(key) = &current else {
-                    return Err(ConfigError::new(path, "indented line with no key above it to continue")
-                        .at(Some(n))
-                        .hint("an indented line continues the value of the key above (ConfigParser); remove the leading white space"));
-                };
-                let v = raw.get_mut(key).expect("current key was inserted");
-                v.lines.push(trimmed.to_string());
-                v.last = n;
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix('[') {
-                let Some(close) = rest.find(']').filter(|c| *c > 0) else {
-                    return Err(ConfigError::new(path, format!("bad section header {}", quote(trimmed)))
-                        .at(Some(n))
-                        .hint("write the header as [DEFAULT]"));
-                };
-                let name = &rest[..close];
-                if !name.eq_ignore_ascii_case("default") {
-                    return Err(ConfigError::new(path, format!("unexpected section [{name}]"))
-                        .at(Some(n))
-                        .hint("pitrtools files keep every key under [DEFAULT]; rename the header to [DEFAULT] or move the keys there"));
-                }
-                current = None;
-                continue;
-            }
-            let Some(sep) = line.find([':', '=']) else {
-                // "master_password hunter2" lacks its colon: not an echo.
-                let shown = if is_secret_key(&trimmed.to_ascii_lowercase()) {
-                    "this line (not shown: it mentions a password)".to_string()
-                } else {
-                    quote(trimmed)
-                };
-                return Err(ConfigError::new(path, format!("{shown} is not a 'key: value' line"))
-                    .at(Some(n))
-                    .hint("write 'key: value' or 'key = value'; comment lines start with '#' or ';'"));
-            };
-            let key = line[..sep].trim_end().to_ascii_lowercase();
-            if key.is_empty() {
-                return Err(ConfigError::new(path, "a value without a key")
-                    .at(Some(n))
-                    .hint("write 'key: value' or 'key = value'"));
-            }
-            let mut value = line[sep + 1..].trim_start();
-            // ';' starts a comment only after white space (ConfigParser looks
-            // at the first ';' alone).
-            if let Some(pos) = value.find(';').filter(|p| *p > 0) {
-                if value[..pos].ends_with(char::is_whitespace) {
-                    value = &value[..pos];
-                }
-            }
-            let mut value = value.trim().to_string();
-            if value == "\"\"" {
-                value.clear();
-            }
-            if let Some(old) = raw.get(&key) {
-                return Err(
-                    ConfigError::new(path, format!("'{key}' is set twice (lines {} and {n})", old.first))
-                        .at(Some(n))
-                        .key(&key)
-                        .hint("delete the line you do not mean (ConfigParser silently used the last one)"),
-                );
-            }
-            raw.insert(
-                key.clone(),
-                RawValue {
-                    lines: vec![value],
-                    first: n,
-                    last: n,
-                },
-            );
-            current = Some(key);
-        }
-
+        let raw = read_values(path, text.strip_prefix('\u{feff}').unwrap_or(text))?;
         let raw: BTreeMap<String, Entry> = raw
             .into_iter()
             .map(|(key, v)| {
                 // ConfigParser joins continuation lines with '\n'; an empty
                 // first line (the value starts on the next line) is kept.
-                let value = v.lines.join("\n");
-                let secret = is_secret_key(&key).then(|| key.clone());
                 let entry = Entry {
-                    value,
+                    value: v.lines.join("\n"),
                     line: Some(v.first),
                     last_line: Some(v.last).filter(|l| *l > v.first),
-                    secret,
+                    secret: is_secret_key(&key).then(|| key.clone()),
                 };
                 (key, entry)
             })
@@ -354,13 +373,11 @@ fn interpolate(
 ) -> Result<(String, Option<String>), ConfigError> {
     let mut secret = entry.secret.clone();
     let err = |msg: String| ConfigError::new(path, msg).lines(entry.line, entry.last_line).key(key);
-    let hidden = |hide: &Option<String>| match hide.as_deref() {
-        None => String::new(),
-        Some(s) if s == key => format!(" (the value is not shown: '{key}' is a secret)"),
-        Some(s) => format!(", inside the value of secret key '{s}' (not shown)"),
-    };
     let mut value = entry.value.clone();
     for round in 0..MAX_INTERPOLATION_DEPTH {
+        if !value.contains("%(") {
+            return Ok((value, secret));
+        }
         // From the second round on, the text holds values substituted in the
         // first: a secret's own text must not leak through a reference name.
         let hide = if round == 0 {
@@ -368,55 +385,72 @@ fn interpolate(
         } else {
             secret.clone()
         };
-        if !value.contains("%(") {
-            return Ok((value, secret));
-        }
-        let mut out = String::with_capacity(value.len());
-        let mut rest = value.as_str();
-        while let Some(pos) = rest.find('%') {
-            out.push_str(&rest[..pos]);
-            rest = &rest[pos + 1..];
-            if let Some(r) = rest.strip_prefix('%') {
-                out.push('%');
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix('(') {
-                let Some(close) = r.find(")s") else {
-                    return Err(err(format!(
-                        "'{key}' has an unterminated %(...)s reference{}",
-                        hidden(&hide)
-                    ))
-                    .hint("end each reference with ')s', or write %% for a literal percent sign"));
-                };
-                let name = r[..close].to_ascii_lowercase();
-                let Some(target) = all.get(&name) else {
-                    return Err(match &hide {
-                        None => err(format!("'{key}' refers to %({name})s, which is not set in this file")),
-                        Some(_) => err(format!(
-                            "'{key}' refers to a key that is not set in this file{}",
-                            hidden(&hide)
-                        )),
-                    }
-                    .hint("set that key, or write %% for a literal percent sign"));
-                };
-                if secret.is_none() {
-                    secret = target.secret.clone();
-                }
-                out.push_str(&target.value);
-                rest = &r[close + 2..];
-            } else {
-                return Err(err(format!(
-                    "'{key}' contains a lone '%' in a value that uses %(name)s references"
-                ))
-                .hint("write %% for a literal percent sign"));
-            }
-        }
-        out.push_str(rest);
-        value = out;
+        value = substitute(&value, all, &mut secret).map_err(|p| p.error(key, hide.as_deref(), err))?;
     }
     Err(err(format!(
         "'{key}': %(name)s references nest more than {MAX_INTERPOLATION_DEPTH} deep (a loop?)"
     ))
     .hint("a key must not refer to itself, directly or through other keys"))
+}
+
+/// Why a value's `%` references could not be replaced.
+enum Reference {
+    Unterminated,
+    Missing(String),
+    LonePercent,
+}
+
+impl Reference {
+    /// The error for `key`; `hide` names the secret whose text the value
+    /// holds, so no reference name from it is repeated.
+    fn error(self, key: &str, hide: Option<&str>, err: impl Fn(String) -> ConfigError) -> ConfigError {
+        let hidden = match hide {
+            None => String::new(),
+            Some(s) if s == key => format!(" (the value is not shown: '{key}' is a secret)"),
+            Some(s) => format!(", inside the value of secret key '{s}' (not shown)"),
+        };
+        match self {
+            Reference::Unterminated => err(format!("'{key}' has an unterminated %(...)s reference{hidden}"))
+                .hint("end each reference with ')s', or write %% for a literal percent sign"),
+            Reference::Missing(name) => match hide {
+                None => err(format!("'{key}' refers to %({name})s, which is not set in this file")),
+                Some(_) => err(format!("'{key}' refers to a key that is not set in this file{hidden}")),
+            }
+            .hint("set that key, or write %% for a literal percent sign"),
+            Reference::LonePercent => err(format!(
+                "'{key}' contains a lone '%' in a value that uses %(name)s references"
+            ))
+            .hint("write %% for a literal percent sign"),
+        }
+    }
+}
+
+/// One round: each `%(name)s` replaced by that key's value, `%%` by `%`.
+/// `secret` becomes the first secret key whose value is substituted.
+fn substitute(value: &str, all: &BTreeMap<String, Entry>, secret: &mut Option<String>) -> Result<String, Reference> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(pos) = rest.find('%') {
+        out.push_str(&rest[..pos]);
+        rest = &rest[pos + 1..];
+        if let Some(r) = rest.strip_prefix('%') {
+            out.push('%');
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('(') {
+            let close = r.find(")s").ok_or(Reference::Unterminated)?;
+            let name = r[..close].to_ascii_lowercase();
+            let target = all.get(&name).ok_or(Reference::Missing(name))?;
+            if secret.is_none() {
+                *secret = target.secret.clone();
+            }
+            out.push_str(&target.value);
+            rest = &r[close + 2..];
+        } else {
+            return Err(Reference::LonePercent);
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]

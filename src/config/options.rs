@@ -7,10 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::choices::{HostKeyChecking, RsyncVersion, ShipMode, SlaveCodec, SslMode, State};
 use super::ini::{ConfigError, IniFile};
-use super::validate;
+use super::validate::{self, Refusal};
+use crate::compress::Codec;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Kind {
     /// Free text (kept verbatim).
     Text,
@@ -24,8 +26,9 @@ pub enum Kind {
     Count,
     /// A whole number of seconds.
     Seconds,
-    /// One of a fixed set of words.
-    Choice(&'static [&'static str]),
+    /// One of a fixed set of words: the names of a [`Choice`] enum, so the
+    /// table, the parser and the code share one list.
+    OneOf(fn() -> Vec<&'static str>),
     /// Comma-separated host names.
     Hosts,
     /// A user name.
@@ -38,11 +41,25 @@ pub enum Kind {
     Words,
 }
 
+/// The values a number may take. Outside them it is refused, or, for the
+/// soft caps pitrkit has always applied, silently brought inside (`clamp`).
+#[derive(Clone, Copy, Debug)]
+pub struct Range {
+    pub min: u64,
+    pub max: u64,
+    pub clamp: bool,
+}
+
 #[derive(Debug)]
 pub struct OptDef {
     pub name: &'static str,
     pub kind: Kind,
+    /// The value an absent or empty line means. Keys without one are
+    /// optional (unset) unless a caller requires them.
     pub default: Option<&'static str>,
+    pub range: Option<Range>,
+    /// Older names read as this key.
+    pub aliases: &'static [&'static str],
     pub help: &'static str,
 }
 
@@ -51,9 +68,55 @@ const fn opt(name: &'static str, kind: Kind, default: Option<&'static str>, help
         name,
         kind,
         default,
+        range: None,
+        aliases: &[],
         help,
     }
 }
+
+impl OptDef {
+    /// Values outside `min..=max` are refused.
+    const fn range(self, min: u64, max: u64) -> Self {
+        OptDef {
+            range: Some(Range { min, max, clamp: false }),
+            ..self
+        }
+    }
+
+    /// Values outside `min..=max` are brought inside.
+    const fn clamp(self, min: u64, max: u64) -> Self {
+        OptDef {
+            range: Some(Range { min, max, clamp: true }),
+            ..self
+        }
+    }
+
+    const fn aliases(self, aliases: &'static [&'static str]) -> Self {
+        OptDef { aliases, ..self }
+    }
+
+    /// The names a choice key accepts.
+    pub fn choices(&self) -> Option<Vec<&'static str>> {
+        match self.kind {
+            OneOf(names) => Some(names()),
+            _ => None,
+        }
+    }
+}
+
+/// A configuration word that names one of a fixed set of values.
+pub trait Choice: Copy + 'static {
+    fn all() -> Vec<Self>;
+    fn name(self) -> &'static str;
+}
+
+/// The names of a [`Choice`], for the key table.
+pub fn names<T: Choice>() -> Vec<&'static str> {
+    T::all().into_iter().map(T::name).collect()
+}
+
+const NO_MAX: u64 = u64::MAX;
+const PORT: u64 = 65535;
 
 use Kind::*;
 
@@ -65,16 +128,16 @@ pub static COMMON_OPTIONS: &[OptDef] = &[
     opt("ssh_timeout", Seconds, Some("10"), "seconds to wait for an ssh connection (ssh ConnectTimeout)"),
     opt("ssh_debug", Bool, Some("off"), "run ssh with -v"),
     opt("ssh", Text, None, "legacy: path of the ssh program, optionally followed by ssh options"),
-    opt("ssh_port", Count, None, "ssh port on the other host (default: ssh's own, usually 22 or from ~/.ssh/config)"),
+    opt("ssh_port", Count, None, "ssh port on the other host (default: ssh's own, usually 22 or from ~/.ssh/config)").range(1, PORT),
     opt("ssh_identity", Path, None, "private key file for ssh (-i)"),
     opt("ssh_control_persist", Seconds, Some("60"), "reuse one ssh connection per host for this many idle seconds (OpenSSH ControlPersist); 0 turns it off"),
     opt("ssh_options", Words, None, "extra ssh -o options as Key=Value words, e.g. 'UserKnownHostsFile=/etc/pitrkit/known_hosts'"),
-    opt("strict_host_key_checking", Choice(&["yes", "accept-new", "no"]), Some("accept-new"), "ssh StrictHostKeyChecking; 'no' is insecure"),
+    opt("strict_host_key_checking", OneOf(names::<HostKeyChecking>), Some("accept-new"), "ssh StrictHostKeyChecking; 'no' is insecure"),
     opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z (the archiver allows only compression, bandwidth, address-family, connection-timeout, protocol and checksum options)"),
     opt("notify_ok", Command, None, "command run when things recover; the message is appended as one argument"),
     opt("notify_warning", Command, None, "command run on a warning; the message is appended as one argument"),
     opt("notify_critical", Command, None, "command run on a critical problem; the message is appended as one argument"),
-    opt("notify_timeout", Seconds, Some("30"), "seconds a notify hook may run before it is killed (at least 1)"),
+    opt("notify_timeout", Seconds, Some("30"), "seconds a notify hook may run before it is killed (at least 1)").range(1, NO_MAX),
     opt("debug", Bool, Some("off"), "log debug messages and per-step timings"),
 ];
 
@@ -83,26 +146,26 @@ pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, ARCHIVER_OWN];
 
 #[rustfmt::skip]
 static ARCHIVER_OWN: &[OptDef] = &[
-    opt("compression", Choice(&["none", "lz4", "zstd", "gzip"]), Some("none"), "compress archived WAL in process (file names get .lz4, .zst or .gz; restore reads them all)"),
-    opt("compression_level", Count, None, "compression level (zstd 1-22, default 1; gzip 1-9, default 6; lz4 has none)"),
-    opt("slave_compression", Choice(&["same", "none", "lz4", "zstd", "gzip"]), Some("same"), "compression for what is shipped to slaves; 'same' uses 'compression'"),
-    opt("lookahead", Count, Some("16"), "with slaves: an archive call also archives up to this many other .ready segments and ships them in one rsync; 0 turns it off"),
+    opt("compression", OneOf(names::<Codec>), Some("none"), "compress archived WAL in process (file names get .lz4, .zst or .gz; restore reads them all)"),
+    opt("compression_level", Count, None, "compression level (zstd 1-22, default 1; gzip 1-9, default 6; lz4 has none)").clamp(0, i32::MAX as u64),
+    opt("slave_compression", OneOf(names::<SlaveCodec>), Some("same"), "compression for what is shipped to slaves; 'same' uses 'compression'"),
+    opt("lookahead", Count, Some("16"), "with slaves: an archive call also archives up to this many other .ready segments and ships them in one rsync; 0 turns it off").clamp(0, 1024),
     opt("logfile", Text, None, "also log to this file; ^Y ^m ^d ^H ^M ^S expand to the date (e.g. /var/log/pitrkit/archiver-^Y-^m-^d.log)"),
-    opt("state", Choice(&["online", "offline"]), Some("online"), "offline makes every archive call fail so PostgreSQL keeps its WAL (maintenance switch)"),
+    opt("state", OneOf(names::<State>), Some("online"), "offline makes every archive call fail so PostgreSQL keeps its WAL (maintenance switch)"),
     opt("pgdata", Path, None, "the master's data directory (relative %p paths are resolved against it)"),
     opt("r_archivedir", Path, None, "directory on each slave that receives WAL"),
     opt("l_archivedir", Path, None, "local queue root: one durable copy, hard-linked into one queue directory per slave"),
     opt("slaves", Hosts, None, "comma-separated slave hosts; also the names of their queue directories"),
-    opt("rsync_version", Choice(&["2", "3"]), Some("3"), "legacy: major rsync version; accepted for pitrtools compatibility and changes nothing (pitrkit uses no option rsync 2 lacks)"),
+    opt("rsync_version", OneOf(names::<RsyncVersion>), Some("3"), "legacy: major rsync version; accepted for pitrtools compatibility and changes nothing (pitrkit uses no option rsync 2 lacks)"),
     opt("rsync_bin", Path, None, "legacy: path of the rsync program"),
     opt("queue_user", User, None, "OS user that must run the archiver (checked, not switched to)"),
     opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call tries that slave again (--flush always tries)"),
-    opt("max_queue_workers", Count, Some("4"), "slaves shipped to in parallel"),
+    opt("max_queue_workers", Count, Some("4"), "slaves shipped to in parallel (at least 1: with 0 nothing would ever be shipped)").range(1, NO_MAX),
     opt("local_archivedirs", Paths, None, "comma-separated local or NFS directories that get a durable copy of every file"),
     opt("require_mount", Bool, Some("off"), "on: -I refuses a local_archivedirs entry unless it, or a directory above it, is a mounted filesystem (a share that is not mounted is a plain directory on the root filesystem); directories /etc/fstab lists are checked either way"),
-    opt("ship_mode", Choice(&["async", "sync"]), Some("async"), "async: succeed once spooled locally (pitrtools); sync: succeed only when every destination has the file (OmniPITR)"),
+    opt("ship_mode", OneOf(names::<ShipMode>), Some("async"), "async: succeed once spooled locally (pitrtools); sync: succeed only when every destination has the file (OmniPITR)"),
     opt("queue_critical_depth", Count, Some("64"), "queued files per slave above which a critical notification is sent"),
-    opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned; also the limit for each remote command (sync, checks) once ssh is connected; at least 1"),
+    opt("rsync_timeout", Seconds, Some("120"), "rsync --timeout: seconds without I/O before a transfer is abandoned; also the limit for each remote command (sync, checks) once ssh is connected; at least 1").range(1, NO_MAX),
     opt("remote_fsync", Bool, Some("on"), "make shipped files durable on the slave (one remote `sync -- <files> <dir>` after each push, coreutils 8.24+) before they leave the queue; ship_mode: sync requires it"),
     opt("lock_timeout", Seconds, Some("300"), "seconds to wait for another pitrkit process shipping to the same slave"),
 ];
@@ -119,16 +182,16 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("trigger_file", Path, None, "legacy trigger file; touching it promotes the standby"),
     opt("repl_db_user", User, Some("replication"), "role used for streaming replication"),
     opt("repl_db_password", Text, None, "password of repl_db_user (written to a private passfile, never to a world-readable file)"),
-    opt("sslmode", Choice(&["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]), Some("prefer"), "libpq sslmode for connections to the master"),
-    opt("port", Count, Some("5432"), "the master's PostgreSQL port"),
+    opt("sslmode", OneOf(names::<SslMode>), Some("prefer"), "libpq sslmode for connections to the master"),
+    opt("port", Count, Some("5432"), "the master's PostgreSQL port").range(1, PORT),
     opt("master_public_ip", Text, None, "the master's host name or address (used for SQL and ssh)"),
     opt("master_local_ip", Text, Some("127.0.0.1"), "legacy: address psql used on the master itself"),
-    opt("rsync_threads", Count, Some("1"), "parallel rsync streams for a base backup"),
+    opt("rsync_threads", Count, Some("1"), "parallel rsync streams for a base backup").clamp(1, 64),
     opt("archivedir", Path, None, "where WAL from the archiver arrives (the archiver's r_archivedir)"),
     opt("pgdata", Path, None, "this standby's data directory"),
-    opt("pg_conf", Path, None, "postgresql.conf used while in standby mode"),
+    opt("pg_conf", Path, None, "postgresql.conf used while in standby mode").aliases(&["postgresql_conf"]),
     opt("pg_hba_conf", Path, None, "pg_hba.conf used while in standby mode"),
-    opt("pg_conf_failover", Path, None, "postgresql.conf used after failover"),
+    opt("pg_conf_failover", Path, None, "postgresql.conf used after failover").aliases(&["postgresql_conf_failover"]),
     opt("pg_hba_conf_failover", Path, None, "pg_hba.conf used after failover"),
     opt("no_copy_conf", Bool, Some("off"), "pass the config files with -c config_file= instead of copying them into pgdata"),
     opt("recovery_conf", Path, None, "recovery.conf location (PostgreSQL 11 and older only)"),
@@ -148,39 +211,39 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("start_command", Text, None, "command to start PostgreSQL instead of pg_ctl (systemd, pg_ctlcluster)"),
     opt("stop_command", Text, None, "command to stop PostgreSQL instead of pg_ctl"),
     opt("restore_delay", Seconds, Some("0"), "serve only WAL archived at least this many seconds ago (delayed standby); ignored during cmd_standby -F999, but a promotion started otherwise (pg_promote(), a trigger file) stops at the delay"),
-    opt("restore_prefetch", Count, Some("0"), "restore: segments fetched ahead in the background (0: off; ignored with restore_delay)"),
+    opt("restore_prefetch", Count, Some("0"), "restore: segments fetched ahead in the background (0: off; ignored with restore_delay)").clamp(0, 256),
     opt("cleanup_pause_file", Path, None, "while this file exists, cleanup removes nothing"),
     opt("wait_timeout", Seconds, Some("300"), "seconds to wait for PostgreSQL to start, stop or promote"),
 ];
 
 /// Typed, validated access to one INI file's values under a set of definitions.
+///
+/// An empty value is exactly an absent line: the default where the key has
+/// one, unset where it has none. Keys with a default are read with the plain
+/// getters (`count`, `seconds`, `text`, ...), which return the value; keys
+/// without one with the `opt_*` getters, which return an `Option`.
 pub struct Options<'a> {
     file: &'a IniFile,
     defs: &'static [&'static [OptDef]],
 }
 
 fn find_def(defs: &'static [&'static [OptDef]], name: &str) -> Option<&'static OptDef> {
-    defs.iter().flat_map(|g| g.iter()).find(|d| d.name == name)
+    all_defs(defs).find(|d| d.name == name || d.aliases.contains(&name))
 }
 
 impl<'a> Options<'a> {
-    /// Checks that every key in the file is known; suggests the closest known key otherwise.
+    /// Checks that every key in the file is known (suggesting the closest
+    /// known key otherwise), and that no key is set under two names.
     pub fn new(file: &'a IniFile, defs: &'static [&'static [OptDef]]) -> Result<Self, ConfigError> {
         for key in file.entries.keys() {
-            if find_def(defs, key).is_none() {
-                let best = defs
-                    .iter()
-                    .flat_map(|g| g.iter())
-                    .map(|d| (strsim::damerau_levenshtein(key, d.name), d.name))
-                    .min();
-                let mut err = file.error(key, format!("unknown key '{key}'"));
-                err = match best {
-                    Some((dist, name)) if dist <= 3 || name.contains(key.as_str()) => {
-                        err.hint(format!("did you mean '{name}'?"))
-                    }
-                    _ => err.hint("see the commented sample files in etc/ for every key"),
-                };
-                return Err(err);
+            let Some(def) = find_def(defs, key) else {
+                return Err(unknown_key(file, defs, key));
+            };
+            let names = std::iter::once(def.name).chain(def.aliases.iter().copied());
+            if let Some(other) = names.filter(|n| n != key).find(|n| file.get(n).is_some()) {
+                return Err(file
+                    .error(key, format!("'{key}' and '{other}' are the same key, and both are set"))
+                    .hint(format!("'{}' is the current name; delete the other line", def.name)));
             }
         }
         Ok(Options { file, defs })
@@ -194,7 +257,17 @@ impl<'a> Options<'a> {
         find_def(self.defs, name).unwrap_or_else(|| panic!("option '{name}' is not defined"))
     }
 
-    /// The value set in the file, else the default; `None` when neither (or empty).
+    /// The name the file sets `name` under (itself or a legacy alias).
+    fn key(&self, name: &str) -> &str {
+        let def = self.def(name);
+        std::iter::once(def.name)
+            .chain(def.aliases.iter().copied())
+            .find(|n| self.file.get(n).is_some())
+            .unwrap_or(def.name)
+    }
+
+    /// The value set in the file, else the default; `None` when neither.
+    /// An empty value counts as not set.
     fn raw(&self, name: &str, kind: Kind) -> Option<String> {
         let def = self.def(name);
         debug_assert!(
@@ -202,18 +275,24 @@ impl<'a> Options<'a> {
             "option '{name}' read as {kind:?} but defined as {:?}",
             def.kind
         );
-        let v = match self.file.get(name) {
-            Some(e) => e.value.clone(),
-            None => def.default?.to_string(),
-        };
-        (!v.trim().is_empty()).then(|| v.trim().to_string())
+        match self.file.get(self.key(name)).map(|e| e.value.trim()) {
+            Some(v) if !v.is_empty() => Some(v.to_string()),
+            _ => def.default.map(str::to_string),
+        }
     }
 
+    /// The value of a key with a default; the table guarantees one.
+    fn value(&self, name: &str, kind: Kind) -> String {
+        self.raw(name, kind).unwrap_or_else(|| no_default(name))
+    }
+
+    /// An error about `name`, at the line that sets it.
     fn err(&self, name: &str, message: String) -> ConfigError {
-        let err = self.file.error(name, message);
+        let key = self.key(name);
+        let err = self.file.error(key, message);
         // ConfigParser keeps '#' and quotes in a value; users of other INI
         // dialects expect a comment and quoting.
-        match self.file.get(name) {
+        match self.file.get(key) {
             Some(e) if e.secret.is_none() && e.value.contains(" #") => {
                 err.hint("'#' starts a comment only at the beginning of a line; after a value write ' ; comment'")
             }
@@ -221,7 +300,7 @@ impl<'a> Options<'a> {
             Some(e)
                 if e.secret.is_none()
                     && e.value.contains(['"', '\''])
-                    && find_def(self.defs, name).is_some_and(|d| !matches!(d.kind, Command | Text)) =>
+                    && !matches!(self.def(name).kind, Command | Text) =>
             {
                 err.hint("quotes are part of the value in these files (ConfigParser); remove them")
             }
@@ -229,42 +308,50 @@ impl<'a> Options<'a> {
         }
     }
 
+    /// "`key`: `value` `why`", for a refused value or part of one.
+    fn refused(&self, name: &str, fragment: &str, why: &dyn std::fmt::Display) -> ConfigError {
+        self.err(name, format!("{}: {} {why}", self.key(name), self.show(name, fragment)))
+    }
+
     /// A value (or part of one) for an error message; see [`IniFile::show`].
     pub fn show(&self, name: &str, fragment: &str) -> String {
-        self.file.show(name, fragment)
+        self.file.show(self.key(name), fragment)
     }
 
+    /// Set to a non-empty value in the file.
     pub fn is_set(&self, name: &str) -> bool {
-        self.file.get(name).is_some_and(|e| !e.value.trim().is_empty())
+        self.file
+            .get(self.key(name))
+            .is_some_and(|e| !e.value.trim().is_empty())
     }
 
-    pub fn text(&self, name: &str) -> Option<String> {
+    pub fn opt_text(&self, name: &str) -> Option<String> {
         self.raw(name, Text)
     }
 
-    pub fn command(&self, name: &str) -> Option<String> {
-        self.raw(name, Command)
+    pub fn text(&self, name: &str) -> String {
+        self.value(name, Text)
     }
 
-    /// A notify hook: a command line that must be able to take the message
-    /// appended as one more argument (see [`crate::notify::hook_problem`]).
     /// The notify_ok / notify_warning / notify_critical hooks, checked.
     pub fn notifier(&self) -> Result<crate::notify::Notifier, ConfigError> {
         Ok(crate::notify::Notifier {
             ok: self.hook("notify_ok")?,
             warning: self.hook("notify_warning")?,
             critical: self.hook("notify_critical")?,
-            timeout: self.seconds_at_least("notify_timeout", 1)?,
+            timeout: self.seconds("notify_timeout")?,
         })
     }
 
+    /// A notify hook: a command line that must be able to take the message
+    /// appended as one more argument (see [`crate::notify::hook_problem`]).
     pub fn hook(&self, name: &str) -> Result<Option<String>, ConfigError> {
-        let Some(h) = self.command(name) else {
+        let Some(h) = self.raw(name, Command) else {
             return Ok(None);
         };
         match crate::notify::hook_problem(&h) {
             None => Ok(Some(h)),
-            Some(why) => Err(self.err(name, format!("{name}: {} {why}", self.show(name, &h))).hint(
+            Some(why) => Err(self.refused(name, &h, &why).hint(
                 "a hook must be one command: a program and its arguments (VAR=value words before it are fine); put anything more complex in a script that takes the message as \"$1\", and name the script here",
             )),
         }
@@ -274,47 +361,41 @@ impl<'a> Options<'a> {
     /// refused only where pitrkit's `sh -c '<command> "$@"'` is a syntax
     /// error (see [`crate::notify::command_problem`]).
     pub fn user_command(&self, name: &str) -> Result<Option<String>, ConfigError> {
-        let c = match self.def(name).kind {
-            Command => self.command(name),
-            _ => self.text(name),
+        let kind = self.def(name).kind;
+        let Some(c) = self.raw(name, kind) else {
+            return Ok(None);
         };
-        let Some(c) = c else { return Ok(None) };
         match crate::notify::command_problem(&c) {
             None => Ok(Some(c)),
             Some(why) => Err(self
-                .err(name, format!("{name}: {} {why}", self.show(name, &c)))
+                .refused(name, &c, &why)
                 .hint("put the commands in a script and name the script here")),
         }
     }
 
-    pub fn path(&self, name: &str) -> Result<Option<PathBuf>, ConfigError> {
+    pub fn opt_path(&self, name: &str) -> Result<Option<PathBuf>, ConfigError> {
         match self.raw(name, Path) {
             None => Ok(None),
-            Some(v) => validate::check_path(&v)
-                .map(|_| Some(PathBuf::from(&v)))
-                .map_err(|why| self.path_err(name, &v, &why)),
+            Some(v) => self.check_path(name, &v).map(Some),
         }
+    }
+
+    /// `v` (part of `name`'s value) as an absolute path safe for rsync and ssh.
+    pub fn check_path(&self, name: &str, v: &str) -> Result<PathBuf, ConfigError> {
+        validate::check_path(v)
+            .map(|_| PathBuf::from(v))
+            .map_err(|why| self.path_err(name, v, &why))
     }
 
     /// A refused path, with what to do about it.
-    pub fn path_err(&self, name: &str, path: &str, why: &str) -> ConfigError {
-        let err = self.err(name, format!("{name}: {} {why}", self.show(name, path)));
-        if why.contains("absolute") {
-            err.hint("write the full path, starting with '/'")
-        } else if why.contains("line break") {
+    fn path_err(&self, name: &str, path: &str, why: &Refusal) -> ConfigError {
+        let err = self.refused(name, path, why);
+        match why {
+            Refusal::NotAbsolute => err.hint("write the full path, starting with '/'"),
             // The continuation-line hint says it all.
-            err
-        } else {
-            err.hint("paths are handed to rsync and ssh, and a remote shell would split or expand these characters; use a path without them (a symlink can provide one)")
+            Refusal::LineBreak => err,
+            _ => err.hint("paths are handed to rsync and ssh, and a remote shell would split or expand these characters; use a path without them (a symlink can provide one)"),
         }
-    }
-
-    pub fn required_path(&self, name: &str, why: &str) -> Result<PathBuf, ConfigError> {
-        self.path(name)?.ok_or_else(|| {
-            ConfigError::new(&self.file.path, format!("'{name}' is not set"))
-                .key(name)
-                .hint(format!("add '{name}: /absolute/path' ({why})"))
-        })
     }
 
     pub fn paths(&self, name: &str) -> Result<Vec<PathBuf>, ConfigError> {
@@ -324,92 +405,86 @@ impl<'a> Options<'a> {
         v.split([',', ':'])
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|p| {
-                validate::check_path(p)
-                    .map(|_| PathBuf::from(p))
-                    .map_err(|why| self.path_err(name, p, &why))
-            })
+            .map(|p| self.check_path(name, p))
             .collect()
     }
 
     pub fn bool(&self, name: &str) -> Result<bool, ConfigError> {
-        let v = self.raw(name, Bool).unwrap_or_default();
+        let v = self.value(name, Bool);
         match v.to_ascii_lowercase().as_str() {
             "on" | "yes" | "true" | "1" => Ok(true),
-            "off" | "no" | "false" | "0" | "" => Ok(false),
+            "off" | "no" | "false" | "0" => Ok(false),
             _ => Err(self
                 .err(name, format!("{name} must be on or off, got {}", self.show(name, &v)))
                 .hint("use on/off, yes/no, true/false or 1/0")),
         }
     }
 
-    fn number(&self, name: &str, kind: Kind, unit: &str) -> Result<Option<u64>, ConfigError> {
+    /// A whole number, checked against the table's range.
+    fn number(&self, name: &str, kind: Kind) -> Result<Option<u64>, ConfigError> {
         let Some(v) = self.raw(name, kind) else {
             return Ok(None);
         };
-        v.parse::<u64>().map(Some).map_err(|_| {
+        let seconds = matches!(kind, Seconds);
+        let n = v.parse::<u64>().map_err(|_| {
             if v.bytes().all(|b| b.is_ascii_digit()) {
                 self.err(name, format!("{name} is too large, got {}", self.show(name, &v)))
             } else {
+                let unit = if seconds { " of seconds" } else { "" };
                 self.err(
                     name,
                     format!("{name} must be a whole number{unit}, got {}", self.show(name, &v)),
                 )
-                .hint(if unit.is_empty() {
-                    "write digits only, e.g. 4"
-                } else {
+                .hint(if seconds {
                     "write digits only, without a unit, e.g. 30"
+                } else {
+                    "write digits only, e.g. 4"
                 })
             }
+        })?;
+        let Some(r) = self.def(name).range else {
+            return Ok(Some(n));
+        };
+        if r.clamp || (r.min..=r.max).contains(&n) {
+            return Ok(Some(n.clamp(r.min, r.max)));
+        }
+        let got = self.show(name, &n.to_string());
+        Err(if r.max == NO_MAX {
+            let unit = if seconds { " second(s)" } else { "" };
+            self.err(name, format!("{name} must be at least {}{unit}, got {got}", r.min))
+                .hint(self.def(name).help)
+        } else {
+            self.err(name, format!("{name} must be {}..{}, got {got}", r.min, r.max))
         })
     }
 
-    pub fn count(&self, name: &str) -> Result<Option<u64>, ConfigError> {
-        self.number(name, Count, "")
+    pub fn opt_count(&self, name: &str) -> Result<Option<u64>, ConfigError> {
+        self.number(name, Count)
+    }
+
+    pub fn count(&self, name: &str) -> Result<u64, ConfigError> {
+        Ok(self.number(name, Count)?.unwrap_or_else(|| no_default(name)))
     }
 
     pub fn seconds(&self, name: &str) -> Result<Duration, ConfigError> {
         Ok(Duration::from_secs(
-            self.number(name, Seconds, " of seconds")?.unwrap_or(0),
+            self.number(name, Seconds)?.unwrap_or_else(|| no_default(name)),
         ))
     }
 
-    /// Seconds that must be at least `min` (0 would disable a time limit).
-    pub fn seconds_at_least(&self, name: &str, min: u64) -> Result<Duration, ConfigError> {
-        let d = self.seconds(name)?;
-        if d.as_secs() < min {
-            return Err(self
-                .err(
-                    name,
-                    format!(
-                        "{name} must be at least {min} second(s), got {}",
-                        self.show(name, &d.as_secs().to_string())
-                    ),
-                )
-                .hint(self.def(name).help));
-        }
-        Ok(d)
-    }
-
-    pub fn choice(&self, name: &str) -> Result<String, ConfigError> {
-        let Choice(allowed) = self.def(name).kind else {
-            panic!("option '{name}' is not a choice");
-        };
-        let v = self.raw(name, Choice(allowed)).unwrap_or_default().to_ascii_lowercase();
-        if allowed.contains(&v.as_str()) {
-            Ok(v)
-        } else {
-            Err(self
-                .err(
-                    name,
-                    format!(
-                        "{name} must be one of {}, got {}",
-                        allowed.join(", "),
-                        self.show(name, &v)
-                    ),
-                )
-                .hint(self.def(name).help))
-        }
+    pub fn choice<T: Choice>(&self, name: &str) -> Result<T, ConfigError> {
+        let v = self.value(name, OneOf(names::<T>)).to_ascii_lowercase();
+        T::all().into_iter().find(|c| c.name() == v).ok_or_else(|| {
+            self.err(
+                name,
+                format!(
+                    "{name} must be one of {}, got {}",
+                    names::<T>().join(", "),
+                    self.show(name, &v)
+                ),
+            )
+            .hint(self.def(name).help)
+        })
     }
 
     pub fn hosts(&self, name: &str) -> Result<Vec<String>, ConfigError> {
@@ -419,7 +494,7 @@ impl<'a> Options<'a> {
         let mut out: Vec<String> = Vec::new();
         for h in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             validate::check_host(h).map_err(|why| {
-                let e = self.err(name, format!("{name}: {} {why}", self.show(name, h)));
+                let e = self.refused(name, h, &why);
                 if h.contains(char::is_whitespace) {
                     e.hint("separate hosts with ','")
                 } else {
@@ -427,22 +502,24 @@ impl<'a> Options<'a> {
                 }
             })?;
             if out.iter().any(|o| o == h) {
-                return Err(self
-                    .err(name, format!("{name}: {} is listed twice", self.show(name, h)))
-                    .hint("list each host once"));
+                return Err(self.refused(name, h, &"is listed twice").hint("list each host once"));
             }
             out.push(h.to_string());
         }
         Ok(out)
     }
 
-    pub fn user(&self, name: &str) -> Result<Option<String>, ConfigError> {
+    pub fn opt_user(&self, name: &str) -> Result<Option<String>, ConfigError> {
         match self.raw(name, User) {
             None => Ok(None),
             Some(v) => validate::check_user(&v)
                 .map(|_| Some(v.clone()))
-                .map_err(|why| self.err(name, format!("{name}: {} {why}", self.show(name, &v)))),
+                .map_err(|why| self.refused(name, &v, &why)),
         }
+    }
+
+    pub fn user(&self, name: &str) -> Result<String, ConfigError> {
+        Ok(self.opt_user(name)?.unwrap_or_else(|| no_default(name)))
     }
 
     pub fn flags(&self, name: &str) -> Result<Vec<String>, ConfigError> {
@@ -453,13 +530,11 @@ impl<'a> Options<'a> {
             .map(|f| {
                 validate::check_flag(f)
                     .map(|_| f.to_string())
-                    .map_err(|why| self.err(name, format!("{name}: {} {why}", self.show(name, f))))
+                    .map_err(|why| self.refused(name, f, &why))
             })
             .collect()
     }
-}
 
-impl Options<'_> {
     pub fn words(&self, name: &str) -> Result<Vec<String>, ConfigError> {
         let Some(v) = self.raw(name, Words) else {
             return Ok(Vec::new());
@@ -467,10 +542,62 @@ impl Options<'_> {
         v.split_whitespace()
             .map(|w| match validate::unsafe_char_reason(w) {
                 None => Ok(w.to_string()),
-                Some(why) => Err(self.err(name, format!("{name}: {} {why}", self.show(name, w)))),
+                Some(why) => Err(self.refused(name, w, &why)),
             })
             .collect()
     }
+}
+
+/// A plain getter used on a key the table gives no default: a bug.
+fn no_default(name: &str) -> ! {
+    panic!("option '{name}' has no default; read it with an opt_ getter")
+}
+
+/// "unknown key", with the closest known key if one is close.
+fn unknown_key(file: &IniFile, defs: &'static [&'static [OptDef]], key: &str) -> ConfigError {
+    let best = all_defs(defs)
+        .map(|d| (strsim::damerau_levenshtein(key, d.name), d.name))
+        .min();
+    let err = file.error(key, format!("unknown key '{key}'"));
+    match best {
+        Some((dist, name)) if dist <= 3 || name.contains(key) => err.hint(format!("did you mean '{name}'?")),
+        _ => err.hint("see the commented sample files in etc/ for every key"),
+    }
+}
+
+/// The keys of `defs` as `--help` lists them: name, legacy names, values
+/// and default, then the help text.
+pub fn key_reference(defs: &'static [&'static [OptDef]]) -> String {
+    let mut out = String::from("Configuration keys ([DEFAULT] section; a key with no value is the same as no line):\n");
+    for d in all_defs(defs) {
+        let values = match d.kind {
+            OneOf(names) => names().join("|"),
+            Text | Command => "text".into(),
+            Path => "/path".into(),
+            Paths => "/path,/path".into(),
+            Bool => "on|off".into(),
+            Count => "N".into(),
+            Seconds => "seconds".into(),
+            Hosts => "host,host".into(),
+            User => "user".into(),
+            Flags => "-options".into(),
+            Words => "words".into(),
+        };
+        let values = match d.range {
+            Some(r) if !r.clamp && r.max == NO_MAX => format!("{values} >= {}", r.min),
+            Some(r) => format!("{values} in {}..{}", r.min, r.max),
+            None => values,
+        };
+        out += &format!("  {}: {values}", d.name);
+        if let Some(def) = d.default {
+            out += &format!(" (default {def})");
+        }
+        if !d.aliases.is_empty() {
+            out += &format!(" (also read as {})", d.aliases.join(", "));
+        }
+        out += &format!("\n      {}\n", d.help);
+    }
+    out
 }
 
 /// Every definition, for `--help`-style listings and the sample-file test.
@@ -490,7 +617,9 @@ mod tests {
     #[test]
     fn no_key_is_defined_twice() {
         for defs in [ARCHIVER_OPTIONS, STANDBY_OPTIONS] {
-            let mut names: Vec<_> = all_defs(defs).map(|d| d.name).collect();
+            let mut names: Vec<_> = all_defs(defs)
+                .flat_map(|d| std::iter::once(d.name).chain(d.aliases.iter().copied()))
+                .collect();
             names.sort();
             let n = names.len();
             names.dedup();
@@ -522,7 +651,7 @@ mod tests {
         assert_eq!(o.flags("rsync_flags").unwrap(), vec!["-z", "--bwlimit=100"]);
         // Defaults come from the table.
         assert_eq!(o.seconds("queue_wait").unwrap(), Duration::from_secs(30));
-        assert_eq!(o.choice("ship_mode").unwrap(), "async");
+        assert_eq!(o.choice::<ShipMode>("ship_mode").unwrap(), ShipMode::Async);
     }
 
     #[test]
@@ -530,7 +659,7 @@ mod tests {
         let f = opts("slaves: ok, -oProxyCommand=x\nr_archivedir: /a;b\nrsync_flags: -e;sh\n").unwrap();
         let o = Options::new(&f, ARCHIVER_OPTIONS).unwrap();
         assert!(o.hosts("slaves").unwrap_err().message.contains("option"));
-        assert!(o.path("r_archivedir").is_err());
+        assert!(o.opt_path("r_archivedir").is_err());
         assert!(o.flags("rsync_flags").is_err());
     }
 
@@ -542,19 +671,19 @@ mod tests {
         assert_eq!(o.hosts("slaves").unwrap(), vec!["a", "b"]);
         assert_eq!(o.paths("local_archivedirs").unwrap().len(), 2);
         // One path may not: refused with both lines and the reason.
-        let e = o.path("r_archivedir").unwrap_err();
+        let e = o.opt_path("r_archivedir").unwrap_err();
         assert_eq!(
             e.to_string(),
             "archiver.ini lines 5-6: r_archivedir: '/r\\n/s' contains a line break — an indented line continues the value of the key above it (ConfigParser), so 'r_archivedir' runs on from line 5; remove the indentation if that line is a key of its own"
         );
-        assert_eq!(o.choice("state").unwrap(), "online");
+        assert_eq!(o.choice::<State>("state").unwrap(), State::Online);
     }
 
     #[test]
     fn secrets_are_not_shown_by_value_checks() {
         let f = opts("master_password: hunter2\nuser: %(master_password)s x\nssh_port: %(master_password)s\n").unwrap();
         let o = Options::new(&f, STANDBY_OPTIONS).unwrap();
-        for e in [o.user("user").unwrap_err(), o.count("ssh_port").unwrap_err()] {
+        for e in [o.opt_user("user").unwrap_err(), o.opt_count("ssh_port").unwrap_err()] {
             assert!(!e.to_string().contains("hunter2"), "{e}");
             assert!(e.to_string().contains("secret key 'master_password'"), "{e}");
         }

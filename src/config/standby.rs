@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::choices::SslMode;
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, STANDBY_OPTIONS};
+use super::remote::SshSettings;
 use super::validate;
-use crate::transport::ssh::SshSettings;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StandbyConfig {
     pub source: PathBuf,
     /// Major version from `pgversion` (e.g. 15), if set.
@@ -18,7 +19,7 @@ pub struct StandbyConfig {
     pub trigger_file: Option<PathBuf>,
     pub repl_db_user: String,
     pub repl_db_password: Option<String>,
-    pub sslmode: String,
+    pub sslmode: SslMode,
     pub master_host: Option<String>,
     pub master_port: u16,
     pub master_db: String,
@@ -63,93 +64,47 @@ impl StandbyConfig {
 
     pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
         let o = Options::new(file, STANDBY_OPTIONS)?;
-        let pgversion = match o.text("pgversion") {
-            None => None,
-            // "9.6" and "15" both name a major version; 10+ has one number.
-            Some(v) => Some(crate::pg::parse_major(&v).ok_or_else(|| {
-                file.error(
-                    "pgversion",
-                    format!(
-                        "pgversion must be a PostgreSQL major version like 15, got {}",
-                        o.show("pgversion", &v)
-                    ),
-                )
-            })?),
-        };
-        let master_host = o.text("master_public_ip");
-        if let Some(h) = &master_host {
-            validate::check_host(h).map_err(|why| {
-                file.error(
-                    "master_public_ip",
-                    format!("master_public_ip: {} {why}", o.show("master_public_ip", h)),
-                )
-            })?;
-        }
-        let port = o.count("port")?.unwrap_or(5432);
-        if !(1..=65535).contains(&port) {
-            return Err(file.error(
-                "port",
-                format!("port must be 1..65535, got {}", o.show("port", &port.to_string())),
-            ));
-        }
-        let slot = o.text("primary_slot_name");
-        if let Some(s) = &slot {
-            if !s
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                || s.len() > 63
-            {
-                return Err(file
-                    .error(
-                        "primary_slot_name",
-                        format!(
-                            "primary_slot_name {} is not a valid slot name",
-                            o.show("primary_slot_name", s)
-                        ),
-                    )
-                    .hint("slot names use lower-case letters, digits and '_' (at most 63)"));
-            }
-        }
-        let archivedir = o.path("archivedir")?;
-        let pgdata = o.path("pgdata")?;
+        let archivedir = o.opt_path("archivedir")?;
+        let pgdata = o.opt_path("pgdata")?;
         let tablespace_map = tablespace_map(&o)?;
         check_overlaps(file, archivedir.as_deref(), pgdata.as_deref(), &tablespace_map)?;
         Ok(StandbyConfig {
             source: file.path.clone(),
-            pgversion,
+            pgversion: pgversion(&o)?,
             streaming: o.bool("use_streaming_replication")?,
-            trigger_file: o.path("trigger_file")?,
-            repl_db_user: o.user("repl_db_user")?.unwrap_or_else(|| "replication".into()),
-            repl_db_password: o.text("repl_db_password"),
+            trigger_file: o.opt_path("trigger_file")?,
+            repl_db_user: o.user("repl_db_user")?,
+            repl_db_password: o.opt_text("repl_db_password"),
             sslmode: o.choice("sslmode")?,
-            master_host,
-            master_port: port as u16,
-            master_db: o.text("master_db").unwrap_or_else(|| "postgres".into()),
-            master_user: o.user("master_user")?.unwrap_or_else(|| "postgres".into()),
-            master_password: o.text("master_password"),
-            master_pgdata: o.path("master_pgdata")?,
+            master_host: master_host(&o)?,
+            // The table's range keeps it within 1..=65535.
+            master_port: o.count("port")? as u16,
+            master_db: o.text("master_db"),
+            master_user: o.user("master_user")?,
+            master_password: o.opt_text("master_password"),
+            master_pgdata: o.opt_path("master_pgdata")?,
             tablespace_map,
-            primary_slot_name: slot,
-            rsync_threads: o.count("rsync_threads")?.unwrap_or(1).clamp(1, 64) as usize,
-            rsync_program: o.path("rsync")?,
+            primary_slot_name: slot_name(&o)?,
+            rsync_threads: o.count("rsync_threads")? as usize,
+            rsync_program: o.opt_path("rsync")?,
             rsync_flags: o.flags("rsync_flags")?,
             archivedir,
             pgdata,
-            pg_conf: o.path("pg_conf")?,
-            pg_hba_conf: o.path("pg_hba_conf")?,
-            pg_conf_failover: o.path("pg_conf_failover")?,
-            pg_hba_conf_failover: o.path("pg_hba_conf_failover")?,
+            pg_conf: o.opt_path("pg_conf")?,
+            pg_hba_conf: o.opt_path("pg_hba_conf")?,
+            pg_conf_failover: o.opt_path("pg_conf_failover")?,
+            pg_hba_conf_failover: o.opt_path("pg_hba_conf_failover")?,
             no_copy_conf: o.bool("no_copy_conf")?,
-            recovery_conf: o.path("recovery_conf")?,
-            server_log: o.path("logfile")?,
-            pitrkit_logfile: o.text("pitrkit_logfile"),
+            recovery_conf: o.opt_path("recovery_conf")?,
+            server_log: o.opt_path("logfile")?,
+            pitrkit_logfile: o.opt_text("pitrkit_logfile"),
             action_failover: o.user_command("action_failover")?,
-            pg_ctl: o.path("pg_ctl")?,
+            pg_ctl: o.opt_path("pg_ctl")?,
             start_command: o.user_command("start_command")?,
             stop_command: o.user_command("stop_command")?,
             restore_delay: o.seconds("restore_delay")?,
-            restore_prefetch: o.count("restore_prefetch")?.unwrap_or(0).min(256) as usize,
-            cleanup_pause_file: o.path("cleanup_pause_file")?,
+            restore_prefetch: o.count("restore_prefetch")? as usize,
+            cleanup_pause_file: o.opt_path("cleanup_pause_file")?,
             wait_timeout: o.seconds("wait_timeout")?,
             includepath: o.paths("includepath")?,
             ssh: SshSettings::from_options(&o)?,
@@ -163,14 +118,96 @@ impl StandbyConfig {
         self.pg_conf_failover.is_some() || self.pg_hba_conf_failover.is_some()
     }
 
-    /// A required path, with the error a DBA needs when it is missing.
-    pub fn require(&self, value: &Option<PathBuf>, key: &str, why: &str) -> Result<PathBuf, ConfigError> {
+    /// `archivedir`, which `purpose` needs.
+    pub fn required_archivedir(&self, purpose: &str) -> Result<PathBuf, ConfigError> {
+        self.required(&self.archivedir, "archivedir", "/absolute/path", purpose)
+    }
+
+    /// `pgdata`, which every standby action needs.
+    pub fn required_pgdata(&self) -> Result<PathBuf, ConfigError> {
+        self.required(
+            &self.pgdata,
+            "pgdata",
+            "/absolute/path",
+            "this standby's data directory",
+        )
+    }
+
+    /// `master_public_ip`, which every action that talks to the master needs.
+    pub fn required_master_host(&self) -> Result<String, ConfigError> {
+        self.required(
+            &self.master_host,
+            "master_public_ip",
+            "<the master's host name or address>",
+            "",
+        )
+    }
+
+    /// A required value, with the error a DBA needs when it is missing.
+    fn required<T: Clone>(&self, value: &Option<T>, key: &str, example: &str, why: &str) -> Result<T, ConfigError> {
         value.clone().ok_or_else(|| {
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            };
             ConfigError::new(&self.source, format!("'{key}' is not set"))
                 .key(key)
-                .hint(format!("add '{key}: /absolute/path' ({why})"))
+                .hint(format!("add '{key}: {example}'{why}"))
         })
     }
+}
+
+/// `pgversion`: "9.6" and "15" both name a major version; 10+ has one number.
+fn pgversion(o: &Options) -> Result<Option<u32>, ConfigError> {
+    let Some(v) = o.opt_text("pgversion") else {
+        return Ok(None);
+    };
+    validate::parse_major(&v).map(Some).ok_or_else(|| {
+        o.file().error(
+            "pgversion",
+            format!(
+                "pgversion must be a PostgreSQL major version like 15, got {}",
+                o.show("pgversion", &v)
+            ),
+        )
+    })
+}
+
+fn master_host(o: &Options) -> Result<Option<String>, ConfigError> {
+    let host = o.opt_text("master_public_ip");
+    if let Some(h) = &host {
+        validate::check_host(h).map_err(|why| {
+            o.file().error(
+                "master_public_ip",
+                format!("master_public_ip: {} {why}", o.show("master_public_ip", h)),
+            )
+        })?;
+    }
+    Ok(host)
+}
+
+fn slot_name(o: &Options) -> Result<Option<String>, ConfigError> {
+    let slot = o.opt_text("primary_slot_name");
+    if let Some(s) = &slot {
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            || s.len() > 63
+        {
+            return Err(o
+                .file()
+                .error(
+                    "primary_slot_name",
+                    format!(
+                        "primary_slot_name {} is not a valid slot name",
+                        o.show("primary_slot_name", s)
+                    ),
+                )
+                .hint("slot names use lower-case letters, digits and '_' (at most 63)"));
+        }
+    }
+    Ok(slot)
 }
 
 /// A base backup (`-B`) makes pgdata and each tablespace directory an exact
@@ -221,7 +258,7 @@ fn check_overlaps(
 }
 
 fn tablespace_map(o: &Options) -> Result<Vec<(PathBuf, PathBuf)>, ConfigError> {
-    let Some(v) = o.text("tablespace_map") else {
+    let Some(v) = o.opt_text("tablespace_map") else {
         return Ok(Vec::new());
     };
     v.split(',')

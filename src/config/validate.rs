@@ -8,37 +8,61 @@ use std::path::{Component, Path, PathBuf};
 /// Characters a shell would interpret; listed for the error message.
 const SHELL_META: &str = "`$;&|<>(){}[]*?!~'\"\\#";
 
-/// Why a value was refused, phrased to complete "'<value>' ...".
-pub fn unsafe_char_reason(value: &str) -> Option<String> {
-    for c in value.chars() {
-        if c == '\n' {
-            return Some("contains a line break".into());
-        }
-        if c.is_control() {
-            return Some("contains a control character".into());
-        }
-        if c.is_whitespace() {
-            return Some("contains white space".into());
-        }
-        if SHELL_META.contains(c) {
-            return Some(format!("contains '{c}', which a shell would interpret"));
-        }
-    }
-    None
+/// Why a value was refused; its text completes "'<value>' ...".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("is empty")]
+    Empty,
+    #[error("contains a line break")]
+    LineBreak,
+    #[error("contains a control character")]
+    ControlChar,
+    #[error("contains white space")]
+    WhiteSpace,
+    #[error("contains '{0}', which a shell would interpret")]
+    ShellChar(char),
+    #[error("is not an absolute path (it must start with '/')")]
+    NotAbsolute,
+    #[error("starts with '-', so ssh and rsync would read it as an option")]
+    HostIsOption,
+    #[error("contains '@': put the ssh user in the 'user' key, not in the host")]
+    UserInHost,
+    #[error("is used as a queue directory name and may not contain '/'")]
+    SlashInHost,
+    #[error("starts with '.': it names the slave's queue directory in l_archivedir, where pitrkit keeps its own dot-directories (.delivered, .spool)")]
+    DotHost,
+    #[error("is longer than a DNS name may be (253 characters)")]
+    HostTooLong,
+    #[error("is not a host name or IP address (letters, digits, '.', '-', '_', ':')")]
+    NotHost,
+    #[error("starts with '-', so it would be read as an option")]
+    UserIsOption,
+    #[error("is not a valid user name (letters, digits, '_', '.', '-')")]
+    NotUser,
+    #[error("is not an option (options start with '-')")]
+    NotOption,
+}
+
+/// Why a value is unsafe for a (remote) shell, if it is.
+pub fn unsafe_char_reason(value: &str) -> Option<Refusal> {
+    value.chars().find_map(|c| match c {
+        '\n' => Some(Refusal::LineBreak),
+        c if c.is_control() => Some(Refusal::ControlChar),
+        c if c.is_whitespace() => Some(Refusal::WhiteSpace),
+        c if SHELL_META.contains(c) => Some(Refusal::ShellChar(c)),
+        _ => None,
+    })
 }
 
 /// An absolute path safe to pass to rsync/ssh (locally and on the remote side).
-pub fn check_path(value: &str) -> Result<(), String> {
+pub fn check_path(value: &str) -> Result<(), Refusal> {
     if value.is_empty() {
-        return Err("is empty".into());
+        return Err(Refusal::Empty);
     }
     if !value.starts_with('/') {
-        return Err("is not an absolute path (it must start with '/')".into());
+        return Err(Refusal::NotAbsolute);
     }
-    if let Some(r) = unsafe_char_reason(value) {
-        return Err(r);
-    }
-    Ok(())
+    unsafe_char_reason(value).map_or(Ok(()), Err)
 }
 
 /// `inner` is `outer` or lies below it: lexically, and through symlinks
@@ -64,65 +88,64 @@ pub fn path_within(inner: &Path, outer: &std::path::Path) -> bool {
 }
 
 /// A host name, IPv4 or IPv6 address (no brackets, no user@).
-pub fn check_host(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("is empty".into());
-    }
-    if value.starts_with('-') {
-        return Err("starts with '-', so ssh and rsync would read it as an option".into());
-    }
-    if value.contains('@') {
-        return Err("contains '@': put the ssh user in the 'user' key, not in the host".into());
-    }
-    if value.contains('/') {
-        return Err("is used as a queue directory name and may not contain '/'".into());
-    }
-    if value.starts_with('.') {
-        return Err(
-            "starts with '.': it names the slave's queue directory in l_archivedir, where pitrkit keeps its own dot-directories (.delivered, .spool)"
-                .into(),
-        );
-    }
-    if let Some(r) = unsafe_char_reason(value) {
-        return Err(r);
-    }
-    if value.len() > 253 {
-        return Err("is longer than a DNS name may be (253 characters)".into());
-    }
-    let ok = value
+pub fn check_host(value: &str) -> Result<(), Refusal> {
+    let refusal = if value.is_empty() {
+        Refusal::Empty
+    } else if value.starts_with('-') {
+        Refusal::HostIsOption
+    } else if value.contains('@') {
+        Refusal::UserInHost
+    } else if value.contains('/') {
+        Refusal::SlashInHost
+    } else if value.starts_with('.') {
+        Refusal::DotHost
+    } else if let Some(r) = unsafe_char_reason(value) {
+        r
+    } else if value.len() > 253 {
+        Refusal::HostTooLong
+    } else if !value
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%'));
-    if !ok {
-        return Err("is not a host name or IP address (letters, digits, '.', '-', '_', ':')".into());
-    }
-    Ok(())
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%'))
+    {
+        Refusal::NotHost
+    } else {
+        return Ok(());
+    };
+    Err(refusal)
 }
 
 /// An OS or database user name.
-pub fn check_user(value: &str) -> Result<(), String> {
+pub fn check_user(value: &str) -> Result<(), Refusal> {
     if value.starts_with('-') {
-        return Err("starts with '-', so it would be read as an option".into());
+        return Err(Refusal::UserIsOption);
     }
     let ok = !value.is_empty()
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$'))
-        && !value.contains('$');
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok {
-        return Err("is not a valid user name (letters, digits, '_', '.', '-')".into());
+        return Err(Refusal::NotUser);
     }
     Ok(())
 }
 
 /// One extra command-line option for rsync or ssh (e.g. `-z`, `--bwlimit=1000`).
-pub fn check_flag(value: &str) -> Result<(), String> {
+pub fn check_flag(value: &str) -> Result<(), Refusal> {
     if !value.starts_with('-') {
-        return Err("is not an option (options start with '-')".into());
+        return Err(Refusal::NotOption);
     }
-    if let Some(r) = unsafe_char_reason(value) {
-        return Err(r);
+    unsafe_char_reason(value).map_or(Ok(()), Err)
+}
+
+/// "15" → 15, "15.18" → 15, "9.6.24" → 96 (the config's spelling of 9.6).
+pub fn parse_major(v: &str) -> Option<u32> {
+    let mut parts = v.split('.');
+    let first: u32 = parts.next()?.trim().parse().ok()?;
+    if first >= 10 {
+        return Some(first);
     }
-    Ok(())
+    let second: u32 = parts.next()?.trim().parse().ok()?;
+    Some(first * 10 + second)
 }
 
 #[cfg(test)]
@@ -133,13 +156,13 @@ mod tests {
     fn paths() {
         assert!(check_path("/var/lib/postgresql/archive").is_ok());
         assert!(check_path("/srv/pg-15/wal_archive.1").is_ok());
-        assert!(check_path("relative/dir").unwrap_err().contains("absolute"));
-        assert!(check_path("/a b").unwrap_err().contains("white space"));
+        assert!(check_path("relative/dir").unwrap_err() == Refusal::NotAbsolute);
+        assert!(check_path("/a b").unwrap_err() == Refusal::WhiteSpace);
         assert!(check_path("/a;rm -rf").is_err());
-        assert!(check_path("/a/$(id)").unwrap_err().contains("'$'"));
+        assert!(check_path("/a/$(id)").unwrap_err() == Refusal::ShellChar('$'));
         assert!(check_path("/a/`id`").is_err());
-        assert!(check_path("/a\nb").unwrap_err().contains("line break"));
-        assert!(check_path("/a\tb").unwrap_err().contains("control"));
+        assert!(check_path("/a\nb").unwrap_err() == Refusal::LineBreak);
+        assert!(check_path("/a\tb").unwrap_err() == Refusal::ControlChar);
     }
 
     #[test]
@@ -147,15 +170,12 @@ mod tests {
         for ok in ["standby1", "db-2.example.com", "10.0.0.5", "::1", "fe80::1%eth0"] {
             assert!(check_host(ok).is_ok(), "{ok}");
         }
-        assert!(check_host("-oProxyCommand=x").unwrap_err().contains("option"));
+        assert!(check_host("-oProxyCommand=x").unwrap_err() == Refusal::HostIsOption);
         assert!(check_host("a;b").is_err());
-        assert!(check_host("postgres@db").unwrap_err().contains("'user'"));
+        assert!(check_host("postgres@db").unwrap_err() == Refusal::UserInHost);
         assert!(check_host("..").is_err());
         for reserved in [".", ".delivered", ".conflicts", ".spool", ".pitrkit-system-id"] {
-            assert!(
-                check_host(reserved).unwrap_err().contains("starts with '.'"),
-                "{reserved}"
-            );
+            assert!(check_host(reserved).unwrap_err() == Refusal::DotHost, "{reserved}");
         }
         assert!(check_host("a/b").is_err());
         assert!(check_host("").is_err());

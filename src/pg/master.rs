@@ -23,18 +23,14 @@ pub struct MasterTarget {
 
 impl MasterTarget {
     pub fn from_standby(cfg: &StandbyConfig) -> Result<Self, crate::config::ConfigError> {
-        let host = cfg.master_host.clone().ok_or_else(|| {
-            crate::config::ConfigError::new(&cfg.source, "'master_public_ip' is not set")
-                .key("master_public_ip")
-                .hint("add 'master_public_ip: <the master's host name or address>'")
-        })?;
+        let host = cfg.required_master_host()?;
         Ok(MasterTarget {
             host,
             port: cfg.master_port,
             db: cfg.master_db.clone(),
             user: cfg.master_user.clone(),
             password: cfg.master_password.clone(),
-            sslmode: cfg.sslmode.clone(),
+            sslmode: cfg.sslmode.to_string(),
             connect_timeout: if cfg.ssh.connect_timeout.is_zero() {
                 Duration::from_secs(30)
             } else {

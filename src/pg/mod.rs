@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::tools;
 
+pub use crate::config::validate::parse_major;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("{what} failed: {detail}")]
@@ -212,17 +214,6 @@ impl LocalCluster {
             .map(|o| o.status.success())
             .unwrap_or(false)
     }
-}
-
-/// "15" → 15, "15.18" → 15, "9.6.24" → 96 (the config's spelling of 9.6).
-pub fn parse_major(v: &str) -> Option<u32> {
-    let mut parts = v.split('.');
-    let first: u32 = parts.next()?.trim().parse().ok()?;
-    if first >= 10 {
-        return Some(first);
-    }
-    let second: u32 = parts.next()?.trim().parse().ok()?;
-    Some(first * 10 + second)
 }
 
 /// Connects with a libpq-style connection string.

@@ -5,14 +5,14 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
-use super::verify::{self, Tee};
+use super::crossing;
+use super::verify::{self, Tee, Verdict};
 use super::RestoreError;
 use crate::compress::{Codec, CodecError};
 use crate::fsutil;
 use crate::integrity::{self, Sum};
 use crate::storage::Storage;
 use crate::wal::{self, SegmentCheckError, WalName};
-use crate::walcheck::{WalCheckError, WalSummary};
 
 /// A temporary file that is removed unless it was renamed into place.
 struct TempFile {
@@ -42,14 +42,20 @@ struct Written {
     /// A checksum stored with the data (sidecar or frame) covered it all.
     checksummed: bool,
     sum: Sum,
-    walked: Option<Result<WalSummary, WalCheckError>>,
+    /// The page headers' verdict (segments).
+    pages: Verdict,
+    walked: Verdict,
 }
 
 /// One archived file being restored: names for the errors.
 struct Restoring<'a> {
+    archive: &'a dyn Storage,
+    stored: &'a str,
     archived: PathBuf,
     name: &'a WalName,
     codec: Codec,
+    /// The name's timeline history (segments of timelines above 1).
+    history: Vec<(u32, u64)>,
 }
 
 impl Restoring<'_> {
@@ -90,10 +96,18 @@ impl Restoring<'_> {
             .open(tmp)
             .map_err(self.write_err(tmp))?;
         let _writing = fsutil::hold_temp_lock(&out).map_err(self.write_err(tmp))?;
-        // A segment without a stored checksum gets the full check; a compressed
-        // one is walked too, and the walk counts only if a frame had no checksum.
+        // Every segment gets its page headers checked (the timelines, which no
+        // checksum taken at archive time vouches for). One without a stored
+        // checksum gets the full check; a compressed one is walked too, and the
+        // walk counts only if a frame had no checksum.
         let walk = self.name.is_segment_data() && (self.codec != Codec::None || no_sidecar);
-        let mut tee = Tee::new(BufWriter::with_capacity(1 << 20, out), self.name, walk, expected_sysid);
+        let mut tee = Tee::new(
+            BufWriter::with_capacity(1 << 20, out),
+            self.name,
+            walk,
+            expected_sysid,
+            &self.history,
+        );
         let (written, checksummed) = if self.codec == Codec::None {
             let w = verify::copy(input, &mut tee).map_err(|e| match e {
                 verify::CopyError::Read(source) => self.unreadable(source),
@@ -114,12 +128,13 @@ impl Restoring<'_> {
                     },
                 })?
         };
-        let (out, sum, walked) = tee.finish().map_err(self.write_err(tmp))?;
+        let (out, sum, pages, walked) = tee.finish().map_err(self.write_err(tmp))?;
         drop(out);
         Ok(Written {
             written,
             checksummed,
             sum,
+            pages,
             walked,
         })
     }
@@ -144,6 +159,16 @@ impl Restoring<'_> {
                 ours,
             });
         }
+        if let Some(Err(e)) = &w.pages {
+            return Err(RestoreError::WrongSegment {
+                archived: self.archived.clone(),
+                name: name.to_string(),
+                problem: wal::SegmentProblem::Page {
+                    offset: e.offset,
+                    why: e.why.clone(),
+                },
+            });
+        }
         if w.checksummed {
             return Ok(());
         }
@@ -153,7 +178,7 @@ impl Restoring<'_> {
                     "{name}: no stored checksum; full WAL check passed ({} records)",
                     s.records
                 );
-                Ok(())
+                crossing::check_crossing(self.archive, self.stored, name, s, &self.history)
             }
             Some(Err(e)) => Err(self.damaged(format!(
                 "{}it fails the full WAL check {e}",
@@ -192,9 +217,16 @@ pub(crate) fn copy_into_place(
     expected_sysid: Option<u64>,
 ) -> Result<Copied, RestoreError> {
     let r = Restoring {
+        archive,
+        stored,
         archived: PathBuf::from(archive.locate(stored)),
         name,
         codec,
+        history: if name.is_segment_data() && name.timeline > 1 {
+            crossing::load_history(archive, name.timeline)
+        } else {
+            Vec::new()
+        },
     };
     let Some((dir, tmp_path)) = temp_for(dest) else {
         return Err(r.write_err(dest)(io::Error::other("%p does not end in a file name")));

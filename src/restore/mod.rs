@@ -10,10 +10,13 @@
 //! the archive directory exists and carries `-I`'s mark; a plain file
 //! matches its `.sum` sidecar; a compressed one its frame checksums; a
 //! segment names the expected database system (pg_control of the data
-//! directory, else the archive's mark) and matches its name; a segment
-//! without any stored checksum passes the full WAL check
-//! (`crate::walcheck`); a history file is well formed; a prefetched copy
-//! still matches the archive ([`prefetch`]).
+//! directory, else the archive's mark) and matches its name; every page of
+//! a segment carries a timeline its name (and its timeline's history, when
+//! the archive has it) allows; a segment without any stored checksum passes
+//! the full WAL check (`crate::walcheck`), including the records it shares
+//! with its neighbours in the archive ([`verify::check_crossing`]); a
+//! history file is well formed; a prefetched copy still matches the
+//! archive ([`prefetch`]).
 //!
 //! Exit status, which PostgreSQL reads as follows:
 //!
@@ -46,6 +49,8 @@
 //! other means (`pg_promote()`, a trigger file) still stops at the delay.
 
 mod copy;
+mod crossing;
+mod foreign;
 pub mod prefetch;
 #[cfg(test)]
 mod tests;
@@ -131,6 +136,8 @@ pub enum RestoreError {
         name: String,
         problem: wal::SegmentProblem,
     },
+    #[error("{archived}: {name} is archived only in a compression pitrkit cannot read (it reads plain, .zst, .lz4 and .gz); answering \"not found\" would end recovery without it. Decompress it to {name} in the same directory (e.g. bunzip2 -k, xz -dk), then restart PostgreSQL")]
+    UnknownCompression { archived: PathBuf, name: String },
     #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share, or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
     ArchiveUnavailable {
         dir: PathBuf,
@@ -158,6 +165,12 @@ pub enum RestoreError {
         name: String,
         why: String,
     },
+    #[error("{archived} and {other}: {why}. The record lies in both files, so one of them is damaged (a file with a checksum file or compressed with a content checksum can be tested alone: restore it to a scratch path): replace the damaged one with an intact copy (another archive, or the master's pg_wal if still there) and restart PostgreSQL")]
+    DamagedAcross {
+        archived: PathBuf,
+        other: PathBuf,
+        why: String,
+    },
     #[error("cannot write {path} (restoring {archived}): {source}; check free space and permissions in the data directory, then restart PostgreSQL")]
     Write {
         path: PathBuf,
@@ -175,11 +188,7 @@ pub enum RestoreError {
 /// is left as it was.
 pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<RestoreOutcome, RestoreError> {
     let name = WalName::parse(wanted)?;
-    let dir = cfg.require(
-        &cfg.archivedir,
-        "archivedir",
-        "the directory the archiver ships WAL to; restore reads it",
-    )?;
+    let dir = cfg.required_archivedir("the directory the archiver ships WAL to; restore reads it")?;
     let archive = LocalDir::new(&dir);
 
     // A history file means a timeline switch is being considered: drop
@@ -217,10 +226,7 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
                 ),
             )
         }
-        Ok(None) => {
-            log::debug!("{name}: not in {}", dir.display());
-            return Ok(RestoreOutcome::NotFound);
-        }
+        Ok(None) => return not_found(cfg, &archive, &name),
         Err(FindError::Dangling(link)) => {
             return unavailable(
                 cfg,
@@ -236,6 +242,21 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
     }
     let bytes = copy_into_place(&archive, &stored, codec, &name, dest, expected)?.written;
     Ok(RestoreOutcome::Restored { archived, codec, bytes })
+}
+
+/// `name` is not in the archive: "not found", unless the archive holds it
+/// in a form pitrkit cannot read ("not found" beside X.bz2 would end
+/// recovery short of WAL the archive holds).
+fn not_found(cfg: &StandbyConfig, archive: &dyn Storage, name: &WalName) -> Result<RestoreOutcome, RestoreError> {
+    let scan = recovery_mode(cfg) != RecoveryMode::Standby;
+    if let Some(archived) = foreign::foreign_form(archive, name, scan) {
+        return Err(RestoreError::UnknownCompression {
+            archived,
+            name: name.to_string(),
+        });
+    }
+    log::debug!("{name}: not in {}", archive.location());
+    Ok(RestoreOutcome::NotFound)
 }
 
 /// How long ago `name` was archived, if `restore_delay` holds it back.
@@ -313,7 +334,7 @@ pub enum RecoveryMode {
 }
 
 pub fn recovery_mode(cfg: &StandbyConfig) -> RecoveryMode {
-    if data_dir(cfg).join(layout::PROMOTING_FILE).exists() {
+    if crate::standby::promoting::is_current(&data_dir(cfg)) {
         RecoveryMode::Promoting
     } else if in_standby_mode(cfg) {
         RecoveryMode::Standby

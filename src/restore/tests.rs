@@ -7,6 +7,8 @@ use crate::testsupport::fixtures::{listing, StandbyDirs};
 use crate::testsupport::wal as testsupport;
 use std::fs::File;
 
+mod across;
+
 const SEG: u64 = testsupport::SEG as u64;
 
 /// A segment of system 7 (the archive's mark) with a header for `header_for`.
@@ -191,9 +193,17 @@ fn a_failover_by_pitrkit_is_never_delayed() {
     let pgdata = env.pg_wal.parent().unwrap();
     fs::write(pgdata.join("standby.signal"), b"").unwrap();
     assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
-    // -F999 marks pgdata before asking PostgreSQL to promote.
+    // -F999 marks pgdata before asking PostgreSQL to promote, naming
+    // the running postmaster.
+    fs::write(pgdata.join("postmaster.pid"), "4242\n/pgdata\n1700000000\n5432\n").unwrap();
     let marker = pgdata.join(crate::layout::PROMOTING_FILE);
     fs::write(&marker, b"").unwrap();
+    assert!(
+        matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }),
+        "a marker naming no postmaster is stale"
+    );
+    let pm = crate::standby::promoting::Postmaster::of(pgdata).unwrap();
+    crate::standby::promoting::write(pgdata, &pm).unwrap();
     assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
     fs::remove_file(env.dest()).unwrap();
     fs::remove_file(&marker).unwrap();

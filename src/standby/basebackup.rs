@@ -17,10 +17,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::report::BaseBackupReport;
 use super::{init::local_location, recovery::write_atomic, Standby, INCOMPLETE_MARKER, PASSFILE};
 use crate::config::validate;
 use crate::fsutil;
-use crate::pg::master::{Master, MasterTarget};
+use crate::pg::master::{BackupStop, Master, MasterTarget, Tablespace};
 use crate::transport::rsync::{pull_tree, Pull, RsyncSettings};
 
 /// Paths under the data directory that a base backup must not copy (they
@@ -190,11 +191,87 @@ struct Job {
     filters: Vec<String>,
 }
 
-pub fn run(sb: &Standby) -> Result<()> {
+/// What the master has to copy, asked before the backup starts.
+struct Source {
+    data_dir: PathBuf,
+    tablespaces: Vec<Tablespace>,
+    db_oids: Vec<u32>,
+    /// Bytes, for the progress bar (0: unknown).
+    total: u64,
+    /// Each tablespace's location on the master and on this standby.
+    remap: Vec<(PathBuf, PathBuf)>,
+}
+
+pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
     sb.require_stopped("a base backup")?;
     let cfg = sb.cfg;
     let target = MasterTarget::from_standby(cfg)?;
     let mut master = Master::open(&target, "pitrkit basebackup")?;
+    let src = survey(sb, &mut master)?;
+    // rsync --delete makes these exact copies of the master's: check that
+    // nothing else lives there before the first change.
+    let locals: Vec<PathBuf> = src.remap.iter().map(|(_, l)| l.clone()).collect();
+    check_targets(&sb.pgdata, master.system_identifier()?, &locals, &cfg.source)?;
+    fsutil::ensure_dir(&sb.pgdata, 0o700).with_context(|| format!("creating {}", sb.pgdata.display()))?;
+    let marker = sb.pgdata.join(INCOMPLETE_MARKER);
+    write_atomic(
+        &marker,
+        "a pitrkit base backup into this directory has not finished; run cmd_standby -B again\n",
+    )?;
+    let split = cfg.rsync_threads > 1;
+    let jobs = plan_jobs(sb, &src, split)?;
+
+    let started = Instant::now();
+    let start_lsn = master.backup_start(&backup_label())?;
+    log::info!(
+        "backup started on {} at LSN {start_lsn}; copying {} with {} rsync stream(s)",
+        target.describe(),
+        src.data_dir.display(),
+        cfg.rsync_threads
+    );
+    let copied = match copy_jobs(
+        sb,
+        &target.host,
+        &rsync_settings(sb),
+        &jobs,
+        cfg.rsync_threads,
+        src.total,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            drop(master); // closing the session ends the backup on the master
+            bail!(
+                "{e:#}\nThe backup was stopped on the master (its session was closed). {} is incomplete and marked with {INCOMPLETE_MARKER}, so it will not be started. \
+                 Fix the problem and run `cmd_standby -C {} -B` again: rsync resumes and copies only what differs.",
+                sb.pgdata.display(),
+                cfg.source.display()
+            );
+        }
+    };
+    // Cleanup of per-database directories dropped on the master since a previous copy.
+    if split {
+        remove_dropped_databases(&sb.pgdata, &src.db_oids)?;
+    }
+    let stop = master.backup_stop().context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
+    drop(master);
+    complete_copy(sb, &src, &stop)?;
+    fs::remove_file(&marker)?;
+    fsutil::fsync_dir(&sb.pgdata)?;
+    let report = BaseBackupReport {
+        host: target.host.clone(),
+        data_dir: src.data_dir.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: copied,
+        start_lsn,
+        stop_lsn: stop.lsn.clone(),
+        tablespaces: src.tablespaces.len(),
+    };
+    cfg.notify.send(crate::notify::Level::Ok, &report.summary());
+    Ok(report)
+}
+
+/// The master's version, directories and sizes, checked.
+fn survey(sb: &Standby, master: &mut Master) -> Result<Source> {
     if master.version.major() != sb.version.major() {
         bail!(
             "the master runs PostgreSQL {} but this standby's binaries are {}; a base backup needs the same major version",
@@ -202,7 +279,7 @@ pub fn run(sb: &Standby) -> Result<()> {
             sb.version
         );
     }
-    let data_dir = match &cfg.master_pgdata {
+    let data_dir = match &sb.cfg.master_pgdata {
         Some(d) => d.clone(),
         None => master.data_directory()?,
     };
@@ -218,109 +295,94 @@ pub fn run(sb: &Standby) -> Result<()> {
             )
         })?;
     }
-    let remap: Vec<(PathBuf, PathBuf)> = tablespaces
+    let remap = tablespaces
         .iter()
         .map(|t| (t.location.clone(), local_location(sb, t)))
         .collect();
-    // rsync --delete makes these exact copies of the master's: check that
-    // nothing else lives there before the first change.
-    let master_id = master.system_identifier()?;
-    let locals: Vec<PathBuf> = remap.iter().map(|(_, l)| l.clone()).collect();
-    check_targets(&sb.pgdata, master_id, &locals, &cfg.source)?;
+    Ok(Source {
+        data_dir,
+        tablespaces,
+        db_oids,
+        total,
+        remap,
+    })
+}
 
-    fsutil::ensure_dir(&sb.pgdata, 0o700).with_context(|| format!("creating {}", sb.pgdata.display()))?;
-    let marker = sb.pgdata.join(INCOMPLETE_MARKER);
-    write_atomic(
-        &marker,
-        "a pitrkit base backup into this directory has not finished; run cmd_standby -B again\n",
-    )?;
-
-    let threads = cfg.rsync_threads;
-    let split = threads > 1;
+/// One rsync job for the data directory, one per database when the copy is
+/// split over several streams, and one per tablespace (its directory created).
+fn plan_jobs(sb: &Standby, src: &Source, split: bool) -> Result<Vec<Job>> {
+    let cfg = sb.cfg;
     let mut jobs = vec![Job {
         what: "data directory".into(),
-        src: data_dir.clone(),
+        src: src.data_dir.clone(),
         dest: sb.pgdata.clone(),
         filters: data_dir_filters(cfg.pg_conf.is_some(), cfg.pg_hba_conf.is_some(), split),
     }];
+    let inner_filters = || vec!["--exclude=pgsql_tmp*".to_string(), "--exclude=pg_internal.init".into()];
     if split {
         fs::create_dir_all(sb.pgdata.join("base"))?;
-        for oid in &db_oids {
+        for oid in &src.db_oids {
             jobs.push(Job {
                 what: format!("database {oid}"),
-                src: data_dir.join("base").join(oid.to_string()),
+                src: src.data_dir.join("base").join(oid.to_string()),
                 dest: sb.pgdata.join("base").join(oid.to_string()),
-                filters: vec!["--exclude=pgsql_tmp*".into(), "--exclude=pg_internal.init".into()],
+                filters: inner_filters(),
             });
         }
     }
-    for ((_, local), ts) in remap.iter().zip(&tablespaces) {
+    for ((_, local), ts) in src.remap.iter().zip(&src.tablespaces) {
         fsutil::ensure_dir(local, 0o700)
             .with_context(|| format!("creating tablespace directory {}", local.display()))?;
         jobs.push(Job {
             what: format!("tablespace {}", ts.name),
             src: ts.location.clone(),
             dest: local.clone(),
-            filters: vec!["--exclude=pgsql_tmp*".into(), "--exclude=pg_internal.init".into()],
+            filters: inner_filters(),
         });
     }
+    Ok(jobs)
+}
 
-    let host = target.host.clone();
-    let label = format!(
+/// "pitrkit base backup for <this host> at <now>".
+fn backup_label() -> String {
+    format!(
         "pitrkit base backup for {} at {}",
         nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
         chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
-    );
-    let started = Instant::now();
-    let start_lsn = master.backup_start(&label)?;
-    log::info!(
-        "backup started on {} at LSN {start_lsn}; copying {} with {threads} rsync stream(s)",
-        target.describe(),
-        data_dir.display()
-    );
+    )
+}
 
-    let rsync = RsyncSettings {
-        program: cfg.rsync_program.clone(),
-        flags: cfg.rsync_flags.clone(),
+/// rsync for the copy: the standby's program and flags; no remote fsync
+/// (the files are ours, and the copy is synced when it completes).
+fn rsync_settings(sb: &Standby) -> RsyncSettings {
+    RsyncSettings {
+        program: sb.cfg.rsync_program.clone(),
+        flags: sb.cfg.rsync_flags.clone(),
         timeout: std::time::Duration::from_secs(600),
         fsync: false,
-        includepath: cfg.includepath.clone(),
-    };
-    let copied = copy_jobs(sb, &host, &rsync, &jobs, threads, total);
-    let copied = match copied {
-        Ok(c) => c,
-        Err(e) => {
-            drop(master); // closing the session ends the backup on the master
-            bail!(
-                "{e:#}\nThe backup was stopped on the master (its session was closed). {} is incomplete and marked with {INCOMPLETE_MARKER}, so it will not be started. \
-                 Fix the problem and run `cmd_standby -C {} -B` again: rsync resumes and copies only what differs.",
-                sb.pgdata.display(),
-                cfg.source.display()
-            );
-        }
-    };
-    // Cleanup of per-database directories dropped on the master since a previous copy.
-    if split {
-        remove_dropped_databases(&sb.pgdata, &db_oids)?;
+        includepath: sb.cfg.includepath.clone(),
     }
+}
 
-    let stop = master.backup_stop().context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
-    drop(master);
+/// Makes the copied files a startable backup: backup_label and
+/// tablespace_map as the master returned them, tablespace links, the WAL
+/// directories rsync excluded, and the standby's configuration.
+fn complete_copy(sb: &Standby, src: &Source, stop: &BackupStop) -> Result<()> {
     write_atomic(&sb.pgdata.join("backup_label"), &stop.labelfile)?;
     let map_path = sb.pgdata.join("tablespace_map");
     if stop.spcmapfile.is_empty() {
         let _ = fs::remove_file(&map_path);
     } else {
-        write_atomic(&map_path, &remap_tablespace_map(&stop.spcmapfile, &remap))?;
+        write_atomic(&map_path, &remap_tablespace_map(&stop.spcmapfile, &src.remap))?;
     }
     link_tablespaces(
         &sb.pgdata,
-        &tablespaces
+        &src.tablespaces
             .iter()
             .map(|t| t.oid)
-            .zip(remap.iter().map(|(_, l)| l.clone()))
+            .zip(src.remap.iter().map(|(_, l)| l.clone()))
             .collect::<Vec<_>>(),
     )?;
     for dir in [
@@ -330,30 +392,13 @@ pub fn run(sb: &Standby) -> Result<()> {
         fsutil::ensure_dir(&sb.pgdata.join(dir), 0o700)?;
     }
     super::start::copy_config(sb, false)?;
-    if !sb.pgdata.join("postgresql.conf").exists() && !cfg.no_copy_conf {
+    if !sb.pgdata.join("postgresql.conf").exists() && !sb.cfg.no_copy_conf {
         log::warn!(
             "{} has no postgresql.conf (Debian keeps it in /etc/postgresql): set pg_conf and pg_hba_conf in {}",
             sb.pgdata.display(),
-            cfg.source.display()
+            sb.cfg.source.display()
         );
     }
-    fs::remove_file(&marker)?;
-    fsutil::fsync_dir(&sb.pgdata)?;
-    let msg = format!(
-        "base backup of {}:{} complete in {:.1}s: {} copied, WAL from {start_lsn} to {} needed{}",
-        host,
-        data_dir.display(),
-        started.elapsed().as_secs_f64(),
-        human_bytes(copied),
-        stop.lsn,
-        if tablespaces.is_empty() {
-            String::new()
-        } else {
-            format!(", {} tablespace(s)", tablespaces.len())
-        }
-    );
-    println!("{msg}");
-    cfg.notify.send(crate::notify::Level::Ok, &msg);
     Ok(())
 }
 

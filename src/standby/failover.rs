@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 
 use super::recovery::{self, Mode};
+use super::report::FailoverReport;
 use super::start::{copy_config, refuse_incomplete, standby_settings};
 use super::Standby;
 use crate::fsutil;
@@ -88,7 +89,7 @@ fn master_alive(sb: &Standby) -> Option<String> {
     }
 }
 
-pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
+pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<FailoverReport> {
     let cfg = sb.cfg;
     let target = target_time.map(|t| parse_target_time(t, Local::now())).transpose()?;
     if target.is_some() || !sb.cluster.is_running() {
@@ -96,56 +97,34 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
         // before the first change.
         sb.own_command("restore", "%f %p")?;
     }
-    if let Some(why) = master_alive(sb) {
-        if !force {
-            bail!(
-                "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
-                 Stop the master first, or, if you are certain it is fenced, add --force"
-            );
-        }
-        cfg.notify.send(
-            Level::Critical,
-            &format!(
-                "FORCED failover of {} although the master seems alive ({why})",
-                sb.pgdata.display()
-            ),
-        );
-    }
+    refuse_two_masters(sb, force)?;
 
     // While this file exists restore serves what restore_delay holds back:
     // PostgreSQL ends recovery on the first "not found" once promotion is
     // asked for, so a held-back segment would be lost to the new master.
     // It stays if we fail before read-write (the promotion may still run).
+    // It names the running postmaster (restore honours it only for that
+    // one); a stopped server recovers without standby.signal, undelayed.
     let promoting = sb.pgdata.join(PROMOTING_FILE);
     match &target {
         None => {
-            fsutil::write_durable(
-                &promoting,
-                b"cmd_standby -F999 is promoting this server: restore ignores restore_delay\n",
-                0o600,
-            )
-            .with_context(|| format!("writing {} before promoting", promoting.display()))?;
+            if sb.cluster.is_running() {
+                let pm = super::promoting::Postmaster::of(&sb.pgdata).with_context(|| {
+                    format!(
+                        "PostgreSQL runs on {}, but its postmaster.pid names no pid and start time",
+                        sb.pgdata.display()
+                    )
+                })?;
+                super::promoting::write(&sb.pgdata, &pm)
+                    .with_context(|| format!("writing {} before promoting", promoting.display()))?;
+            }
             promote(sb)?
         }
         Some(t) => recover_to(sb, t)?,
     }
     recovery::clear(&sb.pgdata).context("removing recovery settings after promotion")?;
 
-    let mut hook_failed = None;
-    if let Some(action) = &cfg.action_failover {
-        let outcome = notify::run_hook(
-            action,
-            &[],
-            &[
-                ("PITRKIT_EVENT", "failover"),
-                ("PGDATA", &sb.pgdata.display().to_string()),
-            ],
-            cfg.wait_timeout,
-        );
-        if outcome != HookOutcome::Exited(0) {
-            hook_failed = Some((action, outcome));
-        }
-    }
+    let hook_failed = run_action_failover(sb);
     // Read-write now, whatever the hook did: nothing is restored any more.
     fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
     if let Some((action, outcome)) = hook_failed {
@@ -156,16 +135,49 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<()> {
         cfg.notify.send(Level::Critical, &msg);
         bail!(msg);
     }
-    let msg = match &target {
-        None => format!("failover complete: {} is now a read-write master", sb.pgdata.display()),
-        Some(t) => format!(
-            "point-in-time recovery to {t} complete: {} is now a read-write master",
+    let report = FailoverReport {
+        pgdata: sb.pgdata.clone(),
+        target: target.map(|t| t.to_string()),
+    };
+    cfg.notify.send(Level::Ok, &report.summary());
+    Ok(report)
+}
+
+/// A live master and a promoted standby would be two masters: refused
+/// unless forced, and then reported as critical.
+fn refuse_two_masters(sb: &Standby, force: bool) -> Result<()> {
+    let Some(why) = master_alive(sb) else {
+        return Ok(());
+    };
+    if !force {
+        bail!(
+            "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
+             Stop the master first, or, if you are certain it is fenced, add --force"
+        );
+    }
+    sb.cfg.notify.send(
+        Level::Critical,
+        &format!(
+            "FORCED failover of {} although the master seems alive ({why})",
             sb.pgdata.display()
         ),
-    };
-    println!("{msg}");
-    cfg.notify.send(Level::Ok, &msg);
+    );
     Ok(())
+}
+
+/// Runs action_failover, if set; the command and its outcome if it failed.
+fn run_action_failover<'a>(sb: &Standby<'a>) -> Option<(&'a str, HookOutcome)> {
+    let action = sb.cfg.action_failover.as_deref()?;
+    let outcome = notify::run_hook(
+        action,
+        &[],
+        &[
+            ("PITRKIT_EVENT", "failover"),
+            ("PGDATA", &sb.pgdata.display().to_string()),
+        ],
+        sb.cfg.wait_timeout,
+    );
+    (outcome != HookOutcome::Exited(0)).then_some((action, outcome))
 }
 
 /// Promotes a running standby, or recovers a stopped one to the end of the
@@ -213,8 +225,9 @@ fn archive_recovery(sb: &Standby, target: Option<&str>, failover_conf: bool) -> 
         // A recovery copy shares the archive with standbys and older copies
         // that still need its WAL: it neither cleans the archive (PostgreSQL
         // runs archive_cleanup_command at restartpoints, in archive recovery
-        // too) nor archives its new timeline into it.
-        s.archive_cleanup_command = None;
+        // too) nor archives its new timeline into it. Explicitly empty: a
+        // copied postgresql.conf may set one.
+        s.archive_cleanup_command = Some(String::new());
         s.archiving_off = true;
     }
     s.target_time = target.map(str::to_string);

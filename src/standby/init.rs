@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::report::InitReport;
 use super::Standby;
-use crate::archive::sysid;
+use crate::archive::{mount, sysid};
 use crate::fsutil;
 use crate::pg::master::{Master, MasterTarget, Tablespace};
 
@@ -20,15 +21,16 @@ pub fn local_location(sb: &Standby, ts: &Tablespace) -> PathBuf {
         .unwrap_or_else(|| ts.location.clone())
 }
 
-pub fn run(sb: &Standby) -> Result<()> {
+pub fn run(sb: &Standby) -> Result<InitReport> {
     sb.require_stopped("-I")?;
+    let archivedir = sb.cfg.required_archivedir("where WAL from the archiver arrives")?;
+    // A share that is not mounted is a bare directory on the root
+    // filesystem: marked, restore would answer "not found" from it.
+    mount::check(&archivedir, Path::new(mount::FSTAB), false).map_err(|p| anyhow::anyhow!("archivedir: {p}"))?;
     let target = MasterTarget::from_standby(sb.cfg)?;
     let mut master = Master::open(&target, "pitrkit init")?;
     let tablespaces = master.tablespaces()?;
     let system_id = master.system_identifier()?;
-    let archivedir = sb
-        .cfg
-        .require(&sb.cfg.archivedir, "archivedir", "where WAL from the archiver arrives")?;
     let mut dirs: Vec<(String, PathBuf)> = vec![
         ("pgdata".into(), sb.pgdata.clone()),
         ("archivedir".into(), archivedir.clone()),
@@ -48,15 +50,16 @@ pub fn run(sb: &Standby) -> Result<()> {
     }
     for (what, dir) in &dirs {
         create(dir).with_context(|| format!("creating {what} {}", dir.display()))?;
-        println!("  ok  {what}: {}", dir.display());
     }
     // Restore answers "not found" only from a marked archive (an unmounted
     // share is an empty directory); mark it for the master's system.
-    let note = sysid::claim(&archivedir, system_id, &format!("the master {}", target.describe()))
+    let mark = sysid::claim(&archivedir, system_id, &format!("the master {}", target.describe()))
         .map_err(|e| anyhow::anyhow!("archivedir {}: {e}", archivedir.display()))?;
-    println!("  ok  archivedir {}: {note}", archivedir.display());
-    println!("Standby is ready for a base backup (-B).");
-    Ok(())
+    Ok(InitReport {
+        created: dirs,
+        archivedir,
+        mark,
+    })
 }
 
 fn create(dir: &Path) -> std::io::Result<()> {

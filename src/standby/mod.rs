@@ -9,7 +9,9 @@ pub mod basebackup;
 pub mod failover;
 pub mod init;
 pub mod ping;
+pub mod promoting;
 pub mod recovery;
+pub mod report;
 pub mod start;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +42,7 @@ pub struct Standby<'a> {
 impl<'a> Standby<'a> {
     /// Finds pg_ctl and checks `pgversion` against the binaries and the data directory.
     pub fn new(cfg: &'a StandbyConfig) -> Result<Standby<'a>> {
-        let pgdata = cfg.require(&cfg.pgdata, "pgdata", "this standby's data directory")?;
+        let pgdata = cfg.required_pgdata()?;
         let pg_ctl = find_pg_ctl(cfg)?;
         let bindir = pg_ctl.parent().map(Path::to_path_buf).unwrap_or_default();
         let cluster = LocalCluster {

@@ -2,40 +2,21 @@
 
 use anyhow::Result;
 
+use super::report::PingReport;
 use super::Standby;
 use crate::pg::master::{Master, MasterTarget};
 
-pub fn run(sb: &Standby) -> Result<()> {
+pub fn run(sb: &Standby) -> Result<PingReport> {
     let target = MasterTarget::from_standby(sb.cfg)?;
     let mut m = Master::open(&target, "pitrkit ping")?;
-    let version = m.version_string()?;
-    let recovery = m.in_recovery()?;
-    println!("master {}: {version}", target.describe());
-    println!(
-        "  role: {}",
-        if recovery {
-            "in recovery (this is a standby, not a master)"
-        } else {
-            "primary (accepting writes)"
-        }
-    );
-    println!(
-        "  helper functions (sql/pitrkit_helpers.sql): {}",
-        if m.helpers {
-            "installed"
-        } else {
-            "not installed (built-in functions will be used)"
-        }
-    );
-    match m.data_directory() {
-        Ok(d) => println!("  data directory: {}", d.display()),
-        Err(e) => println!("  data directory: not readable by {}: {e}", target.user),
-    }
-    if m.version.major() != sb.version.major() {
-        println!(
-            "  WARNING: the master runs PostgreSQL {} but this standby's binaries are {}: a base backup cannot work",
-            m.version, sb.version
-        );
-    }
-    Ok(())
+    Ok(PingReport {
+        master: target.describe(),
+        user: target.user.clone(),
+        version: m.version_string()?,
+        in_recovery: m.in_recovery()?,
+        helpers: m.helpers,
+        data_directory: m.data_directory().map_err(|e| e.to_string()),
+        major_mismatch: (m.version.major() != sb.version.major())
+            .then(|| (m.version.to_string(), sb.version.to_string())),
+    })
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::recovery::{self, Mode, RecoverySettings};
+use super::report::{Report, StandbyStarted};
 use super::{Standby, INCOMPLETE_MARKER, PASSFILE};
 use crate::fsutil;
 use crate::layout::PROMOTING_FILE;
@@ -94,7 +95,7 @@ pub fn refuse_incomplete(sb: &Standby) -> Result<()> {
     Ok(())
 }
 
-pub fn start_standby(sb: &Standby) -> Result<()> {
+pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
     refuse_incomplete(sb)?;
     if sb.cluster.is_running() {
         bail!(
@@ -104,15 +105,7 @@ pub fn start_standby(sb: &Standby) -> Result<()> {
     }
     // The settings first: a path they cannot carry is refused before anything is written.
     let settings = standby_settings(sb)?;
-    // Left by a -F999 that was killed: it would make this standby ignore restore_delay.
-    let promoting = sb.pgdata.join(PROMOTING_FILE);
-    if promoting.exists() {
-        log::warn!(
-            "removing {}: a failover by pitrkit was interrupted here; this server starts as a standby again",
-            promoting.display()
-        );
-        fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
-    }
+    remove_stale_promoting(sb, "this server starts as a standby again")?;
     let conf_files = copy_config(sb, false)?;
     recovery::write(
         &sb.pgdata,
@@ -124,40 +117,46 @@ pub fn start_standby(sb: &Standby) -> Result<()> {
     .with_context(|| format!("writing recovery settings into {}", sb.pgdata.display()))?;
     sb.start_server(conf_files)?;
     sb.wait_for_recovery_state(true)?;
-    println!(
-        "standby running on {} (PostgreSQL {}), in recovery: restoring WAL from {}{}",
-        sb.pgdata.display(),
-        sb.version,
-        sb.cfg
-            .archivedir
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "?".into()),
-        if sb.cfg.streaming {
-            " and streaming from the master"
-        } else {
-            ""
-        }
-    );
+    Ok(StandbyStarted {
+        pgdata: sb.pgdata.clone(),
+        version: sb.version.to_string(),
+        archivedir: sb.cfg.archivedir.clone(),
+        streaming: sb.cfg.streaming,
+    })
+}
+
+/// Removes a marker left by a -F999 that was killed (the server is
+/// stopped, so no promotion is under way): restore honours only a marker
+/// naming the running postmaster, but it should not linger either.
+fn remove_stale_promoting(sb: &Standby, next: &str) -> Result<()> {
+    let promoting = sb.pgdata.join(PROMOTING_FILE);
+    if promoting.exists() {
+        log::warn!(
+            "removing {}: a failover by pitrkit was interrupted here; {next}",
+            promoting.display()
+        );
+        fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
+    }
     Ok(())
 }
 
 /// `-A start`: start the server as it is configured now.
-pub fn action_start(sb: &Standby) -> Result<()> {
+pub fn action_start(sb: &Standby) -> Result<Report> {
     refuse_incomplete(sb)?;
+    if !sb.cluster.is_running() {
+        remove_stale_promoting(sb, "the server starts as it is configured")?;
+    }
     let conf_files = if sb.cfg.no_copy_conf {
         copy_config(sb, false)?
     } else {
         None
     };
     sb.start_server(conf_files)?;
-    println!("PostgreSQL started on {}", sb.pgdata.display());
-    Ok(())
+    Ok(Report::ServerStarted(sb.pgdata.clone()))
 }
 
 /// `-A stop`.
-pub fn action_stop(sb: &Standby) -> Result<()> {
+pub fn action_stop(sb: &Standby) -> Result<Report> {
     sb.stop_server()?;
-    println!("PostgreSQL stopped on {}", sb.pgdata.display());
-    Ok(())
+    Ok(Report::ServerStopped(sb.pgdata.clone()))
 }

@@ -2,7 +2,7 @@
 //! engine (durable no-clobber placement, directory fsyncs, temp reclaim).
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,21 @@ fn entry(kind: Kind, m: &fs::Metadata) -> Entry {
     }
 }
 
+impl LocalDir {
+    /// Opens a stored regular file for reading. Never blocks on a FIFO put
+    /// there; a link to a file is read through.
+    fn open_regular(&self, name: &str) -> io::Result<fs::File> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(self.root.join(name))?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(f)
+    }
+}
+
 impl Storage for LocalDir {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -122,14 +137,12 @@ impl Storage for LocalDir {
     }
 
     fn get(&self, name: &str) -> io::Result<Box<dyn Read + Send>> {
-        // Never blocks on a FIFO put there; a link to a file is read through.
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(self.root.join(name))?;
-        if !f.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
+        Ok(Box::new(self.open_regular(name)?))
+    }
+
+    fn get_from(&self, name: &str, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        let mut f = self.open_regular(name)?;
+        f.seek(io::SeekFrom::Start(offset))?;
         Ok(Box::new(f))
     }
 

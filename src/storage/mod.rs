@@ -83,6 +83,14 @@ pub trait Storage: Send + Sync {
     /// Reads a stored file (following a link to one).
     fn get(&self, name: &str) -> io::Result<Box<dyn Read + Send>>;
 
+    /// Reads a stored file from byte `offset` on. The default reads and
+    /// drops the bytes before it; local storage seeks.
+    fn get_from(&self, name: &str, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        let mut r = self.get(name)?;
+        io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
+        Ok(r)
+    }
+
     /// What is under `name`; `None` if nothing.
     fn stat(&self, name: &str) -> io::Result<Option<Entry>>;
 

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::error::{Cause, Hint, TransportError};
-use super::{Connect, PushReport, RemoteFile, Transport, Verdict};
+use super::{Connect, MountFacts, PushReport, RemoteFile, RemoteMark, Transport, Verdict};
+use crate::layout::SYSTEM_ID_FILE;
 
 /// One slave's remote directory and its misbehaviour.
 #[derive(Debug, Default, Clone)]
@@ -28,6 +29,11 @@ pub struct Slave {
     pub synced: Vec<String>,
     /// Names pushed, in order (sent or not).
     pub pushed: Vec<String>,
+    /// The share is unmounted during the sync: the mark (and everything
+    /// pushed) is gone when the sync reads the mark again.
+    pub unmount_at_sync: bool,
+    /// What `-I`'s mount guard sees there (default: nothing in fstab).
+    pub mount: MountFacts,
 }
 
 /// Every slave, by host name.
@@ -37,10 +43,13 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// Slaves whose directories `-I` marked (unclaimed: no system named).
     pub fn new(hosts: &[&str]) -> Memory {
         let m = Memory::default();
         for h in hosts {
-            m.slaves.lock().unwrap().insert(h.to_string(), Slave::default());
+            let mut slave = Slave::default();
+            slave.files.insert(SYSTEM_ID_FILE.to_string(), Vec::new());
+            m.slaves.lock().unwrap().insert(h.to_string(), slave);
         }
         m
     }
@@ -66,6 +75,21 @@ struct Remote<'a> {
 }
 
 impl Remote<'_> {
+    fn sync_failed(&self) -> TransportError {
+        TransportError::failed(
+            "syncing files on",
+            self.target(),
+            Cause::Remote {
+                command: "remote `sync`".into(),
+                code: 1,
+                stderr: "sync: error syncing '/r': Input/output error".into(),
+            },
+            Hint::Hung {
+                host: self.host.to_string(),
+            },
+        )
+    }
+
     /// Runs `f` on the slave, as a remote call that may fail or take time.
     fn call<T>(&self, what: &'static str, f: impl FnOnce(&mut Slave) -> T) -> Result<T, TransportError> {
         let delay = self.memory.with(self.host, |s| s.delay);
@@ -90,6 +114,35 @@ impl Remote<'_> {
             Ok(f(s))
         })
     }
+}
+
+/// The mark as the real transport reports it (newlines made blanks).
+fn mark_of(s: &Slave, mark: &str) -> RemoteMark {
+    match s.files.get(mark) {
+        Some(b) => RemoteMark::Content(String::from_utf8_lossy(b).replace('\n', " ")),
+        None if s.odd.iter().any(|o| o == mark) => RemoteMark::Unreadable,
+        None => RemoteMark::Missing,
+    }
+}
+
+/// What of `names` the slave holds.
+fn listing(s: &Slave, names: &[String]) -> HashMap<String, RemoteFile> {
+    let mut found = HashMap::new();
+    for n in names {
+        if let Some(b) = s.files.get(n) {
+            let size = b.len() as u64;
+            found.insert(n.clone(), RemoteFile { size, regular: true });
+        } else if s.odd.contains(n) {
+            found.insert(
+                n.clone(),
+                RemoteFile {
+                    size: 0,
+                    regular: false,
+                },
+            );
+        }
+    }
+    found
 }
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
@@ -134,30 +187,35 @@ impl Transport for Remote<'_> {
         })
     }
 
-    fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError> {
-        self.call("listing", |s| {
-            let mut found = HashMap::new();
-            for n in names {
-                if let Some(b) = s.files.get(n) {
-                    found.insert(
-                        n.clone(),
-                        RemoteFile {
-                            size: b.len() as u64,
-                            regular: true,
-                        },
-                    );
-                } else if s.odd.contains(n) {
-                    found.insert(
-                        n.clone(),
-                        RemoteFile {
-                            size: 0,
-                            regular: false,
-                        },
-                    );
-                }
+    fn stat_marked(
+        &self,
+        names: &[String],
+        mark: &str,
+    ) -> Result<(RemoteMark, HashMap<String, RemoteFile>), TransportError> {
+        self.call("listing", |s| (mark_of(s, mark), listing(s, names)))
+    }
+
+    fn sync_files_marked(&self, names: &[String], mark: &str) -> Result<RemoteMark, TransportError> {
+        let (failed, m) = self.call("syncing files on", |s| {
+            s.synced.extend(names.iter().cloned());
+            if s.unmount_at_sync {
+                // The bare mount point, once the share is gone.
+                s.files.clear();
             }
-            found
-        })
+            (s.sync_fails && !names.is_empty(), mark_of(s, mark))
+        })?;
+        if failed {
+            return Err(self.sync_failed());
+        }
+        Ok(m)
+    }
+
+    fn mount_facts(&self, _fstab: &Path) -> Result<MountFacts, TransportError> {
+        self.call("checking mounts on", |s| s.mount.clone())
+    }
+
+    fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError> {
+        self.call("listing", |s| listing(s, names))
     }
 
     fn fetch(&self, names: &[String], dest_dir: &Path) -> Result<(), TransportError> {
@@ -174,18 +232,7 @@ impl Transport for Remote<'_> {
             s.sync_fails
         })?;
         if failed {
-            return Err(TransportError::failed(
-                "syncing files on",
-                self.target(),
-                Cause::Remote {
-                    command: "remote `sync`".into(),
-                    code: 1,
-                    stderr: "sync: error syncing '/r': Input/output error".into(),
-                },
-                Hint::Hung {
-                    host: self.host.to_string(),
-                },
-            ));
+            return Err(self.sync_failed());
         }
         Ok(())
     }

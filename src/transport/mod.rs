@@ -3,6 +3,7 @@
 //! transport: they go through `fsutil` directly.
 
 pub mod error;
+pub mod guard;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 pub mod pull;
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use error::TransportError;
+pub use guard::{MountFacts, RemoteMark};
 pub use rsync::{PushReport, RemoteFile, Verdict};
 
 /// One slave's remote directory, as shipping sees it. Names are relative to
@@ -30,12 +32,26 @@ pub trait Transport {
     fn verify(&self, src_dir: &Path, names: &[String]) -> Result<Vec<(String, Verdict)>, TransportError>;
     /// Size and type of those of `names` that exist remotely.
     fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError>;
+    /// [`Transport::stat`], with the content of the directory's `mark`
+    /// file read first, in the same remote call.
+    fn stat_marked(
+        &self,
+        names: &[String],
+        mark: &str,
+    ) -> Result<(RemoteMark, HashMap<String, RemoteFile>), TransportError>;
     /// Copies `names` from the remote directory into `dest_dir`.
     fn fetch(&self, names: &[String], dest_dir: &Path) -> Result<(), TransportError>;
     /// Makes `names` and the remote directory durable.
     fn sync_files(&self, names: &[String]) -> Result<(), TransportError>;
+    /// [`Transport::sync_files`] (nothing to sync when `names` is empty),
+    /// then, once that succeeded, the content of the directory's `mark`
+    /// file, in the same remote call.
+    fn sync_files_marked(&self, names: &[String], mark: &str) -> Result<RemoteMark, TransportError>;
     /// For `-I`: reachable, directory present and writable, tools installed.
     fn check(&self) -> Result<(), TransportError>;
+    /// For `-I`'s mount guard: the remote `fstab`, mountinfo, the directory
+    /// with symlinks resolved and the devices of it and its parents.
+    fn mount_facts(&self, fstab: &Path) -> Result<MountFacts, TransportError>;
     /// The content of a small file (the archive mark); `None` if absent.
     fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>, TransportError>;
     /// Writes a small file durably, replacing it (the archive mark).

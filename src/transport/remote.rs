@@ -3,10 +3,12 @@
 //! write, fsync, and the `-I` checks.
 
 use std::collections::HashMap;
+use std::process::Command;
 use std::time::Duration;
 
 use super::error::{summarize_stderr, Cause, Hint, TransportError};
 use super::rsync::{Remote, RemoteFile};
+use super::ssh::shell_quote;
 use crate::tools;
 
 /// Names per remote `sync` command line.
@@ -18,7 +20,7 @@ impl Remote<'_> {
         (!self.rsync.timeout.is_zero()).then(|| self.rsync.timeout + self.ssh.connect_timeout)
     }
 
-    fn ssh_check(
+    pub(super) fn ssh_check(
         &self,
         what: &'static str,
         words: &[&str],
@@ -36,13 +38,35 @@ impl Remote<'_> {
     /// Runs one remote command (its words quoted for the remote shell),
     /// bounded by ssh_timeout + rsync_timeout; a time-out is an error, any
     /// exit status is the caller's to judge.
-    fn ssh_run(
+    pub(super) fn ssh_run(
         &self,
         what: &'static str,
         words: &[&str],
         input: Option<Vec<u8>>,
     ) -> Result<tools::Finished, TransportError> {
-        let mut c = self.ssh.command(self.host, words)?;
+        let c = self.ssh.command(self.host, words)?;
+        self.run_remote(what, c, &words.join(" "), input)
+    }
+
+    /// [`Self::ssh_run`] for a small remote script whose every interpolated
+    /// path is quoted with `shell_quote`.
+    pub(super) fn ssh_script(
+        &self,
+        what: &'static str,
+        script: &str,
+        input: Option<Vec<u8>>,
+    ) -> Result<tools::Finished, TransportError> {
+        let c = self.ssh.script(self.host, script)?;
+        self.run_remote(what, c, script, input)
+    }
+
+    fn run_remote(
+        &self,
+        what: &'static str,
+        mut c: Command,
+        shown: &str,
+        input: Option<Vec<u8>>,
+    ) -> Result<tools::Finished, TransportError> {
         log::debug!("running {c:?}");
         let limit = self.remote_limit();
         let out = tools::run_bounded(&mut c, input, true, limit).map_err(|e| {
@@ -64,7 +88,7 @@ impl Remote<'_> {
                 what,
                 self.target(),
                 Cause::TimedOut {
-                    command: words.join(" "),
+                    command: shown.to_string(),
                     secs,
                 },
                 Hint::Hung {
@@ -91,10 +115,20 @@ impl Remote<'_> {
     /// overflow one command line. A name missing from the answer does not
     /// exist there.
     pub fn stat(&self, names: &[String]) -> Result<HashMap<String, RemoteFile>, TransportError> {
-        let mut found = HashMap::new();
         if names.is_empty() {
-            return Ok(found);
+            return Ok(HashMap::new());
         }
+        self.stat_inner(names, None).map(|(_, found)| found)
+    }
+
+    /// [`Self::stat`], with `before` (a script reading the mark) run first
+    /// in the same ssh session; its output, then the listing's.
+    pub(super) fn stat_inner(
+        &self,
+        names: &[String],
+        before: Option<String>,
+    ) -> Result<(Vec<u8>, HashMap<String, RemoteFile>), TransportError> {
+        let mut found = HashMap::new();
         let dir = self.dir.display().to_string();
         let mut input = Vec::new();
         for n in names {
@@ -103,7 +137,13 @@ impl Remote<'_> {
         }
         // LC_ALL=C: the "No such file" messages are read below.
         let words = ["env", "LC_ALL=C", "xargs", "-0", "stat", "-c", "%s %f %n", "--"];
-        let out = self.ssh_run("listing", &words, Some(input))?;
+        let out = match &before {
+            None => self.ssh_run("listing", &words, Some(input))?,
+            Some(script) => {
+                let quoted: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+                self.ssh_script("listing", &format!("{script}; {}", quoted.join(" ")), Some(input))?
+            }
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         // stat's exit 1 (xargs: 123) with "No such file" for each missing
         // name is an answer too.
@@ -141,7 +181,7 @@ impl Remote<'_> {
                 },
             );
         }
-        Ok(found)
+        Ok((out.stdout, found))
     }
 
     /// The content of `name` in the remote directory; `None` if there is no such file.

@@ -10,28 +10,17 @@
 //! (never overwritten), and a name rsync says nothing about stays queued.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use super::error::summarize_stderr;
 pub use super::error::{Cause, Hint, TransportError};
 pub use super::pull::{pull_tree, Pull, Pulled};
 use super::ssh::{rsync_host, SshSettings};
-use super::{Connect, Transport};
+use super::{Connect, MountFacts, RemoteMark, Transport};
 use crate::tools;
 
-#[derive(Debug, Clone)]
-pub struct RsyncSettings {
-    pub program: Option<PathBuf>,
-    pub flags: Vec<String>,
-    /// rsync --timeout (I/O inactivity); also bounds each remote command.
-    pub timeout: Duration,
-    /// After a push, fsync the delivered files and the directory on the
-    /// remote host with one `sync -- <files> <dir>` (coreutils 8.24+).
-    pub fsync: bool,
-    pub includepath: Vec<PathBuf>,
-}
+pub use crate::config::RsyncSettings;
 
 /// One remote directory reached over ssh.
 pub struct Remote<'a> {
@@ -283,6 +272,19 @@ impl Transport for Remote<'_> {
     fn sync_files(&self, names: &[String]) -> Result<(), TransportError> {
         Remote::sync_files(self, names)
     }
+    fn stat_marked(
+        &self,
+        names: &[String],
+        mark: &str,
+    ) -> Result<(RemoteMark, HashMap<String, RemoteFile>), TransportError> {
+        Remote::stat_marked(self, names, mark)
+    }
+    fn sync_files_marked(&self, names: &[String], mark: &str) -> Result<RemoteMark, TransportError> {
+        Remote::sync_files_marked(self, names, mark)
+    }
+    fn mount_facts(&self, fstab: &Path) -> Result<MountFacts, TransportError> {
+        Remote::mount_facts(self, fstab)
+    }
     fn check(&self) -> Result<(), TransportError> {
         Remote::check(self)
     }
@@ -297,6 +299,8 @@ impl Transport for Remote<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
 
     fn settings() -> (SshSettings, RsyncSettings) {
         let ssh = SshSettings {
@@ -306,7 +310,7 @@ mod tests {
             port: None,
             identity: None,
             connect_timeout: Duration::from_secs(10),
-            strict_host_key_checking: "accept-new".into(),
+            strict_host_key_checking: crate::config::HostKeyChecking::AcceptNew,
             debug: false,
             includepath: vec![],
             control_persist: Duration::ZERO,

@@ -6,87 +6,11 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
-use crate::config::validate;
-use crate::config::{ConfigError, Options};
+pub use crate::config::SshSettings;
 use crate::tools;
 
-#[derive(Debug, Clone)]
-pub struct SshSettings {
-    /// Explicit program from the legacy `ssh` key; else found on PATH.
-    pub program: Option<PathBuf>,
-    /// Options from the legacy `ssh` key's extra words and from `ssh_options`.
-    pub extra_args: Vec<String>,
-    pub user: Option<String>,
-    pub port: Option<u16>,
-    pub identity: Option<PathBuf>,
-    pub connect_timeout: Duration,
-    pub strict_host_key_checking: String,
-    pub debug: bool,
-    pub includepath: Vec<PathBuf>,
-    /// ssh connection reuse (ControlPersist); zero turns it off.
-    pub control_persist: Duration,
-}
-
 impl SshSettings {
-    pub fn from_options(o: &Options) -> Result<Self, ConfigError> {
-        let mut program = None;
-        let mut extra_args = Vec::new();
-        if let Some(legacy) = o.text("ssh") {
-            // pitrtools allowed "ssh: /usr/bin/ssh -p 2222".
-            let mut words = legacy.split_whitespace();
-            if let Some(p) = words.next() {
-                validate::check_path(p).map_err(|why| o.path_err("ssh", p, &why))?;
-                program = Some(PathBuf::from(p));
-            }
-            for w in words {
-                if w.starts_with('-') {
-                    validate::check_flag(w)
-                } else {
-                    validate::unsafe_char_reason(w).map_or(Ok(()), Err)
-                }
-                .map_err(|why| o.file().error("ssh", format!("ssh: {} {why}", o.show("ssh", w))))?;
-                extra_args.push(w.to_string());
-            }
-        }
-        for kv in o.words("ssh_options")? {
-            if !kv.contains('=') {
-                return Err(o
-                    .file()
-                    .error(
-                        "ssh_options",
-                        format!("ssh_options: {} is not Key=Value", o.show("ssh_options", &kv)),
-                    )
-                    .hint("write ssh -o options as Key=Value words, e.g. 'ServerAliveInterval=15'"));
-            }
-            extra_args.push("-o".into());
-            extra_args.push(kv);
-        }
-        let port = match o.count("ssh_port")? {
-            None => None,
-            Some(p) if (1..=65535).contains(&p) => Some(p as u16),
-            Some(p) => {
-                return Err(o.file().error(
-                    "ssh_port",
-                    format!("ssh_port must be 1..65535, got {}", o.show("ssh_port", &p.to_string())),
-                ))
-            }
-        };
-        Ok(SshSettings {
-            program,
-            extra_args,
-            user: o.user("user")?,
-            port,
-            identity: o.path("ssh_identity")?,
-            connect_timeout: o.seconds("ssh_timeout")?,
-            strict_host_key_checking: o.choice("strict_host_key_checking")?,
-            debug: o.bool("ssh_debug")?,
-            includepath: o.paths("includepath")?,
-            control_persist: o.seconds("ssh_control_persist")?,
-        })
-    }
-
     pub fn program(&self) -> Result<PathBuf, tools::NotFound> {
         tools::find_program("ssh", self.program.as_deref(), &self.includepath)
     }
@@ -231,8 +155,8 @@ pub fn rsync_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::options::ARCHIVER_OPTIONS;
-    use crate::config::IniFile;
+    use crate::config::options::{Options, ARCHIVER_OPTIONS};
+    use crate::config::{ConfigError, IniFile};
     use std::path::Path;
 
     fn settings(text: &str) -> Result<SshSettings, ConfigError> {

@@ -106,3 +106,48 @@ pub fn archiving_master(env: &TestEnv, ini: &Path, extra_conf: &str) -> PgCluste
     pg.start();
     pg
 }
+
+/// A `noauto` line in /etc/fstab listing `mount_point` (so `-I`'s mount
+/// guard expects a filesystem there that nothing mounts), removed again on
+/// drop, a panicking test included. Held under a lock file: two tests never
+/// rewrite /etc/fstab at once.
+pub struct FstabEntry {
+    line: String,
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+const FSTAB: &str = "/etc/fstab";
+
+impl FstabEntry {
+    pub fn add(mount_point: &Path) -> FstabEntry {
+        assert!(super::is_root(), "the tests run as root (CI does)");
+        let lock_path = std::env::temp_dir().join("pitrkit-tests-fstab.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap();
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let mp = mount_point.display().to_string();
+        assert!(!mp.contains(char::is_whitespace), "{mp}");
+        let line = format!("none {mp} tmpfs noauto 0 0\n");
+        let mut text = fs::read_to_string(FSTAB).unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        fs::write(FSTAB, text).unwrap();
+        FstabEntry { line, _lock: lock }
+    }
+}
+
+impl Drop for FstabEntry {
+    fn drop(&mut self) {
+        if let Ok(text) = fs::read_to_string(FSTAB) {
+            let _ = fs::write(FSTAB, text.replacen(&self.line, "", 1));
+        }
+    }
+}

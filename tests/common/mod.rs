@@ -341,7 +341,8 @@ pub fn kill_descendants(pid: u32) {
         i += 1;
     }
     for &p in tree.iter().skip(1) {
-        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+        // Already gone is fine: no noise from kill(1) about it.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -391,6 +392,47 @@ impl Drop for EnvDir {
             eprintln!("PITRKIT_KEEP_TEST_DIRS: keeping {}", self.root.display());
         } else if let Err(e) = fs::remove_dir_all(&self.root) {
             eprintln!("warning: could not remove {}: {e}", self.root.display());
+        }
+    }
+}
+
+/// One copy of the binary under test per test process, made by the first
+/// TestEnv before any test runs a program, readable and executable by the
+/// test user; every TestEnv links to it.
+fn shared_copy(binary_under_test: &Path, env: &TestEnv) -> PathBuf {
+    static SHARED: OnceLock<PathBuf> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("pitrkit-test-bin-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir(&dir).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+            let bin = dir.join("pitrkit");
+            fs::copy(binary_under_test, &bin)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary_under_test.display(), bin.display()));
+            fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+            env.chown(&bin);
+            remove_stale_copies();
+            bin
+        })
+        .clone()
+}
+
+/// Shared copies of test processes that are gone.
+fn remove_stale_copies() {
+    let Ok(rd) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("pitrkit-test-bin-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_alive(pid) {
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }
@@ -453,10 +495,13 @@ impl TestEnv {
         env.chown(&env.root.clone());
         env.home = env.mkdir("home");
         env.mkdir("bin");
-        fs::copy(binary_under_test, &env.bin)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary_under_test.display(), env.bin.display()));
-        fs::set_permissions(&env.bin, fs::Permissions::from_mode(0o755)).unwrap();
-        env.chown(&env.bin.clone());
+        let shared = shared_copy(binary_under_test, &env);
+        // A hard link, not a copy: no file open for writing that a process
+        // forked meanwhile by another test could inherit, which made exec
+        // fail now and then with "Text file busy".
+        fs::hard_link(&shared, &env.bin)
+            .or_else(|_| fs::copy(&shared, &env.bin).map(drop))
+            .unwrap_or_else(|e| panic!("link {} to {}: {e}", shared.display(), env.bin.display()));
         env
     }
 
@@ -980,6 +1025,12 @@ impl Sshd {
     /// multiplexing) alive, and the "slave" would not really be down.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Freeze the listener first: a session it accepts while its
+            // children are being killed would outlive the "stopped" sshd.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
             kill_descendants(child.id());
             let _ = child.kill();
             let _ = child.wait();
@@ -1061,6 +1112,12 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Freeze the listener first: a session it accepts while its
+            // children are being killed would outlive the "stopped" sshd.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
             kill_descendants(child.id());
             let _ = child.kill();
             let _ = child.wait();

@@ -1,0 +1,116 @@
+//! The enums behind every choice key: one list of names each, shared by the
+//! key table (messages, samples check), the parser and the code.
+
+use super::options::Choice;
+use crate::compress::Codec;
+
+/// An enum whose variants are configuration words.
+macro_rules! choice_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $text:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vm])* $var,)+
+        }
+
+        impl Choice for $name {
+            fn all() -> Vec<Self> {
+                vec![$($name::$var,)+]
+            }
+
+            fn name(self) -> &'static str {
+                match self {
+                    $($name::$var => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+choice_enum! {
+    /// `state`: the archiver's maintenance switch.
+    State {
+        Online = "online",
+        /// Every archive call fails, so PostgreSQL keeps its WAL.
+        Offline = "offline",
+    }
+}
+
+choice_enum! {
+    /// `ship_mode`.
+    ShipMode {
+        /// Succeed once the file is durably spooled locally (pitrtools).
+        Async = "async",
+        /// Succeed only when every destination has the file (OmniPITR).
+        Sync = "sync",
+    }
+}
+
+choice_enum! {
+    /// `rsync_version` (legacy, accepted and ignored).
+    RsyncVersion {
+        V2 = "2",
+        V3 = "3",
+    }
+}
+
+choice_enum! {
+    /// `sslmode`: libpq's words.
+    SslMode {
+        Disable = "disable",
+        Allow = "allow",
+        Prefer = "prefer",
+        Require = "require",
+        VerifyCa = "verify-ca",
+        VerifyFull = "verify-full",
+    }
+}
+
+choice_enum! {
+    /// `strict_host_key_checking`: OpenSSH's StrictHostKeyChecking.
+    HostKeyChecking {
+        Yes = "yes",
+        AcceptNew = "accept-new",
+        /// Insecure; accepted because some sites need it.
+        No = "no",
+    }
+}
+
+/// `compression`: the codec list is compress.rs's, not repeated here.
+impl Choice for Codec {
+    fn all() -> Vec<Self> {
+        Codec::ALL.to_vec()
+    }
+
+    fn name(self) -> &'static str {
+        Codec::name(self)
+    }
+}
+
+/// `slave_compression`: a codec, or the local archive's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlaveCodec {
+    Same,
+    Codec(Codec),
+}
+
+impl Choice for SlaveCodec {
+    fn all() -> Vec<Self> {
+        std::iter::once(SlaveCodec::Same)
+            .chain(Codec::ALL.into_iter().map(SlaveCodec::Codec))
+            .collect()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SlaveCodec::Same => "same",
+            SlaveCodec::Codec(c) => c.name(),
+        }
+    }
+}

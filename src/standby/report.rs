@@ -1,0 +1,106 @@
+//! What each standby action found or did, as data: the command renders it.
+
+use std::path::PathBuf;
+
+/// The outcome of one standby action.
+#[derive(Debug)]
+pub enum Report {
+    Init(InitReport),
+    BaseBackup(BaseBackupReport),
+    StandbyStarted(StandbyStarted),
+    Failover(FailoverReport),
+    Ping(PingReport),
+    /// `-A start` / `-A stop`: the server of this data directory.
+    ServerStarted(PathBuf),
+    ServerStopped(PathBuf),
+}
+
+/// `-I`: the directories made ready, and the archive's mark.
+#[derive(Debug)]
+pub struct InitReport {
+    /// What each directory is for, and where it is.
+    pub created: Vec<(String, PathBuf)>,
+    pub archivedir: PathBuf,
+    /// How the archive's system-id mark stands.
+    pub mark: String,
+}
+
+/// `-B`.
+#[derive(Debug)]
+pub struct BaseBackupReport {
+    pub host: String,
+    pub data_dir: PathBuf,
+    pub seconds: f64,
+    pub bytes: u64,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub tablespaces: usize,
+}
+
+impl BaseBackupReport {
+    /// One line, for the notify_ok hook as much as for the terminal.
+    pub fn summary(&self) -> String {
+        format!(
+            "base backup of {}:{} complete in {:.1}s: {} copied, WAL from {} to {} needed{}",
+            self.host,
+            self.data_dir.display(),
+            self.seconds,
+            super::basebackup::human_bytes(self.bytes),
+            self.start_lsn,
+            self.stop_lsn,
+            if self.tablespaces == 0 {
+                String::new()
+            } else {
+                format!(", {} tablespace(s)", self.tablespaces)
+            }
+        )
+    }
+}
+
+/// `-S`: the standby runs and replays WAL.
+#[derive(Debug)]
+pub struct StandbyStarted {
+    pub pgdata: PathBuf,
+    pub version: String,
+    pub archivedir: Option<PathBuf>,
+    pub streaming: bool,
+}
+
+/// `-F999` (with `-R`: point-in-time recovery).
+#[derive(Debug)]
+pub struct FailoverReport {
+    pub pgdata: PathBuf,
+    /// The recovery target time, for `-R`.
+    pub target: Option<String>,
+}
+
+impl FailoverReport {
+    /// One line, for the notify_ok hook as much as for the terminal.
+    pub fn summary(&self) -> String {
+        match &self.target {
+            None => format!(
+                "failover complete: {} is now a read-write master",
+                self.pgdata.display()
+            ),
+            Some(t) => format!(
+                "point-in-time recovery to {t} complete: {} is now a read-write master",
+                self.pgdata.display()
+            ),
+        }
+    }
+}
+
+/// `-P`: what the master said.
+#[derive(Debug)]
+pub struct PingReport {
+    /// user@host:port/db
+    pub master: String,
+    pub user: String,
+    pub version: String,
+    pub in_recovery: bool,
+    pub helpers: bool,
+    /// The master's data directory, or why it could not be read.
+    pub data_directory: Result<PathBuf, String>,
+    /// The master's and this standby's versions, when their majors differ.
+    pub major_mismatch: Option<(String, String)>,
+}
