@@ -123,7 +123,10 @@ impl QueueShip<'_> {
         if names.is_empty() {
             return Ok(Shipped::default());
         }
-        let _t = StepTimer::new(format!("shipping {} file(s) to {}", names.len(), self.slave));
+        let _t = StepTimer::step(
+            "shipping",
+            format!("shipping {} file(s) to {}", names.len(), self.slave),
+        );
         let mut shipped = Shipped::default();
         // One remote listing reads the slave's mark too: nothing is pushed
         // into a directory -I did not mark (see slavemark).

@@ -23,7 +23,7 @@ pub(super) fn spool(
     sum: Option<&Sum>,
     targets: &[&String],
 ) -> Result<Vec<String>, ArchiveError> {
-    let _t = StepTimer::new(format!("spooling {name} for {} slave(s)", targets.len()));
+    let _t = StepTimer::step("spooling", format!("spooling {name} for {} slave(s)", targets.len()));
     let mut qdirs = Vec::new();
     for slave in targets {
         let qdir = sh.queue_dir(slave);

@@ -72,7 +72,7 @@ fn check_origin(
         return Ok(None);
     }
     let segment = {
-        let _t = StepTimer::new(format!("checking the header of {name}"));
+        let _t = StepTimer::step("checking the header", format!("checking the header of {name}"));
         wal::check_segment_file(src, name)?.system_id
     };
     match cluster {
@@ -121,7 +121,10 @@ impl Writes<'_> {
         system_id: Option<u64>,
     ) -> Result<Placed, ArchiveError> {
         let file_name = self.payloads.wal.to_string();
-        let _t = StepTimer::new(format!("durable copy of {file_name} to {}", dir.display()));
+        let _t = StepTimer::step(
+            "durable copy",
+            format!("durable copy of {file_name} to {}", dir.display()),
+        );
         if !dir.is_dir() {
             return Err(ArchiveError::NoDirectory {
                 dir: dir.to_path_buf(),
@@ -167,7 +170,7 @@ impl Payloads<'_> {
         if let Some((_, p, _)) = self.made.iter().find(|(c, _, _)| *c == codec) {
             return Ok((p.to_path_buf(), name));
         }
-        let _t = StepTimer::new(format!("{codec} compression of {}", self.wal));
+        let _t = StepTimer::step("compression", format!("{codec} compression of {}", self.wal));
         let io = |e: std::io::Error| ArchiveError::Place {
             wal: self.wal.to_string(),
             dest: scratch.display().to_string(),
