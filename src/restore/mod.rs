@@ -14,7 +14,7 @@
 //! a segment carries a timeline its name (and its timeline's history, when
 //! the archive has it) allows; a segment without any stored checksum passes
 //! the full WAL check (`crate::walcheck`), including the records it shares
-//! with its neighbours in the archive ([`verify::check_crossing`]); a
+//! with its neighbours in the archive ([`crossing::check_crossing`]); a
 //! history file is well formed; a prefetched copy still matches the
 //! archive ([`prefetch`]).
 //!
