@@ -353,10 +353,15 @@ pub fn identical(a: &Path, b: &Path) -> io::Result<bool> {
     identical_files(File::open(a)?, fb)
 }
 
-fn identical_files(mut ra: File, mut rb: File) -> io::Result<bool> {
+fn identical_files(ra: File, rb: File) -> io::Result<bool> {
     if ra.metadata()?.len() != rb.metadata()?.len() {
         return Ok(false);
     }
+    same_bytes(ra, rb)
+}
+
+/// Do the two streams hold the same bytes?
+pub fn same_bytes(mut ra: impl Read, mut rb: impl Read) -> io::Result<bool> {
     let mut bufa = vec![0u8; 1 << 20];
     let mut bufb = vec![0u8; 1 << 20];
     loop {

@@ -18,6 +18,11 @@
 //!   is served only after a full check: every page header, the system
 //!   identifier, and the CRC-32C of every record up to the end of valid WAL.
 //!
+//! # The queue root and archive directories
+//!
+//! Every dot-name under `l_archivedir` is listed and documented in
+//! [`queue`] (`crate::archive::layout`).
+//!
 //! # Marks
 //!
 //! - [`SYSTEM_ID_FILE`] in an archive directory: set up by `-I`, holds the
@@ -30,7 +35,10 @@
 //!   (`restore_delay`) and turns every real error into a fatal one, because
 //!   PostgreSQL ends recovery on "not found".
 
-pub use crate::archive::sysid::SYSTEM_ID_FILE;
+pub use crate::archive::layout::SYSTEM_ID_FILE;
+
+/// The dot-names under `l_archivedir` (queues, spool, ledgers, markers).
+pub use crate::archive::layout as queue;
 
 /// Suffix of a plain archived file's checksum sidecar.
 pub const SUM_SUFFIX: &str = ".sum";

@@ -131,11 +131,7 @@ fn every_segment_arrives_byte_identical_at_the_slave() {
         segs.push(pg.switch_wal());
     }
     let last = segs.last().unwrap();
-    assert!(
-        pg.wait_archived(last, WAIT),
-        "{last} not archived; server log:\n{}",
-        tail(&pg.log, 30)
-    );
+    pg.assert_archived(last, WAIT, "");
     for seg in &segs {
         let src = pg.datadir.join("pg_wal").join(seg);
         assert_same_bytes(&src, &s.remote.join(seg));
@@ -198,7 +194,7 @@ fn unreachable_slave_queues_warns_and_drains_on_flush() {
     s.init();
     let pg = s.master("");
     let first = pg.switch_wal();
-    assert!(pg.wait_archived(&first, WAIT));
+    pg.assert_archived(&first, WAIT, "");
     s.sshd.stop();
 
     let mut held = Vec::new();
@@ -207,11 +203,7 @@ fn unreachable_slave_queues_warns_and_drains_on_flush() {
     }
     let last = held.last().unwrap();
     // Spooled durably: PostgreSQL hears success although the slave is down.
-    assert!(
-        pg.wait_archived(last, WAIT),
-        "archive calls must succeed once spooled:\n{}",
-        tail(&pg.log, 30)
-    );
+    pg.assert_archived(last, WAIT, "archive calls must succeed once spooled");
     assert_eq!(pg.archiver_counts().1, 0);
     assert_eq!(s.queued(), held, "unshipped segments must stay queued");
     for h in &held {
@@ -265,11 +257,11 @@ fn queued_files_ship_on_the_next_archive_call() {
     let pg = s.master("");
     s.sshd.stop();
     let held = pg.switch_wal();
-    assert!(pg.wait_archived(&held, WAIT));
+    pg.assert_archived(&held, WAIT, "");
     assert_eq!(s.queued(), vec![held.clone()]);
     s.sshd.restart();
     let next = pg.switch_wal();
-    assert!(pg.wait_archived(&next, WAIT));
+    pg.assert_archived(&next, WAIT, "");
     assert!(wait_until(WAIT, || s.remote.join(&next).exists()));
     assert!(s.remote.join(&held).exists(), "the backlog ships with the next call");
     assert!(s.queued().is_empty());
@@ -311,10 +303,7 @@ fn offline_state_fails_the_call_and_keeps_the_wal() {
     );
 
     s.env.write("cmd_archiver.ini", &online);
-    assert!(
-        pg.wait_archived(&seg, Duration::from_secs(120)),
-        "{seg} must be archived once back online"
-    );
+    pg.assert_archived(&seg, Duration::from_secs(120), "it must be archived once back online");
     assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
 }
 
@@ -324,7 +313,7 @@ fn sync_mode_succeeds_only_when_the_slave_has_the_file() {
     s.init();
     let pg = s.master("");
     let ok = pg.switch_wal();
-    assert!(pg.wait_archived(&ok, WAIT));
+    pg.assert_archived(&ok, WAIT, "");
     assert!(s.remote.join(&ok).exists(), "sync mode: archived means on the slave");
     s.sshd.stop();
     let seg = pg.switch_wal();
@@ -338,10 +327,7 @@ fn sync_mode_succeeds_only_when_the_slave_has_the_file() {
         .join(format!("{seg}.ready"))
         .exists());
     s.sshd.restart();
-    assert!(
-        pg.wait_archived(&seg, Duration::from_secs(120)),
-        "PostgreSQL's retry must succeed"
-    );
+    pg.assert_archived(&seg, Duration::from_secs(120), "PostgreSQL's retry must succeed");
     assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
     assert!(
         !s.env.path("queue/.delivered").join(&seg).exists(),
@@ -794,7 +780,7 @@ fn compressed_once_per_codec_restorable_and_judged_by_content() {
     for _ in 0..3 {
         segs.push(pg.switch_wal());
     }
-    assert!(pg.wait_archived(segs.last().unwrap(), WAIT), "{}", tail(&pg.log, 30));
+    pg.assert_archived(segs.last().unwrap(), WAIT, "");
     for seg in &segs {
         assert!(s.local.join(format!("{seg}.zst")).exists() && !s.local.join(seg).exists());
         assert!(s.remote.join(format!("{seg}.lz4")).exists() && !s.remote.join(seg).exists());
@@ -868,11 +854,7 @@ fn a_backlog_ships_in_one_batch_and_later_calls_return_at_once() {
         .count();
     s.env.write("cmd_archiver.ini", &online);
     let last = segs.last().unwrap();
-    assert!(
-        pg.wait_archived(last, Duration::from_secs(120)),
-        "{}",
-        tail(&pg.log, 30)
-    );
+    pg.assert_archived(last, Duration::from_secs(120), "");
     for seg in &segs {
         assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &s.remote.join(seg));
     }
@@ -976,7 +958,7 @@ fn one_dead_slave_never_blocks_the_others() {
     for _ in 0..3 {
         segs.push(pg.switch_wal());
     }
-    assert!(pg.wait_archived(segs.last().unwrap(), WAIT), "{}", tail(&pg.log, 30));
+    pg.assert_archived(segs.last().unwrap(), WAIT, "");
     assert_eq!(pg.archiver_counts().1, 0);
     for seg in &segs {
         assert_same_bytes(&pg.datadir.join("pg_wal").join(seg), &t.s.remote.join(seg));
@@ -1015,11 +997,7 @@ fn sync_mode_retries_only_the_slaves_still_missing_a_file() {
     assert_eq!(ledger.trim(), "good 16777216", "the slave and the size it got");
     let log_before = fs::read_to_string(&pg.log).unwrap().len();
     t.write_ssh_config(t.s.sshd.port);
-    assert!(
-        pg.wait_archived(&seg, Duration::from_secs(120)),
-        "{}",
-        tail(&pg.log, 30)
-    );
+    pg.assert_archived(&seg, Duration::from_secs(120), "");
     let retry_log = fs::read_to_string(&pg.log).unwrap()[log_before..].to_string();
     assert!(
         retry_log.contains(&format!("spooling {seg} for 1 slave(s)")),
@@ -1045,7 +1023,7 @@ fn segment_size_is_read_from_the_wal_not_assumed() {
     );
     pg.start();
     let seg = pg.switch_wal();
-    assert!(pg.wait_archived(&seg, WAIT), "{}", tail(&pg.log, 30));
+    pg.assert_archived(&seg, WAIT, "");
     assert_eq!(fs::metadata(s.remote.join(&seg)).unwrap().len(), 1 << 20);
     assert_same_bytes(&pg.datadir.join("pg_wal").join(&seg), &s.remote.join(&seg));
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::wal::WalName;
 
-pub const DONE_DIR: &str = ".done";
+use super::layout::DONE_DIR;
 
 fn identity(path: &Path) -> Option<String> {
     let m = fs::metadata(path).ok()?;

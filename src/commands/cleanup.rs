@@ -13,7 +13,7 @@ pub fn run(program: &str, args: CleanupArgs) -> u8 {
         Err(e) => return early_error(program, "configuration error", &e),
     };
     logging::init(program, cfg.debug, cfg.pitrkit_logfile.as_deref());
-    let _t = logging::StepTimer::new(format!("cleanup before {}", args.oldest_kept));
+    let _t = logging::StepTimer::step("cleanup", format!("cleanup before {}", args.oldest_kept));
     match cleanup::cleanup(&cfg, &args.oldest_kept, args.dry_run) {
         Ok(CleanupOutcome::Paused { pause_file }) => {
             log::info!(

@@ -802,6 +802,19 @@ impl PgCluster {
         })
     }
 
+    /// Waits until `walfile` is archived; else fails the test with `why`
+    /// and the end of the server log (where the archiver's errors are).
+    #[track_caller]
+    pub fn assert_archived(&self, walfile: &str, timeout: Duration, why: &str) {
+        assert!(
+            self.wait_archived(walfile, timeout),
+            "{walfile} not archived within {}s{}{why}; server log:\n{}",
+            timeout.as_secs(),
+            if why.is_empty() { "" } else { ": " },
+            tail(&self.log, 30)
+        );
+    }
+
     /// (archived_count, failed_count) from pg_stat_archiver.
     pub fn archiver_counts(&self) -> (i64, i64) {
         let row = self.psql("SELECT archived_count, failed_count FROM pg_stat_archiver");
