@@ -1423,6 +1423,14 @@ fn temp_files_of_killed_writers_are_reclaimed_by_the_next_call() {
         leftover(&s.local, ".pitrkit-compress-Ab12Cd"),
         leftover(&s.env.path("queue"), ".pitrkit-compress-Xy34Zw"),
         leftover(&spool, &format!(".{seg}.pitrkit-4000002.tmp")),
+        // rsync's own, on the slave, from a transfer killed with sshd.
+        leftover(&s.remote, ".000000010000000000000088.fBCeSC"),
+        leftover(&s.remote, ".000000010000000000000088.sum.Qw3rTy"),
+    ];
+    // A transfer still writing (recent) and files that are not rsync's stay.
+    let keep = [
+        s.env.write("slave_archive/.000000010000000000000089.aB3dE5", "live"),
+        leftover(&s.remote, ".notes.aB3dE5"),
     ];
     // A writer that is still alive (it holds the lock) keeps its file.
     let alive = leftover(&s.local, ".000000010000000000000099.pitrkit-4000003.tmp");
@@ -1444,6 +1452,9 @@ fn temp_files_of_killed_writers_are_reclaimed_by_the_next_call() {
         assert!(!p.exists(), "{} left behind", p.display());
     }
     assert!(alive.exists(), "a live writer's file was removed");
+    for p in &keep {
+        assert!(p.exists(), "{} was removed", p.display());
+    }
     assert_same_bytes(&path, &s.local.join(&seg));
 }
 

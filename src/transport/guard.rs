@@ -56,6 +56,19 @@ impl Remote<'_> {
         )
     }
 
+    /// A shell snippet removing rsync's temporary files (`.<WAL name>.XXXXXX`)
+    /// that a transfer killed with its connection left in the remote
+    /// directory, once they are older than [`fsutil::RECLAIM_AGE`]: a live
+    /// transfer writes to its file all the time. Prints nothing.
+    fn reclaim_script(&self) -> String {
+        let dir = shell_quote(&self.dir.display().to_string());
+        let minutes = crate::fsutil::RECLAIM_AGE.as_secs().div_ceil(60);
+        format!(
+            "find {dir} -maxdepth 1 -type f -mmin +{minutes} -regextype posix-extended \
+             -regex '.*/\\.[0-9A-F]{{24}}[^/]*\\.[A-Za-z0-9]{{6}}' -delete 2>/dev/null"
+        )
+    }
+
     /// [`Remote::stat`], and in the same ssh session the content of the
     /// directory's `mark` file (read before the listing).
     pub fn stat_marked(
@@ -63,7 +76,8 @@ impl Remote<'_> {
         names: &[String],
         mark: &str,
     ) -> Result<(RemoteMark, HashMap<String, RemoteFile>), TransportError> {
-        let (stdout, found) = self.stat_inner(names, Some(self.mark_script(mark)))?;
+        let before = format!("{}; {}", self.reclaim_script(), self.mark_script(mark));
+        let (stdout, found) = self.stat_inner(names, Some(before))?;
         Ok((RemoteMark::parse(&stdout), found))
     }
 
