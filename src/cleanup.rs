@@ -43,12 +43,10 @@ pub enum CleanupError {
 }
 
 impl CleanupError {
-    /// 2 for a mistake in the configuration or command line, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CleanupError::Config(_) | CleanupError::BadOldest(_) => crate::commands::EXIT_ERROR,
-            CleanupError::ArchiveDir { .. } | CleanupError::PauseFile { .. } => crate::commands::EXIT_FAILED,
-        }
+    /// A mistake in the configuration or command line (rather than in the
+    /// archive); the command turns it into its exit status.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, CleanupError::Config(_) | CleanupError::BadOldest(_))
     }
 }
 
@@ -454,7 +452,7 @@ mod tests {
         ] {
             let e = cleanup(&env.cfg, bad, false).unwrap_err();
             assert!(matches!(e, CleanupError::BadOldest(_)), "{bad}: {e}");
-            assert_eq!(e.exit_code(), 2);
+            assert!(e.is_usage());
             assert!(e.to_string().contains("%r"), "{e}");
         }
         assert_eq!(env.left(), ["000000010000000000000001"]);
@@ -462,11 +460,11 @@ mod tests {
         let mut gone = env.cfg.clone();
         gone.archivedir = Some(env.archive.join("missing"));
         let e = cleanup(&gone, "000000010000000000000003", false).unwrap_err();
-        assert_eq!(e.exit_code(), 1);
+        assert!(!e.is_usage());
         assert!(e.to_string().contains("missing"), "{e}");
         gone.archivedir = None;
         let e = cleanup(&gone, "000000010000000000000003", false).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert!(e.is_usage());
         assert!(e.to_string().contains("'archivedir' is not set"), "{e}");
     }
 }
