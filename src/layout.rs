@@ -37,11 +37,10 @@
 
 pub use queue::SYSTEM_ID_FILE;
 
-/// The dot-names under `l_archivedir` (queues, spool, ledgers, markers).
 pub mod queue {
     //! Every dot-name pitrkit keeps under `l_archivedir` (the queue root) and in
-    //! an archive directory. `crate::layout` re-exports this module as
-    //! `crate::layout::queue`; the names and formats are part of the shared
+    //! an archive directory (queues, spool, ledgers, markers), re-exported
+    //! as `crate::archive::layout`; the names and formats are part of the shared
     //! contract (restore, cleanup and `-I` read some of them).
     //!
     //! ```text
