@@ -186,7 +186,8 @@ pub fn open_regular(path: &Path) -> Result<File, PlaceError> {
     }
 }
 
-fn kind_of(t: &fs::FileType) -> &'static str {
+/// A file type in words, for messages about what is at a name.
+pub fn kind_of(t: &fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_symlink() {
         "symbolic link"

@@ -37,21 +37,6 @@ impl LocalDir {
     }
 }
 
-fn kind_word(t: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "directory"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "device"
-    } else {
-        "non-regular file"
-    }
-}
-
 fn entry(kind: Kind, m: &fs::Metadata) -> Entry {
     Entry {
         kind,
@@ -157,7 +142,7 @@ impl Storage for LocalDir {
             return Ok(Some(entry(Kind::File, &lm)));
         }
         if !lm.file_type().is_symlink() {
-            return Ok(Some(entry(Kind::Other(kind_word(&lm.file_type())), &lm)));
+            return Ok(Some(entry(Kind::Other(fsutil::kind_of(&lm.file_type())), &lm)));
         }
         Ok(Some(match fs::metadata(&path) {
             Ok(m) if m.is_file() => entry(Kind::LinkToFile, &m),
