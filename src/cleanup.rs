@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use crate::compress::Codec;
 use crate::config::{ConfigError, StandbyConfig};
-use crate::fsutil;
+use crate::storage::{Listed, LocalDir, Storage};
 use crate::wal::{WalKind, WalName};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +43,10 @@ pub enum CleanupError {
 }
 
 impl CleanupError {
-    /// 2 for a mistake in the configuration or command line, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CleanupError::Config(_) | CleanupError::BadOldest(_) => crate::commands::EXIT_ERROR,
-            CleanupError::ArchiveDir { .. } | CleanupError::PauseFile { .. } => crate::commands::EXIT_FAILED,
-        }
+    /// A mistake in the configuration or command line (rather than in the
+    /// archive); the command turns it into its exit status.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, CleanupError::Config(_) | CleanupError::BadOldest(_))
     }
 }
 
@@ -146,69 +144,72 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
         _ => return Err(CleanupError::BadOldest(oldest_kept.to_string())),
     };
     let dir = cfg.required_archivedir("the directory the archiver ships WAL to; cleanup removes old WAL from it")?;
-    if let Some(pause) = &cfg.cleanup_pause_file {
-        // symlink_metadata: a dangling symlink still means "paused"; and an
-        // error other than "not there" must not be read as "not paused".
-        match fs::symlink_metadata(pause) {
-            Ok(_) => {
-                return Ok(CleanupOutcome::Paused {
-                    pause_file: pause.clone(),
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(CleanupError::PauseFile {
-                    path: pause.clone(),
-                    source,
-                })
-            }
-        }
+    if let Some(pause) = paused(cfg)? {
+        return Ok(CleanupOutcome::Paused { pause_file: pause });
     }
-    let entries = fs::read_dir(&dir).map_err(|e| CleanupError::ArchiveDir {
+    let archive = LocalDir::new(&dir);
+    let listing = archive.list().map_err(|e| CleanupError::ArchiveDir {
         dir: dir.clone(),
         why: format!(
             "cannot list it: {e}; fix 'archivedir' in {} or the directory's permissions",
             cfg.source.display()
         ),
     })?;
-
     let mut report = CleanupReport {
         dir: dir.clone(),
         oldest_kept: oldest_kept.to_string(),
         dry_run,
         ..Default::default()
     };
+    let doomed = sort_out(&archive, listing, &oldest, &mut report);
+    remove(&archive, doomed, &mut report);
+    Ok(CleanupOutcome::Done(report))
+}
+
+/// The pause file, if it exists. symlink_metadata: a dangling symlink still
+/// means "paused"; and an error other than "not there" must not be read as
+/// "not paused".
+fn paused(cfg: &StandbyConfig) -> Result<Option<PathBuf>, CleanupError> {
+    let Some(pause) = &cfg.cleanup_pause_file else {
+        return Ok(None);
+    };
+    match fs::symlink_metadata(pause) {
+        Ok(_) => Ok(Some(pause.clone())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CleanupError::PauseFile {
+            path: pause.clone(),
+            source,
+        }),
+    }
+}
+
+/// A file to remove: its position (for the order), name and size.
+type Doomed = ((u32, u32, u32), String, u64);
+
+/// Counts what is kept and returns what goes, oldest first.
+fn sort_out(archive: &dyn Storage, listing: Vec<Listed>, oldest: &WalName, report: &mut CleanupReport) -> Vec<Doomed> {
     let mut doomed = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("{}: cannot read directory entry: {e}", dir.display()));
+    for listed in listing {
+        let file_name = match listed {
+            Listed::Problem(p) => {
+                report.problems.push(p);
                 continue;
             }
-        };
-        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
-            log::debug!("ignoring {:?}: not a UTF-8 name", entry.file_name());
-            report.ignored += 1;
-            continue;
-        };
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => {
-                log::debug!("ignoring {file_name}: a directory");
+            Listed::NotUtf8(n) => {
+                log::debug!("ignoring {n}: not a UTF-8 name");
                 report.ignored += 1;
                 continue;
             }
-            Ok(_) => {}
-            Err(e) => {
-                report.problems.push(format!("{}: {e}", entry.path().display()));
+            Listed::Name { name, dir: true } => {
+                log::debug!("ignoring {name}: a directory");
+                report.ignored += 1;
                 continue;
             }
-        }
-        match classify(&file_name, &oldest) {
+            Listed::Name { name, dir: false } => name,
+        };
+        match classify(&file_name, oldest) {
             Verdict::Remove(name) => {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                let size = archive.stat(&file_name).ok().flatten().map_or(0, |e| e.size);
                 doomed.push(((name.log, name.seg, name.timeline), file_name, size));
             }
             Verdict::KeepWal => report.kept_wal += 1,
@@ -221,18 +222,21 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
         }
     }
     doomed.sort();
+    doomed
+}
 
+fn remove(archive: &dyn Storage, doomed: Vec<Doomed>, report: &mut CleanupReport) {
     for (_, file_name, size) in doomed {
-        let path = dir.join(&file_name);
-        if dry_run {
-            println!("would remove {} ({size} bytes)", path.display());
+        let path = archive.locate(&file_name);
+        if report.dry_run {
+            println!("would remove {path} ({size} bytes)");
         } else {
-            match fs::remove_file(&path) {
-                Ok(()) => log::debug!("removed {}", path.display()),
+            match archive.delete(&file_name) {
+                Ok(true) => log::debug!("removed {path}"),
                 // Another cleanup got there first: the goal is reached all the same.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Ok(false) => continue,
                 Err(e) => {
-                    report.problems.push(format!("{}: cannot remove: {e}", path.display()));
+                    report.problems.push(format!("{path}: cannot remove: {e}"));
                     continue;
                 }
             }
@@ -242,22 +246,22 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
     }
     // Once, not per file: a crash may bring some names back, and the next
     // cleanup removes them again.
-    if !dry_run && !report.removed.is_empty() {
-        if let Err(e) = fsutil::fsync_dir(&dir) {
-            report.problems.push(format!("{}: fsync directory: {e}", dir.display()));
+    if !report.dry_run && !report.removed.is_empty() {
+        if let Err(e) = archive.sync() {
+            report
+                .problems
+                .push(format!("{}: fsync directory: {e}", archive.location()));
         }
     }
-    Ok(CleanupOutcome::Done(report))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IniFile;
-    use std::path::Path;
+    use crate::testsupport::fixtures::{listing, StandbyDirs};
 
     struct Env {
-        _dir: tempfile::TempDir,
+        _dirs: StandbyDirs,
         cfg: StandbyConfig,
         archive: PathBuf,
         pause: PathBuf,
@@ -265,24 +269,16 @@ mod tests {
 
     impl Env {
         fn new(files: &[&str]) -> Env {
-            let dir = tempfile::tempdir().unwrap();
-            let archive = dir.path().join("archive");
-            let pause = dir.path().join("pause_cleanup");
-            fs::create_dir(&archive).unwrap();
+            let dirs =
+                StandbyDirs::new(|root| format!("cleanup_pause_file: {}\n", root.join("pause_cleanup").display()));
             for f in files {
-                fs::write(archive.join(f), f.as_bytes()).unwrap();
+                fs::write(dirs.archive.join(f), f.as_bytes()).unwrap();
             }
-            let text = format!(
-                "archivedir: {}\ncleanup_pause_file: {}\n",
-                archive.display(),
-                pause.display()
-            );
-            let cfg = StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), &text).unwrap()).unwrap();
             Env {
-                _dir: dir,
-                cfg,
-                archive,
-                pause,
+                cfg: dirs.cfg.clone(),
+                archive: dirs.archive.clone(),
+                pause: dirs.dir.path().join("pause_cleanup"),
+                _dirs: dirs,
             }
         }
 
@@ -297,12 +293,7 @@ mod tests {
         }
 
         fn left(&self) -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(&self.archive)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
+            listing(&self.archive)
         }
     }
 
@@ -461,7 +452,7 @@ mod tests {
         ] {
             let e = cleanup(&env.cfg, bad, false).unwrap_err();
             assert!(matches!(e, CleanupError::BadOldest(_)), "{bad}: {e}");
-            assert_eq!(e.exit_code(), 2);
+            assert!(e.is_usage());
             assert!(e.to_string().contains("%r"), "{e}");
         }
         assert_eq!(env.left(), ["000000010000000000000001"]);
@@ -469,11 +460,11 @@ mod tests {
         let mut gone = env.cfg.clone();
         gone.archivedir = Some(env.archive.join("missing"));
         let e = cleanup(&gone, "000000010000000000000003", false).unwrap_err();
-        assert_eq!(e.exit_code(), 1);
+        assert!(!e.is_usage());
         assert!(e.to_string().contains("missing"), "{e}");
         gone.archivedir = None;
         let e = cleanup(&gone, "000000010000000000000003", false).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert!(e.is_usage());
         assert!(e.to_string().contains("'archivedir' is not set"), "{e}");
     }
 }

@@ -653,6 +653,11 @@ impl<R: Read> Read for ZstdWalker<R> {
 /// zstd build may compress the same WAL differently. Corrupt data is "not
 /// the same", which the caller reports as a conflict.
 pub fn same_content(compressed: &std::path::Path, codec: Codec, raw: &std::path::Path) -> std::io::Result<bool> {
+    same_content_of(std::fs::File::open(compressed)?, codec, raw)
+}
+
+/// [`same_content`] of compressed data read from anywhere (a [`crate::storage::Storage`]).
+pub fn same_content_of(compressed: impl Read, codec: Codec, raw: &std::path::Path) -> std::io::Result<bool> {
     struct Compare<R: Read> {
         other: R,
         equal: bool,
@@ -683,7 +688,7 @@ pub fn same_content(compressed: &std::path::Path, codec: Codec, raw: &std::path:
         equal: true,
         buf: Vec::new(),
     };
-    match codec.decompress(std::fs::File::open(compressed)?, &mut cmp) {
+    match codec.decompress(compressed, &mut cmp) {
         Ok(_) => {}
         Err(CodecError::Read(e)) => return Err(e),
         Err(_) => return Ok(false),

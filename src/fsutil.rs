@@ -186,7 +186,8 @@ pub fn open_regular(path: &Path) -> Result<File, PlaceError> {
     }
 }
 
-fn kind_of(t: &fs::FileType) -> &'static str {
+/// A file type in words, for messages about what is at a name.
+pub fn kind_of(t: &fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_symlink() {
         "symbolic link"
@@ -353,10 +354,15 @@ pub fn identical(a: &Path, b: &Path) -> io::Result<bool> {
     identical_files(File::open(a)?, fb)
 }
 
-fn identical_files(mut ra: File, mut rb: File) -> io::Result<bool> {
+fn identical_files(ra: File, rb: File) -> io::Result<bool> {
     if ra.metadata()?.len() != rb.metadata()?.len() {
         return Ok(false);
     }
+    same_bytes(ra, rb)
+}
+
+/// Do the two streams hold the same bytes?
+pub fn same_bytes(mut ra: impl Read, mut rb: impl Read) -> io::Result<bool> {
     let mut bufa = vec![0u8; 1 << 20];
     let mut bufb = vec![0u8; 1 << 20];
     loop {

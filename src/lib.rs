@@ -22,6 +22,9 @@ pub mod notify;
 pub mod pg;
 pub mod restore;
 pub mod standby;
+pub mod storage;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testsupport;
 pub mod tools;
 pub mod transport;
 pub mod wal;

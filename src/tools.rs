@@ -153,6 +153,79 @@ pub fn run_bounded(
     capture: bool,
     timeout: Option<Duration>,
 ) -> io::Result<Finished> {
+    run(cmd, input, capture, timeout, None)
+}
+
+/// [`run_bounded`] with stdout captured and handed to `on_stdout` as it
+/// arrives (progress reports) instead of being collected; stderr is collected.
+pub fn run_streaming(
+    cmd: &mut Command,
+    timeout: Option<Duration>,
+    on_stdout: &mut dyn FnMut(&[u8]),
+) -> io::Result<Finished> {
+    run(cmd, None, true, timeout, Some(on_stdout))
+}
+
+/// Where streamed stdout goes.
+type OnStdout<'a> = &'a mut dyn FnMut(&[u8]);
+
+/// What the threads watching a child report.
+enum Watch {
+    Data(usize, Vec<u8>),
+    Eof,
+    Exited(io::Result<ExitStatus>),
+}
+
+/// Reads `pipe` in chunks as they come, tagged `i` (0 stdout, 1 stderr).
+fn forward(i: usize, mut pipe: Box<dyn Read + Send>, tx: mpsc::Sender<Watch>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(Watch::Data(i, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(Watch::Eof);
+    });
+}
+
+/// Output inherited: only the exit (or the time-out) to wait for, here.
+fn wait_only(mut child: std::process::Child, deadline: Option<Instant>) -> io::Result<Finished> {
+    let mut timed_out = false;
+    let status = match deadline {
+        None => child.wait()?,
+        Some(d) => match child.wait_timeout(d.saturating_duration_since(Instant::now()))? {
+            Some(s) => s,
+            None => {
+                timed_out = true;
+                // Not reaped yet, so the group id cannot have been reused.
+                kill_group(child.id());
+                child.wait()?
+            }
+        },
+    };
+    Ok(Finished {
+        status,
+        timed_out,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    })
+}
+
+fn run(
+    cmd: &mut Command,
+    input: Option<Vec<u8>>,
+    capture: bool,
+    timeout: Option<Duration>,
+    on_stdout: Option<OnStdout>,
+) -> io::Result<Finished> {
     let deadline = timeout.map(|t| Instant::now() + t);
     cmd.process_group(0)
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
@@ -168,56 +241,74 @@ pub fn run_bounded(
             let _ = stdin.write_all(&data);
         });
     }
-    let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();
-    let mut readers = 0;
+    let (tx, rx) = mpsc::channel::<Watch>();
+    let mut open = 0;
     let pipes: [Option<Box<dyn Read + Send>>; 2] = [
         child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
         child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
     ];
     for (i, pipe) in pipes.into_iter().enumerate() {
-        if let Some(mut pipe) = pipe {
-            readers += 1;
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = pipe.read_to_end(&mut buf);
-                let _ = tx.send((i, buf));
-            });
+        if let Some(pipe) = pipe {
+            open += 1;
+            forward(i, pipe, tx.clone());
         }
     }
-    drop(tx);
+    if open == 0 {
+        return wait_only(child, deadline);
+    }
+    std::thread::spawn(move || {
+        let _ = tx.send(Watch::Exited(child.wait()));
+    });
+    watch(&rx, open, pgid, deadline, on_stdout)
+}
 
-    let mut timed_out = false;
-    let status = match deadline {
-        None => child.wait()?,
-        Some(d) => match child.wait_timeout(d.saturating_duration_since(Instant::now()))? {
-            Some(s) => s,
-            None => {
-                timed_out = true;
-                // Not reaped yet, so the group id cannot have been reused.
-                kill_group(pgid);
-                child.wait()?
-            }
-        },
-    };
-
+/// Collects what the watching threads report until the child exited and its
+/// pipes closed, enforcing the deadline.
+fn watch(
+    rx: &mpsc::Receiver<Watch>,
+    mut open: usize,
+    pgid: u32,
+    deadline: Option<Instant>,
+    mut on_stdout: Option<OnStdout>,
+) -> io::Result<Finished> {
     let mut out: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut killed = timed_out;
-    let mut got = 0;
-    while got < readers {
-        let wait = match deadline {
-            Some(d) if !killed => d.saturating_duration_since(Instant::now()),
-            _ => PIPE_GRACE,
+    let (mut status, mut timed_out, mut killed) = (None, false, false);
+    // Once it exited: how long its output pipes may stay open (a stray
+    // grandchild may hold them) before the group is killed, then given up on.
+    let mut grace = None;
+    while status.is_none() || open > 0 {
+        let until = match status {
+            None if killed => None,
+            None => deadline,
+            Some(_) => grace,
         };
-        match rx.recv_timeout(wait) {
-            Ok((i, buf)) => {
-                out[i] = buf;
-                got += 1;
+        let msg = match until {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+        };
+        match msg {
+            Ok(Watch::Data(0, b)) => match on_stdout.as_mut() {
+                Some(f) => f(&b),
+                None => out[0].extend_from_slice(&b),
+            },
+            Ok(Watch::Data(i, b)) => out[i].extend_from_slice(&b),
+            Ok(Watch::Eof) => open -= 1,
+            Ok(Watch::Exited(s)) => {
+                status = Some(s?);
+                grace = Some(match deadline {
+                    Some(d) if !killed => d,
+                    _ => Instant::now() + PIPE_GRACE,
+                });
             }
             Err(mpsc::RecvTimeoutError::Timeout) if !killed => {
-                // Something it started still holds the pipes open.
+                // Not reaped yet (or something it started holds the pipes):
+                // the group id cannot have been reused.
+                timed_out |= status.is_none();
                 kill_group(pgid);
                 killed = true;
+                if status.is_some() {
+                    grace = Some(Instant::now() + PIPE_GRACE);
+                }
             }
             // Give up on the output; the reader threads end with the process.
             Err(_) => break,
@@ -225,7 +316,7 @@ pub fn run_bounded(
     }
     let [stdout, stderr] = out;
     Ok(Finished {
-        status,
+        status: status.ok_or_else(|| io::Error::other("lost track of the child process"))?,
         timed_out,
         stdout,
         stderr,
@@ -295,6 +386,22 @@ mod tests {
             !alive
         });
         assert!(gone, "grandchild {pid} survived the time-out");
+    }
+
+    #[test]
+    fn run_streaming_hands_over_stdout_as_it_comes() {
+        let mut c = Command::new("/bin/sh");
+        // The second line only comes after the first was seen: streamed, not collected.
+        c.args(["-c", "echo one; sleep 0.3; echo two >&2; echo three"]);
+        let mut seen = Vec::new();
+        let f = run_streaming(&mut c, Some(Duration::from_secs(20)), &mut |b| {
+            seen.extend_from_slice(b)
+        })
+        .unwrap();
+        assert_eq!(f.status.code(), Some(0));
+        assert_eq!(seen, b"one\nthree\n");
+        assert!(f.stdout.is_empty());
+        assert_eq!(f.stderr, b"two\n");
     }
 
     #[test]

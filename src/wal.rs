@@ -176,8 +176,70 @@ pub enum SegmentCheckError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {why}; refusing to archive it (is it really a WAL segment of this cluster?)")]
-    Invalid { path: String, why: String },
+    #[error("{path}: {problem}; refusing to archive it (is it really a WAL segment of this cluster?)")]
+    Invalid { path: String, problem: SegmentProblem },
+}
+
+/// What is wrong with a file that should be the segment its name says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentProblem {
+    TooShort {
+        len: u64,
+    },
+    NoHeader,
+    ImpossibleSize {
+        seg_size: u64,
+    },
+    WrongSize {
+        len: u64,
+        seg_size: u64,
+    },
+    WrongAddress {
+        page_addr: u64,
+        segment: String,
+    },
+    /// The header's timeline is above the name's.
+    TimelineAbove {
+        header: u32,
+        named: u32,
+        segment: String,
+    },
+    /// A later page header is wrong (the page check's offset and reason).
+    Page {
+        offset: u64,
+        why: String,
+    },
+}
+
+impl SegmentProblem {
+    /// The problem in words; `subject` names what was checked ("file").
+    pub fn render(&self, subject: &str) -> String {
+        match self {
+            SegmentProblem::TooShort { len } => format!("only {len} bytes, too short for a WAL segment"),
+            SegmentProblem::NoHeader => "no WAL long page header at the start".into(),
+            SegmentProblem::ImpossibleSize { seg_size } => {
+                format!("header gives an impossible segment size {seg_size}")
+            }
+            SegmentProblem::WrongSize { len, seg_size } => {
+                format!("{subject} is {len} bytes but its header says segments are {seg_size} bytes")
+            }
+            SegmentProblem::WrongAddress { page_addr, segment } => format!(
+                "header page address {:X}/{:X} does not belong to segment {segment}",
+                page_addr >> 32,
+                page_addr & 0xFFFF_FFFF
+            ),
+            SegmentProblem::TimelineAbove { header, named, segment } => {
+                format!("header timeline {header} is above the timeline {named} in the name {segment}")
+            }
+            SegmentProblem::Page { offset, why } => format!("at byte {offset} of the segment: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for SegmentProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render("file"))
+    }
 }
 
 /// Checks that `path` holds the segment its name says: a valid long header,
@@ -192,41 +254,38 @@ pub fn check_segment_file(path: &Path, name: &WalName) -> Result<SegmentHeader, 
         path: p.clone(),
         source,
     };
-    let invalid = |why: String| SegmentCheckError::Invalid { path: p.clone(), why };
+    let invalid = |problem| SegmentCheckError::Invalid {
+        path: p.clone(),
+        problem,
+    };
     let mut f = File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     let mut buf = [0u8; 40];
     f.read_exact(&mut buf)
-        .map_err(|_| invalid(format!("only {len} bytes, too short for a WAL segment")))?;
-    let h = parse_header(&buf).ok_or_else(|| invalid("no WAL long page header at the start".into()))?;
+        .map_err(|_| invalid(SegmentProblem::TooShort { len }))?;
+    let h = parse_header(&buf).ok_or_else(|| invalid(SegmentProblem::NoHeader))?;
     if !valid_segment_size(h.seg_size) {
-        return Err(invalid(format!(
-            "header gives an impossible segment size {}",
-            h.seg_size
-        )));
+        return Err(invalid(SegmentProblem::ImpossibleSize { seg_size: h.seg_size }));
     }
     if len != h.seg_size {
-        return Err(invalid(format!(
-            "file is {len} bytes but its header says segments are {} bytes",
-            h.seg_size
-        )));
+        return Err(invalid(SegmentProblem::WrongSize {
+            len,
+            seg_size: h.seg_size,
+        }));
     }
     if h.timeline > name.timeline {
-        return Err(invalid(format!(
-            "header timeline {} is above the timeline {} in the name {}",
-            h.timeline,
-            name.timeline,
-            name.as_str()
-        )));
+        return Err(invalid(SegmentProblem::TimelineAbove {
+            header: h.timeline,
+            named: name.timeline,
+            segment: name.as_str().to_string(),
+        }));
     }
     let expected = name.segno(h.seg_size) * h.seg_size;
     if h.page_addr != expected {
-        return Err(invalid(format!(
-            "header page address {:X}/{:X} does not belong to segment {}",
-            h.page_addr >> 32,
-            h.page_addr & 0xFFFF_FFFF,
-            name.as_str()
-        )));
+        return Err(invalid(SegmentProblem::WrongAddress {
+            page_addr: h.page_addr,
+            segment: name.as_str().to_string(),
+        }));
     }
     Ok(h)
 }

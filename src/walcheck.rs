@@ -34,22 +34,22 @@ use std::fmt;
 
 use crate::wal::{self, SegmentHeader, WalKind, WalName};
 
-const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
-const XLP_LONG_HEADER: u16 = 0x0002;
+pub(crate) const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
+pub(crate) const XLP_LONG_HEADER: u16 = 0x0002;
 const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 const XLP_ALL_FLAGS: u16 = 0x000F;
-const SHORT_HEADER: usize = 24;
-const LONG_HEADER: usize = 40;
-const RECORD_HEADER: usize = 24;
-const RM_XLOG_ID: u8 = 0;
-const XLOG_SWITCH: u8 = 0x40;
+pub(crate) const SHORT_HEADER: usize = 24;
+pub(crate) const LONG_HEADER: usize = 40;
+pub(crate) const RECORD_HEADER: usize = 24;
+pub(crate) const RM_XLOG_ID: u8 = 0;
+pub(crate) const XLOG_SWITCH: u8 = 0x40;
 /// PostgreSQL never writes a record larger than this (XLogRecordMaxSize).
 const MAX_RECORD: u32 = 1020 * 1024 * 1024;
 /// XLOG_PAGE_MAGIC of PostgreSQL 9.5, which introduced this record format;
 /// older WAL gets its page headers checked only.
 const FIRST_MAGIC_WITH_THIS_FORMAT: u16 = 0xD087;
 
-fn maxalign(n: usize) -> usize {
+pub(crate) fn maxalign(n: usize) -> usize {
     (n + 7) & !7
 }
 
@@ -761,129 +761,11 @@ pub fn check_bytes(name: &WalName, data: &[u8], expected_sysid: Option<u64>) -> 
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testsupport::wal::{Builder, SEG};
 
-    pub const SEG: usize = 1 << 20;
     const BLCKSZ: usize = 8192;
-
-    /// Builds a synthetic segment of real record structure: records of the
-    /// given lengths (header + payload), crossing pages as PostgreSQL lays
-    /// them out, optionally ending with a switch record.
-    pub struct Builder {
-        pub data: Vec<u8>,
-        seg_start: u64,
-        pos: usize,
-        prev: u64,
-        tli: u32,
-        pub starts: Vec<usize>,
-    }
-
-    impl Builder {
-        pub fn new(name: &str, sysid: u64) -> Builder {
-            Builder::segments(name, sysid, 1)
-        }
-
-        /// `count` consecutive segments from `name` on, as one stream:
-        /// records cross from one into the next.
-        pub fn segments(name: &str, sysid: u64, count: usize) -> Builder {
-            let n = WalName::parse(name).unwrap();
-            let seg_start = n.segno(SEG as u64) * SEG as u64;
-            let mut data = vec![0u8; SEG * count];
-            for p in 0..data.len() / BLCKSZ {
-                let o = p * BLCKSZ;
-                data[o..o + 2].copy_from_slice(&0xD110u16.to_le_bytes());
-                let info = if o % SEG == 0 { XLP_LONG_HEADER } else { 0 };
-                data[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
-                data[o + 4..o + 8].copy_from_slice(&n.timeline.to_le_bytes());
-                data[o + 8..o + 16].copy_from_slice(&(seg_start + o as u64).to_le_bytes());
-                if o % SEG == 0 {
-                    data[o + 24..o + 32].copy_from_slice(&sysid.to_le_bytes());
-                    data[o + 32..o + 36].copy_from_slice(&(SEG as u32).to_le_bytes());
-                    data[o + 36..o + 40].copy_from_slice(&(BLCKSZ as u32).to_le_bytes());
-                }
-            }
-            Builder {
-                data,
-                seg_start,
-                pos: LONG_HEADER,
-                prev: seg_start - 100,
-                tli: n.timeline,
-                starts: Vec::new(),
-            }
-        }
-
-        /// Writes `bytes` at the insert position, skipping page headers and
-        /// flagging continuation pages.
-        fn put(&mut self, mut bytes: &[u8], rem_total: usize) {
-            let mut rem = rem_total;
-            while !bytes.is_empty() && self.pos < self.data.len() {
-                if self.pos % BLCKSZ == 0 {
-                    let o = self.pos;
-                    let info = u16::from_le_bytes([self.data[o + 2], self.data[o + 3]]) | XLP_FIRST_IS_CONTRECORD;
-                    self.data[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
-                    self.data[o + 16..o + 20].copy_from_slice(&(rem as u32).to_le_bytes());
-                    self.pos += if o % SEG == 0 { LONG_HEADER } else { SHORT_HEADER };
-                }
-                let room = BLCKSZ - self.pos % BLCKSZ;
-                let n = room.min(bytes.len());
-                self.data[self.pos..self.pos + n].copy_from_slice(&bytes[..n]);
-                self.pos += n;
-                bytes = &bytes[n..];
-                rem -= n;
-            }
-        }
-
-        pub fn record(&mut self, payload_len: usize, rmid: u8, info: u8) -> &mut Self {
-            if self.pos % BLCKSZ == 0 {
-                self.pos += if self.pos % SEG == 0 { LONG_HEADER } else { SHORT_HEADER };
-            }
-            let start = self.pos;
-            let lsn = self.seg_start + start as u64;
-            let tot = RECORD_HEADER + payload_len;
-            let payload: Vec<u8> = (0..payload_len).map(|i| (i * 13 + start) as u8).collect();
-            let mut h = [0u8; RECORD_HEADER];
-            h[0..4].copy_from_slice(&(tot as u32).to_le_bytes());
-            h[4..8].copy_from_slice(&self.tli.to_le_bytes());
-            h[8..16].copy_from_slice(&self.prev.to_le_bytes());
-            h[16] = info;
-            h[17] = rmid;
-            let crc = crc32c::crc32c_append(crc32c::crc32c_append(0, &payload), &h[..20]);
-            h[20..24].copy_from_slice(&crc.to_le_bytes());
-            let mut all = h.to_vec();
-            all.extend_from_slice(&payload);
-            self.put(&all, tot);
-            self.pos = maxalign(self.pos);
-            self.prev = lsn;
-            self.starts.push(start);
-            self
-        }
-
-        /// Records until `until` bytes of the segment are used.
-        pub fn fill(&mut self, until: usize) -> &mut Self {
-            let mut i = 0;
-            while self.pos < until {
-                let left = until - self.pos;
-                self.record([30, 5000, 200, 20000][i % 4].min(left.max(30)), 10, 0);
-                i += 1;
-            }
-            self
-        }
-
-        /// The segment starts with the last `rem` bytes of a record begun
-        /// in the previous segment.
-        pub fn continued(&mut self, rem: usize) -> &mut Self {
-            self.data[2] |= XLP_FIRST_IS_CONTRECORD as u8;
-            self.data[16..20].copy_from_slice(&(rem as u32).to_le_bytes());
-            self.put(&vec![0xAB; rem], rem);
-            self.pos = maxalign(self.pos);
-            self
-        }
-
-        pub fn switch(&mut self) -> &mut Self {
-            self.record(0, RM_XLOG_ID, XLOG_SWITCH)
-        }
-    }
 
     const S: &str = "000000010000000000000003";
 

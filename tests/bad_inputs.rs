@@ -131,14 +131,7 @@ fn normalize(stderr: &str, root: &Path) -> String {
 }
 
 fn segment(seg_size: u32, page_addr: u64, len: usize) -> Vec<u8> {
-    let mut b = vec![0u8; 40];
-    b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-    b[2..4].copy_from_slice(&2u16.to_le_bytes()); // XLP_LONG_HEADER
-    b[4..8].copy_from_slice(&1u32.to_le_bytes());
-    b[8..16].copy_from_slice(&page_addr.to_le_bytes());
-    b[24..32].copy_from_slice(&7u64.to_le_bytes());
-    b[32..36].copy_from_slice(&seg_size.to_le_bytes());
-    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    let mut b = pitrkit::testsupport::wal::long_header(1, page_addr, 7, seg_size).to_vec();
     b.resize(len, 0);
     b
 }

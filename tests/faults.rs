@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pitrkit::archive::queue::{LOCK_FILE, SPOOL_DIR};
+use pitrkit::archive::layout::{LOCK_FILE, SPOOL_DIR};
 use pitrkit::compress::Codec;
 use pitrkit::integrity::Sum;
 

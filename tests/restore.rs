@@ -13,21 +13,11 @@ use pitrkit::compress::Codec;
 use pitrkit::integrity::{sum_name, Sum};
 use pitrkit::wal::WalName;
 
-const SEG: u64 = 1 << 20;
+const SEG: u64 = pitrkit::testsupport::wal::SEG as u64;
 
-/// A 1 MiB WAL segment whose long page header matches `name`.
+/// A 1 MiB WAL segment whose long page header matches `name` (system 0: unknown).
 fn segment(name: &str) -> Vec<u8> {
-    let n = WalName::parse(name).unwrap();
-    let mut b = vec![0u8; SEG as usize];
-    b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-    b[4..8].copy_from_slice(&n.timeline.to_le_bytes());
-    b[8..16].copy_from_slice(&(n.segno(SEG) * SEG).to_le_bytes());
-    b[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
-    b[36..40].copy_from_slice(&8192u32.to_le_bytes());
-    for (i, x) in b[40..6000].iter_mut().enumerate() {
-        *x = (i * 7 % 253) as u8;
-    }
-    b
+    pitrkit::testsupport::wal::segment(name, 0)
 }
 
 struct Standby {

@@ -17,7 +17,7 @@ fn mentions(text: &str, key: &str) -> bool {
 fn archiver_sample_loads_and_documents_every_key() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/archiver.ini");
     let cfg = ArchiverConfig::load(&path).unwrap();
-    assert_eq!(cfg.slaves, vec!["standby1"]);
+    assert_eq!(cfg.slaves(), ["standby1"]);
     let text = std::fs::read_to_string(&path).unwrap();
     for d in all_defs(ARCHIVER_OPTIONS) {
         assert!(

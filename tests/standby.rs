@@ -340,15 +340,31 @@ fn base_backup_standby_catches_up_and_fails_over() {
     // Failover is refused while the master lives...
     let out = p.standby(&["-F999"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("refusing to fail over"),
-        "{}",
-        describe_output(&out)
-    );
+    assert_says(&out, "refusing to fail over");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
 
-    // ...and done once it is gone.
+    // ...and done once it is gone, but not with a failover file missing:
+    // refused before anything changes, the standby still in recovery.
     p.master.stop();
+    for (name, extra, named) in [
+        (
+            "no_failover_conf",
+            "pg_conf_failover: /nonexistent/failover.conf",
+            "/nonexistent/failover.conf",
+        ),
+        (
+            "no_failover_action",
+            "action_failover: /nonexistent/promoted.sh",
+            "/nonexistent/promoted.sh",
+        ),
+    ] {
+        let out = p.standby_with(&p.variant(name, extra), &["-F999"]);
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refusing to fail over") && err.contains(named), "{err}");
+        assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
+        assert!(!p.pgdata.join("pitrkit.promoting").exists());
+    }
     let out = p.standby_ok(&["-F999"]);
     assert!(out.contains("failover complete"), "{out}");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
@@ -466,11 +482,7 @@ fn failures_are_stopped_cleanly_and_reported() {
     assert_eq!(sessions(), "0", "the backup session must be gone");
     let out = p.standby(&["-S"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("unfinished base backup"),
-        "{}",
-        describe_output(&out)
-    );
+    assert_says(&out, "unfinished base backup");
 
     // Rerun works once ssh is back.
     p.sshd.restart();
@@ -497,11 +509,7 @@ fn failures_are_stopped_cleanly_and_reported() {
     p.master.stop();
     let out = p.standby(&["-F999"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("action_failover"),
-        "{}",
-        describe_output(&out)
-    );
+    assert_says(&out, "action_failover");
     assert!(
         p.hook_lines()
             .iter()
@@ -574,11 +582,7 @@ fn bad_standby_configs_are_refused_with_the_reason() {
             .args(["-A", "stop_basebackup"]),
     );
     assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("non-exclusive"),
-        "{}",
-        describe_output(&out)
-    );
+    assert_says(&out, "non-exclusive");
 }
 
 #[test]
@@ -723,11 +727,7 @@ fn base_backup_refuses_directories_it_does_not_own() {
     let other = PgCluster::init(&p.env, "standby_data", "");
     let out = p.standby(&["-B"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("of another database system"),
-        "{}",
-        describe_output(&out)
-    );
+    assert_says(&out, "of another database system");
     assert!(other.datadir.join("global/pg_control").exists() && other.datadir.join("base").is_dir());
     assert!(!p.pgdata.join("PITRKIT_BACKUP_INCOMPLETE").exists(), "nothing written");
     drop(other);
@@ -738,11 +738,7 @@ fn base_backup_refuses_directories_it_does_not_own() {
     let ts_notes = p.env.write("ts_standby/keep.txt", "mine\n");
     let out = p.standby(&["-B"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("tablespace directory"),
-        "{}",
-        describe_output(&out)
-    );
+    assert_says(&out, "tablespace directory");
     assert!(ts_notes.exists());
 
     // Emptied: the copy is made, and made again over itself (same system).

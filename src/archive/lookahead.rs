@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::wal::WalName;
 
-pub const DONE_DIR: &str = ".done";
+use super::layout::DONE_DIR;
 
 fn identity(path: &Path) -> Option<String> {
     let m = fs::metadata(path).ok()?;
@@ -41,15 +41,13 @@ pub fn take_marker(ldir: &Path, src: &Path, name: &str) -> bool {
     identity(src).is_some_and(|now| now == recorded.trim())
 }
 
-/// Records that `src` is archived. Not fsync'd: a lost marker only means
-/// the file is archived again (and found identical).
+/// Records that `src` is archived, with the one durable writer (a marker
+/// vouches for WAL: it is never left half-written or as a stray temp file).
 pub fn mark_done(ldir: &Path, src: &Path, name: &str) -> std::io::Result<()> {
     let dir = ldir.join(DONE_DIR);
     crate::fsutil::ensure_dir(&dir, 0o700)?;
     let Some(id) = identity(src) else { return Ok(()) };
-    let tmp = crate::fsutil::temp_name(&dir, name);
-    fs::write(&tmp, id)?;
-    fs::rename(tmp, dir.join(name))
+    crate::fsutil::write_durable(&dir.join(name), id.as_bytes(), 0o600)
 }
 
 /// Other files PostgreSQL has marked ready, oldest first, next to `src`.

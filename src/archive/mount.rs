@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 pub const FSTAB: &str = "/etc/fstab";
 const MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -43,30 +43,16 @@ pub fn fstab_mount_points(text: &str) -> Vec<PathBuf> {
             let f: Vec<&str> = l.split_whitespace().collect();
             let mp = unescape(f.get(1)?);
             let fstype = f.get(2).copied().unwrap_or("");
-            (mp.starts_with('/') && mp != "/" && fstype != "swap").then(|| normalize(Path::new(&mp)))
+            (mp.starts_with('/') && mp != "/" && fstype != "swap")
+                .then(|| crate::config::validate::lexical(Path::new(&mp)))
         })
         .collect()
-}
-
-/// `.` and repeated or trailing slashes removed; `..` resolved lexically.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// `dir` with symlinks resolved as far as it exists (an archive directory
 /// may be a symlink to a share, and may not exist yet).
 fn resolve(dir: &Path) -> PathBuf {
-    let mut existing = normalize(dir);
+    let mut existing = crate::config::validate::lexical(dir);
     let mut rest = Vec::new();
     loop {
         if let Ok(real) = fs::canonicalize(&existing) {
@@ -80,7 +66,7 @@ fn resolve(dir: &Path) -> PathBuf {
                 rest.push(n);
                 existing = parent.to_path_buf();
             }
-            _ => return normalize(dir),
+            _ => return crate::config::validate::lexical(dir),
         }
     }
 }
@@ -91,7 +77,7 @@ pub fn is_mounted(mp: &Path, mountinfo: &str) -> bool {
     let (Ok(here), Ok(parent)) = (fs::metadata(mp), fs::metadata(mp.join(".."))) else {
         return false;
     };
-    here.dev() != parent.dev() || listed_in(&normalize(mp), mountinfo)
+    here.dev() != parent.dev() || listed_in(&crate::config::validate::lexical(mp), mountinfo)
 }
 
 /// Why `-I` must not prepare `dir`, if it must not.
@@ -99,7 +85,7 @@ pub fn check(dir: &Path, fstab: &Path, require_mount: bool) -> Result<(), String
     let fstab_text = fs::read_to_string(fstab).unwrap_or_default();
     let mountinfo = fs::read_to_string(MOUNTINFO).unwrap_or_default();
     let real = resolve(dir);
-    let shown = if real == normalize(dir) {
+    let shown = if real == crate::config::validate::lexical(dir) {
         dir.display().to_string()
     } else {
         format!("{} (really {})", dir.display(), real.display())
@@ -122,7 +108,7 @@ pub fn check_remote(
     devices: &std::collections::HashMap<PathBuf, u64>,
 ) -> Result<(), String> {
     let mounted = |mp: &Path| {
-        let mp = normalize(mp);
+        let mp = crate::config::validate::lexical(mp);
         let parent = mp.parent().map(Path::to_path_buf).unwrap_or_else(|| mp.clone());
         match (devices.get(&mp), devices.get(&parent)) {
             (Some(a), Some(b)) if a != b => true,

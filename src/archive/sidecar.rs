@@ -3,15 +3,14 @@
 //! queue) gets `X.sum` first, durably and with the same no-clobber rules,
 //! and shipping treats `X.sum` as part of `X`'s delivery.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::queue::Outcome;
 use crate::compress::Codec;
 use crate::fsutil::{self, PlaceError, Placed};
 use crate::integrity::{sum_name, Sum};
+use crate::storage::{read_small, Kind, Storage};
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> PlaceError + 'a {
     move |source| PlaceError::Io {
@@ -21,57 +20,52 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Pla
     }
 }
 
-/// Writes `text` durably under a temporary name in `dir` and returns it.
-fn durable_temp(dir: &Path, name: &str, text: &str) -> Result<PathBuf, PlaceError> {
-    let tmp = fsutil::temp_name(dir, name);
-    let _ = fs::remove_file(&tmp); // a leftover of a crashed process with our pid
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()
-    })();
-    match result {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(io_err(&tmp, "write checksum file")(e))
-        }
-    }
+/// The checksum of the stored `wal`.
+fn checksum(archive: &dyn Storage, wal: &str, shown: &Path) -> Result<Sum, PlaceError> {
+    archive
+        .get(wal)
+        .and_then(Sum::of_reader)
+        .map_err(io_err(shown, "checksum existing file"))
 }
 
 /// Is `X` there in any stored form?
-fn stored(dir: &Path, wal: &str) -> bool {
-    Codec::ALL
-        .iter()
-        .any(|c| fs::symlink_metadata(dir.join(format!("{wal}{}", c.suffix()))).is_ok())
+fn stored(archive: &dyn Storage, wal: &str) -> io::Result<bool> {
+    for c in Codec::ALL {
+        if archive.stat(&format!("{wal}{}", c.suffix()))?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
-/// Places `dir/X.sum` for plain `X` (call it before `X` is placed).
+/// Places `X.sum` for plain `X` in `archive` (call it before `X` is placed).
 /// Beside an existing `X` without a sidecar, only if that `X` holds our
-/// bytes (then the sidecar is right). An existing sidecar with the same content is kept; a different one is
+/// bytes (then the sidecar is right). An existing sidecar with the same
+/// content is kept; a different one is
 /// replaced only while `X` is absent (an orphan of an interrupted call).
 /// Beside an `X` that differs from ours it is left for placing `X` to
 /// report the conflict; beside our very `X` it is damaged: an error.
 /// Nothing is placed beside an existing compressed form only (that copy
 /// carries its own checksum).
-pub fn place(dir: &Path, wal: &str, sum: &Sum) -> Result<Option<Placed>, PlaceError> {
-    let plain = dir.join(wal);
-    let compressed_only = !plain.exists() && stored(dir, wal);
-    if compressed_only {
+pub fn place(archive: &dyn Storage, wal: &str, sum: &Sum) -> Result<Option<Placed>, PlaceError> {
+    let name = sum_name(wal);
+    let path = PathBuf::from(archive.locate(&name));
+    let plain_path = PathBuf::from(archive.locate(wal));
+    let plain = archive.stat(wal).map_err(io_err(&plain_path, "stat"))?;
+    // A link to nothing does not count as X (as Path::exists says).
+    let plain_exists = plain.as_ref().is_some_and(|e| e.kind != Kind::DanglingLink);
+    if !plain_exists && stored(archive, wal).map_err(io_err(&plain_path, "stat"))? {
         return Ok(None);
     }
-    let name = sum_name(wal);
-    let path = dir.join(&name);
     let text = sum.render();
-    if let Ok(existing) = fs::read(&path) {
+    if let Ok(Some(existing)) = read_small(archive, &name) {
         if existing == text.as_bytes() {
-            return fsutil::accept_existing(&path, true, 0, None, false).map(Some);
+            return archive.confirm(&name).map(Some);
         }
-        if fs::symlink_metadata(&plain).is_ok() {
+        if plain.is_some() {
             // X is there: if it differs from ours, placing X reports that
             // conflict in its own terms; if it is ours, the sidecar is damaged.
-            let same_file = Sum::of_file(&plain).map_err(io_err(&plain, "checksum existing file"))? == *sum;
-            if !same_file {
+            if checksum(archive, wal, &plain_path)? != *sum {
                 return Ok(None);
             }
             return Err(PlaceError::Io {
@@ -79,24 +73,22 @@ pub fn place(dir: &Path, wal: &str, sum: &Sum) -> Result<Option<Placed>, PlaceEr
                 op: "check checksum file",
                 source: io::Error::other(format!(
                     "it does not match {}, which holds the same bytes as the WAL being archived, so the checksum file is damaged; move it aside and PostgreSQL's next retry rewrites it",
-                    plain.display()
+                    plain_path.display()
                 )),
             });
         }
-        fsutil::remove_durable(&path).map_err(io_err(&path, "replace orphan checksum file"))?;
-    } else if fs::symlink_metadata(&plain).is_ok() {
+        archive
+            .delete_durable(&name)
+            .map_err(io_err(&path, "replace orphan checksum file"))?;
+    } else if let Some(e) = &plain {
         // An X already there without a sidecar (pitrtools put it there) gets
         // one only if it holds our very bytes: beside a different X, ours
         // would make restore reject the intact copy once placing X refuses.
-        let regular = fs::symlink_metadata(&plain).is_ok_and(|m| m.is_file());
-        if !regular || Sum::of_file(&plain).map_err(io_err(&plain, "checksum existing file"))? != *sum {
+        if e.kind != Kind::File || checksum(archive, wal, &plain_path)? != *sum {
             return Ok(None);
         }
     }
-    let tmp = durable_temp(dir, &name, &text)?;
-    let placed = fsutil::place_link(&tmp, dir, &name);
-    let _ = fs::remove_file(&tmp);
-    placed.map(Some)
+    archive.put_bytes_if_absent(&name, text.as_bytes()).map(Some)
 }
 
 /// The staging copy's sidecar in `l_archivedir/.spool` (ours alone: replaced).
@@ -152,6 +144,8 @@ pub fn fold(outcomes: Outcomes) -> (Outcomes, Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::LocalDir;
+    use std::fs;
 
     #[test]
     fn placed_first_no_clobber_orphans_replaced() {
@@ -159,32 +153,38 @@ mod tests {
         let wal = "000000010000000000000003";
         let a = Sum { crc: 1, size: 10 };
         let b = Sum { crc: 2, size: 10 };
-        assert_eq!(place(d.path(), wal, &a).unwrap(), Some(Placed::Created));
-        assert_eq!(place(d.path(), wal, &a).unwrap(), Some(Placed::AlreadyPresent));
+        assert_eq!(place(&LocalDir::new(d.path()), wal, &a).unwrap(), Some(Placed::Created));
+        assert_eq!(
+            place(&LocalDir::new(d.path()), wal, &a).unwrap(),
+            Some(Placed::AlreadyPresent)
+        );
         // Orphan (no X): replaced.
-        assert_eq!(place(d.path(), wal, &b).unwrap(), Some(Placed::Created));
+        assert_eq!(place(&LocalDir::new(d.path()), wal, &b).unwrap(), Some(Placed::Created));
         assert_eq!(fs::read_to_string(d.path().join(sum_name(wal))).unwrap(), b.render());
         // With X beside it: never replaced. X different from ours: left to
         // placing X (a conflict there); X ours: the sidecar is damaged.
         fs::write(d.path().join(wal), b"x").unwrap();
-        assert_eq!(place(d.path(), wal, &a).unwrap(), None);
+        assert_eq!(place(&LocalDir::new(d.path()), wal, &a).unwrap(), None);
         let x = Sum::of_file(&d.path().join(wal)).unwrap();
-        let e = place(d.path(), wal, &x).unwrap_err().to_string();
+        let e = place(&LocalDir::new(d.path()), wal, &x).unwrap_err().to_string();
         assert!(e.contains("damaged"), "{e}");
         assert_eq!(fs::read_to_string(d.path().join(sum_name(wal))).unwrap(), b.render());
         // An X without a sidecar (pitrtools placed it): a sidecar only for our bytes.
         let w3 = "000000010000000000000005";
         fs::write(d.path().join(w3), b"theirs").unwrap();
-        assert_eq!(place(d.path(), w3, &a).unwrap(), None);
+        assert_eq!(place(&LocalDir::new(d.path()), w3, &a).unwrap(), None);
         assert!(!d.path().join(sum_name(w3)).exists());
         let theirs = Sum::of_file(&d.path().join(w3)).unwrap();
-        assert_eq!(place(d.path(), w3, &theirs).unwrap(), Some(Placed::Created));
+        assert_eq!(
+            place(&LocalDir::new(d.path()), w3, &theirs).unwrap(),
+            Some(Placed::Created)
+        );
         fs::remove_file(d.path().join(w3)).unwrap();
         fs::remove_file(d.path().join(sum_name(w3))).unwrap();
         // Beside a compressed form only: nothing.
         let w2 = "000000010000000000000004";
         fs::write(d.path().join(format!("{w2}.zst")), b"z").unwrap();
-        assert_eq!(place(d.path(), w2, &a).unwrap(), None);
+        assert_eq!(place(&LocalDir::new(d.path()), w2, &a).unwrap(), None);
         let left: Vec<_> = fs::read_dir(d.path())
             .unwrap()
             .flatten()

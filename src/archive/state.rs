@@ -5,7 +5,6 @@
 //! queue grows past `queue_critical_depth`, ok when it delivers again.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use crate::notify::Level;
@@ -147,20 +146,18 @@ impl SlaveState {
 
     /// Replaces the state file atomically (temp + rename). Not fsync'd: it
     /// only drives alerts, and losing it costs at most one repeated alert.
+    /// Durably: a state lost to a crash would repeat or swallow an alert.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let mut f = fs::File::create(&tmp)?;
-        writeln!(
-            f,
-            "failing={}\nlast_attempt={}\nsince={}\nfailures={}\ndepth_alarm={}\nlast_error={}",
+        let text = format!(
+            "failing={}\nlast_attempt={}\nsince={}\nfailures={}\ndepth_alarm={}\nlast_error={}\n",
             self.failing as u8,
             self.last_attempt,
             self.since,
             self.failures,
             self.depth_alarm as u8,
             self.last_error.replace('\n', " ")
-        )?;
-        fs::rename(&tmp, path)
+        );
+        crate::fsutil::write_durable(path, text.as_bytes(), 0o600)
     }
 }
 

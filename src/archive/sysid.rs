@@ -8,14 +8,13 @@
 //! `<pgdata>/global/pg_control`, or nothing ("unclaimed") when `-I` could not
 //! read it; the first archived segment then claims the directory.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::fsutil;
+use crate::storage::{LocalDir, Storage};
 
-/// Name of the file recording which database system an archive belongs to.
-pub const SYSTEM_ID_FILE: &str = ".pitrkit-system-id";
+pub use super::layout::SYSTEM_ID_FILE;
 
 /// The database system identifier from `<pgdata>/global/pg_control`: its
 /// first field (a little-endian u64) in every PostgreSQL version.
@@ -42,14 +41,17 @@ pub enum Recorded {
     System(u64),
 }
 
+/// The mark of a local archive directory.
 pub fn read(dir: &Path) -> io::Result<Recorded> {
-    let path = dir.join(SYSTEM_ID_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recorded::Missing),
-        Err(e) => return Err(e),
-    };
-    parse(&text, &path.display().to_string())
+    read_from(&LocalDir::new(dir))
+}
+
+/// The mark of an archive.
+pub fn read_from(s: &dyn Storage) -> io::Result<Recorded> {
+    match s.read_mark()? {
+        None => Ok(Recorded::Missing),
+        Some(text) => parse(&text, &s.locate(SYSTEM_ID_FILE)),
+    }
 }
 
 /// Reads the content of a mark (`where_` names it in the error).
@@ -76,7 +78,12 @@ pub fn content(id: Option<u64>) -> String {
 
 /// Replaces the file durably: temporary file, fsync, rename, directory fsync.
 pub fn write(dir: &Path, id: Option<u64>) -> io::Result<()> {
-    fsutil::write_durable(&dir.join(SYSTEM_ID_FILE), content(id).as_bytes(), 0o644)
+    write_to(&LocalDir::new(dir), id)
+}
+
+/// Replaces an archive's mark durably.
+pub fn write_to(s: &dyn Storage, id: Option<u64>) -> io::Result<()> {
+    s.write_mark(&content(id))
 }
 
 /// `-I` for one archive directory (which exists). Returns a note for the
@@ -125,6 +132,7 @@ pub fn claim(dir: &Path, id: u64, whose: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn pgdata_with_id(root: &Path, id: u64) -> std::path::PathBuf {
         let pg = root.join("pgdata");

@@ -56,7 +56,7 @@ fn check_queue_user(cfg: &ArchiverConfig) -> Result<(), String> {
 
 /// archive_command: one `-F` file.
 fn archive_one(cfg: &ArchiverConfig, file: &Path) -> u8 {
-    let _t = logging::StepTimer::new(format!("archive call for {}", file.display()));
+    let _t = logging::StepTimer::step("archive call", format!("archive call for {}", file.display()));
     match archive::archive_file(cfg, file) {
         Ok(r) if r.by_lookahead => {
             log::info!("archived {}: already done by an earlier call's look-ahead", r.wal);

@@ -1,7 +1,7 @@
 //! `pitrkit cleanup`: PostgreSQL's archive_cleanup_command. PostgreSQL only
 //! logs a warning when it fails, so the log lines here are what a DBA sees.
 
-use super::{early_error, EXIT_FAILED, EXIT_OK};
+use super::{early_error, EXIT_ERROR, EXIT_FAILED, EXIT_OK};
 use crate::cleanup::{self, CleanupOutcome};
 use crate::cli::CleanupArgs;
 use crate::config::StandbyConfig;
@@ -13,7 +13,7 @@ pub fn run(program: &str, args: CleanupArgs) -> u8 {
         Err(e) => return early_error(program, "configuration error", &e),
     };
     logging::init(program, cfg.debug, cfg.pitrkit_logfile.as_deref());
-    let _t = logging::StepTimer::new(format!("cleanup before {}", args.oldest_kept));
+    let _t = logging::StepTimer::step("cleanup", format!("cleanup before {}", args.oldest_kept));
     match cleanup::cleanup(&cfg, &args.oldest_kept, args.dry_run) {
         Ok(CleanupOutcome::Paused { pause_file }) => {
             log::info!(
@@ -39,7 +39,12 @@ pub fn run(program: &str, args: CleanupArgs) -> u8 {
         }
         Err(e) => {
             log::error!("cleanup failed: {e}");
-            e.exit_code()
+            // 2 for a mistake in the configuration or command line, 1 otherwise.
+            if e.is_usage() {
+                EXIT_ERROR
+            } else {
+                EXIT_FAILED
+            }
         }
     }
 }

@@ -46,9 +46,10 @@ fn run_inner(program: &str, args: RestoreArgs) -> u8 {
             _ => 2,
         };
     }
-    let _t = logging::StepTimer::new(format!("restore of {}", args.wal));
+    let _t = logging::StepTimer::step("restore", format!("restore of {}", args.wal));
     match restore::restore(&cfg, &args.wal, &args.dest) {
         Ok(out) => {
+            restore::start_prefetch(&cfg, &args.wal, &out, &args.dest);
             // PostgreSQL logs every restored file itself; ours adds where from.
             if let RestoreOutcome::Restored { archived, codec, bytes } = &out {
                 log::debug!(

@@ -10,14 +10,32 @@ use super::options::{Options, ARCHIVER_OPTIONS};
 use super::remote::{RsyncSettings, SshSettings};
 use crate::compress::Codec;
 
+/// Shipping to slaves: `slaves` with `l_archivedir` and `r_archivedir`, all
+/// set together (the loader refuses half of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipping {
+    /// `l_archivedir`: the local queue root, one queue directory per slave.
+    pub queue_root: PathBuf,
+    /// `r_archivedir`: the directory on every slave that receives WAL.
+    pub remote_dir: PathBuf,
+    /// Never empty.
+    pub slaves: Vec<String>,
+}
+
+impl Shipping {
+    /// The queue directory of one slave.
+    pub fn queue_dir(&self, slave: &str) -> PathBuf {
+        self.queue_root.join(slave)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiverConfig {
     pub source: PathBuf,
     pub online: bool,
     pub pgdata: Option<PathBuf>,
-    pub l_archivedir: Option<PathBuf>,
-    pub r_archivedir: Option<PathBuf>,
-    pub slaves: Vec<String>,
+    /// `None` when no slaves are configured.
+    pub shipping: Option<Shipping>,
     pub local_archivedirs: Vec<PathBuf>,
     /// `-I` refuses a local_archivedirs entry that is not on a mounted filesystem.
     pub require_mount: bool,
@@ -50,13 +68,11 @@ impl ArchiverConfig {
         // Accepted for pitrtools compatibility; pitrkit uses no option rsync 2 lacks.
         o.choice::<RsyncVersion>("rsync_version")?;
         let (local_codec, slave_codec, compression_level) = codecs(&o)?;
-        let cfg = ArchiverConfig {
+        let mut cfg = ArchiverConfig {
             source: file.path.clone(),
             online: o.choice::<State>("state")? == State::Online,
             pgdata: o.opt_path("pgdata")?,
-            l_archivedir: o.opt_path("l_archivedir")?,
-            r_archivedir: o.opt_path("r_archivedir")?,
-            slaves: o.hosts("slaves")?,
+            shipping: None,
             local_archivedirs: o.paths("local_archivedirs")?,
             require_mount: o.bool("require_mount")?,
             ship_mode: o.choice("ship_mode")?,
@@ -81,14 +97,26 @@ impl ArchiverConfig {
             compression_level,
             lookahead: o.count("lookahead")? as usize,
         };
-        cfg.check(&o)?;
+        let (l, r, slaves) = (
+            o.opt_path("l_archivedir")?,
+            o.opt_path("r_archivedir")?,
+            o.hosts("slaves")?,
+        );
+        cfg.check(&o, l.as_deref(), &slaves)?;
+        if let (Some(queue_root), Some(remote_dir), false) = (l, r, slaves.is_empty()) {
+            cfg.shipping = Some(Shipping {
+                queue_root,
+                remote_dir,
+                slaves,
+            });
+        }
         Ok(cfg)
     }
 
     /// Cross-key rules.
-    fn check(&self, o: &Options) -> Result<(), ConfigError> {
+    fn check(&self, o: &Options, l_archivedir: Option<&Path>, slaves: &[String]) -> Result<(), ConfigError> {
         let file = &o.file().path;
-        if !self.slaves.is_empty() {
+        if !slaves.is_empty() {
             for key in ["l_archivedir", "r_archivedir"] {
                 if !o.is_set(key) {
                     return Err(o
@@ -105,13 +133,13 @@ impl ArchiverConfig {
                 }
             }
         }
-        if self.slaves.is_empty() && self.local_archivedirs.is_empty() {
+        if slaves.is_empty() && self.local_archivedirs.is_empty() {
             return Err(
                 ConfigError::new(file, "no destination configured: WAL would be archived nowhere")
                     .hint("set 'slaves' (with l_archivedir and r_archivedir) and/or 'local_archivedirs'"),
             );
         }
-        if self.ship_mode == ShipMode::Sync && !self.slaves.is_empty() && !self.rsync.fsync {
+        if self.ship_mode == ShipMode::Sync && !slaves.is_empty() && !self.rsync.fsync {
             return Err(o
                 .file()
                 .error(
@@ -120,7 +148,7 @@ impl ArchiverConfig {
                 )
                 .hint("set remote_fsync: on, or ship_mode: async if losing the newest WAL on a slave crash is acceptable"));
         }
-        if let Some(l) = &self.l_archivedir {
+        if let Some(l) = l_archivedir {
             // Compared by components: "/q/" and "/q/./sb" are "/q" and "/q/sb".
             let norm = |p: &Path| p.components().collect::<PathBuf>();
             let l = norm(l);
@@ -129,7 +157,7 @@ impl ArchiverConfig {
                 let why = if d == l {
                     Some("it is l_archivedir itself; the queue root cannot also be an archive".to_string())
                 } else {
-                    self.slaves.iter().find(|s| d.starts_with(l.join(s))).map(|s| {
+                    slaves.iter().find(|s| d.starts_with(l.join(s))).map(|s| {
                         format!(
                             "it is inside the queue of slave {s} ({}): shipping would send the archive's files to the slave and remove them",
                             l.join(s).display()
@@ -150,9 +178,9 @@ impl ArchiverConfig {
         Ok(())
     }
 
-    /// The queue directory of one slave.
-    pub fn queue_dir(&self, slave: &str) -> Option<PathBuf> {
-        self.l_archivedir.as_ref().map(|l| l.join(slave))
+    /// The configured slaves (none without shipping).
+    pub fn slaves(&self) -> &[String] {
+        self.shipping.as_ref().map_or(&[], |s| &s.slaves)
     }
 }
 
@@ -302,9 +330,9 @@ max_queue_workers: 2
     fn reads_a_pitrtools_13_file_unchanged() {
         let c = load(PITRTOOLS_13).unwrap();
         assert!(c.online);
-        assert_eq!(c.slaves, vec!["bitarena-clone"]);
+        assert_eq!(c.slaves(), ["bitarena-clone"]);
         assert_eq!(
-            c.r_archivedir.as_deref(),
+            c.shipping.as_ref().map(|s| s.remote_dir.as_path()),
             Some(Path::new("/var/lib/postgresql/archive"))
         );
         assert_eq!(c.rsync.flags, vec!["-z"]);

@@ -65,22 +65,25 @@ pub fn check_path(value: &str) -> Result<(), Refusal> {
     unsafe_char_reason(value).map_or(Ok(()), Err)
 }
 
+/// `p` with `.` and repeated or trailing slashes removed and `..` resolved
+/// lexically (without looking at the filesystem).
+pub fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `inner` is `outer` or lies below it: lexically, and through symlinks
 /// where both exist.
 pub fn path_within(inner: &Path, outer: &std::path::Path) -> bool {
-    fn lexical(p: &Path) -> PathBuf {
-        let mut out = PathBuf::new();
-        for c in p.components() {
-            match c {
-                Component::ParentDir => {
-                    out.pop();
-                }
-                Component::CurDir => {}
-                c => out.push(c),
-            }
-        }
-        out
-    }
     if lexical(inner).starts_with(lexical(outer)) {
         return true;
     }

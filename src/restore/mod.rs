@@ -14,7 +14,7 @@
 //! a segment carries a timeline its name (and its timeline's history, when
 //! the archive has it) allows; a segment without any stored checksum passes
 //! the full WAL check (`crate::walcheck`), including the records it shares
-//! with its neighbours in the archive ([`verify::check_crossing`]); a
+//! with its neighbours in the archive ([`crossing::check_crossing`]); a
 //! history file is well formed; a prefetched copy still matches the
 //! archive ([`prefetch`]).
 //!
@@ -48,12 +48,16 @@
 //! ([`crate::layout::PROMOTING_FILE`] in pgdata). A promotion started by
 //! other means (`pg_promote()`, a trigger file) still stops at the delay.
 
+mod copy;
+mod crossing;
+mod foreign;
 pub mod prefetch;
-
+#[cfg(test)]
+mod tests;
 pub mod verify;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -61,11 +65,11 @@ use crate::archive::sysid::{self, Recorded};
 use crate::compress::{Codec, CodecError};
 use crate::config::{ConfigError, StandbyConfig};
 use crate::fsutil;
-use crate::integrity::{self, Sum};
 use crate::layout;
 use crate::notify::Level;
-use crate::wal::{self, BadWalName, SegmentCheckError, WalName};
-use verify::Tee;
+use crate::storage::{Entry, Kind, LocalDir, Storage};
+use crate::wal::{self, BadWalName, WalName};
+pub(crate) use copy::copy_into_place;
 
 /// `%p` holds the file.
 pub const EXIT_RESTORED: u8 = 0;
@@ -126,11 +130,11 @@ pub enum RestoreError {
         #[source]
         source: CodecError,
     },
-    #[error("{archived}: {why}, so it is not WAL segment {name} (renamed, truncated, or from another cluster or timeline); replace it with the real {name} and restart PostgreSQL")]
+    #[error("{archived}: {}, so it is not WAL segment {name} (renamed, truncated, or from another cluster or timeline); replace it with the real {name} and restart PostgreSQL", .problem.render("restored data"))]
     WrongSegment {
         archived: PathBuf,
         name: String,
-        why: String,
+        problem: wal::SegmentProblem,
     },
     #[error("{archived}: {name} is archived only in a compression pitrkit cannot read (it reads plain, .zst, .lz4 and .gz); answering \"not found\" would end recovery without it. Decompress it to {name} in the same directory (e.g. bunzip2 -k, xz -dk), then restart PostgreSQL")]
     UnknownCompression { archived: PathBuf, name: String },
@@ -185,6 +189,7 @@ pub enum RestoreError {
 pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<RestoreOutcome, RestoreError> {
     let name = WalName::parse(wanted)?;
     let dir = cfg.required_archivedir("the directory the archiver ships WAL to; restore reads it")?;
+    let archive = LocalDir::new(&dir);
 
     // A history file means a timeline switch is being considered: drop
     // everything prefetched. A segment drops what is stale for its timeline.
@@ -194,14 +199,13 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
         prefetch::prune(dest, None, None);
     }
 
-    if let Err(why) = archivedir_state(&dir) {
+    if let Err(why) = archive.available() {
         return unavailable(cfg, &dir, why);
     }
-    let (expected, mark) = expected_system(cfg, &dir)?;
+    let (expected, mark) = expected_system(cfg, &archive)?;
 
     if name.is_segment_data() && prefetch::enabled(cfg) {
-        if let Some(bytes) = prefetch::take(&dir, dest, &name) {
-            prefetch::spawn_worker(cfg, &name, bytes, dest);
+        if let Some(bytes) = prefetch::take(&archive, dest, &name) {
             return Ok(RestoreOutcome::Restored {
                 archived: prefetch::spool_dir(dest).join(name.as_str()),
                 codec: Codec::None,
@@ -210,7 +214,7 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
         }
     }
 
-    let (archived, codec, meta) = match find(&dir, &name) {
+    let (stored, codec, entry) = match find(&archive, &name) {
         Ok(Some(found)) => found,
         Ok(None) if mark == Recorded::Missing => {
             return unavailable(
@@ -222,55 +226,76 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
                 ),
             )
         }
-        Ok(None) => {
-            // "Not found" beside X.bz2 would end recovery short of WAL the
-            // archive holds.
-            if let Some(archived) = foreign_form(&dir, &name) {
-                return Err(RestoreError::UnknownCompression {
-                    archived,
-                    name: name.to_string(),
-                });
-            }
-            log::debug!("{name}: not in {}", dir.display());
-            return Ok(RestoreOutcome::NotFound);
-        }
+        Ok(None) => return not_found(&archive, &name),
         Err(FindError::Dangling(link)) => {
             return unavailable(
                 cfg,
                 &dir,
-                format!(
-                    "{} is a symbolic link to something that is not there (an unmounted share?)",
-                    link.display()
-                ),
+                format!("{link} is a symbolic link to something that is not there (an unmounted share?)"),
             )
         }
         Err(FindError::Fatal(e)) => return Err(e),
     };
+    let archived = PathBuf::from(archive.locate(&stored));
+    if let Some(age) = held_back(cfg, &name, &archived, &entry)? {
+        return Ok(RestoreOutcome::Delayed { archived, age });
+    }
+    let bytes = copy_into_place(&archive, &stored, codec, &name, dest, expected)?.written;
+    Ok(RestoreOutcome::Restored { archived, codec, bytes })
+}
 
-    // Delay only what PostgreSQL replays; a delayed history file would only
-    // hold back the timeline switch, not the data.
-    if name.is_segment_data() && !cfg.restore_delay.is_zero() && recovery_mode(cfg) == RecoveryMode::Standby {
-        let mtime = meta.modified().map_err(|source| RestoreError::Unreadable {
-            archived: archived.clone(),
-            source,
-        })?;
-        // An mtime in the future (clock skew) counts as just archived.
-        let age = SystemTime::now().duration_since(mtime).unwrap_or(Duration::ZERO);
-        if age < cfg.restore_delay {
-            log::debug!(
-                "{name}: archived {}s ago, restore_delay is {}s: not yet",
-                age.as_secs(),
-                cfg.restore_delay.as_secs()
-            );
-            return Ok(RestoreOutcome::Delayed { archived, age });
+/// `name` is not in the archive: "not found", unless the archive holds it
+/// in a form pitrkit cannot read ("not found" beside X.bz2 would end
+/// recovery short of WAL the archive holds).
+fn not_found(archive: &dyn Storage, name: &WalName) -> Result<RestoreOutcome, RestoreError> {
+    if let Some(archived) = foreign::foreign_form(archive, name) {
+        return Err(RestoreError::UnknownCompression {
+            archived,
+            name: name.to_string(),
+        });
+    }
+    log::debug!("{name}: not in {}", archive.location());
+    Ok(RestoreOutcome::NotFound)
+}
+
+/// How long ago `name` was archived, if `restore_delay` holds it back.
+/// Delay only what PostgreSQL replays; a delayed history file would only
+/// hold back the timeline switch, not the data.
+fn held_back(
+    cfg: &StandbyConfig,
+    name: &WalName,
+    archived: &Path,
+    entry: &Entry,
+) -> Result<Option<Duration>, RestoreError> {
+    if !name.is_segment_data() || cfg.restore_delay.is_zero() || recovery_mode(cfg) != RecoveryMode::Standby {
+        return Ok(None);
+    }
+    let mtime = entry.modified.ok_or_else(|| RestoreError::Unreadable {
+        archived: archived.to_path_buf(),
+        source: io::Error::other("no modification time"),
+    })?;
+    // An mtime in the future (clock skew) counts as just archived.
+    let age = SystemTime::now().duration_since(mtime).unwrap_or(Duration::ZERO);
+    if age >= cfg.restore_delay {
+        return Ok(None);
+    }
+    log::debug!(
+        "{name}: archived {}s ago, restore_delay is {}s: not yet",
+        age.as_secs(),
+        cfg.restore_delay.as_secs()
+    );
+    Ok(Some(age))
+}
+
+/// After a segment was restored: starts the prefetch worker (a new pitrkit
+/// process) for the segments after it, if `restore_prefetch` is set. The
+/// command calls it: the library never starts pitrkit itself.
+pub fn start_prefetch(cfg: &StandbyConfig, wanted: &str, outcome: &RestoreOutcome, dest: &Path) {
+    if let (Ok(name), RestoreOutcome::Restored { bytes, .. }) = (WalName::parse(wanted), outcome) {
+        if name.is_segment_data() && prefetch::enabled(cfg) {
+            prefetch::spawn_worker(cfg, &name, *bytes, dest);
         }
     }
-
-    let bytes = copy_into_place(&archived, codec, &name, dest, expected)?.written;
-    if name.is_segment_data() && prefetch::enabled(cfg) {
-        prefetch::spawn_worker(cfg, &name, bytes, dest);
-    }
-    Ok(RestoreOutcome::Restored { archived, codec, bytes })
 }
 
 /// The data directory: `pgdata` if set, else the working directory, which
@@ -359,29 +384,15 @@ fn unavailable(cfg: &StandbyConfig, dir: &Path, why: String) -> Result<RestoreOu
     })
 }
 
-/// Is there an archive directory at all (not missing, not a dangling link)?
-fn archivedir_state(dir: &Path) -> Result<(), String> {
-    match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err("is not a directory".to_string()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(if fs::symlink_metadata(dir).is_ok() {
-            "is a symbolic link to something that is not there (an unmounted share?)".to_string()
-        } else {
-            "does not exist".to_string()
-        }),
-        Err(e) => Err(format!("cannot be read: {e}")),
-    }
-}
-
 /// The system every restored segment must belong to: the one in this data
 /// directory's pg_control, else the one the archive records. Both known
 /// and different: the archive belongs to another cluster.
-fn expected_system(cfg: &StandbyConfig, dir: &Path) -> Result<(Option<u64>, Recorded), RestoreError> {
-    let mark = sysid::read(dir).map_err(|e| RestoreError::ArchiveDir {
-        dir: dir.to_path_buf(),
+fn expected_system(cfg: &StandbyConfig, archive: &dyn Storage) -> Result<(Option<u64>, Recorded), RestoreError> {
+    let mark = sysid::read_from(archive).map_err(|e| RestoreError::ArchiveDir {
+        dir: PathBuf::from(archive.location()),
         why: format!(
             "{e}; fix or remove {}, then run `cmd_standby -C {} -I`",
-            dir.join(layout::SYSTEM_ID_FILE).display(),
+            archive.locate(layout::SYSTEM_ID_FILE),
             cfg.source.display()
         ),
     })?;
@@ -389,7 +400,7 @@ fn expected_system(cfg: &StandbyConfig, dir: &Path) -> Result<(Option<u64>, Reco
     let ours = sysid::pg_control_system_id(&data).ok();
     match (ours, mark) {
         (Some(o), Recorded::System(a)) if o != a => Err(RestoreError::ForeignArchive {
-            what: format!("archivedir {}", dir.display()),
+            what: format!("archivedir {}", archive.location()),
             archive: a,
             ours: o,
             pg_control: data.join("global/pg_control"),
@@ -401,1073 +412,31 @@ fn expected_system(cfg: &StandbyConfig, dir: &Path) -> Result<(Option<u64>, Reco
 }
 
 enum FindError {
-    /// `archivedir/<file>` is a symlink to nothing.
-    Dangling(PathBuf),
+    /// `archivedir/<file>` is a symlink to nothing (where it is).
+    Dangling(String),
     Fatal(RestoreError),
 }
 
 /// The archived file for `name`: plain, then each compressed form.
-fn find(dir: &Path, name: &WalName) -> Result<Option<(PathBuf, Codec, fs::Metadata)>, FindError> {
+fn find(archive: &dyn Storage, name: &WalName) -> Result<Option<(String, Codec, Entry)>, FindError> {
     for codec in Codec::ALL {
-        let path = dir.join(format!("{name}{}", codec.suffix()));
-        match fs::metadata(&path) {
-            Ok(m) if m.is_file() => return Ok(Some((path, codec, m))),
-            Ok(_) => {
-                return Err(FindError::Fatal(RestoreError::Unreadable {
-                    archived: path,
-                    source: io::Error::other("not a regular file"),
-                }))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if fs::symlink_metadata(&path).is_ok() {
-                    return Err(FindError::Dangling(path));
-                }
-            }
-            Err(source) => return Err(FindError::Fatal(RestoreError::Unreadable { archived: path, source })),
+        let stored = format!("{name}{}", codec.suffix());
+        let unreadable = |source| {
+            FindError::Fatal(RestoreError::Unreadable {
+                archived: PathBuf::from(archive.locate(&stored)),
+                source,
+            })
+        };
+        match archive.stat(&stored) {
+            Ok(Some(e)) if matches!(e.kind, Kind::File | Kind::LinkToFile) => return Ok(Some((stored, codec, e))),
+            Ok(Some(Entry {
+                kind: Kind::DanglingLink,
+                ..
+            })) => return Err(FindError::Dangling(archive.locate(&stored))),
+            Ok(Some(_)) => return Err(unreadable(io::Error::other("not a regular file"))),
+            Ok(None) => {}
+            Err(source) => return Err(unreadable(source)),
         }
     }
     Ok(None)
-}
-
-/// Suffixes other archivers used (OmniPITR: bzip2, xz, ...), looked for
-/// on every "not found".
-const FOREIGN_SUFFIXES: &[&str] = &[
-    ".bz2", ".bzip2", ".xz", ".lzma", ".lz", ".lzo", ".lzfse", ".sz", ".Z", ".zstd", ".gzip", ".br", ".7z", ".zip",
-];
-
-/// `X.<ext>` in a compression pitrkit cannot read, if the archive holds
-/// one: only the named suffixes. Any other `X.<ext>` (`X.bad`, `X.damaged`)
-/// may be a file a DBA moved aside on purpose to end recovery there, and
-/// neither `X.partial` (pg_receivewal's unfinished segment, really not
-/// there yet) nor `X.sum` is a form of `X`.
-fn foreign_form(dir: &Path, name: &WalName) -> Option<PathBuf> {
-    FOREIGN_SUFFIXES
-        .iter()
-        .map(|s| dir.join(format!("{name}{s}")))
-        .find(|p| fs::symlink_metadata(p).is_ok())
-}
-
-/// A temporary file that is removed unless it was renamed into place.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// What a checked copy produced.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Copied {
-    pub written: u64,
-    /// CRC-32C and size of the bytes placed at `dest`.
-    pub sum: Sum,
-}
-
-/// Copies (decompressing) `archived` to `dest` through a temporary file,
-/// checking on the way: a plain file against its `.sum` sidecar, a
-/// compressed one against its frame checksums, a segment against its name
-/// and `expected_sysid`, and a segment without a stored checksum with the
-/// full WAL check ([`crate::walcheck`]); a history file's contents.
-pub(crate) fn copy_into_place(
-    archived: &Path,
-    codec: Codec,
-    name: &WalName,
-    dest: &Path,
-    expected_sysid: Option<u64>,
-) -> Result<Copied, RestoreError> {
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RestoreError::Write {
-            path,
-            archived: archived.to_path_buf(),
-            source,
-        }
-    };
-    let damaged = |why: String| RestoreError::Damaged {
-        archived: archived.to_path_buf(),
-        name: name.to_string(),
-        why,
-    };
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Some(file_name) = dest.file_name() else {
-        return Err(write_err(dest)(io::Error::other("%p does not end in a file name")));
-    };
-    let mut tmp = TempFile {
-        path: fsutil::temp_name(dir, &file_name.to_string_lossy()),
-        keep: false,
-    };
-
-    let input = File::open(archived).map_err(|source| RestoreError::Unreadable {
-        archived: archived.to_path_buf(),
-        source,
-    })?;
-    let stored = if codec == Codec::None {
-        verify::read_sidecar(archived).map_err(&damaged)?
-    } else {
-        None
-    };
-    // Killed restores leave their temporary files in pg_wal: take back
-    // those of dead writers (unlocked and old) while we are here.
-    if let Err(e) = fsutil::reclaim_temp_files(dir) {
-        log::debug!("cannot reclaim temporary files in {}: {e}", dir.display());
-    }
-    // Default mode under PostgreSQL's umask: 0600, or 0640 with group access.
-    let out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp.path)
-        .map_err(write_err(&tmp.path))?;
-    let _writing = fsutil::hold_temp_lock(&out).map_err(write_err(&tmp.path))?;
-    // Every segment gets its page headers checked (the timelines, which no
-    // checksum taken at archive time vouches for). One without a stored
-    // checksum gets the full check; a compressed one is walked too, and the
-    // walk counts only if a frame had no checksum.
-    let walk = name.is_segment_data() && (codec != Codec::None || stored.is_none());
-    let archive_dir = archived.parent().unwrap_or(Path::new("."));
-    let history = if name.is_segment_data() && name.timeline > 1 {
-        verify::load_history(archive_dir, name.timeline)
-    } else {
-        Vec::new()
-    };
-    let mut tee = Tee::new(
-        BufWriter::with_capacity(1 << 20, out),
-        name,
-        walk,
-        expected_sysid,
-        &history,
-    );
-    let (written, checksummed) = if codec == Codec::None {
-        let w = verify::copy(input, &mut tee).map_err(|e| match e {
-            verify::CopyError::Read(source) => RestoreError::Unreadable {
-                archived: archived.to_path_buf(),
-                source,
-            },
-            verify::CopyError::Write(source) => write_err(&tmp.path)(source),
-        })?;
-        (w, stored.is_some())
-    } else {
-        codec
-            .decompress(input, &mut tee)
-            .map(|c| (c.written, c.checksummed))
-            .map_err(|e| match e {
-                CodecError::Read(source) => RestoreError::Unreadable {
-                    archived: archived.to_path_buf(),
-                    source,
-                },
-                CodecError::Write(source) => write_err(&tmp.path)(source),
-                other => RestoreError::Corrupt {
-                    archived: archived.to_path_buf(),
-                    name: name.to_string(),
-                    source: other,
-                },
-            })?
-    };
-    let (out, sum, pages, walked) = tee.finish().map_err(write_err(&tmp.path))?;
-    drop(out);
-
-    if let Some(want) = stored {
-        if sum != want {
-            return Err(damaged(format!(
-                "its bytes ({sum}) differ from its checksum file {} ({want})",
-                integrity::sum_name(&archived.display().to_string())
-            )));
-        }
-    }
-
-    // PostgreSQL would stop at a wrong page address too, but as "end of
-    // WAL": archive recovery would end early. Refuse it here, loudly.
-    if name.is_segment_data() {
-        let header = wal::check_segment_file(&tmp.path, name).map_err(|e| match e {
-            SegmentCheckError::Io { source, .. } => write_err(&tmp.path)(source),
-            SegmentCheckError::Invalid { why, .. } => RestoreError::WrongSegment {
-                archived: archived.to_path_buf(),
-                name: name.to_string(),
-                why: why.replace("file is", "restored data is"),
-            },
-        })?;
-        if let Some(ours) = expected_sysid.filter(|o| *o != header.system_id) {
-            return Err(RestoreError::ForeignSegment {
-                archived: archived.to_path_buf(),
-                name: name.to_string(),
-                why: format!("its page header says database system {}", header.system_id),
-                ours,
-            });
-        }
-        if let Some(Err(e)) = pages {
-            return Err(RestoreError::WrongSegment {
-                archived: archived.to_path_buf(),
-                name: name.to_string(),
-                why: e.to_string(),
-            });
-        }
-        if !checksummed {
-            match walked {
-                Some(Ok(s)) => {
-                    log::debug!(
-                        "{name}: no stored checksum; full WAL check passed ({} records)",
-                        s.records
-                    );
-                    verify::check_crossing(archive_dir, archived, name, &s, &history)?;
-                }
-                Some(Err(e)) => {
-                    return Err(damaged(format!(
-                        "{}it fails the full WAL check {e}",
-                        if codec == Codec::None {
-                            "it has no checksum file, so every record was checked, and "
-                        } else {
-                            "its frames carry no content checksum, so every record was checked, and "
-                        }
-                    )))
-                }
-                None => unreachable!("walked whenever no checksum is stored"),
-            }
-        }
-    } else if name.kind == wal::WalKind::History {
-        let text = fs::read(&tmp.path).map_err(write_err(&tmp.path))?;
-        verify::check_history(name, &text)
-            .map_err(|why| damaged(format!("not a valid timeline history file: {why}")))?;
-    }
-
-    // No fsync: the archive still has the data, and PostgreSQL fsyncs the
-    // files it keeps (durable_rename into pg_wal).
-    fs::rename(&tmp.path, dest).map_err(write_err(dest))?;
-    tmp.keep = true;
-    Ok(Copied { written, sum })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::IniFile;
-
-    const SEG: u64 = 1 << 20;
-
-    /// A 1 MiB segment with a valid long page header for `name`, or for the
-    /// segment `header_for` when testing a renamed file.
-    fn segment(header_for: &str) -> Vec<u8> {
-        let n = WalName::parse(header_for).unwrap();
-        let mut b = vec![0u8; SEG as usize];
-        b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-        b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-        b[4..8].copy_from_slice(&n.timeline.to_le_bytes());
-        b[8..16].copy_from_slice(&(n.segno(SEG) * SEG).to_le_bytes());
-        b[24..32].copy_from_slice(&7u64.to_le_bytes());
-        b[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
-        b[36..40].copy_from_slice(&8192u32.to_le_bytes());
-        for (i, x) in b[40..4000].iter_mut().enumerate() {
-            *x = (i * 31 % 251) as u8;
-        }
-        b
-    }
-
-    struct Env {
-        _dir: tempfile::TempDir,
-        cfg: StandbyConfig,
-        archive: PathBuf,
-        pg_wal: PathBuf,
-    }
-
-    impl Env {
-        fn new(extra: &str) -> Env {
-            let dir = tempfile::tempdir().unwrap();
-            let archive = dir.path().join("archive");
-            let pg_wal = dir.path().join("pgdata/pg_wal");
-            fs::create_dir(&archive).unwrap();
-            fs::create_dir_all(&pg_wal).unwrap();
-            let text = format!(
-                "archivedir: {}\npgdata: {}\n{extra}",
-                archive.display(),
-                dir.path().join("pgdata").display()
-            );
-            let cfg = StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), &text).unwrap()).unwrap();
-            // Marked for system 7, the one `segment` writes.
-            sysid::write(&archive, Some(7)).unwrap();
-            Env {
-                _dir: dir,
-                cfg,
-                archive,
-                pg_wal,
-            }
-        }
-
-        /// A plain file with its checksum sidecar, as the archiver stores it.
-        fn archive(&self, file: &str, data: &[u8]) -> PathBuf {
-            let p = self.archive_legacy(file, data);
-            if Codec::detect(file).0 == Codec::None {
-                let sum = Sum::of_reader(data).unwrap();
-                fs::write(integrity::sum_name(&p.display().to_string()), sum.render()).unwrap();
-            }
-            p
-        }
-
-        /// A plain file without sidecar, as pitrtools stored it.
-        fn archive_legacy(&self, file: &str, data: &[u8]) -> PathBuf {
-            let p = self.archive.join(file);
-            fs::write(&p, data).unwrap();
-            p
-        }
-
-        fn archive_compressed(&self, name: &str, codec: Codec, data: &[u8]) -> PathBuf {
-            let mut packed = Vec::new();
-            codec.compress(data, &mut packed, None).unwrap();
-            self.archive_legacy(&format!("{name}{}", codec.suffix()), &packed)
-        }
-
-        fn dest(&self) -> PathBuf {
-            self.pg_wal.join("RECOVERYXLOG")
-        }
-
-        fn restore(&self, wanted: &str) -> Result<RestoreOutcome, RestoreError> {
-            restore(&self.cfg, wanted, &self.dest())
-        }
-
-        /// Everything in pg_wal: proves no temporary file was left behind.
-        fn pg_wal_files(&self) -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(&self.pg_wal)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        }
-    }
-
-    const S3: &str = "000000010000000000000003";
-
-    #[test]
-    fn restores_a_plain_segment() {
-        let env = Env::new("");
-        let data = segment(S3);
-        let archived = env.archive(S3, &data);
-        let out = env.restore(S3).unwrap();
-        assert_eq!(
-            out,
-            RestoreOutcome::Restored {
-                archived,
-                codec: Codec::None,
-                bytes: SEG
-            }
-        );
-        assert_eq!(out.exit_code(), EXIT_RESTORED);
-        assert!(fs::read(env.dest()).unwrap() == data);
-        assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"]);
-    }
-
-    #[test]
-    fn temporary_files_of_killed_restores_are_reclaimed() {
-        let env = Env::new("");
-        env.archive(S3, &segment(S3));
-        // A restore killed two minutes ago, and one that is still writing.
-        let dead = env.pg_wal.join(format!(".RECOVERYXLOG.pitrkit-{}.tmp", u32::MAX));
-        let live = env.pg_wal.join(format!(".RECOVERYXLOG.pitrkit-{}.tmp", u32::MAX - 1));
-        for p in [&dead, &live] {
-            let f = File::create(p).unwrap();
-            f.set_modified(SystemTime::now() - fsutil::RECLAIM_AGE - Duration::from_secs(5))
-                .unwrap();
-        }
-        let writer = File::open(&live).unwrap();
-        let _held = fsutil::hold_temp_lock(&writer).unwrap();
-        env.restore(S3).unwrap();
-        assert!(!dead.exists(), "a dead restore's temporary file stays");
-        assert!(live.exists(), "a live writer's temporary file was taken");
-    }
-
-    #[test]
-    fn restores_each_compressed_form() {
-        for codec in [Codec::Zstd, Codec::Lz4, Codec::Gzip] {
-            let env = Env::new("");
-            let data = segment(S3);
-            env.archive_compressed(S3, codec, &data);
-            match env.restore(S3).unwrap() {
-                RestoreOutcome::Restored { codec: c, bytes, .. } => assert_eq!((c, bytes), (codec, SEG)),
-                other => panic!("{codec}: {other:?}"),
-            }
-            assert!(fs::read(env.dest()).unwrap() == data, "{codec}");
-            assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"], "{codec}");
-        }
-        // History files too, and the plain file wins over a compressed one.
-        let env = Env::new("");
-        env.archive_compressed("00000002.history", Codec::Gzip, b"1\t0/3000000\tno recovery target\n");
-        env.archive_compressed("00000002.history", Codec::Zstd, b"1\t0/3000000\tzstd copy\n");
-        let RestoreOutcome::Restored { codec, .. } = env.restore("00000002.history").unwrap() else {
-            panic!()
-        };
-        assert_eq!(codec, Codec::Zstd);
-        assert_eq!(fs::read(env.dest()).unwrap(), b"1\t0/3000000\tzstd copy\n");
-        env.archive("00000002.history", b"1\t0/3000000\tplain copy\n");
-        env.restore("00000002.history").unwrap();
-        assert_eq!(fs::read(env.dest()).unwrap(), b"1\t0/3000000\tplain copy\n");
-    }
-
-    #[test]
-    fn missing_file_is_not_found_and_writes_nothing() {
-        let env = Env::new("");
-        for wanted in [S3, "00000002.history", "000000010000000000000003.partial"] {
-            let out = env.restore(wanted).unwrap();
-            assert_eq!(out, RestoreOutcome::NotFound);
-            assert_eq!(out.exit_code(), EXIT_NOT_FOUND);
-        }
-        assert!(env.pg_wal_files().is_empty());
-    }
-
-    #[test]
-    fn delay_holds_back_segments_but_not_history() {
-        let env = Env::new("restore_delay: 3600\n");
-        let seg = env.archive_compressed(S3, Codec::Zstd, &segment(S3));
-        env.archive("00000002.history", b"1\t0/3000000\tno recovery target\n");
-
-        // Archive recovery (PITR, failover): never delayed, it would end recovery early.
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
-        fs::remove_file(env.dest()).unwrap();
-        let pgdata = env.pg_wal.parent().unwrap();
-        fs::write(pgdata.join("standby.signal"), b"").unwrap();
-
-        let out = env.restore(S3).unwrap();
-        assert!(matches!(out, RestoreOutcome::Delayed { .. }), "{out:?}");
-        assert_eq!(out.exit_code(), EXIT_NOT_FOUND);
-        assert!(env.pg_wal_files().is_empty());
-
-        // History files are never delayed: a standby must see a new timeline.
-        assert!(matches!(
-            env.restore("00000002.history").unwrap(),
-            RestoreOutcome::Restored { .. }
-        ));
-
-        // Once old enough, the segment is served.
-        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
-        File::options()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_modified(two_hours_ago)
-            .unwrap();
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
-        assert!(fs::read(env.dest()).unwrap() == segment(S3));
-    }
-
-    #[test]
-    fn a_failover_by_pitrkit_is_never_delayed() {
-        let env = Env::new("restore_delay: 3600\n");
-        env.archive_compressed(S3, Codec::Zstd, &segment(S3));
-        let pgdata = env.pg_wal.parent().unwrap();
-        fs::write(pgdata.join("standby.signal"), b"").unwrap();
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
-        // -F999 marks pgdata before asking PostgreSQL to promote, naming
-        // the running postmaster.
-        fs::write(pgdata.join("postmaster.pid"), "4242\n/pgdata\n1700000000\n5432\n").unwrap();
-        let marker = pgdata.join(crate::layout::PROMOTING_FILE);
-        fs::write(&marker, b"").unwrap();
-        assert!(
-            matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }),
-            "a marker naming no postmaster is stale"
-        );
-        let pm = crate::standby::promoting::Postmaster::of(pgdata).unwrap();
-        crate::standby::promoting::write(pgdata, &pm).unwrap();
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
-        fs::remove_file(env.dest()).unwrap();
-        fs::remove_file(&marker).unwrap();
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Delayed { .. }));
-    }
-
-    #[test]
-    fn corrupt_compressed_file_is_fatal_and_leaves_nothing() {
-        for codec in [Codec::Zstd, Codec::Lz4, Codec::Gzip] {
-            let env = Env::new("");
-            let p = env.archive_compressed(S3, codec, &segment(S3));
-            // Truncated, as by a full disk or an interrupted copy.
-            let packed = fs::read(&p).unwrap();
-            fs::write(&p, &packed[..packed.len() / 2]).unwrap();
-            let e = env.restore(S3).unwrap_err();
-            assert!(matches!(e, RestoreError::Corrupt { .. }), "{codec}: {e}");
-            let msg = e.to_string();
-            assert!(
-                msg.contains(&p.display().to_string()) && msg.contains("damaged"),
-                "{msg}"
-            );
-            assert!(env.pg_wal_files().is_empty(), "{codec}: {:?}", env.pg_wal_files());
-
-            // A flipped bit.
-            let mut bad = packed.clone();
-            let at = bad.len() - 2;
-            bad[at] ^= 0x40;
-            fs::write(&p, &bad).unwrap();
-            assert!(matches!(env.restore(S3), Err(RestoreError::Corrupt { .. })), "{codec}");
-            assert!(env.pg_wal_files().is_empty());
-        }
-    }
-
-    #[test]
-    fn renamed_or_truncated_segment_is_fatal() {
-        let env = Env::new("");
-        // Segment 4's bytes under segment 3's name.
-        env.archive(S3, &segment("000000010000000000000004"));
-        let e = env.restore(S3).unwrap_err();
-        let msg = e.to_string();
-        assert!(matches!(e, RestoreError::WrongSegment { .. }), "{msg}");
-        assert!(msg.contains("does not belong") && msg.contains(S3), "{msg}");
-        assert!(env.pg_wal_files().is_empty());
-
-        // Compressed, and cut short before compression.
-        fs::remove_file(env.archive.join(S3)).unwrap();
-        env.archive_compressed(S3, Codec::Lz4, &segment(S3)[..SEG as usize / 2]);
-        let msg = env.restore(S3).unwrap_err().to_string();
-        assert!(msg.contains("restored data is 524288 bytes"), "{msg}");
-        assert!(env.pg_wal_files().is_empty());
-    }
-
-    #[test]
-    fn dest_is_replaced_atomically_or_not_at_all() {
-        let env = Env::new("");
-        fs::write(env.dest(), b"previous RECOVERYXLOG").unwrap();
-        env.archive(S3, &segment("000000010000000000000009"));
-        assert!(env.restore(S3).is_err());
-        // Failure: the old file is untouched and no temporary file remains.
-        assert_eq!(fs::read(env.dest()).unwrap(), b"previous RECOVERYXLOG");
-        assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"]);
-
-        env.archive(S3, &segment(S3));
-        env.restore(S3).unwrap();
-        assert!(fs::read(env.dest()).unwrap() == segment(S3));
-        assert_eq!(env.pg_wal_files(), ["RECOVERYXLOG"]);
-
-        // %p in a directory that does not exist: a write error, fatal.
-        let e = restore(&env.cfg, S3, &env.pg_wal.join("nope/RECOVERYXLOG")).unwrap_err();
-        assert!(matches!(e, RestoreError::Write { .. }), "{e}");
-        assert!(e.to_string().contains("nope"), "{e}");
-    }
-
-    #[test]
-    fn bad_requests_and_config_are_fatal() {
-        let env = Env::new("");
-        for bad in ["RECOVERYXLOG", "pg_wal/000000010000000000000003", ""] {
-            let e = env.restore(bad).unwrap_err();
-            assert!(matches!(e, RestoreError::BadName(_)), "{bad}: {e}");
-            assert!(e.to_string().contains("%f %p"), "{e}");
-        }
-
-        let no_key =
-            StandbyConfig::from_ini(&IniFile::parse(Path::new("standby.ini"), "debug: on\n").unwrap()).unwrap();
-        let e = restore(&no_key, S3, &env.dest()).unwrap_err().to_string();
-        assert!(e.contains("'archivedir' is not set"), "{e}");
-
-        let mut gone = env.cfg.clone();
-        gone.archivedir = Some(env.archive.join("missing"));
-        let e = restore(&gone, S3, &env.dest()).unwrap_err().to_string();
-        assert!(e.contains("missing") && e.contains("does not exist"), "{e}");
-
-        // A directory where the file should be is not "not found".
-        fs::create_dir(env.archive.join(S3)).unwrap();
-        assert!(matches!(env.restore(S3), Err(RestoreError::Unreadable { .. })));
-    }
-
-    #[test]
-    fn unreadable_archive_file_is_fatal() {
-        use std::os::unix::fs::PermissionsExt;
-        // root reads anything, so this part needs an ordinary user.
-        if !nix::unistd::geteuid().is_root() {
-            let env = Env::new("");
-            let p = env.archive(S3, &segment(S3));
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
-            let e = env.restore(S3).unwrap_err();
-            assert!(matches!(e, RestoreError::Unreadable { .. }), "{e}");
-            assert!(env.pg_wal_files().is_empty());
-        }
-        // Reading fails half way (a directory opens, then EISDIR on read):
-        // reported as unreadable, not as corrupt data.
-        let env = Env::new("");
-        let e = copy_into_place(
-            &env.archive,
-            Codec::Zstd,
-            &WalName::parse(S3).unwrap(),
-            &env.dest(),
-            None,
-        )
-        .unwrap_err();
-        assert!(matches!(e, RestoreError::Unreadable { .. }), "{e}");
-        assert!(env.pg_wal_files().is_empty());
-    }
-
-    #[test]
-    fn prefetched_segments_are_identical_served_once_and_never_across_timelines() {
-        let env = Env::new("restore_prefetch: 3\n");
-        let names: Vec<String> = (3..=7).map(|i| format!("0000000100000000000000{i:02X}")).collect();
-        for n in &names {
-            env.archive_compressed(n, Codec::Zstd, &segment(n));
-        }
-        // Serving 03 (from the archive), then the worker spools 04, 05, 06.
-        assert!(matches!(
-            env.restore(&names[0]).unwrap(),
-            RestoreOutcome::Restored { codec: Codec::Zstd, .. }
-        ));
-        let n03 = WalName::parse(&names[0]).unwrap();
-        assert_eq!(prefetch::run_worker(&env.cfg, &n03, SEG, &env.dest()).unwrap(), 3);
-        let spool = prefetch::spool_dir(&env.dest());
-        assert!(spool.join(&names[3]).exists() && !spool.join(&names[4]).exists());
-
-        // 04 comes from the spool (moved, so at most once) and is byte-identical.
-        match env.restore(&names[1]).unwrap() {
-            RestoreOutcome::Restored { archived, .. } => assert!(archived.starts_with(&spool), "{archived:?}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(fs::read(env.dest()).unwrap() == segment(&names[1]));
-        assert!(!spool.join(&names[1]).exists());
-
-        // A history file request (timeline switch ahead) empties the spool.
-        env.archive("00000002.history", b"1\t0/5000000\tno recovery target\n");
-        env.restore("00000002.history").unwrap();
-        assert!(!spool.join(&names[2]).exists() && !spool.join(&names[3]).exists());
-
-        // A segment of another timeline also drops what was spooled for the old one.
-        let n05 = WalName::parse(&names[2]).unwrap();
-        prefetch::run_worker(&env.cfg, &n05, SEG, &env.dest()).unwrap();
-        assert!(spool.join(&names[3]).exists());
-        env.archive("000000020000000000000006", &segment("000000020000000000000006"));
-        assert!(matches!(
-            env.restore("000000020000000000000006").unwrap(),
-            RestoreOutcome::Restored { codec: Codec::None, .. }
-        ));
-        assert!(fs::read(env.dest()).unwrap() == segment("000000020000000000000006"));
-        assert!(
-            !spool.join(&names[3]).exists(),
-            "timeline 1 segments must not survive a switch to timeline 2"
-        );
-    }
-
-    #[test]
-    fn prefetch_stops_at_the_first_bad_or_missing_segment() {
-        let env = Env::new("restore_prefetch: 4\n");
-        env.archive("000000010000000000000003", &segment("000000010000000000000003"));
-        // 04 carries 09's header (renamed by hand): never spooled.
-        env.archive("000000010000000000000004", &segment("000000010000000000000009"));
-        let n = WalName::parse("000000010000000000000003").unwrap();
-        assert_eq!(prefetch::run_worker(&env.cfg, &n, SEG, &env.dest()).unwrap(), 0);
-        let spool = prefetch::spool_dir(&env.dest());
-        assert_eq!(
-            fs::read_dir(&spool)
-                .unwrap()
-                .flatten()
-                .filter(|e| e.file_name() != ".lock")
-                .count(),
-            0
-        );
-        // And the direct restore still reports it as fatal.
-        assert!(matches!(
-            env.restore("000000010000000000000004"),
-            Err(RestoreError::WrongSegment { .. })
-        ));
-        // A delayed standby never prefetches.
-        let delayed = Env::new("restore_prefetch: 4\nrestore_delay: 60\n");
-        assert!(!prefetch::enabled(&delayed.cfg));
-    }
-
-    fn wal(name: &str, sysid: u64) -> Vec<u8> {
-        let mut b = crate::walcheck::tests::Builder::new(name, sysid);
-        b.fill(600_000).switch();
-        b.data.clone()
-    }
-
-    #[test]
-    fn stored_checksums_and_the_full_check_catch_a_flipped_bit() {
-        // Plain with sidecar: any byte.
-        let env = Env::new("");
-        let mut data = segment(S3);
-        env.archive(S3, &data);
-        data[500_000] ^= 1; // in the zero tail: only the sidecar can tell
-        fs::write(env.archive.join(S3), &data).unwrap();
-        let e = env.restore(S3).unwrap_err();
-        assert!(matches!(e, RestoreError::Damaged { .. }), "{e}");
-        assert!(e.to_string().contains("differ from its checksum file"), "{e}");
-        assert!(env.pg_wal_files().is_empty());
-
-        // Legacy plain (no sidecar): intact real-structured WAL is served ...
-        let env = Env::new("");
-        let good = wal(S3, 7);
-        env.archive_legacy(S3, &good);
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
-        assert!(fs::read(env.dest()).unwrap() == good);
-        fs::remove_file(env.dest()).unwrap();
-        // ... a flipped bit inside a record is not ...
-        let mut bad = good.clone();
-        bad[100_000] ^= 0x20;
-        env.archive_legacy(S3, &bad);
-        let e = env.restore(S3).unwrap_err();
-        assert!(matches!(e, RestoreError::Damaged { .. }), "{e}");
-        assert!(e.to_string().contains("no checksum file"), "{e}");
-        assert!(env.pg_wal_files().is_empty());
-        // ... and one after the switch record is never read by recovery.
-        let mut tail = good.clone();
-        tail[900_000] ^= 0x20;
-        env.archive_legacy(S3, &tail);
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
-
-        // A zstd frame without a content checksum falls back to the full check.
-        let env = Env::new("");
-        let packed = zstd::bulk::compress(&bad, 1).unwrap();
-        env.archive_legacy(&format!("{S3}.zst"), &packed);
-        let e = env.restore(S3).unwrap_err();
-        assert!(e.to_string().contains("no content checksum"), "{e}");
-        fs::write(
-            env.archive.join(format!("{S3}.zst")),
-            zstd::bulk::compress(&good, 1).unwrap(),
-        )
-        .unwrap();
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
-    }
-
-    #[test]
-    fn a_segment_of_another_system_is_fatal() {
-        let env = Env::new("");
-        // Marked 7; the segment says 8 (with a matching sidecar).
-        let mut other = segment(S3);
-        other[24..32].copy_from_slice(&8u64.to_le_bytes());
-        env.archive(S3, &other);
-        let e = env.restore(S3).unwrap_err();
-        assert!(matches!(e, RestoreError::ForeignSegment { .. }), "{e}");
-        assert!(e.to_string().contains("database system 8"), "{e}");
-        assert!(env.pg_wal_files().is_empty());
-        // pg_control wins over the mark, and both differing is fatal for any request.
-        let pgdata = env.pg_wal.parent().unwrap();
-        fs::create_dir_all(pgdata.join("global")).unwrap();
-        fs::write(pgdata.join("global/pg_control"), 8u64.to_le_bytes()).unwrap();
-        let e = env.restore("000000010000000000000009").unwrap_err();
-        assert!(matches!(e, RestoreError::ForeignArchive { .. }), "{e}");
-    }
-
-    #[test]
-    fn an_archive_that_is_not_there_never_answers_not_found() {
-        let hook_log = tempfile::NamedTempFile::new().unwrap();
-        let env = Env::new(&format!("notify_critical: echo >> {}\n", hook_log.path().display()));
-        fs::remove_file(env.archive.join(layout::SYSTEM_ID_FILE)).unwrap();
-        let pgdata = env.pg_wal.parent().unwrap().to_path_buf();
-        // Archive recovery (no signal file, recovery.signal) and promotion: fatal.
-        for signal in [None, Some("recovery.signal"), Some(layout::PROMOTING_FILE)] {
-            if let Some(f) = signal {
-                fs::write(pgdata.join(f), b"").unwrap();
-            }
-            let e = env.restore(S3).unwrap_err();
-            assert!(matches!(e, RestoreError::ArchiveUnavailable { .. }), "{e}");
-            assert!(e.to_string().contains("-I"), "{e}");
-        }
-        fs::remove_file(pgdata.join(layout::PROMOTING_FILE)).unwrap();
-        // Standby: exit 1, one alert per interval.
-        fs::write(pgdata.join("standby.signal"), b"").unwrap();
-        for _ in 0..3 {
-            let out = env.restore(S3).unwrap();
-            assert!(matches!(out, RestoreOutcome::ArchiveUnavailable { .. }), "{out:?}");
-            assert_eq!(out.exit_code(), EXIT_NOT_FOUND);
-        }
-        assert_eq!(fs::read_to_string(hook_log.path()).unwrap().lines().count(), 1);
-        assert!(pgdata.join(layout::ARCHIVE_ALERT_FILE).exists());
-        // A file that is there is still served from an unmarked directory.
-        env.archive(S3, &segment(S3));
-        assert!(matches!(env.restore(S3).unwrap(), RestoreOutcome::Restored { .. }));
-
-        // Marked again, but the file is a dangling symlink; then archivedir is one.
-        sysid::write(&env.archive, Some(7)).unwrap();
-        fs::remove_file(pgdata.join("standby.signal")).unwrap();
-        let s4 = "000000010000000000000004";
-        std::os::unix::fs::symlink("/nonexistent/x", env.archive.join(s4)).unwrap();
-        let e = env.restore(s4).unwrap_err();
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-        let mut linked = env.cfg.clone();
-        let link = env.archive.with_file_name("gone");
-        std::os::unix::fs::symlink("/nonexistent/share", &link).unwrap();
-        linked.archivedir = Some(link);
-        let e = restore(&linked, S3, &env.dest()).unwrap_err();
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-    }
-
-    #[test]
-    fn history_files_are_validated() {
-        let env = Env::new("");
-        for bad in [
-            &b""[..],
-            b"1\t0/30",
-            b"\x89PNG\r\n\x1a\n\x00\x00",
-            b"2\t0/3000000\tfrom the future\n",
-        ] {
-            env.archive("00000002.history", bad);
-            let e = env.restore("00000002.history").unwrap_err();
-            assert!(matches!(e, RestoreError::Damaged { .. }), "{bad:?}: {e}");
-            assert!(env.pg_wal_files().is_empty());
-        }
-    }
-
-    #[test]
-    fn a_prefetched_segment_whose_archive_copy_changed_is_not_served() {
-        let env = Env::new("restore_prefetch: 2\n");
-        let names: Vec<String> = (3..=5).map(|i| format!("0000000100000000000000{i:02X}")).collect();
-        for n in &names {
-            env.archive(n, &segment(n));
-        }
-        env.restore(&names[0]).unwrap();
-        let n03 = WalName::parse(&names[0]).unwrap();
-        assert_eq!(prefetch::run_worker(&env.cfg, &n03, SEG, &env.dest()).unwrap(), 2);
-        let spool = prefetch::spool_dir(&env.dest());
-        // 05 is replaced in the archive (new inode, other bytes) after it was spooled.
-        let mut other = segment(&names[2]);
-        other[5000] ^= 0xFF;
-        fs::remove_file(env.archive.join(&names[2])).unwrap();
-        env.archive(&names[2], &other);
-        // 04 unchanged: served from the spool.
-        match env.restore(&names[1]).unwrap() {
-            RestoreOutcome::Restored { archived, .. } => assert!(archived.starts_with(&spool)),
-            o => panic!("{o:?}"),
-        }
-        // 05: the spooled copy is dropped and the archive's current file served.
-        match env.restore(&names[2]).unwrap() {
-            RestoreOutcome::Restored { archived, .. } => assert_eq!(archived, env.archive.join(&names[2])),
-            o => panic!("{o:?}"),
-        }
-        assert!(fs::read(env.dest()).unwrap() == other);
-        assert!(!spool.join(&names[2]).exists());
-    }
-
-    /// Segments 3 and 4 of one stream, a record of 30 kB crossing from 3
-    /// into 4; and where that record starts in 3.
-    fn crossing_pair() -> (Vec<u8>, Vec<u8>, usize) {
-        let mut b = crate::walcheck::tests::Builder::segments(S3, 7, 2);
-        b.fill(SEG as usize - 200);
-        b.record(30_000, 10, 0);
-        let at = *b.starts.last().unwrap();
-        b.fill(2 * SEG as usize - 3000).switch();
-        (b.data[..SEG as usize].to_vec(), b.data[SEG as usize..].to_vec(), at)
-    }
-
-    const S4: &str = "000000010000000000000004";
-
-    #[test]
-    fn a_record_crossing_into_a_neighbour_is_checked_without_stored_checksums() {
-        let (a, b, _) = crossing_pair();
-        let packed = |data: &[u8]| zstd::bulk::compress(data, 1).unwrap(); // no content checksum
-        for zst in [false, true] {
-            let put = |env: &Env, n: &str, data: &[u8]| {
-                if zst {
-                    env.archive_legacy(&format!("{n}.zst"), &packed(data));
-                } else {
-                    env.archive_legacy(n, data);
-                }
-            };
-            // Intact: both served.
-            let env = Env::new("");
-            put(&env, S3, &a);
-            put(&env, S4, &b);
-            env.restore(S3).unwrap();
-            env.restore(S4).unwrap();
-            // A flip in 3's part (its last byte), then in 4's part: caught
-            // from either side, naming both files.
-            for (in3, at) in [(true, SEG as usize - 1), (false, 40 + 5000)] {
-                let env = Env::new("");
-                let (mut a2, mut b2) = (a.clone(), b.clone());
-                if in3 {
-                    a2[at] ^= 0x01;
-                } else {
-                    b2[at] ^= 0x01;
-                }
-                put(&env, S3, &a2);
-                put(&env, S4, &b2);
-                for n in [S3, S4] {
-                    let e = env.restore(n).unwrap_err();
-                    assert!(
-                        matches!(e, RestoreError::DamagedAcross { .. }),
-                        "zst {zst}, flip in 3 {in3}, {n}: {e}"
-                    );
-                    let msg = e.to_string();
-                    assert!(msg.contains(S3) && msg.contains(S4) && msg.contains("CRC-32C"), "{msg}");
-                    assert!(env.pg_wal_files().is_empty());
-                }
-                // The neighbour not in the archive (yet): served; the record
-                // is checked when the neighbour is restored.
-                let other = if in3 { S4 } else { S3 };
-                let stored = env.archive.join(format!("{other}{}", if zst { ".zst" } else { "" }));
-                fs::remove_file(stored).unwrap();
-                env.restore(if in3 { S3 } else { S4 }).unwrap();
-            }
-        }
-        // The first segment of timeline 2 finishes a record of timeline 1's
-        // segment before it: the history names which one to read.
-        let t2 = "000000020000000000000004";
-        let mut b2 = b.clone();
-        for p in (0x80000..SEG as usize).step_by(8192) {
-            b2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
-        }
-        let env = Env::new("");
-        env.archive("00000002.history", b"1\t0/480000\tno recovery target specified\n");
-        env.archive_legacy(t2, &b2);
-        env.archive_legacy("000000020000000000000003", &a); // another branch's: never read
-        let mut a2 = a.clone();
-        a2[SEG as usize - 1] ^= 0x01;
-        env.archive_legacy(S3, &a2);
-        let e = env.restore(t2).unwrap_err();
-        assert!(e.to_string().contains(&format!("{S3}:")), "{e}");
-        env.archive_legacy(S3, &a);
-        fs::write(env.archive.join("000000020000000000000003"), &a2).unwrap();
-        env.restore(t2).unwrap();
-
-        // A neighbour with a stored checksum still lends its part.
-        let env = Env::new("");
-        let mut a2 = a.clone();
-        a2[SEG as usize - 1] ^= 0x01;
-        env.archive_legacy(S3, &a2);
-        env.archive(S4, &b);
-        assert!(matches!(env.restore(S3), Err(RestoreError::DamagedAcross { .. })));
-        env.restore(S4).unwrap(); // checksummed: its bytes are vouched for, not walked
-    }
-
-    /// `data` with every page header on timeline `tli`.
-    fn on_timeline(data: &[u8], tli: u32) -> Vec<u8> {
-        let mut d = data.to_vec();
-        for p in (0..d.len()).step_by(8192) {
-            d[p + 4..p + 8].copy_from_slice(&tli.to_le_bytes());
-        }
-        d
-    }
-
-    /// Review 2: PostgreSQL writes a history whose switch point goes back
-    /// (a PITR on timeline 1 stopping before timeline 2's switch, target
-    /// timeline 'latest'). It restores, and the segment before a record
-    /// past the end of recovery is the new timeline's, as
-    /// tliOfPointInHistory finds it, not timeline 1's.
-    #[test]
-    fn a_history_going_back_restores_and_names_the_segment_before() {
-        let (a, b, _) = crossing_pair();
-        let (t3, t4) = ("000000030000000000000003", "000000030000000000000004");
-        let env = Env::new("");
-        // Timeline 1 ran to 0/500000, timeline 2 "until" 0/280000, where
-        // the PITR on timeline 1 ended: timeline 3 from there.
-        env.archive(
-            "00000003.history",
-            b"1\t0/500000\tno recovery target specified\n\n2\t0/280000\tbefore 2026-11-30 06:29:15+00\n",
-        );
-        env.restore("00000003.history").unwrap();
-        env.archive_legacy(t3, &on_timeline(&a, 3));
-        env.archive_legacy(t4, &on_timeline(&b, 3));
-        // Timeline 1's own segment 3 (a branch timeline 3 left): never read.
-        let mut a2 = a.clone();
-        a2[SEG as usize - 1] ^= 0x01;
-        env.archive_legacy(S3, &a2);
-        env.restore(t4).unwrap();
-        env.restore(t3).unwrap();
-        // Damage in timeline 3's segment 3 is found from segment 4's side.
-        env.archive_legacy(t3, &on_timeline(&a2, 3));
-        let e = env.restore(t4).unwrap_err();
-        assert!(e.to_string().contains(&format!("{t3}:")), "{e}");
-    }
-
-    /// Review 2: a neighbour still being written (an archive_command of
-    /// plain cp) is short or empty: the intact segment is served, as with
-    /// no neighbour at all. Only a neighbour a stored checksum vouches
-    /// complete makes the shortness damage.
-    #[test]
-    fn a_neighbour_still_being_copied_cannot_fail_an_intact_segment() {
-        let (a, b, _) = crossing_pair();
-        for short in [0, 8192, 20_000] {
-            let env = Env::new("");
-            env.archive_legacy(S3, &a);
-            env.archive_legacy(S4, &b[..short]);
-            env.restore(S3).unwrap();
-            // A cut compressed file: not vouched for either.
-            fs::remove_file(env.archive.join(S4)).unwrap();
-            let p = env.archive_compressed(S4, Codec::Zstd, &b);
-            let packed = fs::read(&p).unwrap();
-            fs::write(&p, &packed[..short.min(packed.len() / 2)]).unwrap();
-            env.restore(S3).unwrap();
-            // From the other side: the previous segment still being copied.
-            let env = Env::new("");
-            env.archive_legacy(S3, &a[..short]);
-            env.archive_legacy(S4, &b);
-            env.restore(S4).unwrap();
-        }
-        // Short, but complete by its stored checksum: damage.
-        let env = Env::new("");
-        env.archive_legacy(S3, &a);
-        env.archive(S4, &b[..8192]);
-        assert!(matches!(env.restore(S3), Err(RestoreError::DamagedAcross { .. })));
-        fs::remove_file(env.archive.join(S4)).unwrap();
-        fs::remove_file(env.archive.join(integrity::sum_name(S4))).unwrap();
-        env.archive_compressed(S4, Codec::Zstd, &b[..8192]);
-        assert!(matches!(env.restore(S3), Err(RestoreError::DamagedAcross { .. })));
-        // A sidecar that does not match the short file: still being written.
-        fs::remove_file(env.archive.join(format!("{S4}.zst"))).unwrap();
-        env.archive(S4, &b);
-        fs::write(env.archive.join(S4), &b[..8192]).unwrap();
-        env.restore(S3).unwrap();
-    }
-
-    /// Review 2: a `.partial` whose WAL ends on its first page restores.
-    #[test]
-    fn a_partial_ending_on_its_first_page_restores() {
-        let p = "000000010000000000000003.partial";
-        let mut b = crate::walcheck::tests::Builder::new(p, 7);
-        b.record(96, 10, 0);
-        let env = Env::new("");
-        env.archive_legacy(p, &b.data);
-        env.restore(p).unwrap();
-    }
-
-    #[test]
-    fn page_timelines_are_checked_in_every_stored_form_against_the_name_and_history() {
-        // Timeline 2's pages under timeline 1's name, with a sidecar and compressed.
-        let mut tl2 = wal(S3, 7);
-        for p in (0..SEG as usize).step_by(8192) {
-            tl2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
-        }
-        let env = Env::new("");
-        env.archive(S3, &tl2);
-        let e = env.restore(S3).unwrap_err();
-        assert!(matches!(e, RestoreError::WrongSegment { .. }), "{e}");
-        assert!(e.to_string().contains("timeline 2 is above"), "{e}");
-        fs::remove_file(env.archive.join(S3)).unwrap();
-        env.archive_compressed(S3, Codec::Zstd, &tl2);
-        assert!(matches!(env.restore(S3), Err(RestoreError::WrongSegment { .. })));
-        // Only a later page says so.
-        let mut later = wal(S3, 7);
-        later[20 * 8192 + 4..20 * 8192 + 8].copy_from_slice(&2u32.to_le_bytes());
-        env.archive_compressed(S3, Codec::Lz4, &later);
-        fs::remove_file(env.archive.join(format!("{S3}.zst"))).unwrap();
-        let e = env.restore(S3).unwrap_err();
-        assert!(e.to_string().contains("above the file name's timeline"), "{e}");
-        assert!(env.pg_wal_files().is_empty());
-
-        // Timeline 1's pages under timeline 2's name: fine before the switch
-        // point that 00000002.history names, not past it.
-        let t2 = "000000020000000000000003";
-        let env = Env::new("");
-        env.archive(t2, &wal(S3, 7));
-        env.restore(t2).unwrap();
-        env.archive("00000002.history", b"1\t0/400000\tno recovery target specified\n");
-        env.restore(t2).unwrap();
-        env.archive("00000002.history", b"1\t0/380000\tno recovery target specified\n");
-        let e = env.restore(t2).unwrap_err();
-        assert!(matches!(e, RestoreError::WrongSegment { .. }), "{e}");
-        assert!(e.to_string().contains("where timeline 1 ended"), "{e}");
-
-        // A history file cut at a line boundary passes its own check (its
-        // last entry need not be the timeline below), but a segment of its
-        // timeline holding pages of the parent it no longer lists does not.
-        let t3 = "000000030000000000000003";
-        let mut tl2 = wal(S3, 7);
-        for p in (0..SEG as usize).step_by(8192) {
-            tl2[p + 4..p + 8].copy_from_slice(&2u32.to_le_bytes());
-        }
-        let env = Env::new("");
-        env.archive("00000003.history", b"1\t0/200000\tr\n2\t0/400000\tr\n");
-        env.restore("00000003.history").unwrap();
-        env.archive(t3, &tl2);
-        env.restore(t3).unwrap();
-        env.archive("00000003.history", b"1\t0/200000\tr\n");
-        env.restore("00000003.history").unwrap();
-        let e = env.restore(t3).unwrap_err();
-        assert!(e.to_string().contains("not in the history of timeline 3"), "{e}");
-    }
 }

@@ -20,7 +20,6 @@
 //!   spooled copy is discarded and the segment restored from the archive.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -28,6 +27,7 @@ use crate::config::StandbyConfig;
 use crate::fsutil;
 use crate::integrity::Sum;
 use crate::layout::ORIGIN_SUFFIX;
+use crate::storage::{Entry, LocalDir, Storage};
 use crate::wal::{self, WalName};
 
 pub const SPOOL_DIR: &str = ".pitrkit-prefetch";
@@ -51,28 +51,18 @@ fn origin_path(spooled: &Path) -> PathBuf {
 }
 
 /// The identity of an archived file: changes whenever it is replaced or rewritten.
-fn identity(path: &Path, m: &fs::Metadata) -> String {
-    format!(
-        "{}\n{} {} {} {}.{} {}.{}\n",
-        path.display(),
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec()
-    )
+fn identity(archive: &dyn Storage, stored: &str, e: &Entry) -> String {
+    format!("{}\n{}\n", archive.locate(stored), e.version)
 }
 
 /// Serves `name` from the spool if it is there and still what `archivedir`
 /// holds: moved into `dest`. Returns its size when served. A spooled copy
 /// that fails the re-check is removed (with a note in the log).
-pub fn take(archivedir: &Path, dest: &Path, name: &WalName) -> Option<u64> {
+pub fn take(archive: &dyn Storage, dest: &Path, name: &WalName) -> Option<u64> {
     let spooled = spool_dir(dest).join(name.as_str());
     let len = fs::metadata(&spooled).ok()?.len();
     let origin = origin_path(&spooled);
-    match still_valid(archivedir, &spooled, &origin, name) {
+    match still_valid(archive, &spooled, &origin, name) {
         Ok(()) => {}
         Err(why) => {
             log::info!("{name}: prefetched copy not served ({why}); restoring from the archive");
@@ -86,24 +76,24 @@ pub fn take(archivedir: &Path, dest: &Path, name: &WalName) -> Option<u64> {
     Some(len)
 }
 
-fn still_valid(archivedir: &Path, spooled: &Path, origin: &Path, name: &WalName) -> Result<(), String> {
+fn still_valid(archive: &dyn Storage, spooled: &Path, origin: &Path, name: &WalName) -> Result<(), String> {
     let text = fs::read_to_string(origin).map_err(|e| format!("no origin record: {e}"))?;
     let (recorded_identity, sum_line) = text
         .rsplit_once("crc32c ")
         .ok_or_else(|| "unreadable origin record".to_string())?;
     let recorded_sum = Sum::parse(&format!("crc32c {sum_line}")).map_err(|e| e.to_string())?;
-    let (archived, codec, meta) = match super::find(archivedir, name) {
+    let (stored, codec, entry) = match super::find(archive, name) {
         Ok(Some(f)) => f,
         _ => return Err("the archive no longer holds it".into()),
     };
-    if identity(&archived, &meta) != recorded_identity {
+    if identity(archive, &stored, &entry) != recorded_identity {
         return Err(format!(
             "{} was replaced or changed since it was prefetched",
-            archived.display()
+            archive.locate(&stored)
         ));
     }
     if codec == crate::compress::Codec::None {
-        match super::verify::read_sidecar(&archived)? {
+        match super::verify::read_sidecar(archive, &stored)? {
             Some(s) if s != recorded_sum => return Err("its checksum file changed".into()),
             _ => {}
         }
@@ -135,12 +125,9 @@ pub fn prune(dest: &Path, keep_timeline: Option<u32>, older_than: Option<&WalNam
 
 /// Starts the worker in the background and returns at once: PostgreSQL's
 /// startup process waits for restore_command, not for us.
+/// Only the pitrkit binary calls it (see `restore::start_prefetch`): under
+/// `cargo test` current_exe() is the test runner; unit tests call run_worker.
 pub fn spawn_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &Path) {
-    // Under `cargo test` current_exe() is the test runner, not pitrkit; unit
-    // tests call run_worker directly.
-    if cfg!(test) {
-        return;
-    }
     let Ok(exe) = std::env::current_exe() else { return };
     let spawned = Command::new(exe)
         .arg("restore")
@@ -171,7 +158,8 @@ pub fn run_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &P
     let Some(archivedir) = &cfg.archivedir else {
         return Ok(0);
     };
-    let Ok((expected, _)) = super::expected_system(cfg, archivedir) else {
+    let archive = LocalDir::new(archivedir);
+    let Ok((expected, _)) = super::expected_system(cfg, &archive) else {
         return Ok(0);
     };
     let first = served.segno(seg_size);
@@ -183,12 +171,12 @@ pub fn run_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &P
         if target.exists() {
             continue;
         }
-        let Ok(Some((archived, codec, meta))) = super::find(archivedir, &next) else {
+        let Ok(Some((stored, codec, entry))) = super::find(&archive, &next) else {
             break;
         };
-        match super::copy_into_place(&archived, codec, &next, &target, expected) {
+        match super::copy_into_place(&archive, &stored, codec, &next, &target, expected) {
             Ok(c) => {
-                let record = format!("{}{}", identity(&archived, &meta), c.sum.render());
+                let record = format!("{}{}", identity(&archive, &stored, &entry), c.sum.render());
                 if let Err(e) = fs::write(origin_path(&target), record) {
                     log::debug!("prefetch of {next} stopped: cannot record its origin: {e}");
                     let _ = fs::remove_file(&target);

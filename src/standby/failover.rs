@@ -97,6 +97,7 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
         // before the first change.
         sb.own_command("restore", "%f %p")?;
     }
+    check_failover_files(sb)?;
     refuse_two_masters(sb, force)?;
 
     // While this file exists restore serves what restore_delay holds back:
@@ -141,6 +142,54 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
     };
     cfg.notify.send(Level::Ok, &report.summary());
     Ok(report)
+}
+
+/// Everything the failover will need after the promotion, checked before
+/// it: a promoted server whose failover configuration then cannot be
+/// installed is half a failover, the worst state to leave at 3 a.m.
+fn check_failover_files(sb: &Standby) -> Result<()> {
+    let cfg = sb.cfg;
+    let files = [
+        ("pg_conf_failover", cfg.pg_conf_failover.as_deref()),
+        ("pg_hba_conf_failover", cfg.pg_hba_conf_failover.as_deref()),
+    ];
+    for (key, path) in files {
+        let Some(path) = path else { continue };
+        std::fs::File::open(path)
+            .and_then(|f| f.metadata())
+            .and_then(|m| {
+                if m.is_file() {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("not a regular file"))
+                }
+            })
+            .with_context(|| {
+                format!(
+                    "refusing to fail over: {key} {} cannot be read; nothing was changed. Fix the file or the key in {}, then run -F999 again",
+                    path.display(),
+                    cfg.source.display()
+                )
+            })?;
+    }
+    if let Some(action) = cfg.action_failover.as_deref() {
+        // Only a program named by path can be checked; a bare name is
+        // found through PATH by the shell when it runs.
+        let program = action.split_whitespace().next().unwrap_or("");
+        if program.contains('/') && !is_executable(std::path::Path::new(program)) {
+            bail!(
+                "refusing to fail over: action_failover program {program} is missing or not executable; nothing was changed. \
+                 Fix it or the key in {}, then run -F999 again",
+                cfg.source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A live master and a promoted standby would be two masters: refused

@@ -235,6 +235,17 @@ pub fn describe_output(out: &Output) -> String {
 }
 
 /// Polls `cond` every 50ms until it is true (returns true) or `timeout` passes (returns false).
+/// Asserts that the program's standard error (or output) says `text`,
+/// showing everything it printed otherwise.
+pub fn assert_says(out: &Output, text: &str) {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains(text), "expected {text:?} in:\n{}", describe_output(out));
+}
+
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -802,6 +813,19 @@ impl PgCluster {
         })
     }
 
+    /// Waits until `walfile` is archived; else fails the test with `why`
+    /// and the end of the server log (where the archiver's errors are).
+    #[track_caller]
+    pub fn assert_archived(&self, walfile: &str, timeout: Duration, why: &str) {
+        assert!(
+            self.wait_archived(walfile, timeout),
+            "{walfile} not archived within {}s{}{why}; server log:\n{}",
+            timeout.as_secs(),
+            if why.is_empty() { "" } else { ": " },
+            tail(&self.log, 30)
+        );
+    }
+
     /// (archived_count, failed_count) from pg_stat_archiver.
     pub fn archiver_counts(&self) -> (i64, i64) {
         let row = self.psql("SELECT archived_count, failed_count FROM pg_stat_archiver");
@@ -1011,6 +1035,16 @@ impl Sshd {
     /// listener would leave established sessions (and ssh connection
     /// multiplexing) alive, and the "slave" would not really be down.
     pub fn stop(&mut self) {
+        self.kill_server();
+        assert!(
+            wait_until(Duration::from_secs(5), || !port_accepts(self.port)),
+            "port {} still accepts connections after stopping sshd",
+            self.port
+        );
+    }
+
+    /// Kills sshd and every session it serves.
+    fn kill_server(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Freeze the listener first: a session it accepts while its
             // children are being killed would outlive the "stopped" sshd.
@@ -1022,11 +1056,6 @@ impl Sshd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        assert!(
-            wait_until(Duration::from_secs(5), || !port_accepts(self.port)),
-            "port {} still accepts connections after stopping sshd",
-            self.port
-        );
     }
 
     /// Starts sshd again on the same port with the same keys.
@@ -1098,16 +1127,6 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Freeze the listener first: a session it accepts while its
-            // children are being killed would outlive the "stopped" sshd.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGSTOP,
-            );
-            kill_descendants(child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill_server();
     }
 }
