@@ -155,6 +155,29 @@ impl ContinuedRecord {
     }
 }
 
+/// The fields of a page header the check reads.
+struct PageHeader {
+    magic: u16,
+    info: u16,
+    tli: u32,
+    addr: u64,
+    rem_len: u32,
+}
+
+impl PageHeader {
+    fn read(page: &[u8]) -> PageHeader {
+        let u16le = |o: usize| u16::from_le_bytes([page[o], page[o + 1]]);
+        let u32le = |o: usize| u32::from_le_bytes(page[o..o + 4].try_into().unwrap());
+        PageHeader {
+            magic: u16le(0),
+            info: u16le(2),
+            tli: u32le(4),
+            addr: u64::from_le_bytes(page[8..16].try_into().unwrap()),
+            rem_len: u32le(16),
+        }
+    }
+}
+
 /// The streaming checker; see the module documentation.
 pub struct WalCheck {
     name: WalName,
@@ -392,6 +415,8 @@ impl WalCheck {
         Ok(())
     }
 
+    /// One page: its header, what continues from the page before, then
+    /// each record that begins or ends on it.
     fn check_page(&mut self, page: &[u8]) -> Result<(), WalCheckError> {
         if self.end.is_some() {
             return Ok(()); // never read by recovery
@@ -400,113 +425,18 @@ impl WalCheck {
         if off > 0 && self.magic < FIRST_MAGIC_WITH_THIS_FORMAT {
             return Ok(());
         }
-        let u16le = |o: usize| u16::from_le_bytes([page[o], page[o + 1]]);
-        let u32le = |o: usize| u32::from_le_bytes(page[o..o + 4].try_into().unwrap());
-        let u64le = |o: usize| u64::from_le_bytes(page[o..o + 8].try_into().unwrap());
-        let (magic, info, tli, addr, rem_len) = (u16le(0), u16le(2), u32le(4), u64le(8), u32le(16));
-        let want_addr = self.seg_start + off;
-        if magic != self.magic {
-            return self.ends(
-                off,
-                format!(
-                    "page magic {magic:04X} differs from the first page's {:04X}",
-                    self.magic
-                ),
-            );
+        let h = PageHeader::read(page);
+        if !self.page_header_holds(&h, off)? {
+            return Ok(());
         }
-        if addr != want_addr {
-            return self.ends(
-                off,
-                format!(
-                    "page address {:X}/{:X} where {:X}/{:X} belongs",
-                    addr >> 32,
-                    addr & 0xFFFF_FFFF,
-                    want_addr >> 32,
-                    want_addr & 0xFFFF_FFFF
-                ),
-            );
-        }
-        if info & !XLP_ALL_FLAGS != 0 || ((info & XLP_LONG_HEADER != 0) != (off == 0)) {
-            return self.ends(off, format!("invalid page flags {info:04X}"));
-        }
-        if let Err(why) = self.check_timeline(tli, addr) {
-            // Never the end of WAL for a checker of headers only: the page
-            // is one of this segment's, under the wrong timeline.
-            return if self.walk_records || self.partial {
-                self.ends(off + 4, why)
-            } else {
-                Err(self.err(off + 4, why))
-            };
-        }
-        self.last_tli = tli;
-        if !self.records_checked() {
+        self.last_tli = h.tli;
+        if !self.records_checked() || !self.continue_from_previous_page(&h, off)? {
             return Ok(());
         }
         let mut pos = if off == 0 { LONG_HEADER } else { SHORT_HEADER };
-
-        // What continues from the previous page (or segment).
-        match self.rec.take() {
-            Some(rec) if info & XLP_FIRST_IS_CONTRECORD != 0 => {
-                if rem_len != rec.tot_len - rec.got {
-                    return self.ends(
-                        off + 16,
-                        format!(
-                            "page says {rem_len} bytes of a record continue here, but the record at {} has {} left",
-                            rec.start,
-                            rec.tot_len - rec.got
-                        ),
-                    );
-                }
-                self.rec = Some(rec);
-            }
-            Some(rec) if info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 => {
-                // Crash recovery abandoned this record (PostgreSQL 15+): the
-                // page starts afresh, and xl_prev points before the abandoned record.
-                let _ = rec;
-                self.prev = None;
-            }
-            Some(rec) => {
-                return self.ends(
-                    off,
-                    format!(
-                        "the record at byte {} continues on this page, but the page does not say so",
-                        rec.start - self.seg_start
-                    ),
-                )
-            }
-            None if off == 0 && info & XLP_FIRST_IS_CONTRECORD != 0 => {
-                // Started in the previous segment: summed here, checked with
-                // the previous segment's part afterwards.
-                self.rec = Some(Record {
-                    start: self.seg_start,
-                    tot_len: rem_len,
-                    got: 0,
-                    header: [0; RECORD_HEADER],
-                    crc: 0,
-                    whole: false,
-                });
-            }
-            None => {}
-        }
-
         while pos < self.block {
-            if self.rec.is_none() {
-                let lsn = self.seg_start + off + pos as u64;
-                let tot_len = u32le(pos);
-                if tot_len == 0 {
-                    return self.ends(off + pos as u64, "a zero record length".into());
-                }
-                if (tot_len as usize) < RECORD_HEADER || tot_len > MAX_RECORD {
-                    return self.ends(off + pos as u64, format!("invalid record length {tot_len}"));
-                }
-                self.rec = Some(Record {
-                    start: lsn,
-                    tot_len,
-                    got: 0,
-                    header: [0; RECORD_HEADER],
-                    crc: 0,
-                    whole: true,
-                });
+            if self.rec.is_none() && !self.begin_record(page, off, pos)? {
+                return Ok(());
             }
             let rec = self.rec.as_mut().expect("set above");
             let n = ((rec.tot_len - rec.got) as usize).min(self.block - pos);
@@ -517,46 +447,159 @@ impl WalCheck {
             }
             let rec = self.rec.take().expect("present");
             pos = maxalign(pos);
-            if !rec.whole {
-                self.head = Some(ContinuedRecord { rest: rec, start: None });
-                continue;
-            }
-            let at = rec.start - self.seg_start;
-            let h = &rec.header;
-            let (stored, crc) = rec.crcs();
-            if crc != stored {
-                return self.ends(
-                    at,
-                    format!(
-                        "record of {} bytes fails its CRC-32C (stored {stored:08x}, computed {crc:08x}): the data is damaged",
-                        rec.tot_len
-                    ),
-                );
-            }
-            let xl_prev = u64::from_le_bytes(h[8..16].try_into().unwrap());
-            if let Some(p) = self.prev {
-                if xl_prev != p {
-                    return self.ends(
-                        at,
-                        format!("record's back link xl_prev {xl_prev:X} does not point at the previous record {p:X}"),
-                    );
-                }
-            }
-            if self.records == 0 {
-                if let Some(head) = self.head.as_mut() {
-                    head.start = Some(xl_prev);
-                }
-            }
-            self.prev = Some(rec.start);
-            self.records += 1;
-            let (xl_info, xl_rmid) = (h[16], h[17]);
-            if xl_rmid == RM_XLOG_ID && xl_info & 0xF0 == XLOG_SWITCH {
-                // The rest of the segment is never read by recovery.
-                self.end = Some(at + rec.tot_len as u64);
+            if !self.record_complete(rec)? {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// [`WalCheck::ends`] for a step that stops the page there: false.
+    fn ended(&mut self, offset: u64, why: String) -> Result<bool, WalCheckError> {
+        self.ends(offset, why).map(|()| false)
+    }
+
+    /// The page header at segment offset `off`: its magic, address, flags
+    /// and timeline. False if valid WAL ends there.
+    fn page_header_holds(&mut self, h: &PageHeader, off: u64) -> Result<bool, WalCheckError> {
+        let want_addr = self.seg_start + off;
+        if h.magic != self.magic {
+            let why = format!(
+                "page magic {:04X} differs from the first page's {:04X}",
+                h.magic, self.magic
+            );
+            return self.ended(off, why);
+        }
+        if h.addr != want_addr {
+            let why = format!(
+                "page address {:X}/{:X} where {:X}/{:X} belongs",
+                h.addr >> 32,
+                h.addr & 0xFFFF_FFFF,
+                want_addr >> 32,
+                want_addr & 0xFFFF_FFFF
+            );
+            return self.ended(off, why);
+        }
+        if h.info & !XLP_ALL_FLAGS != 0 || ((h.info & XLP_LONG_HEADER != 0) != (off == 0)) {
+            return self.ended(off, format!("invalid page flags {:04X}", h.info));
+        }
+        if let Err(why) = self.check_timeline(h.tli, h.addr) {
+            // Never the end of WAL for a checker of headers only: the page
+            // is one of this segment's, under the wrong timeline.
+            return if self.walk_records || self.partial {
+                self.ended(off + 4, why)
+            } else {
+                Err(self.err(off + 4, why))
+            };
+        }
+        Ok(true)
+    }
+
+    /// What continues from the previous page (or segment), by the page
+    /// header's flags and remainder. False if valid WAL ends there.
+    fn continue_from_previous_page(&mut self, h: &PageHeader, off: u64) -> Result<bool, WalCheckError> {
+        match self.rec.take() {
+            Some(rec) if h.info & XLP_FIRST_IS_CONTRECORD != 0 => {
+                let left = rec.tot_len - rec.got;
+                if h.rem_len != left {
+                    let why = format!(
+                        "page says {} bytes of a record continue here, but the record at {} has {left} left",
+                        h.rem_len, rec.start
+                    );
+                    return self.ended(off + 16, why);
+                }
+                self.rec = Some(rec);
+            }
+            Some(_) if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 => {
+                // Crash recovery abandoned this record (PostgreSQL 15+): the
+                // page starts afresh, and xl_prev points before the abandoned record.
+                self.prev = None;
+            }
+            Some(rec) => {
+                let why = format!(
+                    "the record at byte {} continues on this page, but the page does not say so",
+                    rec.start - self.seg_start
+                );
+                return self.ended(off, why);
+            }
+            None if off == 0 && h.info & XLP_FIRST_IS_CONTRECORD != 0 => {
+                // Started in the previous segment: summed here, checked with
+                // the previous segment's part afterwards.
+                self.rec = Some(Record {
+                    start: self.seg_start,
+                    tot_len: h.rem_len,
+                    got: 0,
+                    header: [0; RECORD_HEADER],
+                    crc: 0,
+                    whole: false,
+                });
+            }
+            None => {}
+        }
+        Ok(true)
+    }
+
+    /// A record starting at `pos` of the page at segment offset `off`, by
+    /// its length. False if valid WAL ends there.
+    fn begin_record(&mut self, page: &[u8], off: u64, pos: usize) -> Result<bool, WalCheckError> {
+        let tot_len = u32::from_le_bytes(page[pos..pos + 4].try_into().unwrap());
+        if tot_len == 0 {
+            return self.ended(off + pos as u64, "a zero record length".into());
+        }
+        if (tot_len as usize) < RECORD_HEADER || tot_len > MAX_RECORD {
+            return self.ended(off + pos as u64, format!("invalid record length {tot_len}"));
+        }
+        self.rec = Some(Record {
+            start: self.seg_start + off + pos as u64,
+            tot_len,
+            got: 0,
+            header: [0; RECORD_HEADER],
+            crc: 0,
+            whole: true,
+        });
+        Ok(true)
+    }
+
+    /// A record whose bytes are all in: its CRC and back link, or, for the
+    /// part of one begun in the previous segment, kept for
+    /// [`check_head`]. False if nothing after it is read (the WAL ends, or
+    /// it is a segment switch).
+    fn record_complete(&mut self, rec: Record) -> Result<bool, WalCheckError> {
+        if !rec.whole {
+            self.head = Some(ContinuedRecord { rest: rec, start: None });
+            return Ok(true);
+        }
+        let at = rec.start - self.seg_start;
+        let h = &rec.header;
+        let (stored, crc) = rec.crcs();
+        if crc != stored {
+            let why = format!(
+                "record of {} bytes fails its CRC-32C (stored {stored:08x}, computed {crc:08x}): the data is damaged",
+                rec.tot_len
+            );
+            return self.ended(at, why);
+        }
+        let xl_prev = u64::from_le_bytes(h[8..16].try_into().unwrap());
+        if let Some(p) = self.prev {
+            if xl_prev != p {
+                let why = format!("record's back link xl_prev {xl_prev:X} does not point at the previous record {p:X}");
+                return self.ended(at, why);
+            }
+        }
+        if self.records == 0 {
+            if let Some(head) = self.head.as_mut() {
+                head.start = Some(xl_prev);
+            }
+        }
+        self.prev = Some(rec.start);
+        self.records += 1;
+        let (xl_info, xl_rmid) = (h[16], h[17]);
+        if xl_rmid == RM_XLOG_ID && xl_info & 0xF0 == XLOG_SWITCH {
+            // The rest of the segment is never read by recovery.
+            self.end = Some(at + rec.tot_len as u64);
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
