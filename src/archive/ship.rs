@@ -109,6 +109,13 @@ impl Shipper<'_> {
                 )),
             ),
         };
+        // A process killed while saving the delivery state leaves its
+        // temporary file in the queue; nothing else would ever remove it.
+        if lock.is_some() {
+            if let Err(e) = fsutil::reclaim_temp_files(&qdir) {
+                log::warn!("cannot reclaim temporary files in {}: {e}", qdir.display());
+            }
+        }
         let state_path = qdir.join(STATE_FILE);
         let prev = SlaveState::load(&state_path);
         let now = now_unix();

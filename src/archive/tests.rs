@@ -121,6 +121,22 @@ fn a_round_delivers_every_queue_and_leaves_them_empty() {
     assert!(alerts(d.path()).is_empty(), "{:?}", alerts(d.path()));
 }
 
+/// A process killed while saving a slave's delivery state (write_durable)
+/// leaves `..state.pitrkit-<pid>.tmp` in its queue: the next round over
+/// that queue reclaims it (the fault suite's ship-kill found it piling up).
+#[test]
+fn a_round_reclaims_the_state_file_temporaries_of_killed_processes() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "sb", "");
+    let dead = queue(&cfg, "sb").join(format!(".{STATE_FILE}.pitrkit-{}.tmp", u32::MAX));
+    let f = fs::File::create(&dead).unwrap();
+    f.set_modified(std::time::SystemTime::now() - crate::fsutil::RECLAIM_AGE - std::time::Duration::from_secs(5))
+        .unwrap();
+    let net = Memory::new(&["sb"]);
+    shipper(&cfg, &net).round_all(true, false);
+    assert!(!dead.exists(), "a killed process's state temporary stays in the queue");
+}
+
 #[test]
 fn a_file_leaves_the_queue_only_with_its_sidecar() {
     let d = tempfile::tempdir().unwrap();
