@@ -90,7 +90,15 @@ fn layout_names_every_module() {
     let block = &readme[start..];
     let block = &block[..block[4..].find("\n## ").map_or(block.len(), |i| i + 4)];
     let mut missing = Vec::new();
-    for dir in ["src", "src/archive", "src/restore", "src/transport", "src/standby", "src/config", "src/pg"] {
+    for dir in [
+        "src",
+        "src/archive",
+        "src/restore",
+        "src/transport",
+        "src/standby",
+        "src/config",
+        "src/pg",
+    ] {
         for e in fs::read_dir(manifest.join(dir)).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stem = name.strip_suffix(".rs").unwrap_or(&name);
@@ -113,5 +121,8 @@ fn layout_names_every_module() {
             missing.push(top.to_string());
         }
     }
-    assert!(missing.is_empty(), "README's Layout section does not mention: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README's Layout section does not mention: {missing:?}"
+    );
 }

@@ -85,7 +85,7 @@ fn run_actions(sb: &Standby, args: &StandbyArgs) -> u8 {
         match f() {
             Ok(report) => {
                 // Warnings go to the log (stderr, pitrkit_logfile) as well as the DBA's eye.
-                if let Some(w) = warning(&report) {
+                for w in warnings(&report) {
                     log::warn!("{w}");
                 }
                 print!("{}", render(&report))
@@ -103,10 +103,10 @@ fn run_actions(sb: &Standby, args: &StandbyArgs) -> u8 {
 }
 
 /// What a report says is wrong though the action succeeded.
-fn warning(report: &Report) -> Option<&str> {
+fn warnings(report: &Report) -> &[String] {
     match report {
-        Report::StandbyStarted(r) => r.streaming_warning.as_deref(),
-        _ => None,
+        Report::StandbyStarted(r) => &r.warnings,
+        _ => &[],
     }
 }
 

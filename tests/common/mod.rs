@@ -238,7 +238,11 @@ pub fn describe_output(out: &Output) -> String {
 /// Asserts that the program's standard error (or output) says `text`,
 /// showing everything it printed otherwise.
 pub fn assert_says(out: &Output, text: &str) {
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains(text), "expected {text:?} in:\n{}", describe_output(out));
 }
 
