@@ -79,3 +79,50 @@ fn install_commands_work_on_a_fresh_machine() {
         .join("usr/local/share/pitrkit/nagios-passive-check")
         .is_file());
 }
+
+/// The README's Layout section names every module and folder of the tree,
+/// so a new one cannot go undocumented.
+#[test]
+fn layout_names_every_module() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(manifest.join("README.md")).unwrap();
+    let start = readme.find("## Layout").expect("a Layout section");
+    let block = &readme[start..];
+    let block = &block[..block[4..].find("\n## ").map_or(block.len(), |i| i + 4)];
+    let mut missing = Vec::new();
+    for dir in [
+        "src",
+        "src/archive",
+        "src/restore",
+        "src/transport",
+        "src/standby",
+        "src/config",
+        "src/pg",
+    ] {
+        for e in fs::read_dir(manifest.join(dir)).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".rs").unwrap_or(&name);
+            if ["mod", "lib", "tests"].contains(&stem) {
+                continue;
+            }
+            let top = dir == "src";
+            let shown = if top {
+                block.contains(&format!("src/{name}")) || block.contains(&format!("src/{stem}/"))
+            } else {
+                block.contains(stem)
+            };
+            if !shown {
+                missing.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    for top in ["tests/", "benches/", "sql/", "etc/", "scripts/"] {
+        if !block.contains(top) {
+            missing.push(top.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README's Layout section does not mention: {missing:?}"
+    );
+}

@@ -620,6 +620,28 @@ fn streaming_standby_follows_without_waiting_for_the_archive() {
             .psql("SELECT count(*) FROM pg_stat_replication WHERE usename = 'repl'"),
         "1"
     );
+
+    // pitrtools' trigger_file: promotes on 12-15 (promote_trigger_file);
+    // 16 removed it, and -S says so instead of failing silently later.
+    let trigger = p.env.path("cmd_end_recovery");
+    let ini = p.variant("trigger", &format!("trigger_file: {}", trigger.display()));
+    let _ = p.standby(&["-A", "stop"]);
+    let out = p.standby_with(&ini, &["-S"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    if server_major() < 16 {
+        fs::write(&trigger, "").unwrap();
+        p.env.chown(&trigger);
+        assert!(
+            wait_until(Duration::from_secs(60), || p
+                .standby_psql("SELECT pg_is_in_recovery()")
+                .is_ok_and(|v| v == "f")),
+            "touching trigger_file did not promote; its log:\n{}",
+            tail(&p.env.path("standby.log"), 30)
+        );
+    } else {
+        assert_says(&out, "has no effect on PostgreSQL");
+        assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
+    }
     let _ = p.standby(&["-A", "stop"]);
 }
 

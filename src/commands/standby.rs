@@ -53,6 +53,20 @@ fn check_usage(args: &StandbyArgs) -> Result<(), String> {
     if args.recover_to_time.is_some() && args.failover.is_none() {
         return Err("-R <timestamp> goes with -F999 (point-in-time recovery ends in a failover)".into());
     }
+    // -I, -B, -S and -P build on each other and run in that order; a
+    // failover or an -A action changes the server's state and goes alone
+    // (pitrtools silently ran only the first flag by its precedence).
+    let building = [args.init, args.basebackup, args.start_standby, args.ping];
+    let alone = [(args.failover.is_some(), "-F999"), (args.action.is_some(), "-A")];
+    let given: Vec<&str> = alone.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+    if let Some(first) = given.first() {
+        if given.len() > 1 || building.iter().any(|b| *b) {
+            return Err(format!(
+                "{first} goes alone: give one of -F999 or -A per command; -I, -B, -S and -P may be combined \
+                 and then run in that order; nothing was done"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -85,7 +99,7 @@ fn run_actions(sb: &Standby, args: &StandbyArgs) -> u8 {
         match f() {
             Ok(report) => {
                 // Warnings go to the log (stderr, pitrkit_logfile) as well as the DBA's eye.
-                if let Some(w) = warning(&report) {
+                for w in warnings(&report) {
                     log::warn!("{w}");
                 }
                 print!("{}", render(&report))
@@ -103,10 +117,10 @@ fn run_actions(sb: &Standby, args: &StandbyArgs) -> u8 {
 }
 
 /// What a report says is wrong though the action succeeded.
-fn warning(report: &Report) -> Option<&str> {
+fn warnings(report: &Report) -> &[String] {
     match report {
-        Report::StandbyStarted(r) => r.streaming_warning.as_deref(),
-        _ => None,
+        Report::StandbyStarted(r) => &r.warnings,
+        _ => &[],
     }
 }
 

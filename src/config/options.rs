@@ -179,7 +179,7 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("pitrkit_logfile", Text, None, "also write pitrkit's own log here; ^Y ^m ^d ^H ^M ^S expand to the date"),
     opt("pgversion", Text, None, "major PostgreSQL version of this standby (e.g. 15); checked against the binaries and data directory"),
     opt("use_streaming_replication", Bool, Some("off"), "also stream WAL from the master (primary_conninfo)"),
-    opt("trigger_file", Path, None, "legacy trigger file; touching it promotes the standby"),
+    opt("trigger_file", Path, None, "pitrtools' trigger file: on PostgreSQL 12-15 it becomes promote_trigger_file, so touching it promotes the standby (without pg_conf_failover or action_failover: use -F999 for a whole failover); PostgreSQL 16 removed it, and -S warns that it has no effect"),
     opt("repl_db_user", User, Some("replication"), "role used for streaming replication"),
     opt("repl_db_password", Text, None, "password of repl_db_user (written to a private passfile, never to a world-readable file)"),
     opt("sslmode", OneOf(names::<SslMode>), Some("prefer"), "libpq sslmode for connections to the master"),

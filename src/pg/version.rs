@@ -31,6 +31,12 @@ impl PgVersion {
     }
 
     /// 12 replaced recovery.conf with standby.signal / recovery.signal.
+    /// `promote_trigger_file` (`trigger_file` in recovery.conf before 12):
+    /// removed in 16, where only `pg_ctl promote` or `pg_promote()` promote.
+    pub fn has_promote_trigger_file(self) -> bool {
+        self.major() < 16
+    }
+
     pub fn uses_signal_files(self) -> bool {
         self.0 >= 120_000
     }

@@ -49,6 +49,8 @@ pub struct RecoverySettings {
     /// postgresql.auto.conf, outside our block so that it outlives the
     /// recovery; the DBA turns archiving on again deliberately.
     pub archiving_off: bool,
+    /// pitrtools' `trigger_file`, on PostgreSQL 12-15 (before 16).
+    pub promote_trigger_file: Option<String>,
 }
 
 /// Written above `archive_mode = 'off'` for a recovery copy.
@@ -92,6 +94,9 @@ impl RecoverySettings {
         }
         if let Some(a) = &self.target_action {
             v.push(("recovery_target_action", a.clone()));
+        }
+        if let Some(t) = &self.promote_trigger_file {
+            v.push(("promote_trigger_file", t.clone()));
         }
         v.push(("recovery_target_timeline", "latest".into()));
         v
@@ -153,6 +158,8 @@ pub fn render_recovery_conf(s: &RecoverySettings, standby: bool) -> String {
         out.push_str("standby_mode = 'on'\n");
     }
     for (k, v) in s.pairs() {
+        // Its name before PostgreSQL 12.
+        let k = if k == "promote_trigger_file" { "trigger_file" } else { k };
         out.push_str(&format!("{k} = {}\n", quote(&v)));
     }
     out.push_str(BLOCK_END);
@@ -314,6 +321,25 @@ mod tests {
         assert!(conf.contains("recovery_target_action = 'promote'"));
         assert!(!conf.contains("standby_mode"));
         assert!(render_recovery_conf(&settings(), true).contains("standby_mode = 'on'"));
+    }
+
+    #[test]
+    fn the_trigger_file_has_each_versions_name() {
+        let mut s = settings();
+        s.promote_trigger_file = Some("/var/lib/postgresql/cmd_end_recovery".into());
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), PgVersion(150000), Mode::Standby, &s, None).unwrap();
+        let auto = fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
+        assert!(
+            auto.contains("promote_trigger_file = '/var/lib/postgresql/cmd_end_recovery'"),
+            "{auto}"
+        );
+        let conf = render_recovery_conf(&s, true);
+        assert!(
+            conf.contains("\ntrigger_file = '/var/lib/postgresql/cmd_end_recovery'"),
+            "{conf}"
+        );
+        assert!(!conf.contains("promote_trigger_file"), "{conf}");
     }
 
     #[test]

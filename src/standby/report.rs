@@ -66,8 +66,9 @@ pub struct StandbyStarted {
     pub version: String,
     pub archivedir: Option<PathBuf>,
     pub streaming: bool,
-    /// Why streaming will not work from here (it cannot use pitrkit's ssh tunnel).
-    pub streaming_warning: Option<String>,
+    /// What will not work as configured: streaming through pitrkit's ssh
+    /// tunnel, trigger_file on PostgreSQL 16+.
+    pub warnings: Vec<String>,
 }
 
 /// `-F999` (with `-R`: point-in-time recovery).

@@ -94,7 +94,30 @@ pub fn standby_settings(sb: &Standby) -> Result<RecoverySettings> {
         s.primary_conninfo = Some(ci);
         s.primary_slot_name = cfg.primary_slot_name.clone();
     }
+    if let Some(t) = cfg
+        .trigger_file
+        .as_ref()
+        .filter(|_| sb.version.has_promote_trigger_file())
+    {
+        s.promote_trigger_file = Some(t.display().to_string());
+    }
     Ok(s)
+}
+
+/// pitrtools' `trigger_file` on a PostgreSQL that no longer has
+/// promote_trigger_file: accepted (every pitrtools sample sets it), but it
+/// promotes nothing, and the DBA must know before relying on it.
+fn trigger_file_warning(sb: &Standby) -> Option<String> {
+    let t = sb.cfg.trigger_file.as_ref()?;
+    (!sb.version.has_promote_trigger_file()).then(|| {
+        format!(
+            "trigger_file {} has no effect on PostgreSQL {}: PostgreSQL 16 removed promote_trigger_file. \
+             Fail over with `cmd_standby -C {} -F999`",
+            t.display(),
+            sb.version,
+            sb.cfg.source.display()
+        )
+    })
 }
 
 pub fn refuse_incomplete(sb: &Standby) -> Result<()> {
@@ -124,7 +147,10 @@ pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
     }
     // The settings first: a path they cannot carry is refused before anything is written.
     let settings = standby_settings(sb)?;
-    let streaming_warning = crate::pg::master::streaming_route_warning(sb.cfg);
+    let warnings: Vec<String> = crate::pg::master::streaming_route_warning(sb.cfg)
+        .into_iter()
+        .chain(trigger_file_warning(sb))
+        .collect();
     remove_stale_promoting(sb, "this server starts as a standby again")?;
     let conf_files = copy_config(sb, false)?;
     recovery::write(
@@ -142,7 +168,7 @@ pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
         version: sb.version.to_string(),
         archivedir: sb.cfg.archivedir.clone(),
         streaming: sb.cfg.streaming,
-        streaming_warning,
+        warnings,
     })
 }
 
