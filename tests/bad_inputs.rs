@@ -479,10 +479,9 @@ fn archive_files() {
             F("name_bad_history", WalFile::None, &["-C", "$C", "-F", "$T/wal/0000002.history"], 1, "cmd_archiver[PID] [ERROR] archiving $T/wal/0000002.history: '0000002.history' is not a WAL file name: a history file is 8 hex digits + .history"),
             F("name_bad_backup", WalFile::None, &["-C", "$C", "-F", "$T/wal/000000010000000000000001.backup"], 1, "cmd_archiver[PID] [ERROR] archiving $T/wal/000000010000000000000001.backup: '000000010000000000000001.backup' is not a WAL file name: a backup file is <segment>.<offset>.backup"),
             F("relative_without_pgdata", WalFile::None, &["-C", "$C", "-F", "pg_wal/000000010000000000000001"], 1, "cmd_archiver[PID] [ERROR] archiving pg_wal/000000010000000000000001: pg_wal/000000010000000000000001: no such file"),
-            // KNOWN GAP, recorded as it is: the archiver stores a .history
-            // file without looking inside (restore checks it on the restore
-            // branch). Flip this to the refusal once the archiver checks it.
-            F("history_garbage", WalFile::Bytes("00000003.history", b"\x00\xff garbage \x01\n"), &["-C", "$C", "-F", "$T/wal/00000003.history"], 0, "cmd_archiver[PID] [INFO] archived 00000003.history: 1 local archive(s)"),
+            // A damaged history file is refused before it is in the archive.
+            F("history_garbage", WalFile::Bytes("00000003.history", b"\x00\xff garbage \x01\n"), &["-C", "$C", "-F", "$T/wal/00000003.history"], 1, "cmd_archiver[PID] [ERROR] archiving $T/wal/00000003.history: $T/wal/00000003.history: not a timeline history file as PostgreSQL writes it: not UTF-8 text"),
+            F("history_truncated", WalFile::Bytes("00000003.history", b"1\t0/3000000\tno recovery target specified"), &["-C", "$C", "-F", "$T/wal/00000003.history"], 1, "cmd_archiver[PID] [ERROR] archiving $T/wal/00000003.history: $T/wal/00000003.history: not a timeline history file as PostgreSQL writes it: the last line has no newline (truncated?)"),
         ],
     );
 }

@@ -53,6 +53,8 @@ pub enum ArchiveError {
     Missing { path: PathBuf },
     #[error(transparent)]
     Segment(#[from] wal::SegmentCheckError),
+    #[error("{path}: not a timeline history file as PostgreSQL writes it: {why}; it was not archived (a damaged history file in the archive would stop every standby that asks for it)")]
+    BadHistory { path: PathBuf, why: String },
     #[error("{dir} holds WAL of database system {archive}, but {wal} comes from system {ours}: two clusters must never share an archive (a cloned server keeps its old archive_command). Point this cluster at its own directory")]
     SystemIdMismatch {
         dir: PathBuf,

@@ -12,7 +12,7 @@ use crate::fsutil::{self, PlaceError, Placed};
 use crate::integrity::Sum;
 use crate::logging::StepTimer;
 use crate::storage::{Kind, LocalDir, Storage};
-use crate::wal::{self, WalName};
+use crate::wal::{self, WalKind, WalName};
 
 /// Checks one file and makes it durable at every local destination and in
 /// the queues of `targets`. Returns the name it has in the queues and its size.
@@ -68,6 +68,19 @@ fn check_origin(
     src: &Path,
     name: &WalName,
 ) -> Result<Option<u64>, ArchiveError> {
+    if name.kind == WalKind::History {
+        // Small: read whole. Restore refuses a damaged one; refuse it here
+        // first, before it is in the archive.
+        let data = fs::read(src).map_err(|e| ArchiveError::BadHistory {
+            path: src.to_path_buf(),
+            why: format!("cannot read it ({e})"),
+        })?;
+        crate::walcheck::check_history(name, &data).map_err(|why| ArchiveError::BadHistory {
+            path: src.to_path_buf(),
+            why,
+        })?;
+        return Ok(None);
+    }
     if !name.is_segment_data() {
         return Ok(None);
     }

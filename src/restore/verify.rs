@@ -104,78 +104,7 @@ pub fn read_sidecar(archive: &dyn Storage, stored: &str) -> Result<Option<Sum>, 
     })
 }
 
-/// A timeline history file as PostgreSQL writes it: UTF-8 text, each line
-/// blank, a `#` comment, or `<parent tli>\t<switch LSN X/X>\t<reason>`,
-/// parent timelines strictly increasing and below the file's own timeline,
-/// and a final newline (so a truncated file is caught). Switch points may
-/// go back (see [`crate::walcheck::timeline_of_point`]).
-///
-/// Not checked: that the last entry is the timeline just below the file's.
-/// PostgreSQL names the new timeline one above the newest it finds, and the
-/// parent is the timeline recovery followed, so a point-in-time recovery
-/// onto an older timeline writes e.g. `3.history` ending with timeline 1.
-/// A file cut at a line boundary is caught later, if at all, by the page
-/// timelines of the segments ([`WalCheck::with_history`]).
-pub fn check_history(name: &WalName, data: &[u8]) -> Result<(), String> {
-    parse_history(name, data).map(drop)
-}
-
-/// The entries of a history file: (parent timeline, switch point), oldest first.
-pub fn parse_history(name: &WalName, data: &[u8]) -> Result<Vec<(u32, u64)>, String> {
-    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8 text ({e})"))?;
-    if text.is_empty() {
-        return Err("the file is empty".into());
-    }
-    if !text.ends_with('\n') {
-        return Err("the last line has no newline (truncated?)".into());
-    }
-    let own = name.timeline;
-    let mut entries: Vec<(u32, u64)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
-        let bad = |why: String| format!("line {}: {why}: {:?}", i + 1, line.chars().take(80).collect::<String>());
-        let mut f = line.splitn(3, '\t');
-        let (Some(tli), Some(lsn), Some(_reason)) = (f.next(), f.next(), f.next()) else {
-            return Err(bad("not '<timeline>\\t<LSN>\\t<reason>'".into()));
-        };
-        let tli: u32 = tli
-            .trim()
-            .parse()
-            .map_err(|_| bad("the timeline is not a number".into()))?;
-        let lsn = parse_lsn(lsn.trim()).ok_or_else(|| bad("the switch point is not an LSN like 0/3000000".into()))?;
-        if tli == 0 || tli >= own {
-            return Err(bad(format!(
-                "timeline {tli} must be between 1 and {} (the file's own timeline is {own})",
-                own - 1
-            )));
-        }
-        if let Some(&(t, _)) = entries.last() {
-            // A switch point may go back: a point-in-time recovery that
-            // stops on an older timeline before a newer one's switch (with
-            // recovery_target_timeline 'latest') writes such a file.
-            if tli <= t {
-                return Err(bad(format!("timeline {tli} does not follow timeline {t}")));
-            }
-        }
-        entries.push((tli, lsn));
-    }
-    if entries.is_empty() {
-        return Err("no timeline entry".into());
-    }
-    Ok(entries)
-}
-
-fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.split_once('/')?;
-    let ok = |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
-    if !ok(hi) || !ok(lo) {
-        return None;
-    }
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
+pub use crate::walcheck::{check_history, parse_history};
 
 #[cfg(test)]
 mod tests {
