@@ -14,20 +14,6 @@ use crate::integrity::{self, Sum};
 use crate::storage::Storage;
 use crate::wal::{self, SegmentCheckError, WalName};
 
-/// A temporary file that is removed unless it was renamed into place.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// What a checked copy produced.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Copied {
@@ -231,10 +217,8 @@ pub(crate) fn copy_into_place(
     let Some((dir, tmp_path)) = temp_for(dest) else {
         return Err(r.write_err(dest)(io::Error::other("%p does not end in a file name")));
     };
-    let mut tmp = TempFile {
-        path: tmp_path,
-        keep: false,
-    };
+    // Removed on every error path; persisted by the rename into place.
+    let tmp = tempfile::TempPath::try_from_path(&tmp_path).map_err(r.write_err(&tmp_path))?;
     let input = archive.get(stored).map_err(|e| r.unreadable(e))?;
     let stored_sum = if codec == Codec::None {
         verify::read_sidecar(archive, stored).map_err(|w| r.damaged(w))?
@@ -246,7 +230,7 @@ pub(crate) fn copy_into_place(
     if let Err(e) = fsutil::reclaim_temp_files(&dir) {
         log::debug!("cannot reclaim temporary files in {}: {e}", dir.display());
     }
-    let w = r.write(input, &tmp.path, stored_sum.is_none(), expected_sysid)?;
+    let w = r.write(input, &tmp, stored_sum.is_none(), expected_sysid)?;
     if let Some(want) = stored_sum {
         if w.sum != want {
             return Err(r.damaged(format!(
@@ -257,16 +241,15 @@ pub(crate) fn copy_into_place(
         }
     }
     if name.is_segment_data() {
-        r.check_segment(&tmp.path, &w, expected_sysid)?;
+        r.check_segment(&tmp, &w, expected_sysid)?;
     } else if name.kind == wal::WalKind::History {
-        let text = fs::read(&tmp.path).map_err(r.write_err(&tmp.path))?;
+        let text = fs::read(&tmp).map_err(r.write_err(&tmp))?;
         verify::check_history(name, &text)
             .map_err(|why| r.damaged(format!("not a valid timeline history file: {why}")))?;
     }
     // No fsync: the archive still has the data, and PostgreSQL fsyncs the
     // files it keeps (durable_rename into pg_wal).
-    fs::rename(&tmp.path, dest).map_err(r.write_err(dest))?;
-    tmp.keep = true;
+    tmp.persist(dest).map_err(|e| r.write_err(dest)(e.error))?;
     Ok(Copied {
         written: w.written,
         sum: w.sum,
