@@ -82,6 +82,8 @@ const A: &str = "000000010000000000000001";
 const B: &str = "000000010000000000000002";
 /// A WAL file that is not segment data: archived without a segment header.
 const H: &str = "00000002.history";
+/// A history file as PostgreSQL writes it (the archiver checks them).
+const OURS: &[u8] = b"1\t0/3000000\tno recovery target specified\n";
 
 /// A `.history` file in a fake pg_wal, as PostgreSQL passes it.
 fn history(dir: &Path, content: &[u8]) -> PathBuf {
@@ -366,15 +368,17 @@ fn sync_mode_ships_again_to_a_slave_that_lost_the_file() {
 fn sync_mode_fails_on_a_conflict_and_keeps_ours_aside() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), "sb", "ship_mode: sync\n");
-    let src = history(d.path(), b"ours\n");
+    let src = history(d.path(), OURS);
     let net = Memory::new(&["sb"]);
-    net.with("sb", |s| s.files.insert(H.to_string(), b"theirs\n".to_vec()));
+    net.with("sb", |s| {
+        s.files.insert(H.to_string(), b"1\t0/4000000\ttheirs\n".to_vec())
+    });
     let e = archive_via(&cfg, Some(&net), &src).unwrap_err().to_string();
     assert!(e.contains(&format!("it already has a different {H} in /r")), "{e}");
     assert!(queue(&cfg, "sb").join(CONFLICTS_DIR).join(H).is_file());
     // The conflict stays until resolved: a retry fails the same way, even
     // though the slave's copy now matches.
-    net.with("sb", |s| s.files.insert(H.to_string(), b"ours\n".to_vec()));
+    net.with("sb", |s| s.files.insert(H.to_string(), OURS.to_vec()));
     let e = archive_via(&cfg, Some(&net), &src).unwrap_err().to_string();
     assert!(e.contains("remains from an earlier conflict"), "{e}");
     assert!(
@@ -387,7 +391,7 @@ fn sync_mode_fails_on_a_conflict_and_keeps_ours_aside() {
 fn async_mode_succeeds_once_spooled_whatever_the_slaves_do() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), "sb, sc", "");
-    let src = history(d.path(), b"x\n");
+    let src = history(d.path(), OURS);
     let net = Memory::new(&["sb", "sc"]);
     net.with("sc", |s| s.down = true);
     let r = archive_via(&cfg, Some(&net), &src).unwrap();
