@@ -14,15 +14,8 @@ use std::path::PathBuf;
 use pitrkit::fsutil;
 
 fn main() {
-    let smoke_dir;
-    let seg;
-    let (input, reps) = if common::bench_mode() {
-        seg = common::Segment::get();
-        (seg.path.clone(), common::reps())
-    } else {
-        smoke_dir = tempfile::tempdir().unwrap();
-        (common::smoke_input(smoke_dir.path()), 1)
-    };
+    let inp = common::input();
+    let (input, reps) = (inp.path.clone(), inp.reps);
     let raw = std::fs::metadata(&input).unwrap().len();
     let parent = std::env::var_os("PITRKIT_BENCH_DIR")
         .map(PathBuf::from)

@@ -81,6 +81,32 @@ impl Segment {
     }
 }
 
+/// What a micro-benchmark works on: the real segment under `cargo bench`,
+/// a small smoke input (one repetition) under `cargo test`.
+pub struct Input {
+    pub path: PathBuf,
+    pub reps: usize,
+    _keep: (Option<Segment>, Option<tempfile::TempDir>),
+}
+
+pub fn input() -> Input {
+    if bench_mode() {
+        let seg = Segment::get();
+        Input {
+            path: seg.path.clone(),
+            reps: reps(),
+            _keep: (Some(seg), None),
+        }
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        Input {
+            path: smoke_input(dir.path()),
+            reps: 1,
+            _keep: (None, Some(dir)),
+        }
+    }
+}
+
 /// 256 KiB of WAL-like data (records with repeating headers and varied payload)
 /// for the smoke pass under `cargo test`.
 pub fn smoke_input(dir: &Path) -> PathBuf {
