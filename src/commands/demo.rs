@@ -90,7 +90,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     let files = d.list_archive()?;
     let all_there = switched.iter().all(|s| files.iter().any(|(n, _)| n == s));
     println!(
-        "\n{} file(s) archived in {:.1}s (pg_stat_archiver: archived_count={archived}, failed_count={failed}); every switched segment present: {}",
+        "\n{} WAL file(s) archived in {:.1}s (pg_stat_archiver: archived_count={archived}, failed_count={failed}); every switched segment present: {}",
         files.len(),
         elapsed.as_secs_f64(),
         if all_there { "yes" } else { "NO" }
@@ -234,19 +234,34 @@ impl Demo {
         )?)
     }
 
-    /// The archived files and their sizes, listed.
+    /// The archived WAL files and their sizes, listed (a plain file's
+    /// `.sum` checksum sidecar is shown beside it, not counted as WAL).
     fn list_archive(&self) -> anyhow::Result<Vec<(String, u64)>> {
-        let mut files: Vec<(String, u64)> = fs::read_dir(&self.archive)?
+        let names: Vec<String> = fs::read_dir(&self.archive)?
             .flatten()
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                (!n.starts_with('.')).then(|| (n, e.metadata().map(|m| m.len()).unwrap_or(0)))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let mut files: Vec<(String, u64)> = names
+            .iter()
+            .filter(|n| !n.ends_with(crate::layout::SUM_SUFFIX))
+            .map(|n| {
+                (
+                    n.clone(),
+                    fs::metadata(self.archive.join(n)).map(|m| m.len()).unwrap_or(0),
+                )
             })
             .collect();
         files.sort();
         println!("\nArchived to {}:", self.archive.display());
         for (n, size) in &files {
-            println!("  {n}  {:>6.1} MiB", *size as f64 / 1048576.0);
+            let sum = crate::integrity::sum_name(n);
+            let checked = if names.contains(&sum) {
+                format!("  + {sum}")
+            } else {
+                String::new()
+            };
+            println!("  {n}  {:>6.1} MiB{checked}", *size as f64 / 1048576.0);
         }
         Ok(files)
     }
