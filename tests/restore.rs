@@ -95,6 +95,14 @@ impl Standby {
         self.pitrkit(&["restore", "-C", self.ini.to_str().unwrap(), wal, "pg_wal/RECOVERYXLOG"])
     }
 
+    /// Restores `wal`, which must succeed (`why`, if any, names the case),
+    /// and clears %p for the next one, as PostgreSQL does.
+    fn restore_ok(&self, wal: &str, why: &str) {
+        let o = self.restore(wal);
+        assert_eq!(status(&o), 0, "{wal} {why}: {}", stderr(&o));
+        fs::remove_file(self.dest()).unwrap();
+    }
+
     fn files(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -238,9 +246,7 @@ fn a_flipped_bit_in_any_stored_form_exits_200_and_restores_nothing() {
     // Plain with its sidecar: a bit anywhere, even in the zero tail that no
     // header check reads.
     let p = sb.archive_plain(name, &data);
-    let o = sb.restore(name);
-    assert_eq!(status(&o), 0, "{}", stderr(&o));
-    fs::remove_file(sb.dest()).unwrap();
+    sb.restore_ok(name, "");
     flip(&p, 700_000);
     let o = sb.restore(name);
     assert_eq!(status(&o), 200, "{}", stderr(&o));
@@ -566,9 +572,7 @@ fn legacy_damage_in_a_record_crossing_the_segment_boundary_is_caught() {
     fs::write(sb.archive.join(&n), &a).unwrap();
     fs::write(sb.archive.join(&n1), &b).unwrap();
     for w in [&n, &n1] {
-        let o = sb.restore(w);
-        assert_eq!(status(&o), 0, "{w}: {}", stderr(&o));
-        fs::remove_file(sb.dest()).unwrap();
+        sb.restore_ok(w, "");
     }
     // The last byte of N (in the record that N+1 finishes), then a byte of
     // the continuation at the start of N+1: restoring either exits 200 and
@@ -612,9 +616,7 @@ fn legacy_damage_in_a_record_crossing_the_segment_boundary_is_caught() {
     let last = a2.len() - 1;
     a2[last] ^= 0x01;
     fs::write(sb.archive.join(&n), &a2).unwrap();
-    let o = sb.restore(&n);
-    assert_eq!(status(&o), 0, "{}", stderr(&o));
-    fs::remove_file(sb.dest()).unwrap();
+    sb.restore_ok(&n, "");
     fs::write(sb.archive.join(&n1), &b).unwrap();
     let o = sb.restore(&n1);
     assert_eq!(status(&o), 200, "{}", stderr(&o));
@@ -768,9 +770,7 @@ fn real_segments_around_a_timeline_switch_pass_every_check() {
     for n in &tl2 {
         fs::remove_file(sb.archive.join(n)).unwrap();
         sb.archive_plain(n, &wal_file(&pg, n));
-        let o = sb.restore(n);
-        assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
-        fs::remove_file(sb.dest()).unwrap();
+        sb.restore_ok(n, "");
     }
 }
 
@@ -889,18 +889,14 @@ fn real_records_of_many_pages_across_segment_boundaries_restore_without_checksum
         fs::write(sb.archive.join(n), wal_file(&pg, n)).unwrap();
     }
     for n in &segs {
-        let o = sb.restore(n);
-        assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
-        fs::remove_file(sb.dest()).unwrap();
+        sb.restore_ok(n, "");
     }
     // The segment before `far`, with `far` still being copied.
     let i = segs.iter().position(|n| *n == far).unwrap();
     let before = &segs[i - 1];
     for short in [0, 8192] {
         fs::write(sb.archive.join(&far), &wal_file(&pg, &far)[..short]).unwrap();
-        let o = sb.restore(before);
-        assert_eq!(status(&o), 0, "{far} of {short} bytes: {}", stderr(&o));
-        fs::remove_file(sb.dest()).unwrap();
+        sb.restore_ok(before, &format!("{far} of {short} bytes"));
     }
 }
 
@@ -996,14 +992,10 @@ fn a_pitr_before_a_later_timelines_switch_restores_its_history_and_segments() {
     );
 
     copy_pg_control(&sb, &pitr);
-    let o = sb.restore("00000003.history");
-    assert_eq!(status(&o), 0, "{}", stderr(&o));
-    fs::remove_file(sb.dest()).unwrap();
+    sb.restore_ok("00000003.history", "");
     for n in Standby::files(&sb.archive) {
         if n.len() == 24 && n.starts_with("00000003") {
-            let o = sb.restore(&n);
-            assert_eq!(status(&o), 0, "{n}: {}", stderr(&o));
-            fs::remove_file(sb.dest()).unwrap();
+            sb.restore_ok(&n, "");
         }
     }
 }
