@@ -1,7 +1,7 @@
 //! Command-line interface. The archiver and standby keep pitrtools' flags
 //! (`cmd_archiver -C -F -I`, `cmd_standby -C -I -B -S -F999 -R -P -A`), and
 //! the binary behaves as those subcommands when called through links named
-//! `cmd_archiver` / `cmd_standby`.
+//! `cmd_archiver` / `cmd_standby` / `cmd_queue`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,9 @@ pub enum Command {
     /// Manage a standby: init, base backup, start, failover, point-in-time recovery.
     #[command(alias = "cmd_standby", version)]
     Standby(StandbyArgs),
+    /// Ship every slave's queue every queue_wait seconds (pitrtools' cmd_queue).
+    #[command(alias = "cmd_queue", version)]
+    Queue(QueueArgs),
     /// restore_command: copy archived WAL %f into %p (replaces pg_standby).
     Restore(RestoreArgs),
     /// archive_cleanup_command: remove archived WAL older than %r.
@@ -83,6 +86,24 @@ pub struct ArchiverArgs {
     pub status: bool,
 }
 
+/// `pitrkit queue` / `cmd_queue`: the queue runner.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "In the foreground (no -d) it keeps running until SIGTERM, for a systemd service of Type=simple (etc/pitrkit-queue.service). One runner per l_archivedir: a second one exits 0 at once, saying which pid runs."
+)]
+pub struct QueueArgs {
+    /// The archiver's configuration file (pitrtools cmd_archiver.ini format).
+    #[arg(short = 'C', long = "config", default_value = "cmd_archiver.ini")]
+    pub config: PathBuf,
+    /// Detach: new session, working directory /, standard streams on
+    /// /dev/null (log lines go to the configured logfile).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Exit once every queue is empty (what an archive call starts).
+    #[arg(long)]
+    pub until_empty: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum StandbyAction {
@@ -133,7 +154,11 @@ pub struct DemoArgs {
 }
 
 /// Names under which the binary acts as a subcommand (pitrtools' programs).
-const MULTI_CALL: &[(&str, &str)] = &[("cmd_archiver", "archiver"), ("cmd_standby", "standby")];
+const MULTI_CALL: &[(&str, &str)] = &[
+    ("cmd_archiver", "archiver"),
+    ("cmd_standby", "standby"),
+    ("cmd_queue", "queue"),
+];
 
 /// Rewrites `cmd_archiver -C x -F y` into `pitrkit archiver -C x -F y`
 /// when argv[0]'s file name is one of pitrtools' program names.
@@ -255,10 +280,30 @@ mod tests {
 
     #[test]
     fn version_works_through_the_links() {
-        for argv0 in ["cmd_archiver", "cmd_standby"] {
+        for argv0 in ["cmd_archiver", "cmd_standby", "cmd_queue"] {
             let e = parse(&[argv0, "--version"]).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion, "{argv0}");
         }
+    }
+
+    #[test]
+    fn cmd_queue_link_takes_pitrtools_flags() {
+        for args in [
+            &["cmd_queue", "-C", "a.ini", "--daemon"][..],
+            &["cmd_queue", "-C", "a.ini", "-d"],
+            &["/usr/local/bin/cmd_queue", "--config", "a.ini", "-d", "--until-empty"],
+        ] {
+            let Command::Queue(q) = parse(args).unwrap().command else {
+                panic!("{args:?}")
+            };
+            assert_eq!(q.config, PathBuf::from("a.ini"));
+            assert!(q.daemon);
+            assert_eq!(q.until_empty, args.contains(&"--until-empty"));
+        }
+        let Command::Queue(q) = parse(&["pitrkit", "queue", "-C", "a.ini"]).unwrap().command else {
+            panic!()
+        };
+        assert!(!q.daemon && !q.until_empty);
     }
 
     #[test]

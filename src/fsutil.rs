@@ -444,7 +444,14 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// An exclusive advisory lock on `path`, released on drop.
-pub struct LockFile(#[allow(dead_code)] Flock<File>);
+pub struct LockFile(Flock<File>);
+
+impl LockFile {
+    /// The locked file, for a holder that records who it is in it (a pid).
+    pub fn file(&self) -> &File {
+        &self.0
+    }
+}
 
 /// Takes an exclusive lock; `None` when `wait` is zero and the lock is busy,
 /// or when `wait` ran out.

@@ -55,6 +55,9 @@ pub mod queue {
     //!                                 that already have <wal> (older ledgers: "<slave>" alone)
     //!   .spool/<wal>[.sum]            SPOOL_DIR: the one durable copy being linked into the queues
     //!   .spool/.lock                  LOCK_FILE in SPOOL_DIR: held while spooling
+    //!   .queue-runner.pid             RUNNER_LOCK_FILE: flock'd by the one queue runner
+    //!                                 (`pitrkit queue`) of this queue root; holds its pid
+    //!                                 for humans (the lock, not the pid, says who runs)
     //!   .done/<wal>                   DONE_DIR: look-ahead marker, the identity (dev ino size
     //!                                 mtime) of the pg_wal file an earlier call archived
     //!   <slave>/<wal>[.sum]           a slave's queue: hard links of the spooled copy, 0600
@@ -80,6 +83,8 @@ pub mod queue {
     pub const SPOOL_DIR: &str = ".spool";
     /// In the queue root: look-ahead markers.
     pub const DONE_DIR: &str = ".done";
+    /// In the queue root: the queue runner's lock, holding its pid.
+    pub const RUNNER_LOCK_FILE: &str = ".queue-runner.pid";
 }
 
 /// Suffix of a plain archived file's checksum sidecar.

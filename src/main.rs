@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Archiver(a) => commands::archiver::run(&program, a),
         Command::Standby(s) => commands::standby::run(&program, s),
+        Command::Queue(q) => commands::queue::run(&program, q),
         Command::Restore(r) => commands::restore::run(&program, r),
         Command::Cleanup(c) => commands::cleanup::run(&program, c),
         Command::Demo(d) => commands::demo::run(&program, d),

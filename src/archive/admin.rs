@@ -226,5 +226,6 @@ pub fn status(cfg: &ArchiverConfig) -> Vec<String> {
             depth(&qdir)
         ));
     }
+    out.push(super::runner::status_line(&sh.queue_root));
     out
 }

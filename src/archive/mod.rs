@@ -10,7 +10,9 @@
 //! Three parts: the push path (`push`, `stage`, `spool`), shipping (`ship`
 //! for rounds and verdicts, `queue` for one queue through a
 //! [`crate::transport::Transport`], `ledger`, `state`), and administration
-//! (`admin`: `-I`, `--status`, `--flush`). Every dot-name under
+//! (`admin`: `-I`, `--status`, `--flush`), and the queue runner (`runner`:
+//! `pitrkit queue`, started by an archive call that leaves work queued).
+//! Every dot-name under
 //! `l_archivedir` is in `layout`.
 
 pub mod admin;
@@ -21,6 +23,7 @@ pub mod lookahead;
 pub mod mount;
 pub mod push;
 pub mod queue;
+pub mod runner;
 pub mod ship;
 pub mod sidecar;
 pub mod slavemark;

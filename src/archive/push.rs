@@ -17,7 +17,8 @@ use crate::transport::Connect;
 use crate::wal::WalName;
 
 /// Archives the file PostgreSQL passed as %p. Sends the notification a
-/// failure deserves before returning it.
+/// failure deserves before returning it; starts the queue runner when
+/// files are left queued.
 pub fn archive_file(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveReport, ArchiveError> {
     let net = cfg.shipping.as_ref().map(|sh| Rsync {
         dir: &sh.remote_dir,
@@ -25,9 +26,13 @@ pub fn archive_file(cfg: &ArchiverConfig, wal_arg: &Path) -> Result<ArchiveRepor
         rsync: &cfg.rsync,
     });
     let result = archive_via(cfg, net.as_ref().map(|n| n as &dyn Connect), wal_arg);
-    if let Err(e) = &result {
-        cfg.notify
-            .send(e.level(), &format!("archiving {}: {e}", wal_arg.display()));
+    match &result {
+        // Files left queued on an idle master would wait for the next WAL.
+        Ok(r) => super::runner::start_if_needed(cfg, &r.slaves),
+        Err(e) => {
+            cfg.notify
+                .send(e.level(), &format!("archiving {}: {e}", wal_arg.display()));
+        }
     }
     result
 }

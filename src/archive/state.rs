@@ -39,6 +39,15 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Files still queued for the slave afterwards.
+    pub fn depth(&self) -> usize {
+        match self {
+            Event::Delivered { depth, .. } | Event::Failed { depth, .. } | Event::Skipped { depth } => *depth,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub level: Level,

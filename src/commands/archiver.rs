@@ -40,7 +40,7 @@ pub fn run(program: &str, args: ArchiverArgs) -> u8 {
 }
 
 /// pitrtools refused to run as anyone but queue_user.
-fn check_queue_user(cfg: &ArchiverConfig) -> Result<(), String> {
+pub(super) fn check_queue_user(cfg: &ArchiverConfig) -> Result<(), String> {
     let Some(q) = &cfg.queue_user else {
         return Ok(());
     };

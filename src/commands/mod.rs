@@ -5,6 +5,7 @@
 pub mod archiver;
 pub mod cleanup;
 pub mod demo;
+pub mod queue;
 pub mod restore;
 pub mod standby;
 

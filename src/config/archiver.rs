@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use super::choices::ShipMode;
+pub use super::choices::{QueueRunner, ShipMode};
 use super::choices::{RsyncVersion, SlaveCodec, State};
 use super::ini::{ConfigError, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
@@ -42,6 +42,8 @@ pub struct ArchiverConfig {
     pub ship_mode: ShipMode,
     pub queue_user: Option<String>,
     pub queue_wait: Duration,
+    /// Whether an archive call that leaves files queued starts the queue runner.
+    pub queue_runner: QueueRunner,
     pub max_queue_workers: usize,
     pub queue_critical_depth: usize,
     pub lock_timeout: Duration,
@@ -78,6 +80,7 @@ impl ArchiverConfig {
             ship_mode: o.choice("ship_mode")?,
             queue_user: o.opt_user("queue_user")?,
             queue_wait: o.seconds("queue_wait")?,
+            queue_runner: o.choice("queue_runner")?,
             max_queue_workers: o.count("max_queue_workers")? as usize,
             queue_critical_depth: o.count("queue_critical_depth")? as usize,
             lock_timeout: o.seconds("lock_timeout")?,

@@ -53,6 +53,17 @@ choice_enum! {
 }
 
 choice_enum! {
+    /// `queue_runner`: does an archive call that leaves files queued start
+    /// the queue runner (`pitrkit queue`, pitrtools' cmd_queue)?
+    QueueRunner {
+        /// Start a detached runner that ships until every queue is empty.
+        Auto = "auto",
+        /// Never (a site that runs the queue service instead).
+        Off = "off",
+    }
+}
+
+choice_enum! {
     /// `rsync_version` (legacy, accepted and ignored).
     RsyncVersion {
         V2 = "2",

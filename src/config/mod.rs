@@ -9,7 +9,7 @@ pub mod standby;
 pub mod validate;
 
 pub use archiver::ArchiverConfig;
-pub use choices::{HostKeyChecking, ShipMode, SqlViaSsh, SslMode, State};
+pub use choices::{HostKeyChecking, QueueRunner, ShipMode, SqlViaSsh, SslMode, State};
 pub use ini::{ConfigError, IniFile};
 pub use options::Options;
 pub use remote::{RsyncSettings, SshSettings, SslFiles};

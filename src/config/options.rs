@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::choices::{HostKeyChecking, RsyncVersion, ShipMode, SlaveCodec, SqlViaSsh, SslMode, State};
+use super::choices::{HostKeyChecking, QueueRunner, RsyncVersion, ShipMode, SlaveCodec, SqlViaSsh, SslMode, State};
 use super::ini::{ConfigError, IniFile};
 use super::validate::{self, Refusal};
 use crate::compress::Codec;
@@ -159,7 +159,8 @@ static ARCHIVER_OWN: &[OptDef] = &[
     opt("rsync_version", OneOf(names::<RsyncVersion>), Some("3"), "legacy: major rsync version; accepted for pitrtools compatibility and changes nothing (pitrkit uses no option rsync 2 lacks)"),
     opt("rsync_bin", Path, None, "legacy: path of the rsync program"),
     opt("queue_user", User, None, "OS user that must run the archiver (checked, not switched to)"),
-    opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call tries that slave again (--flush always tries)"),
+    opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call or the queue runner tries that slave again (--flush always tries); also how often the queue runner looks at its queues"),
+    opt("queue_runner", OneOf(names::<QueueRunner>), Some("auto"), "auto: an async archive call that leaves files queued starts a detached queue runner (pitrkit queue, pitrtools' cmd_queue) that ships every queue_wait seconds until every queue is empty; off: never (run the queue service, or --flush from cron)"),
     opt("max_queue_workers", Count, Some("4"), "slaves shipped to in parallel (at least 1: with 0 nothing would ever be shipped)").range(1, NO_MAX),
     opt("local_archivedirs", Paths, None, "comma-separated local or NFS directories that get a durable copy of every file"),
     opt("require_mount", Bool, Some("off"), "on: -I refuses a local_archivedirs entry unless it, or a directory above it, is a mounted filesystem (a share that is not mounted is a plain directory on the root filesystem); directories /etc/fstab lists are checked either way"),
