@@ -400,3 +400,97 @@ pub fn stop_on_signals() -> io::Result<&'static AtomicBool> {
     }
     Ok(&STOP)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IniFile;
+
+    fn config(dir: &Path, extra: &str) -> ArchiverConfig {
+        let text = format!(
+            "slaves: sb, sc\nl_archivedir: {}/q\nr_archivedir: /r\n{extra}",
+            dir.display()
+        );
+        let cfg = ArchiverConfig::from_ini(&IniFile::parse(&dir.join("a.ini"), &text).unwrap()).unwrap();
+        for s in cfg.slaves() {
+            fs::create_dir_all(cfg.shipping.as_ref().unwrap().queue_dir(s)).unwrap();
+        }
+        cfg
+    }
+
+    fn failing_since(cfg: &ArchiverConfig, slave: &str, last_attempt: i64) {
+        let st = SlaveState {
+            failing: true,
+            last_attempt,
+            since: last_attempt,
+            failures: 1,
+            ..Default::default()
+        };
+        st.save(&cfg.shipping.as_ref().unwrap().queue_dir(slave).join(STATE_FILE))
+            .unwrap();
+    }
+
+    #[test]
+    fn pause_until_the_next_due_slave_never_spinning() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "queue_wait: 20");
+        let wait = Duration::from_secs(20);
+        // Nothing queued: a service looks again after queue_wait.
+        assert_eq!(pause(&cfg, &[]), wait);
+        let empty = Event::Delivered { delivered: 1, depth: 0 };
+        assert_eq!(pause(&cfg, &[("sb".into(), empty.clone())]), wait);
+        // A failing slave is due queue_wait after its last attempt.
+        failing_since(&cfg, "sb", now_unix() - 5);
+        let failed = Event::Failed {
+            error: "down".into(),
+            depth: 2,
+        };
+        let p = pause(&cfg, &[("sb".into(), failed.clone()), ("sc".into(), empty)]);
+        assert!((Duration::from_secs(14)..=wait - Duration::from_secs(5)).contains(&p), "{p:?}");
+        // A busy queue, or one that grew while shipping: soon, not at once.
+        let busy = Event::Skipped { depth: 1 };
+        assert_eq!(pause(&cfg, &[("sb".into(), failed), ("sc".into(), busy)]), MIN_PAUSE);
+        let grew = Event::Delivered { delivered: 1, depth: 3 };
+        assert_eq!(pause(&cfg, &[("sc".into(), grew)]), MIN_PAUSE);
+        // queue_wait: 0 must not spin.
+        let cfg0 = config(d.path(), "queue_wait: 0");
+        assert_eq!(pause(&cfg0, &[]), MIN_PAUSE);
+    }
+
+    #[test]
+    fn one_lock_per_queue_root_and_a_stale_pid_file_does_not_count() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "");
+        let root = &cfg.shipping.as_ref().unwrap().queue_root;
+        let pid_file = root.join(RUNNER_LOCK_FILE);
+        // A pid file left by a runner killed with -9 (pid 1 is alive, even).
+        fs::write(&pid_file, "1\n").unwrap();
+        assert_eq!(probe(root).unwrap(), Probe::Idle);
+        let held = acquire(&cfg).unwrap().unwrap();
+        let me = std::process::id();
+        assert_eq!(fs::read_to_string(&pid_file).unwrap(), format!("{me}\n"));
+        assert_eq!(probe(root).unwrap(), Probe::Running(Some(me)));
+        assert_eq!(status_line(root), format!("queue runner: running, pid {me}"));
+        let t = Instant::now();
+        assert_eq!(acquire(&cfg).unwrap().err(), Some(Some(me)));
+        assert!(t.elapsed() >= LOCK_WAIT, "a second runner waits out a probe first");
+        drop(held);
+        assert_eq!(fs::read_to_string(&pid_file).unwrap(), "", "emptied on a normal end");
+        assert_eq!(status_line(root), "queue runner: not running");
+    }
+
+    #[test]
+    fn no_runner_for_sync_mode_off_or_nothing_queued() {
+        // start_if_needed returns before probing (which would create the lock file).
+        let d = tempfile::tempdir().unwrap();
+        let left = [("sb".to_string(), Event::Failed { error: "x".into(), depth: 1 })];
+        for extra in ["queue_runner: off", "ship_mode: sync"] {
+            let cfg = config(d.path(), extra);
+            start_if_needed(&cfg, &left);
+            assert!(!d.path().join("q").join(RUNNER_LOCK_FILE).exists(), "{extra}");
+        }
+        let cfg = config(d.path(), "");
+        start_if_needed(&cfg, &[("sb".to_string(), Event::Delivered { delivered: 1, depth: 0 })]);
+        assert!(!d.path().join("q").join(RUNNER_LOCK_FILE).exists());
+    }
+}
