@@ -66,7 +66,7 @@ fn install_commands_work_on_a_fresh_machine() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for link in ["cmd_archiver", "cmd_standby"] {
+    for link in ["cmd_archiver", "cmd_standby", "cmd_queue"] {
         let out = Command::new(root.path().join("usr/local/bin").join(link))
             .arg("--version")
             .output()
