@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pitrkit's fault suite (issue 7): SIGKILLs at random points of archive, ship
-# and restore calls, a full destination disk (a 20 MB tmpfs), sshd killed
-# mid-transfer, and concurrent calls, against a real PostgreSQL's WAL, a
+# and restore calls and of the queue runner, a full destination disk (a 20 MB
+# tmpfs), sshd killed mid-transfer, and concurrent calls, against a real PostgreSQL's WAL, a
 # private sshd on loopback and real rsync. Every figure it prints (segments
 # lost, corrupt, half-visible, leftover temporary files, stuck calls, wrong
 # exit statuses) must be 0; any other value fails the run with a line naming

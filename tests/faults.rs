@@ -1,5 +1,5 @@
 //! The fault suite (issue 7): SIGKILLs at random points of archive, ship and
-//! restore calls, a full destination disk, sshd dying mid-transfer, and
+//! restore calls and of the queue runner, a full destination disk, sshd dying mid-transfer, and
 //! concurrent calls, against a real PostgreSQL's WAL, a real sshd on loopback
 //! and real rsync. Each scenario counts what must never happen (segments
 //! lost, corrupt or half-visible, temporary files left behind, calls that
@@ -692,7 +692,9 @@ impl Rig {
     /// An archiver config (the pitrtools keys of the test fixture) for the
     /// scenario's directories, plus `extra`; `port` overrides sshd's.
     fn ini(&self, scn: &str, d: &Dests, variant: &str, extra: &str, port: Option<u16>) -> String {
-        let mut extra = extra.to_string();
+        // No runner started by archive calls: each scenario measures the
+        // calls it makes (runner-kill starts and kills runners itself).
+        let mut extra = format!("queue_runner: off\n{extra}");
         if let Some(l) = &d.local {
             extra = format!("local_archivedirs: {}\n{extra}", l.display());
         }
@@ -1049,6 +1051,96 @@ fn ship_kill(rig: &mut Rig, trials: usize) -> Figures {
         }
     }
     rig.count_leftovers(&mut f, || d.temps(), || flush_ok(rig, &ship));
+    final_check(&mut f, &d, &segs);
+    f
+}
+
+/// Scenario 7: SIGKILL at a random point of the queue runner (`pitrkit queue
+/// --until-empty`, what an archive call starts) while it ships: the queue or
+/// the slave holds every segment intact at every moment; the killed
+/// runner's pid file never blocks the next, which delivers everything
+/// exactly once and exits.
+fn runner_kill(rig: &mut Rig, trials: usize) -> Figures {
+    let mut f = Figures::default();
+    let d = rig.dests("runner-kill", false);
+    let dead = free_port();
+    let fills = [
+        rig.ini("runner-kill", &d, "fill-plain", "", Some(dead)),
+        rig.ini("runner-kill", &d, "fill-zstd", "slave_compression: zstd\n", Some(dead)),
+    ];
+    let ship = rig.ini("runner-kill", &d, "ship", "", None);
+    rig.init(&ship);
+    let runner = ["queue", "-C", ship.as_str(), "--until-empty"];
+    let mut segs: Vec<(String, PathBuf)> = Vec::new();
+    let fill = |rig: &mut Rig, f: &mut Figures, segs: &mut Vec<(String, PathBuf)>, ini: &str, n: usize| {
+        for _ in 0..n {
+            let (name, src) = rig.pool.take();
+            let e = rig.run.run(&["archiver", "-C", ini, "-F", &src.display().to_string()]);
+            if !e.ok() {
+                f.bad_exit += 1;
+                f.note(format!("bad exit: async call with the slave down failed: {}", e.why()));
+            }
+            segs.push((name, src));
+        }
+    };
+    let run_clean = |rig: &Rig, f: &mut Figures| {
+        let (attempts, r) = rig.run.until_ok(&runner);
+        if attempts > 1 {
+            f.retried += 1;
+        }
+        if let Err(why) = r {
+            f.stuck += 1;
+            f.note(format!("stuck: the queue runner never succeeded again: {why}"));
+        }
+    };
+    let span = {
+        let mut spans = Vec::new();
+        for _ in 0..3 {
+            fill(rig, &mut f, &mut segs, &fills[0], 2);
+            let t = Instant::now();
+            assert!(
+                rig.run.run(&runner).ok(),
+                "a normal queue runner failed while measuring"
+            );
+            spans.push(t.elapsed());
+        }
+        spans.sort();
+        spans[1].mul_f64(1.2)
+    };
+    for t in 0..trials {
+        let before = segs.len();
+        let n = 1 + rig.rng.below(3) as usize;
+        fill(rig, &mut f, &mut segs, &fills[t % 2], n);
+        let e = rig.run.run_killed(&runner, rig.rng.delay(span), rig.rng.coin());
+        f.trials += 1;
+        if e.killed() {
+            f.kills += 1;
+        } else if !e.ok() {
+            f.bad_exit += 1;
+            f.note(format!("bad exit: the queue runner failed: {}", e.why()));
+        }
+        for (name, src) in &segs[before..] {
+            let q = queued_state(&mut f, &d, name, src);
+            let s = judge_visible(&mut f, &d.remote, name, src);
+            if q != Stored::Intact && s != Stored::Intact {
+                f.lost += 1;
+                f.note(format!(
+                    "lost: {name} neither queued nor on the slave after a killed runner"
+                ));
+            }
+        }
+        run_clean(rig, &mut f);
+        for (name, src) in &segs[before..] {
+            judge_promised(&mut f, &d.remote, name, src, "slave, after the runner exited");
+            if stored(&d.queue, name, src) != Stored::Missing {
+                f.stuck += 1;
+                f.note(format!(
+                    "stuck: {name} still queued after the runner exited (queues empty)"
+                ));
+            }
+        }
+    }
+    rig.count_leftovers(&mut f, || d.temps(), || rig.run.run(&runner).ok());
     final_check(&mut f, &d, &segs);
     f
 }
@@ -1593,7 +1685,7 @@ fn self_check() {
 
 type Scenario = fn(&mut Rig, usize) -> Figures;
 
-const SCENARIOS: [(&str, Scenario, usize); 6] = [
+const SCENARIOS: [(&str, Scenario, usize); 7] = [
     // (name, function, trials in a full run)
     ("archive-kill", archive_kill, 300),
     ("ship-kill", ship_kill, 300),
@@ -1601,6 +1693,7 @@ const SCENARIOS: [(&str, Scenario, usize); 6] = [
     ("disk-full", disk_full, 100),
     ("sshd-down", sshd_down, 100),
     ("concurrent", concurrent, 100),
+    ("runner-kill", runner_kill, 300),
 ];
 
 const SHORT_TRIALS: usize = 20;

@@ -446,7 +446,10 @@ mod tests {
             depth: 2,
         };
         let p = pause(&cfg, &[("sb".into(), failed.clone()), ("sc".into(), empty)]);
-        assert!((Duration::from_secs(14)..=wait - Duration::from_secs(5)).contains(&p), "{p:?}");
+        assert!(
+            (Duration::from_secs(14)..=wait - Duration::from_secs(5)).contains(&p),
+            "{p:?}"
+        );
         // A busy queue, or one that grew while shipping: soon, not at once.
         let busy = Event::Skipped { depth: 1 };
         assert_eq!(pause(&cfg, &[("sb".into(), failed), ("sc".into(), busy)]), MIN_PAUSE);
@@ -483,7 +486,13 @@ mod tests {
     fn no_runner_for_sync_mode_off_or_nothing_queued() {
         // start_if_needed returns before probing (which would create the lock file).
         let d = tempfile::tempdir().unwrap();
-        let left = [("sb".to_string(), Event::Failed { error: "x".into(), depth: 1 })];
+        let left = [(
+            "sb".to_string(),
+            Event::Failed {
+                error: "x".into(),
+                depth: 1,
+            },
+        )];
         for extra in ["queue_runner: off", "ship_mode: sync"] {
             let cfg = config(d.path(), extra);
             start_if_needed(&cfg, &left);
