@@ -979,80 +979,50 @@ fn archive_kill(rig: &mut Rig, trials: usize) -> Figures {
     f
 }
 
+/// Queues `n` fresh segments through `ini` (an async configuration whose
+/// slave is unreachable), counting a failed call as a bad exit.
+fn fill_queue(rig: &mut Rig, f: &mut Figures, segs: &mut Vec<(String, PathBuf)>, ini: &str, n: usize) {
+    for _ in 0..n {
+        let (name, src) = rig.pool.take();
+        let e = rig.run.run(&["archiver", "-C", ini, "-F", &src.display().to_string()]);
+        if !e.ok() {
+            f.bad_exit += 1;
+            f.note(format!("bad exit: async call with the slave down failed: {}", e.why()));
+        }
+        segs.push((name, src));
+    }
+}
+
+/// The span to pick kill delays from: 1.2 times the median time `drain`
+/// takes to ship two queued segments (three runs; its segments join `segs`).
+fn drain_span(
+    rig: &mut Rig,
+    f: &mut Figures,
+    segs: &mut Vec<(String, PathBuf)>,
+    fill_ini: &str,
+    drain: impl Fn(&Rig) -> bool,
+) -> Duration {
+    let mut spans = Vec::new();
+    for _ in 0..3 {
+        fill_queue(rig, f, segs, fill_ini, 2);
+        let t = Instant::now();
+        assert!(drain(rig), "a normal queue drain failed while measuring");
+        spans.push(t.elapsed());
+    }
+    spans.sort();
+    spans[1].mul_f64(1.2)
+}
+
 /// Scenario 2: SIGKILL at a random point of `--flush`: the queue or the slave holds
 /// every segment intact at every moment; a clean flush then delivers all.
 fn ship_kill(rig: &mut Rig, trials: usize) -> Figures {
-    let mut f = Figures::default();
-    let d = rig.dests("ship-kill", false);
-    // Filling the queue: an unreachable slave (nothing listens on that port),
-    // so async calls only queue.
-    let dead = free_port();
-    let fills = [
-        rig.ini("ship-kill", &d, "fill-plain", "", Some(dead)),
-        rig.ini("ship-kill", &d, "fill-lz4", "slave_compression: lz4\n", Some(dead)),
-    ];
-    let ship = rig.ini("ship-kill", &d, "ship", "", None);
-    rig.init(&ship);
-    let mut segs: Vec<(String, PathBuf)> = Vec::new();
-    let fill = |rig: &mut Rig, f: &mut Figures, segs: &mut Vec<(String, PathBuf)>, ini: &str, n: usize| {
-        for _ in 0..n {
-            let (name, src) = rig.pool.take();
-            let e = rig.run.run(&["archiver", "-C", ini, "-F", &src.display().to_string()]);
-            if !e.ok() {
-                f.bad_exit += 1;
-                f.note(format!("bad exit: async call with the slave down failed: {}", e.why()));
-            }
-            segs.push((name, src));
-        }
-    };
-    let span = {
-        let mut spans = Vec::new();
-        for _ in 0..3 {
-            fill(rig, &mut f, &mut segs, &fills[0], 2);
-            let t = Instant::now();
-            assert!(flush_ok(rig, &ship), "a normal flush failed while measuring");
-            spans.push(t.elapsed());
-        }
-        spans.sort();
-        spans[1].mul_f64(1.2)
-    };
-    for t in 0..trials {
-        let before = segs.len();
-        let n = 1 + rig.rng.below(3) as usize;
-        fill(rig, &mut f, &mut segs, &fills[t % 2], n);
-        let delay = rig.rng.delay(span);
-        let e = rig
-            .run
-            .run_killed(&["archiver", "-C", &ship, "--flush"], delay, rig.rng.coin());
-        f.trials += 1;
-        if e.killed() {
-            f.kills += 1;
-        }
-        for (name, src) in &segs[before..] {
-            let q = queued_state(&mut f, &d, name, src);
-            let s = judge_visible(&mut f, &d.remote, name, src);
-            if q != Stored::Intact && s != Stored::Intact {
-                f.lost += 1;
-                f.note(format!(
-                    "lost: {name} neither queued nor on the slave after a killed flush"
-                ));
-            }
-        }
-        let (attempts, r) = rig.run.until_ok(&["archiver", "-C", &ship, "--flush"]);
-        if attempts > 1 {
-            f.retried += 1;
-        }
-        if let Err(why) = r {
-            f.stuck += 1;
-            f.note(format!("stuck: flush never succeeded again: {why}"));
-        }
-        for (name, src) in &segs[before..] {
-            judge_promised(&mut f, &d.remote, name, src, "slave, after a clean flush");
-        }
-    }
-    rig.count_leftovers(&mut f, || d.temps(), || flush_ok(rig, &ship));
-    final_check(&mut f, &d, &segs);
-    f
+    drain_kill(
+        rig,
+        trials,
+        "ship-kill",
+        "slave_compression: lz4\n",
+        &["archiver", "--flush"],
+    )
 }
 
 /// Scenario 7: SIGKILL at a random point of the queue runner (`pitrkit queue
@@ -1061,63 +1031,47 @@ fn ship_kill(rig: &mut Rig, trials: usize) -> Figures {
 /// runner's pid file never blocks the next, which delivers everything
 /// exactly once and exits.
 fn runner_kill(rig: &mut Rig, trials: usize) -> Figures {
+    drain_kill(
+        rig,
+        trials,
+        "runner-kill",
+        "slave_compression: zstd\n",
+        &["queue", "--until-empty"],
+    )
+}
+
+/// Kills a command that drains the queue (`drain`: the subcommand, then its
+/// flags; `-C` goes between) at random points. Each trial queues 1 to 3
+/// segments through an unreachable slave (plain, or with `codec`), kills the
+/// drain, judges queue and slave, then drains again until it succeeds.
+fn drain_kill(rig: &mut Rig, trials: usize, scn: &str, codec: &str, drain: &[&str]) -> Figures {
     let mut f = Figures::default();
-    let d = rig.dests("runner-kill", false);
+    let d = rig.dests(scn, false);
+    // Filling the queue: an unreachable slave (nothing listens on that port),
+    // so async calls only queue.
     let dead = free_port();
     let fills = [
-        rig.ini("runner-kill", &d, "fill-plain", "", Some(dead)),
-        rig.ini("runner-kill", &d, "fill-zstd", "slave_compression: zstd\n", Some(dead)),
+        rig.ini(scn, &d, "fill-plain", "", Some(dead)),
+        rig.ini(scn, &d, "fill-codec", codec, Some(dead)),
     ];
-    let ship = rig.ini("runner-kill", &d, "ship", "", None);
+    let ship = rig.ini(scn, &d, "ship", "", None);
     rig.init(&ship);
-    let runner = ["queue", "-C", ship.as_str(), "--until-empty"];
+    let args: Vec<&str> = [drain[0], "-C", ship.as_str()]
+        .into_iter()
+        .chain(drain[1..].iter().copied())
+        .collect();
+    let clean = |rig: &Rig| rig.run.until_ok(&args);
     let mut segs: Vec<(String, PathBuf)> = Vec::new();
-    let fill = |rig: &mut Rig, f: &mut Figures, segs: &mut Vec<(String, PathBuf)>, ini: &str, n: usize| {
-        for _ in 0..n {
-            let (name, src) = rig.pool.take();
-            let e = rig.run.run(&["archiver", "-C", ini, "-F", &src.display().to_string()]);
-            if !e.ok() {
-                f.bad_exit += 1;
-                f.note(format!("bad exit: async call with the slave down failed: {}", e.why()));
-            }
-            segs.push((name, src));
-        }
-    };
-    let run_clean = |rig: &Rig, f: &mut Figures| {
-        let (attempts, r) = rig.run.until_ok(&runner);
-        if attempts > 1 {
-            f.retried += 1;
-        }
-        if let Err(why) = r {
-            f.stuck += 1;
-            f.note(format!("stuck: the queue runner never succeeded again: {why}"));
-        }
-    };
-    let span = {
-        let mut spans = Vec::new();
-        for _ in 0..3 {
-            fill(rig, &mut f, &mut segs, &fills[0], 2);
-            let t = Instant::now();
-            assert!(
-                rig.run.run(&runner).ok(),
-                "a normal queue runner failed while measuring"
-            );
-            spans.push(t.elapsed());
-        }
-        spans.sort();
-        spans[1].mul_f64(1.2)
-    };
+    let span = drain_span(rig, &mut f, &mut segs, &fills[0], |rig| clean(rig).1.is_ok());
     for t in 0..trials {
         let before = segs.len();
         let n = 1 + rig.rng.below(3) as usize;
-        fill(rig, &mut f, &mut segs, &fills[t % 2], n);
-        let e = rig.run.run_killed(&runner, rig.rng.delay(span), rig.rng.coin());
+        fill_queue(rig, &mut f, &mut segs, &fills[t % 2], n);
+        let delay = rig.rng.delay(span);
+        let e = rig.run.run_killed(&args, delay, rig.rng.coin());
         f.trials += 1;
         if e.killed() {
             f.kills += 1;
-        } else if !e.ok() {
-            f.bad_exit += 1;
-            f.note(format!("bad exit: the queue runner failed: {}", e.why()));
         }
         for (name, src) in &segs[before..] {
             let q = queued_state(&mut f, &d, name, src);
@@ -1125,22 +1079,28 @@ fn runner_kill(rig: &mut Rig, trials: usize) -> Figures {
             if q != Stored::Intact && s != Stored::Intact {
                 f.lost += 1;
                 f.note(format!(
-                    "lost: {name} neither queued nor on the slave after a killed runner"
+                    "lost: {name} neither queued nor on the slave after a killed {}",
+                    drain[0]
                 ));
             }
         }
-        run_clean(rig, &mut f);
+        let (attempts, r) = clean(rig);
+        if attempts > 1 {
+            f.retried += 1;
+        }
+        if let Err(why) = r {
+            f.stuck += 1;
+            f.note(format!("stuck: {} never succeeded again: {why}", drain.join(" ")));
+        }
         for (name, src) in &segs[before..] {
-            judge_promised(&mut f, &d.remote, name, src, "slave, after the runner exited");
+            judge_promised(&mut f, &d.remote, name, src, "slave, after a clean drain");
             if stored(&d.queue, name, src) != Stored::Missing {
                 f.stuck += 1;
-                f.note(format!(
-                    "stuck: {name} still queued after the runner exited (queues empty)"
-                ));
+                f.note(format!("stuck: {name} still queued after a clean {}", drain.join(" ")));
             }
         }
     }
-    rig.count_leftovers(&mut f, || d.temps(), || rig.run.run(&runner).ok());
+    rig.count_leftovers(&mut f, || d.temps(), || clean(rig).1.is_ok());
     final_check(&mut f, &d, &segs);
     f
 }
