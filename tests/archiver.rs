@@ -1687,6 +1687,14 @@ fn an_idle_masters_queue_drains_without_cron_or_new_wal() {
             "fd {fd}"
         );
     }
+    // Nothing PostgreSQL's archiver left open (its pipes): a runner living
+    // for days must hold nothing of the server's.
+    let lock = s.env.path("queue/.queue-runner.pid");
+    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let fd: u32 = e.file_name().to_string_lossy().parse().unwrap();
+        let to = fs::read_link(e.path()).unwrap_or_default();
+        assert!(fd < 3 || to == lock, "the runner holds fd {fd} -> {}", to.display());
+    }
     let archived = pg.archiver_counts().0;
     // Two rounds fail while the slave is down; the runner keeps trying.
     std::thread::sleep(Duration::from_secs(2 * QUEUE_WAIT));

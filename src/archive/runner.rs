@@ -298,14 +298,16 @@ pub fn start_if_needed(cfg: &ArchiverConfig, events: &[(String, Event)]) {
 }
 
 /// `cmd_queue -C <config> --daemon --until-empty`, by argument vector:
-/// null streams (PostgreSQL reads archive_command's output until EOF) and
-/// its own process group at once (PostgreSQL signals its archiver's group);
-/// it then detaches fully itself. Not waited for.
+/// null streams (a caller may read archive_command's output until EOF),
+/// its own process group at once (PostgreSQL signals its archiver's group),
+/// and none of the descriptors PostgreSQL's archiver left open (a runner
+/// that lives for days must not pin a deleted WAL file's space). It then
+/// detaches fully itself. Not waited for.
 fn spawn(config: &Path) -> io::Result<()> {
     let exe = std::env::current_exe()?;
     let config = std::path::absolute(config)?;
-    Command::new(exe)
-        .arg0(PROGRAM)
+    let mut c = Command::new(exe);
+    c.arg0(PROGRAM)
         .arg("-C")
         .arg(config)
         .args(["--daemon", "--until-empty"])
@@ -313,9 +315,30 @@ fn spawn(config: &Path) -> io::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .current_dir("/")
-        .process_group(0)
-        .spawn()
-        .map(drop)
+        .process_group(0);
+    // SAFETY: only async-signal-safe system calls (close_range, fcntl) run
+    // between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            close_inherited_on_exec();
+            Ok(())
+        });
+    }
+    c.spawn().map(drop)
+}
+
+/// Marks every descriptor above stderr close-on-exec: one close_range
+/// (Linux 5.11+), else one by one.
+fn close_inherited_on_exec() {
+    use nix::libc;
+    // SAFETY: plain system calls on descriptor numbers; a closed one is EBADF.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+            for fd in 3..4096 {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 /// A line for `--status`.
