@@ -188,7 +188,7 @@ fn run_group(group: &str, base: &str, cases: &[Case]) {
             }
         }
         let mut cmd = match c.cmd {
-            "cmd_archiver" | "cmd_standby" => env.command(&fixtures::cmd_link(&env, c.cmd)),
+            "cmd_archiver" | "cmd_standby" | "cmd_queue" => env.command(&fixtures::cmd_link(&env, c.cmd)),
             sub => {
                 let mut cmd = env.pitrkit();
                 cmd.arg(sub);
@@ -440,6 +440,8 @@ fn command_lines() {
             case("standby_pitr_without_failover", "cmd_standby", Whole("[DEFAULT]\narchivedir: $T/sarch\n"), &["-C", "$C", "-R", "2026-11-30 05:00:00"], 2, "cmd_standby: usage: -R <timestamp> goes with -F999 (point-in-time recovery ends in a failover)"),
             case("standby_bad_action", "cmd_standby", Whole("[DEFAULT]\narchivedir: $T/sarch\n"), &["-C", "$C", "-A", "restart"], 2, "error: invalid value 'restart' for '--action <ACTION>'\n  [possible values: start, stop, stop_basebackup]\n\n  tip: a similar value exists: 'start'\n\nFor more information, try '--help'."),
             case("archiver_flush_with_file", "cmd_archiver", Extra(""), &["-C", "$C", "--flush", "-F", "pg_wal/000000010000000000000001"], 2, "error: the argument '--flush' cannot be used with '--file <WAL>'\n\nUsage: pitrkit archiver --config <CONFIG> --flush\n\nFor more information, try '--help'."),
+            case("queue_runner", "archiver", Extra("queue_runner: sometimes\n"), CHECK, 2, "pitrkit: configuration error: $T/queue_runner.ini line 3: queue_runner must be one of auto, off, got 'sometimes' — auto: an async archive call that leaves files queued starts a detached queue runner (pitrkit queue, pitrtools' cmd_queue) that ships every queue_wait seconds until every queue is empty; off: never (run the queue service, or --flush from cron)"),
+            case("queue_without_slaves", "cmd_queue", Extra(""), CHECK, 2, "cmd_queue: queue runner: $T/queue_without_slaves.ini configures no slaves: there is no queue to ship (set slaves, l_archivedir and r_archivedir)"),
             case("archiver_unknown_flag", "archiver", Extra(""), &["-C", "$C", "--frobnicate"], 2, "error: unexpected argument '--frobnicate' found\n\nUsage: pitrkit archiver --config <CONFIG>\n\nFor more information, try '--help'."),
         ],
     );
