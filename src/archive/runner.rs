@@ -98,21 +98,25 @@ impl Drop for RunnerLock {
 }
 
 /// Takes the runner lock of `cfg`'s queue root; `Err(pid)`: another runner
-/// holds it (with the pid it wrote, if readable).
+/// holds it (with the pid it wrote, if readable). The caller records its
+/// pid ([`RunnerLock::record_pid`]) once it is the process that will run
+/// (after detaching), so that the file never names a process on its way out.
 pub fn acquire(cfg: &ArchiverConfig) -> Result<Result<RunnerLock, Option<u32>>, RunnerError> {
     let root = queue_root(cfg)?;
-    take(&root)
+    take(&root, false)
 }
 
-fn take(root: &Path) -> Result<Result<RunnerLock, Option<u32>>, RunnerError> {
+fn take(root: &Path, record: bool) -> Result<Result<RunnerLock, Option<u32>>, RunnerError> {
     let path = root.join(RUNNER_LOCK_FILE);
     match fsutil::lock(&path, LOCK_WAIT) {
         Ok(Some(lock)) => {
             let held = RunnerLock { lock };
-            held.record_pid().map_err(|source| RunnerError::Lock {
-                path: path.clone(),
-                source,
-            })?;
+            if record {
+                held.record_pid().map_err(|source| RunnerError::Lock {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
             Ok(Ok(held))
         }
         Ok(None) => Ok(Err(read_pid(&path))),
@@ -161,7 +165,7 @@ impl Runner<'_> {
             if pending(&cfg) == 0 {
                 return Ok(End::Empty);
             }
-            lock = match take(&root)? {
+            lock = match take(&root, true)? {
                 Ok(l) => l,
                 Err(_) => return Ok(End::Empty), // another runner has it now
             };
@@ -493,6 +497,8 @@ mod tests {
         fs::write(&pid_file, "1\n").unwrap();
         assert_eq!(probe(root).unwrap(), Probe::Idle);
         let held = acquire(&cfg).unwrap().unwrap();
+        assert_eq!(fs::read_to_string(&pid_file).unwrap(), "1\n", "not recorded yet");
+        held.record_pid().unwrap();
         let me = std::process::id();
         assert_eq!(fs::read_to_string(&pid_file).unwrap(), format!("{me}\n"));
         assert_eq!(probe(root).unwrap(), Probe::Running(Some(me)));

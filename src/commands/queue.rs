@@ -2,7 +2,7 @@
 
 use super::archiver::check_queue_user;
 use super::{early_error, refuse_root, EXIT_ERROR, EXIT_OK};
-use crate::archive::runner::{self, Detached, End, Runner, RunnerLock};
+use crate::archive::runner::{self, Detached, End, Runner};
 use crate::cli::QueueArgs;
 use crate::config::ArchiverConfig;
 use crate::logging;
@@ -41,7 +41,7 @@ pub fn run(program: &str, args: QueueArgs) -> u8 {
         Err(e) => return early_error(program, "queue runner", &e),
     };
     if args.daemon {
-        match daemonize(program, &lock) {
+        match daemonize(program) {
             Ok(Detached::Daemon) => {}
             Ok(Detached::Caller) => {
                 // The daemon holds the lock now (same open file): the
@@ -53,6 +53,10 @@ pub fn run(program: &str, args: QueueArgs) -> u8 {
         }
     }
     logging::init(program, cfg.debug, cfg.logfile.as_deref());
+    // Only now: the pid of the process that runs (a daemon's changed twice).
+    if let Err(e) = lock.record_pid() {
+        log::warn!("cannot write this runner's pid into its lock file: {e}");
+    }
     let stop = match runner::stop_on_signals() {
         Ok(s) => s,
         Err(e) => {
@@ -90,11 +94,6 @@ pub fn run(program: &str, args: QueueArgs) -> u8 {
     }
 }
 
-fn daemonize(program: &str, lock: &RunnerLock) -> Result<Detached, u8> {
-    let d = runner::detach().map_err(|e| early_error(program, "cannot detach the queue runner", &e))?;
-    if d == Detached::Daemon {
-        // Its pid changed; nobody would see an error from here (streams on /dev/null).
-        let _ = lock.record_pid();
-    }
-    Ok(d)
+fn daemonize(program: &str) -> Result<Detached, u8> {
+    runner::detach().map_err(|e| early_error(program, "cannot detach the queue runner", &e))
 }
