@@ -291,6 +291,31 @@ impl<'a> Options<'a> {
         for key in file.entries.keys() {
             o.judge_key(key)?;
         }
+        o.other_sections()?;
+        Ok(o)
+    }
+
+    /// Keys in sections other than [DEFAULT] are not read; known ones (or
+    /// near misses) are pointed out, and a file whose settings all sit in
+    /// another section is refused: pitrtools could not read it either.
+    fn other_sections(&self) -> Result<(), ConfigError> {
+        let (file, defs) = (self.file, self.defs);
+        if file.entries.is_empty() {
+            if let Some(k) = file.others.iter().find(|k| find_def(defs, &k.key).is_some()) {
+                return Err(ConfigError::new(
+                    &file.path,
+                    format!(
+                        "no key is set under [DEFAULT]: the keys are under [{}], which is not read",
+                        k.section
+                    ),
+                )
+                .at(Some(k.line))
+                .hint(format!(
+                    "pitrkit reads only [DEFAULT], as pitrtools did; rename the [{}] header to [DEFAULT]",
+                    k.section
+                )));
+            }
+        }
         for other in &file.others {
             let known = find_def(defs, &other.key).map(|d| d.name).or_else(|| {
                 closest(defs, &other.key)
@@ -298,7 +323,7 @@ impl<'a> Options<'a> {
                     .map(|(_, name)| name)
             });
             if let Some(name) = known {
-                o.warn(
+                self.warn(
                     ConfigError::new(
                         &file.path,
                         format!(
@@ -315,7 +340,7 @@ impl<'a> Options<'a> {
                 );
             }
         }
-        Ok(o)
+        Ok(())
     }
 
     /// A [DEFAULT] key: a known key (under one name only); a legacy key
