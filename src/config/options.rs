@@ -356,6 +356,15 @@ impl<'a> Options<'a> {
                     .error(key, format!("'{key}' and '{other}' are the same key, and both are set"))
                     .hint(format!("'{}' is the current name; delete the other line", def.name)));
             }
+            if key != def.name {
+                self.warn(
+                    file.error(key, format!("'{key}' is read as '{}', its current name", def.name))
+                        .hint(format!(
+                            "rename the key to '{}' once pitrtools no longer reads this file",
+                            def.name
+                        )),
+                );
+            }
             return Ok(());
         }
         if let Some(l) = find_legacy(key) {
