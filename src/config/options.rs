@@ -742,6 +742,8 @@ pub fn key_reference(defs: &'static [&'static [OptDef]]) -> String {
         }
         out += &format!("\n      {}\n", d.help);
     }
+    let legacy: Vec<&str> = LEGACY_KEYS.iter().map(|l| l.name).collect();
+    out += &format!("pitrtools keys ignored with a warning: {}\n", legacy.join(", "));
     out
 }
 
