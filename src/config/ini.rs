@@ -370,6 +370,11 @@ impl IniFile {
     /// silently kept the last one). Only [DEFAULT] is read and interpolated.
     pub fn parse(path: &Path, text: &str) -> Result<IniFile, ConfigError> {
         let lines = read_lines(path, text.strip_prefix('\u{feff}').unwrap_or(text))?;
+        // A helper key may serve a value in another section too.
+        let referenced = lines
+            .iter()
+            .flat_map(|o| o.value.lines.iter().flat_map(|l| references(l)))
+            .collect();
         let (mut warnings, mut others) = (Vec::new(), Vec::new());
         let raw = default_values(path, lines, &mut warnings, &mut others)?;
         let raw: BTreeMap<String, Entry> = raw
@@ -386,7 +391,6 @@ impl IniFile {
                 (key, entry)
             })
             .collect();
-        let referenced = raw.values().flat_map(|e| references(&e.value)).collect();
         let mut entries = BTreeMap::new();
         for (key, entry) in &raw {
             let (value, secret) = interpolate(path, key, entry, &raw)?;
@@ -715,7 +719,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(f.referenced.iter().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(f.referenced.iter().collect::<Vec<_>>(), ["a", "nope"]);
         assert!(parse("[]\n").is_err());
     }
 
