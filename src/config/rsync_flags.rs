@@ -134,14 +134,7 @@ pub fn judge(o: &Options, program: Program) -> Result<RsyncFlags, ConfigError> {
         };
         match r.treat {
             Pass => out.pass.push(checked(o, &flag, pattern)?),
-            Drop => o.warn(
-                o.file()
-                    .error(
-                        "rsync_flags",
-                        format!("rsync_flags: '{}' has no effect in pitrkit: {}", flag.shown, r.why),
-                    )
-                    .hint("remove it from rsync_flags"),
-            ),
+            Drop => o.warn(no_effect(o, &flag, r.why)),
             Refuse => {
                 return Err(refused(o, &flag.shown, format!("is refused: {}", r.why)).hint("remove it from rsync_flags"))
             }
@@ -157,13 +150,7 @@ pub fn judge(o: &Options, program: Program) -> Result<RsyncFlags, ConfigError> {
                 }
                 o.warn(match port {
                     Some(p) => mapped(o, &flag, "ssh_port", &p.to_string(), r.why),
-                    None => o
-                        .file()
-                        .error(
-                            "rsync_flags",
-                            format!("rsync_flags: '{}' has no effect in pitrkit: {}", flag.shown, r.why),
-                        )
-                        .hint("remove it from rsync_flags"),
+                    None => no_effect(o, &flag, r.why),
                 });
             }
         }
@@ -212,6 +199,16 @@ fn refused(o: &Options, shown: &str, why: String) -> ConfigError {
         "rsync_flags",
         format!("rsync_flags: {} {why}", o.show("rsync_flags", shown)),
     )
+}
+
+/// The warning for an option that is not handed to rsync.
+fn no_effect(o: &Options, flag: &Flag, why: &str) -> ConfigError {
+    o.file()
+        .error(
+            "rsync_flags",
+            format!("rsync_flags: '{}' has no effect in pitrkit: {why}", flag.shown),
+        )
+        .hint("remove it from rsync_flags")
 }
 
 /// The warning for an option taken over by a pitrkit key.
@@ -466,6 +463,12 @@ mod tests {
                 "{w:#?}"
             );
         }
+        let (r, w) = flags_of(Program::Archiver, "-e ssh");
+        assert_eq!(r.unwrap(), RsyncFlags::default());
+        assert!(
+            w.len() == 1 && w[0].starts_with("rsync_flags: '-e ssh' has no effect"),
+            "{w:?}"
+        );
         let (r, _) = flags_of(Program::Archiver, "-ze /usr/bin/ssh\\ -p2022 --timeout 9");
         let r = r.unwrap();
         assert_eq!(
