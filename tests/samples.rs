@@ -16,8 +16,10 @@ fn mentions(text: &str, key: &str) -> bool {
 #[test]
 fn archiver_sample_loads_and_documents_every_key() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/archiver.ini");
-    let cfg = ArchiverConfig::load(&path).unwrap();
+    let (cfg, warnings) = ArchiverConfig::load_with_warnings(&path).unwrap();
     assert_eq!(cfg.slaves(), ["standby1"]);
+    // The reference sets no key pitrkit would warn about.
+    assert!(warnings.is_empty(), "{warnings:?}");
     let text = std::fs::read_to_string(&path).unwrap();
     for d in all_defs(ARCHIVER_OPTIONS) {
         assert!(
@@ -32,7 +34,8 @@ fn archiver_sample_loads_and_documents_every_key() {
 fn standby_sample_loads_and_documents_every_key() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/standby.ini");
     let file = IniFile::load(&path).unwrap();
-    Options::new(&file, STANDBY_OPTIONS).unwrap();
+    let warnings = Options::new(&file, STANDBY_OPTIONS).unwrap().into_warnings();
+    assert!(warnings.is_empty(), "{warnings:?}");
     let text = std::fs::read_to_string(&path).unwrap();
     for d in all_defs(STANDBY_OPTIONS) {
         assert!(mentions(&text, d.name), "etc/standby.ini does not mention '{}'", d.name);

@@ -2,15 +2,22 @@
 
 use std::path::Path;
 
-use super::{early_error, refuse_root, EXIT_ERROR, EXIT_FAILED, EXIT_OK};
+use super::{early_error, print_warnings, refuse_root, EXIT_ERROR, EXIT_FAILED, EXIT_OK};
 use crate::archive::{self, state::Event};
 use crate::cli::ArchiverArgs;
 use crate::config::ArchiverConfig;
 use crate::logging;
 
 pub fn run(program: &str, args: ArchiverArgs) -> u8 {
-    let cfg = match ArchiverConfig::load(&args.config) {
-        Ok(c) => c,
+    let cfg = match ArchiverConfig::load_with_warnings(&args.config) {
+        Ok((c, warnings)) => {
+            // -C checks, -I and --status; never archive_command (-F) or a
+            // cron --flush.
+            if args.file.is_none() && !args.flush {
+                print_warnings(program, &warnings);
+            }
+            c
+        }
         Err(e) => return early_error(program, "configuration error", &e),
     };
     logging::init(program, cfg.debug, cfg.logfile.as_deref());

@@ -31,6 +31,15 @@ pub fn early_error(program: &str, what: &str, err: &dyn std::fmt::Display) -> u8
     EXIT_ERROR
 }
 
+/// Configuration warnings (legacy keys, unknown keys, rsync options with no
+/// effect), on stderr. Only for commands a person runs: archive, restore and
+/// cleanup calls go to PostgreSQL's log once per segment and print none.
+pub fn print_warnings(program: &str, warnings: &[crate::config::ConfigWarning]) {
+    for w in warnings {
+        eprintln!("{program}: configuration warning: {w}");
+    }
+}
+
 /// Refuses root: a WAL archive written by root is unreadable by the
 /// postgres user on the standby, and a hook run as root is a liability.
 pub fn refuse_root(program: &str) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! `pitrkit queue` / `cmd_queue`: the queue runner (see `archive::runner`).
 
 use super::archiver::check_queue_user;
-use super::{early_error, refuse_root, EXIT_ERROR, EXIT_OK};
+use super::{early_error, print_warnings, refuse_root, EXIT_ERROR, EXIT_OK};
 use crate::archive::runner::{self, Detached, End, Runner};
 use crate::cli::QueueArgs;
 use crate::config::ArchiverConfig;
@@ -19,8 +19,15 @@ pub fn run(program: &str, args: QueueArgs) -> u8 {
             )
         }
     };
-    let cfg = match ArchiverConfig::load(&path) {
-        Ok(c) => c,
+    let cfg = match ArchiverConfig::load_with_warnings(&path) {
+        Ok((c, warnings)) => {
+            // A runner started by hand or by systemd; not the one an
+            // archive call starts (its streams go nowhere anyway).
+            if !args.until_empty {
+                print_warnings(program, &warnings);
+            }
+            c
+        }
         Err(e) => return early_error(program, "configuration error", &e),
     };
     // Checked before detaching, so that whoever started it sees why not.

@@ -1,6 +1,6 @@
 //! `pitrkit standby` / `cmd_standby`.
 
-use super::{early_error, refuse_root, EXIT_ERROR, EXIT_FAILED, EXIT_OK};
+use super::{early_error, print_warnings, refuse_root, EXIT_ERROR, EXIT_FAILED, EXIT_OK};
 use crate::cli::{StandbyAction, StandbyArgs};
 use crate::config::StandbyConfig;
 use crate::logging;
@@ -11,8 +11,11 @@ use crate::standby::{basebackup, failover, init, ping, start, Standby};
 type Action<'a> = dyn Fn() -> anyhow::Result<Report> + 'a;
 
 pub fn run(program: &str, args: StandbyArgs) -> u8 {
-    let cfg = match StandbyConfig::load(&args.config) {
-        Ok(c) => c,
+    let cfg = match StandbyConfig::load_with_warnings(&args.config) {
+        Ok((c, warnings)) => {
+            print_warnings(program, &warnings);
+            c
+        }
         Err(e) => return early_error(program, "configuration error", &e),
     };
     if let Err(msg) = check_usage(&args) {

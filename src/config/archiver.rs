@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use super::choices::{QueueRunner, ShipMode};
-use super::choices::{RsyncVersion, SlaveCodec, State};
-use super::ini::{ConfigError, IniFile};
+use super::choices::{SlaveCodec, State};
+use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
 use super::remote::{RsyncSettings, SshSettings};
+use super::rsync_flags::{self, Program};
 use crate::compress::Codec;
 
 /// Shipping to slaves: `slaves` with `l_archivedir` and `r_archivedir`, all
@@ -65,11 +66,22 @@ impl ArchiverConfig {
         Self::from_ini(&IniFile::load(path)?)
     }
 
+    /// Like [`ArchiverConfig::load`], with the warnings for the command to
+    /// print where they help (never on an archive call: PostgreSQL's log).
+    pub fn load_with_warnings(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        Self::read(&IniFile::load(path)?)
+    }
+
     pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
+        Self::read(file).map(|(cfg, _)| cfg)
+    }
+
+    fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
         let o = Options::new(file, ARCHIVER_OPTIONS)?;
-        // Accepted for pitrtools compatibility; pitrkit uses no option rsync 2 lacks.
-        o.choice::<RsyncVersion>("rsync_version")?;
         let (local_codec, slave_codec, compression_level) = codecs(&o)?;
+        let rsync_flags = rsync_flags::judge(&o, Program::Archiver)?;
+        let mut ssh = SshSettings::from_options(&o)?;
+        ssh.port = rsync_flags.ssh_port(&o)?;
         let mut cfg = ArchiverConfig {
             source: file.path.clone(),
             online: o.choice::<State>("state")? == State::Online,
@@ -84,11 +96,11 @@ impl ArchiverConfig {
             max_queue_workers: o.count("max_queue_workers")? as usize,
             queue_critical_depth: o.count("queue_critical_depth")? as usize,
             lock_timeout: o.seconds("lock_timeout")?,
-            ssh: SshSettings::from_options(&o)?,
+            ssh,
             rsync: RsyncSettings {
                 program: o.opt_path("rsync_bin")?,
-                flags: rsync_flags(&o)?,
-                timeout: o.seconds("rsync_timeout")?,
+                timeout: rsync_flags.timeout(&o)?,
+                flags: rsync_flags.pass,
                 fsync: o.bool("remote_fsync")?,
                 includepath: o.paths("includepath")?,
             },
@@ -113,7 +125,7 @@ impl ArchiverConfig {
                 slaves,
             });
         }
-        Ok(cfg)
+        Ok((cfg, o.into_warnings()))
     }
 
     /// Cross-key rules.
@@ -187,35 +199,6 @@ impl ArchiverConfig {
     }
 }
 
-/// rsync options the archiver lets users add: how bytes travel (compression,
-/// bandwidth, address family, connection time-out, protocol) and `--checksum`.
-/// Anything else could change what rsync sends or reports (`-n`, `--existing`,
-/// `-q`, `--out-format`, filters, `--compare-dest`, `-T`, ...), and pitrkit
-/// decides from rsync's report whether WAL left the queue.
-const ALLOWED_RSYNC_FLAGS: &str = "-z, --compress, --compress-level=N, --zl=N, --zc=NAME, --compress-choice=NAME, --bwlimit=RATE, -4, -6, --ipv4, --ipv6, --address=ADDR, --contimeout=N, --protocol=N, -c, --checksum";
-
-fn rsync_flag_allowed(f: &str) -> bool {
-    const EXACT: &[&str] = &["-z", "--compress", "-4", "-6", "--ipv4", "--ipv6", "-c", "--checksum"];
-    const NUMBER: &[&str] = &["--compress-level=", "--zl=", "--contimeout=", "--protocol="];
-    const WORD: &[&str] = &["--zc=", "--compress-choice=", "--bwlimit=", "--address="];
-    if EXACT.contains(&f) {
-        return true;
-    }
-    // Bundled short options made only of allowed letters (-zc, -z4).
-    if let Some(letters) = f.strip_prefix('-').filter(|l| !l.starts_with('-') && l.len() > 1) {
-        return letters.chars().all(|c| matches!(c, 'z' | 'c' | '4' | '6'));
-    }
-    let value_ok = |prefixes: &[&str], ok: fn(char) -> bool| {
-        prefixes
-            .iter()
-            .any(|p| f.strip_prefix(p).is_some_and(|v| !v.is_empty() && v.chars().all(ok)))
-    };
-    value_ok(NUMBER, |c| c.is_ascii_digit())
-        || value_ok(WORD, |c| {
-            c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_')
-        })
-}
-
 /// `compression`, `slave_compression` and `compression_level`, checked together.
 fn codecs(o: &Options) -> Result<(Codec, Codec, Option<i32>), ConfigError> {
     let local: Codec = o.choice("compression")?;
@@ -244,24 +227,6 @@ fn codecs(o: &Options) -> Result<(Codec, Codec, Option<i32>), ConfigError> {
             .map_err(|e| o.file().error("compression_level", format!("compression_level: {e}")))?;
     }
     Ok((local, slave, level))
-}
-
-/// rsync_flags, limited to [`ALLOWED_RSYNC_FLAGS`]. They go before pitrkit's
-/// own options on the command line, so that pitrkit's win where rsync lets
-/// a later option override an earlier one.
-fn rsync_flags(o: &Options) -> Result<Vec<String>, ConfigError> {
-    let flags = o.flags("rsync_flags")?;
-    for f in &flags {
-        if !rsync_flag_allowed(f) {
-            return Err(o
-                .file()
-                .error("rsync_flags", format!("rsync_flags: '{f}' is not allowed for the archiver"))
-                .hint(format!(
-                    "pitrkit decides from rsync's report which WAL files reached a slave, so only options that change how bytes travel are accepted: {ALLOWED_RSYNC_FLAGS}; use the ssh_* keys for ssh settings"
-                )));
-        }
-    }
-    Ok(flags)
 }
 
 #[cfg(test)]
@@ -380,42 +345,18 @@ max_queue_workers: 2
     }
 
     #[test]
-    fn rsync_flags_are_an_allowlist() {
-        for bad in [
-            "--remove-source-files",
-            "-ze",
-            "--rsh=ssh",
-            "--delete-after",
-            "--inplace",
-            // Silence or change what rsync sends and reports:
-            "-n",
-            "--dry-run",
-            "--existing",
-            "-q",
-            "--out-format=%n",
-            "--info=name0",
-            "--max-size=1",
-            "--filter=-_x",
-            "--exclude=0",
-            "--compare-dest=/x",
-            "-T",
-            "--temp-dir=/x",
-            "-zn",
-            "--bwlimit=",
-            "--protocol=x",
-            "-a",
-        ] {
-            let e = load(&format!("local_archivedirs: /a\nrsync_flags: -z {bad}\n")).unwrap_err();
-            assert!(e.message.contains(&format!("'{bad}' is not allowed")), "{bad}: {e}");
-            assert_eq!(e.line, Some(2), "{bad}");
-            let text = e.to_string();
-            assert!(text.contains("--bwlimit=RATE") && text.contains("--checksum"), "{text}");
-        }
-        let ok =
-            "-z --compress --compress-level=9 --zl=3 --zc=zstd --compress-choice=lz4 --bwlimit=5000 --bwlimit=1.5m \
-                  -4 -6 --ipv4 --ipv6 --address=10.0.0.1 --contimeout=5 --protocol=30 -c --checksum -zc";
-        let c = load(&format!("local_archivedirs: /a\nrsync_flags: {ok}\n")).unwrap();
-        assert_eq!(c.rsync.flags.len(), ok.split_whitespace().count());
+    fn rsync_flags_are_judged_and_mapped() {
+        let c =
+            load("local_archivedirs: /a\nrsync_flags: -avz --timeout=30 -e 'ssh -p 2222' --bwlimit=5000\n").unwrap();
+        assert_eq!(c.rsync.flags, ["-z", "--bwlimit=5000"]);
+        assert_eq!(c.rsync.timeout, Duration::from_secs(30));
+        assert_eq!(c.ssh.port, Some(2222));
+        let e = load("local_archivedirs: /a\nrsync_flags: -z --delete\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("'--delete' is refused"), "{e}");
+        // Without the flags, the keys.
+        let c = load("local_archivedirs: /a\nssh_port: 22\n").unwrap();
+        assert_eq!((c.rsync.timeout, c.ssh.port), (Duration::from_secs(120), Some(22)));
     }
 
     #[test]

@@ -64,14 +64,6 @@ choice_enum! {
 }
 
 choice_enum! {
-    /// `rsync_version` (legacy, accepted and ignored).
-    RsyncVersion {
-        V2 = "2",
-        V3 = "3",
-    }
-}
-
-choice_enum! {
     /// `sslmode`: libpq's words.
     SslMode {
         Disable = "disable",

@@ -6,7 +6,7 @@
 //! ConfigParser's own, so every key knows the lines it came from: an error
 //! without a line number wastes a DBA's time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -94,11 +94,31 @@ pub struct Entry {
     pub secret: Option<String>,
 }
 
+/// A warning has the shape of an error (where, what, what to do next); the
+/// loaders collect them and the commands decide whether to print them.
+pub type ConfigWarning = ConfigError;
+
+/// A key in a section other than [DEFAULT]. pitrtools read only [DEFAULT]
+/// (`ConfigParser.get('DEFAULT', key)`), so pitrkit reads no other section
+/// either; [`super::options::Options`] warns about keys it knows there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherKey {
+    pub section: String,
+    pub key: String,
+    pub line: usize,
+}
+
 /// The `[DEFAULT]` keys of one INI file.
 #[derive(Debug, Clone)]
 pub struct IniFile {
     pub path: PathBuf,
     pub entries: BTreeMap<String, Entry>,
+    /// Keys of other sections, which are not read.
+    pub others: Vec<OtherKey>,
+    /// Keys some [DEFAULT] value refers to with `%(name)s`.
+    pub referenced: BTreeSet<String>,
+    /// Found while reading (a key set twice with the same value).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// Python 2 ConfigParser gives up after this many nested `%(x)s` rounds.
@@ -138,10 +158,20 @@ fn is_comment(line: &str) -> bool {
                 .is_some_and(|w| w.eq_ignore_ascii_case("rem")))
 }
 
-/// Every key's raw value and lines, as ConfigParser reads them.
-fn read_values(path: &Path, text: &str) -> Result<BTreeMap<String, RawValue>, ConfigError> {
-    let mut raw: BTreeMap<String, RawValue> = BTreeMap::new();
-    let mut current: Option<String> = None;
+/// One `key: value` line (with its continuation lines) as read, in the
+/// section it sits in (`None`: [DEFAULT] or before any section header).
+struct Occurrence {
+    key: String,
+    section: Option<String>,
+    value: RawValue,
+}
+
+/// Every line's key, section and raw value, as ConfigParser reads them.
+fn read_lines(path: &Path, text: &str) -> Result<Vec<Occurrence>, ConfigError> {
+    let mut out: Vec<Occurrence> = Vec::new();
+    let mut section: Option<String> = None;
+    // The occurrence an indented line continues.
+    let mut current: Option<usize> = None;
     for (i, line) in text.split('\n').enumerate() {
         let n = i + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -153,59 +183,104 @@ fn read_values(path: &Path, text: &str) -> Result<BTreeMap<String, RawValue>, Co
             if trimmed.starts_with(['#', ';']) {
                 continue;
             }
-            let Some(key) = &current else {
+            let Some(index) = current else {
                 return Err(ConfigError::new(path, "indented line with no key above it to continue")
                     .at(Some(n))
                     .hint("an indented line continues the value of the key above (ConfigParser); remove the leading white space"));
             };
-            let v = raw.get_mut(key).expect("current key was inserted");
-            v.lines.push(trimmed.to_string());
-            v.last = n;
+            out[index].value.lines.push(trimmed.to_string());
+            out[index].value.last = n;
             continue;
         }
         if let Some(rest) = line.strip_prefix('[') {
-            check_section(path, n, rest, trimmed)?;
+            section = section_name(path, n, rest, trimmed)?;
             current = None;
             continue;
         }
         let (key, value) = key_value(path, n, line, trimmed)?;
-        if let Some(old) = raw.get(&key) {
-            return Err(
-                ConfigError::new(path, format!("'{key}' is set twice (lines {} and {n})", old.first))
-                    .at(Some(n))
-                    .key(&key)
-                    .hint("delete the line you do not mean (ConfigParser silently used the last one)"),
-            );
-        }
-        raw.insert(
-            key.clone(),
-            RawValue {
+        out.push(Occurrence {
+            key,
+            section: section.clone(),
+            value: RawValue {
                 lines: vec![value],
                 first: n,
                 last: n,
             },
-        );
-        current = Some(key);
+        });
+        current = Some(out.len() - 1);
+    }
+    Ok(out)
+}
+
+/// The [DEFAULT] keys of `lines`: a key set twice with the same value is
+/// accepted with a warning; with different values it is refused, naming both
+/// lines (ConfigParser silently kept the last, and an ambiguous setting in a
+/// WAL tool is dangerous while the fix is one line).
+fn default_values(
+    path: &Path,
+    lines: Vec<Occurrence>,
+    warnings: &mut Vec<ConfigWarning>,
+    others: &mut Vec<OtherKey>,
+) -> Result<BTreeMap<String, RawValue>, ConfigError> {
+    let mut raw: BTreeMap<String, RawValue> = BTreeMap::new();
+    for Occurrence { key, section, value } in lines {
+        if let Some(section) = section {
+            others.push(OtherKey {
+                section,
+                key,
+                line: value.first,
+            });
+            continue;
+        }
+        let Some(old) = raw.get(&key) else {
+            raw.insert(key, value);
+            continue;
+        };
+        let (a, b) = (old.first, value.first);
+        if old.lines == value.lines {
+            warnings.push(
+                ConfigError::new(
+                    path,
+                    format!("'{key}' is set twice, with the same value (lines {a} and {b})"),
+                )
+                .at(Some(b))
+                .key(&key)
+                .hint("delete one of the lines"),
+            );
+            continue;
+        }
+        let show = |v: &RawValue| {
+            if is_secret_key(&key) {
+                "(not shown: a secret)".to_string()
+            } else {
+                quote(&v.lines.join("\n"))
+            }
+        };
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "'{key}' is set twice with different values: line {a} says {}, line {b} says {}",
+                show(old),
+                show(&value)
+            ),
+        )
+        .at(Some(b))
+        .key(&key)
+        .hint("delete the line you do not mean (ConfigParser silently used the last one; pitrkit will not guess)"));
     }
     Ok(raw)
 }
 
-/// A section header (`rest` follows its '['): only [DEFAULT] is accepted.
-fn check_section(path: &Path, n: usize, rest: &str, trimmed: &str) -> Result<(), ConfigError> {
+/// A section header (`rest` follows its '['): `None` for [DEFAULT], else the
+/// section's name.
+fn section_name(path: &Path, n: usize, rest: &str, trimmed: &str) -> Result<Option<String>, ConfigError> {
     let Some(close) = rest.find(']').filter(|c| *c > 0) else {
         return Err(ConfigError::new(path, format!("bad section header {}", quote(trimmed)))
             .at(Some(n))
             .hint("write the header as [DEFAULT]"));
     };
     let name = &rest[..close];
-    if !name.eq_ignore_ascii_case("default") {
-        return Err(ConfigError::new(path, format!("unexpected section [{name}]"))
-            .at(Some(n))
-            .hint(
-                "pitrtools files keep every key under [DEFAULT]; rename the header to [DEFAULT] or move the keys there",
-            ));
-    }
-    Ok(())
+    Ok((!name.eq_ignore_ascii_case("default")).then(|| name.to_string()))
 }
 
 /// A `key: value` or `key = value` line: the lower-cased key and the value
@@ -289,11 +364,19 @@ impl IniFile {
     /// starting with `#`, `;` or the word `rem` are comments; an indented line
     /// continues the value above (joined with '\n'); `key: value` or
     /// `key = value`, where ` ;` starts an inline comment on the key's line.
-    /// Unlike ConfigParser, keys before any section are accepted, an indented
-    /// comment line is a comment (as in Python 3), and a key set twice is an
-    /// error (ConfigParser silently kept the last one).
+    /// Unlike ConfigParser, keys before any section are accepted (as
+    /// [DEFAULT]), an indented comment line is a comment (as in Python 3), and
+    /// a key set twice with different values is an error (ConfigParser
+    /// silently kept the last one). Only [DEFAULT] is read and interpolated.
     pub fn parse(path: &Path, text: &str) -> Result<IniFile, ConfigError> {
-        let raw = read_values(path, text.strip_prefix('\u{feff}').unwrap_or(text))?;
+        let lines = read_lines(path, text.strip_prefix('\u{feff}').unwrap_or(text))?;
+        // A helper key may serve a value in another section too.
+        let referenced = lines
+            .iter()
+            .flat_map(|o| o.value.lines.iter().flat_map(|l| references(l)))
+            .collect();
+        let (mut warnings, mut others) = (Vec::new(), Vec::new());
+        let raw = default_values(path, lines, &mut warnings, &mut others)?;
         let raw: BTreeMap<String, Entry> = raw
             .into_iter()
             .map(|(key, v)| {
@@ -323,6 +406,9 @@ impl IniFile {
         Ok(IniFile {
             path: path.to_path_buf(),
             entries,
+            others,
+            referenced,
+            warnings,
         })
     }
 
@@ -391,6 +477,20 @@ fn interpolate(
         "'{key}': %(name)s references nest more than {MAX_INTERPOLATION_DEPTH} deep (a loop?)"
     ))
     .hint("a key must not refer to itself, directly or through other keys"))
+}
+
+/// The names a value refers to with `%(name)s` (lower-cased, as keys are).
+fn references(value: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = value;
+    while let Some(pos) = rest.find("%(") {
+        rest = &rest[pos + 2..];
+        if let Some(close) = rest.find(")s") {
+            names.push(rest[..close].to_ascii_lowercase());
+            rest = &rest[close + 2..];
+        }
+    }
+    names
 }
 
 /// Why a value's `%` references could not be replaced.
@@ -546,10 +646,29 @@ mod tests {
     }
 
     #[test]
-    fn a_key_set_twice_is_refused() {
+    fn a_key_set_twice_with_different_values_is_refused() {
         let e = parse("[DEFAULT]\nstate: online\nx: 1\nSTATE: offline\n").unwrap_err();
         assert_eq!(e.line, Some(4));
-        assert!(e.message.contains("'state' is set twice (lines 2 and 4)"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "test.ini line 4: 'state' is set twice with different values: line 2 says 'online', line 4 says 'offline' — delete the line you do not mean (ConfigParser silently used the last one; pitrkit will not guess)"
+        );
+        // Continued values are compared whole; secrets are not shown.
+        assert!(parse("a: x\n  y\na: x\n").is_err());
+        let e = parse("master_password: a\nmaster_password: b\n").unwrap_err();
+        assert!(e.to_string().contains("line 1 says (not shown: a secret)"), "{e}");
+    }
+
+    #[test]
+    fn a_key_set_twice_with_the_same_value_warns() {
+        let f = parse("slaves: a,\n  b\nstate: online\nslaves: a,\n  b\n").unwrap();
+        assert_eq!(f.get("slaves").unwrap().value, "a,\nb");
+        assert_eq!(f.get("slaves").unwrap().line, Some(1));
+        let w: Vec<String> = f.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            w,
+            ["test.ini line 4: 'slaves' is set twice, with the same value (lines 1 and 4) — delete one of the lines"]
+        );
     }
 
     #[test]
@@ -579,10 +698,29 @@ mod tests {
     }
 
     #[test]
-    fn other_sections_are_refused_with_a_hint() {
-        let e = parse("[DEFAULT]\na: 1\n[archiver]\nb: 2\n").unwrap_err();
-        assert_eq!(e.line, Some(3));
-        assert!(e.to_string().contains("[DEFAULT]"), "{e}");
+    fn other_sections_are_kept_apart_and_not_read() {
+        let f = parse("[DEFAULT]\na: 1\n[archiver]\nb: %(nope)s\na: 2\n[DEFAULT]\nc: %(a)s\n").unwrap();
+        // Only [DEFAULT] is read, as pitrtools read it: a reference that
+        // would fail in another section is never expanded.
+        assert_eq!(f.entries.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(f.get("c").unwrap().value, "1");
+        assert_eq!(
+            f.others,
+            [
+                OtherKey {
+                    section: "archiver".into(),
+                    key: "b".into(),
+                    line: 4
+                },
+                OtherKey {
+                    section: "archiver".into(),
+                    key: "a".into(),
+                    line: 5
+                },
+            ]
+        );
+        assert_eq!(f.referenced.iter().collect::<Vec<_>>(), ["a", "nope"]);
+        assert!(parse("[]\n").is_err());
     }
 
     /// The secret's text must appear in no error, whichever way it fails.

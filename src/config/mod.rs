@@ -5,12 +5,13 @@ pub mod choices;
 pub mod ini;
 pub mod options;
 pub mod remote;
+pub mod rsync_flags;
 pub mod standby;
 pub mod validate;
 
 pub use archiver::ArchiverConfig;
 pub use choices::{HostKeyChecking, QueueRunner, ShipMode, SqlViaSsh, SslMode, State};
-pub use ini::{ConfigError, IniFile};
+pub use ini::{ConfigError, ConfigWarning, IniFile};
 pub use options::Options;
 pub use remote::{RsyncSettings, SshSettings, SslFiles};
 pub use standby::StandbyConfig;

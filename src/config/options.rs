@@ -4,11 +4,12 @@
 //! through [`Options`], which looks the definition up here, so a key's type
 //! and default cannot drift between the parser, the docs and the code.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::choices::{HostKeyChecking, QueueRunner, RsyncVersion, ShipMode, SlaveCodec, SqlViaSsh, SslMode, State};
-use super::ini::{ConfigError, IniFile};
+use super::choices::{HostKeyChecking, QueueRunner, ShipMode, SlaveCodec, SqlViaSsh, SslMode, State};
+use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::validate::{self, Refusal};
 use crate::compress::Codec;
 
@@ -133,7 +134,7 @@ pub static COMMON_OPTIONS: &[OptDef] = &[
     opt("ssh_control_persist", Seconds, Some("60"), "reuse one ssh connection per host for this many idle seconds (OpenSSH ControlPersist); 0 turns it off"),
     opt("ssh_options", Words, None, "extra ssh -o options as Key=Value words, e.g. 'UserKnownHostsFile=/etc/pitrkit/known_hosts'"),
     opt("strict_host_key_checking", OneOf(names::<HostKeyChecking>), Some("accept-new"), "ssh StrictHostKeyChecking; 'no' is insecure"),
-    opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z (the archiver allows only compression, bandwidth, address-family, connection-timeout, protocol and checksum options)"),
+    opt("rsync_flags", Flags, None, "extra rsync options, e.g. -z: options that change how bytes travel are handed to rsync; -a, -v, -P and the like are accepted and have no effect; --timeout=N and -e 'ssh -p N' are taken as rsync_timeout and ssh_port; options that could lose or half-write WAL (--delete, --inplace, ...) are refused"),
     opt("notify_ok", Command, None, "command run when things recover; the message is appended as one argument"),
     opt("notify_warning", Command, None, "command run on a warning; the message is appended as one argument"),
     opt("notify_critical", Command, None, "command run on a critical problem; the message is appended as one argument"),
@@ -156,7 +157,6 @@ static ARCHIVER_OWN: &[OptDef] = &[
     opt("r_archivedir", Path, None, "directory on each slave that receives WAL"),
     opt("l_archivedir", Path, None, "local queue root: one durable copy, hard-linked into one queue directory per slave"),
     opt("slaves", Hosts, None, "comma-separated slave hosts; also the names of their queue directories"),
-    opt("rsync_version", OneOf(names::<RsyncVersion>), Some("3"), "legacy: major rsync version; accepted for pitrtools compatibility and changes nothing (pitrkit uses no option rsync 2 lacks)"),
     opt("rsync_bin", Path, None, "legacy: path of the rsync program"),
     opt("queue_user", User, None, "OS user that must run the archiver (checked, not switched to)"),
     opt("queue_wait", Seconds, Some("30"), "after a failed delivery, seconds before an archive call or the queue runner tries that slave again (--flush always tries); also how often the queue runner looks at its queues"),
@@ -193,6 +193,7 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("sslcert", Path, None, "client certificate for the master (libpq; default ~/.postgresql/postgresql.crt, used if it exists)"),
     opt("sslkey", Path, None, "client certificate's private key, 0600 (libpq; default ~/.postgresql/postgresql.key)"),
     opt("sslcrl", Path, None, "certificate revocation list checked with the root certificates (libpq; default ~/.postgresql/root.crl, used if it exists)"),
+    opt("rsync_timeout", Seconds, Some("600"), "rsync --timeout for a base backup (-B): seconds without I/O before the copy is abandoned; at least 1").range(1, NO_MAX),
     opt("rsync_threads", Count, Some("1"), "parallel rsync streams for a base backup").clamp(1, 64),
     opt("archivedir", Path, None, "where WAL from the archiver arrives (the archiver's r_archivedir)"),
     opt("pgdata", Path, None, "this standby's data directory"),
@@ -205,10 +206,6 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("action_failover", Command, None, "command run after a successful failover; must exit 0"),
     opt("rsync", Path, None, "legacy: path of the rsync program"),
     opt("pg_ctl", Path, None, "path of pg_ctl (default: found from pgversion)"),
-    opt("pg_standby", Text, None, "legacy: pg_standby no longer exists (PostgreSQL 14+); pitrkit restore replaces it"),
-    opt("pg_archivecleanup", Text, None, "legacy: pitrkit cleanup replaces pg_archivecleanup"),
-    opt("r_psql", Text, None, "legacy: psql on the master; pitrkit connects with SQL directly"),
-    opt("numarchives", Count, None, "legacy: PostgreSQL 8.2 setting, ignored"),
     opt("master_db", Text, Some("postgres"), "database on the master to connect to"),
     opt("master_user", User, Some("postgres"), "role on the master for backups and checks"),
     opt("master_password", Text, None, "password of master_user (better: ~/.pgpass or PGPASSFILE)"),
@@ -223,6 +220,37 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("wait_timeout", Seconds, Some("300"), "seconds to wait for PostgreSQL to start, stop or promote"),
 ];
 
+/// A key pitrtools read or shipped in a sample that pitrkit has no use for:
+/// accepted, with a warning that tells its story.
+#[derive(Debug)]
+pub struct LegacyKey {
+    pub name: &'static str,
+    /// What it was, and what replaces it.
+    pub story: &'static str,
+}
+
+const fn legacy(name: &'static str, story: &'static str) -> LegacyKey {
+    LegacyKey { name, story }
+}
+
+/// Legacy keys of both programs (a cmd_standby key found in an archiver
+/// file warns just the same: pitrtools ignored it there too).
+#[rustfmt::skip]
+pub static LEGACY_KEYS: &[LegacyKey] = &[
+    legacy("pgcontroldata", "cmd_archiver's path of pg_controldata, read but never run (its one function was a stub); pitrkit reads global/pg_control itself"),
+    legacy("timeout", "an early cmd_archiver key that later versions read but never used; ssh_timeout (connecting) and rsync_timeout (transfers) are pitrkit's"),
+    legacy("rsync_version", "cmd_archiver chose --remove-sent-files (2) or --remove-source-files (3) with it; pitrkit removes queued files itself once a slave has them durably, and uses no option rsync 2 lacks"),
+    legacy("numarchives", "cmd_standby's pg_standby -k for PostgreSQL 8.2; pitrkit cleanup (archive_cleanup_command) removes what %r no longer needs"),
+    legacy("pg_standby", "cmd_standby's restore_command program (removed in PostgreSQL 14); pitrkit restore replaces it"),
+    legacy("pg_archivecleanup", "cmd_standby's archive_cleanup_command program; pitrkit cleanup replaces it"),
+    legacy("r_psql", "psql on the master, run over ssh; pitrkit opens its own SQL session (directly, or through ssh: sql_via_ssh)"),
+    legacy("path", "cmd_standby 1.3's search path for the master's psql; pitrkit runs no psql there (directories for local programs go in includepath)"),
+];
+
+/// Unknown keys this close to a known one (Damerau-Levenshtein) are refused:
+/// `ship_mdoe: sync` silently keeping `async` would downgrade durability.
+const TYPO_DISTANCE: usize = 2;
+
 /// Typed, validated access to one INI file's values under a set of definitions.
 ///
 /// An empty value is exactly an absent line: the default where the key has
@@ -232,28 +260,154 @@ static STANDBY_OWN: &[OptDef] = &[
 pub struct Options<'a> {
     file: &'a IniFile,
     defs: &'static [&'static [OptDef]],
+    /// Collected while loading; the commands decide whether to print them.
+    warnings: RefCell<Vec<ConfigWarning>>,
 }
 
 fn find_def(defs: &'static [&'static [OptDef]], name: &str) -> Option<&'static OptDef> {
     all_defs(defs).find(|d| d.name == name || d.aliases.contains(&name))
 }
 
+fn find_legacy(name: &str) -> Option<&'static LegacyKey> {
+    LEGACY_KEYS.iter().find(|l| l.name == name)
+}
+
+/// The known key (or legacy name of one) closest to `key`, and its distance.
+fn closest(defs: &'static [&'static [OptDef]], key: &str) -> Option<(usize, &'static str)> {
+    all_defs(defs)
+        .flat_map(|d| std::iter::once(d.name).chain(d.aliases.iter().copied()))
+        .map(|name| (strsim::damerau_levenshtein(key, name), name))
+        .min()
+}
+
 impl<'a> Options<'a> {
-    /// Checks that every key in the file is known (suggesting the closest
-    /// known key otherwise), and that no key is set under two names.
+    /// Judges every key of the file (see [`Options::judge_key`]) and refuses
+    /// a key set under two names; warnings are kept for [`Options::into_warnings`].
     pub fn new(file: &'a IniFile, defs: &'static [&'static [OptDef]]) -> Result<Self, ConfigError> {
+        let o = Options {
+            file,
+            defs,
+            warnings: RefCell::new(file.warnings.clone()),
+        };
         for key in file.entries.keys() {
-            let Some(def) = find_def(defs, key) else {
-                return Err(unknown_key(file, defs, key));
-            };
+            o.judge_key(key)?;
+        }
+        o.other_sections()?;
+        Ok(o)
+    }
+
+    /// Keys in sections other than [DEFAULT] are not read; known ones (or
+    /// near misses) are pointed out, and a file whose settings all sit in
+    /// another section is refused: pitrtools could not read it either.
+    fn other_sections(&self) -> Result<(), ConfigError> {
+        let (file, defs) = (self.file, self.defs);
+        if file.entries.is_empty() {
+            if let Some(k) = file.others.iter().find(|k| find_def(defs, &k.key).is_some()) {
+                return Err(ConfigError::new(
+                    &file.path,
+                    format!(
+                        "no key is set under [DEFAULT]: the keys are under [{}], which is not read",
+                        k.section
+                    ),
+                )
+                .at(Some(k.line))
+                .hint(format!(
+                    "pitrkit reads only [DEFAULT], as pitrtools did; rename the [{}] header to [DEFAULT]",
+                    k.section
+                )));
+            }
+        }
+        for other in &file.others {
+            let known = find_def(defs, &other.key).map(|d| d.name).or_else(|| {
+                closest(defs, &other.key)
+                    .filter(|(dist, _)| *dist <= TYPO_DISTANCE)
+                    .map(|(_, name)| name)
+            });
+            if let Some(name) = known {
+                self.warn(
+                    ConfigError::new(
+                        &file.path,
+                        format!(
+                            "'{}' in section [{}] is not read: pitrkit reads only [DEFAULT], as pitrtools did",
+                            other.key, other.section
+                        ),
+                    )
+                    .at(Some(other.line))
+                    .key(&other.key)
+                    .hint(format!(
+                        "move it above the [{}] header (or under [DEFAULT]) if it is meant as '{name}'",
+                        other.section
+                    )),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A [DEFAULT] key: a known key (under one name only); a legacy key
+    /// (warned); a helper key some `%(name)s` refers to (silent); an unknown
+    /// key close to a known one (refused: a typo would silently keep the
+    /// default); any other unknown key (warned, as pitrtools ignored it).
+    fn judge_key(&self, key: &str) -> Result<(), ConfigError> {
+        let file = self.file;
+        if let Some(def) = find_def(self.defs, key) {
             let names = std::iter::once(def.name).chain(def.aliases.iter().copied());
-            if let Some(other) = names.filter(|n| n != key).find(|n| file.get(n).is_some()) {
+            if let Some(other) = names.filter(|n| *n != key).find(|n| file.get(n).is_some()) {
                 return Err(file
                     .error(key, format!("'{key}' and '{other}' are the same key, and both are set"))
                     .hint(format!("'{}' is the current name; delete the other line", def.name)));
             }
+            if key != def.name {
+                self.warn(
+                    file.error(key, format!("'{key}' is read as '{}', its current name", def.name))
+                        .hint(format!(
+                            "rename the key to '{}' once pitrtools no longer reads this file",
+                            def.name
+                        )),
+                );
+            }
+            return Ok(());
         }
-        Ok(Options { file, defs })
+        if let Some(l) = find_legacy(key) {
+            self.warn(
+                file.error(
+                    key,
+                    format!(
+                        "'{key}' is a pitrtools key pitrkit has no use for, ignored: {}",
+                        l.story
+                    ),
+                )
+                .hint("delete the line once pitrtools no longer reads this file"),
+            );
+            return Ok(());
+        }
+        if file.referenced.contains(key) {
+            return Ok(());
+        }
+        match closest(self.defs, key) {
+            Some((dist, name)) if dist <= TYPO_DISTANCE => Err(file
+                .error(key, format!("unknown key '{key}'"))
+                .hint(format!("did you mean '{name}'? (a misspelt key would silently keep its default, so keys this close to a known one are refused)"))),
+            _ => {
+                self.warn(
+                    file.error(key, format!("unknown key '{key}' is ignored"))
+                        .hint("check its spelling against the commented sample files in etc/, or delete the line"),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a warning for the command to print (or not).
+    pub fn warn(&self, warning: ConfigWarning) {
+        self.warnings.borrow_mut().push(warning);
+    }
+
+    /// The warnings collected while loading, in file order.
+    pub fn into_warnings(self) -> Vec<ConfigWarning> {
+        let mut w = self.warnings.into_inner();
+        w.sort_by_key(|w| w.line);
+        w
     }
 
     pub fn file(&self) -> &IniFile {
@@ -533,17 +687,10 @@ impl<'a> Options<'a> {
         Ok(self.opt_user(name)?.unwrap_or_else(|| no_default(name)))
     }
 
-    pub fn flags(&self, name: &str) -> Result<Vec<String>, ConfigError> {
-        let Some(v) = self.raw(name, Flags) else {
-            return Ok(Vec::new());
-        };
-        v.split_whitespace()
-            .map(|f| {
-                validate::check_flag(f)
-                    .map(|_| f.to_string())
-                    .map_err(|why| self.refused(name, f, &why))
-            })
-            .collect()
+    /// The text of an options key (`rsync_flags`), which
+    /// [`super::rsync_flags`] judges word by word.
+    pub fn flags_text(&self, name: &str) -> Option<String> {
+        self.raw(name, Flags)
     }
 
     pub fn words(&self, name: &str) -> Result<Vec<String>, ConfigError> {
@@ -562,18 +709,6 @@ impl<'a> Options<'a> {
 /// A plain getter used on a key the table gives no default: a bug.
 fn no_default(name: &str) -> ! {
     panic!("option '{name}' has no default; read it with an opt_ getter")
-}
-
-/// "unknown key", with the closest known key if one is close.
-fn unknown_key(file: &IniFile, defs: &'static [&'static [OptDef]], key: &str) -> ConfigError {
-    let best = all_defs(defs)
-        .map(|d| (strsim::damerau_levenshtein(key, d.name), d.name))
-        .min();
-    let err = file.error(key, format!("unknown key '{key}'"));
-    match best {
-        Some((dist, name)) if dist <= 3 || name.contains(key) => err.hint(format!("did you mean '{name}'?")),
-        _ => err.hint("see the commented sample files in etc/ for every key"),
-    }
 }
 
 /// The keys of `defs` as `--help` lists them: name, legacy names, values
@@ -608,6 +743,8 @@ pub fn key_reference(defs: &'static [&'static [OptDef]]) -> String {
         }
         out += &format!("\n      {}\n", d.help);
     }
+    let legacy: Vec<&str> = LEGACY_KEYS.iter().map(|l| l.name).collect();
+    out += &format!("pitrtools keys ignored with a warning: {}\n", legacy.join(", "));
     out
 }
 
@@ -631,6 +768,7 @@ mod tests {
             let mut names: Vec<_> = all_defs(defs)
                 .flat_map(|d| std::iter::once(d.name).chain(d.aliases.iter().copied()))
                 .collect();
+            names.extend(LEGACY_KEYS.iter().map(|l| l.name));
             names.sort();
             let n = names.len();
             names.dedup();
@@ -644,7 +782,52 @@ mod tests {
         let e = Options::new(&f, ARCHIVER_OPTIONS).err().unwrap();
         assert_eq!(
             e.to_string(),
-            "archiver.ini line 12: unknown key 'slave' — did you mean 'slaves'?"
+            "archiver.ini line 12: unknown key 'slave' — did you mean 'slaves'? (a misspelt key would silently keep its default, so keys this close to a known one are refused)"
+        );
+    }
+
+    fn warnings(text: &str, defs: &'static [&'static [OptDef]]) -> Result<Vec<String>, ConfigError> {
+        let f = opts(text)?;
+        Ok(Options::new(&f, defs)?
+            .into_warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    #[test]
+    fn key_rules_for_configparser_files() {
+        // Helper keys used by %(name)s pass silently, however they are spelt.
+        let text = "base: /srv\nship: x\npgdata: %(base)s/main\nl_archivedir: %(ship)s\n";
+        assert_eq!(warnings(text, ARCHIVER_OPTIONS).unwrap(), Vec::<String>::new());
+        // Legacy keys warn with their story, in file order.
+        let w = warnings(
+            "timeout: 10\nnumarchives: 10\npgcontroldata: /usr/bin/pg_controldata\n",
+            ARCHIVER_OPTIONS,
+        )
+        .unwrap();
+        assert_eq!(w.len(), 3);
+        assert!(
+            w[0].starts_with("archiver.ini line 1: 'timeout' is a pitrtools key pitrkit has no use for, ignored: "),
+            "{w:?}"
+        );
+        assert!(w[2].contains("line 3: 'pgcontroldata'"), "{w:?}");
+        // Near a known key: refused; far from every key: warned.
+        let e = warnings("ship_mdoe: sync\n", ARCHIVER_OPTIONS).unwrap_err();
+        assert!(e.to_string().contains("did you mean 'ship_mode'?"), "{e}");
+        let w = warnings("nagios_host: db1\n", ARCHIVER_OPTIONS).unwrap();
+        assert_eq!(w, ["archiver.ini line 1: unknown key 'nagios_host' is ignored — check its spelling against the commented sample files in etc/, or delete the line"]);
+        // Other sections are not read; known keys there are pointed out.
+        let w = warnings(
+            "[DEFAULT]\nstate: online\n[standby]\nship_mode: sync\nship_mdoe: sync\nowner: me\n",
+            ARCHIVER_OPTIONS,
+        )
+        .unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[0], "archiver.ini line 4: 'ship_mode' in section [standby] is not read: pitrkit reads only [DEFAULT], as pitrtools did — move it above the [standby] header (or under [DEFAULT]) if it is meant as 'ship_mode'");
+        assert!(
+            w[1].contains("'ship_mdoe' in section [standby]") && w[1].ends_with("if it is meant as 'ship_mode'"),
+            "{w:?}"
         );
     }
 
@@ -659,7 +842,6 @@ mod tests {
             .contains("ssh_timeout must be a whole number of seconds, got '10s'"));
         assert!(o.bool("debug").unwrap_err().message.contains("on or off"));
         assert_eq!(o.hosts("slaves").unwrap(), vec!["a", "b"]);
-        assert_eq!(o.flags("rsync_flags").unwrap(), vec!["-z", "--bwlimit=100"]);
         // Defaults come from the table.
         assert_eq!(o.seconds("queue_wait").unwrap(), Duration::from_secs(30));
         assert_eq!(o.choice::<ShipMode>("ship_mode").unwrap(), ShipMode::Async);
@@ -671,7 +853,6 @@ mod tests {
         let o = Options::new(&f, ARCHIVER_OPTIONS).unwrap();
         assert!(o.hosts("slaves").unwrap_err().message.contains("option"));
         assert!(o.opt_path("r_archivedir").is_err());
-        assert!(o.flags("rsync_flags").is_err());
     }
 
     #[test]

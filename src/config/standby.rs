@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::choices::{SqlViaSsh, SslMode};
-use super::ini::{ConfigError, IniFile};
+use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::options::{Options, STANDBY_OPTIONS};
 use super::remote::{SshSettings, SslFiles};
+use super::rsync_flags::{self, Program};
 use super::validate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct StandbyConfig {
     pub rsync_threads: usize,
     pub rsync_program: Option<PathBuf>,
     pub rsync_flags: Vec<String>,
+    /// rsync --timeout for base backups (`rsync_timeout`).
+    pub rsync_timeout: Duration,
     pub archivedir: Option<PathBuf>,
     pub pgdata: Option<PathBuf>,
     pub pg_conf: Option<PathBuf>,
@@ -70,14 +73,28 @@ impl StandbyConfig {
         Self::from_ini(&IniFile::load(path)?)
     }
 
+    /// Like [`StandbyConfig::load`], with the warnings for the command to
+    /// print where they help (never on restore or cleanup calls, which
+    /// PostgreSQL makes per segment into its log).
+    pub fn load_with_warnings(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        Self::read(&IniFile::load(path)?)
+    }
+
     pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
+        Self::read(file).map(|(cfg, _)| cfg)
+    }
+
+    fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
         let o = Options::new(file, STANDBY_OPTIONS)?;
+        let rsync_flags = rsync_flags::judge(&o, Program::Standby)?;
+        let mut ssh = SshSettings::from_options(&o)?;
+        ssh.port = rsync_flags.ssh_port(&o)?;
         let archivedir = o.opt_path("archivedir")?;
         let pgdata = o.opt_path("pgdata")?;
         let tablespace_map = tablespace_map(&o)?;
         let sslmode = o.choice("sslmode")?;
         check_overlaps(file, archivedir.as_deref(), pgdata.as_deref(), &tablespace_map)?;
-        Ok(StandbyConfig {
+        let cfg = StandbyConfig {
             source: file.path.clone(),
             pgversion: pgversion(&o)?,
             streaming: o.bool("use_streaming_replication")?,
@@ -100,7 +117,8 @@ impl StandbyConfig {
             primary_slot_name: slot_name(&o)?,
             rsync_threads: o.count("rsync_threads")? as usize,
             rsync_program: o.opt_path("rsync")?,
-            rsync_flags: o.flags("rsync_flags")?,
+            rsync_timeout: rsync_flags.timeout(&o)?,
+            rsync_flags: rsync_flags.pass,
             archivedir,
             pgdata,
             pg_conf: o.opt_path("pg_conf")?,
@@ -120,10 +138,11 @@ impl StandbyConfig {
             cleanup_pause_file: o.opt_path("cleanup_pause_file")?,
             wait_timeout: o.seconds("wait_timeout")?,
             includepath: o.paths("includepath")?,
-            ssh: SshSettings::from_options(&o)?,
+            ssh,
             notify: o.notifier()?,
             debug: o.bool("debug")?,
-        })
+        };
+        Ok((cfg, o.into_warnings()))
     }
 
     /// Is a configuration for after failover set (pg_conf_failover / pg_hba_conf_failover)?

@@ -360,7 +360,7 @@ fn rsync_settings(sb: &Standby) -> RsyncSettings {
     RsyncSettings {
         program: sb.cfg.rsync_program.clone(),
         flags: sb.cfg.rsync_flags.clone(),
-        timeout: std::time::Duration::from_secs(600),
+        timeout: sb.cfg.rsync_timeout,
         fsync: false,
         includepath: sb.cfg.includepath.clone(),
     }
