@@ -241,6 +241,9 @@ fn checksum(sql: impl Fn(&str) -> String, table: &str) -> String {
 #[test]
 fn base_backup_standby_catches_up_and_fails_over() {
     let p = Pair::new("sb_e2e", "restore_prefetch: 4");
+    // Before the base backup: a point the standby will have replayed past.
+    let early = p.master.psql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
     let pgbench = client_program("pgbench");
     let bench = |args: &[&str]| {
         let mut c = p.env.command(&pgbench);
@@ -303,9 +306,11 @@ fn base_backup_standby_catches_up_and_fails_over() {
         p.hook_lines()
     );
 
+    assert!(p.pgdata.join("pitrkit.spare").exists(), "-B marks a spare");
     let out = p.standby_ok(&["-S"]);
     assert!(out.contains("in recovery"), "{out}");
     assert!(p.pgdata.join("standby.signal").exists());
+    assert!(!p.pgdata.join("pitrkit.spare").exists(), "-S: no spare any more");
     let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
     assert!(
         auto.contains("restore_command = '") && auto.contains(" restore -C "),
@@ -342,6 +347,28 @@ fn base_backup_standby_catches_up_and_fails_over() {
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert_says(&out, "refusing to fail over");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
+    // ...and so is -F999 -R on this stopped real standby, which is no
+    // spare; a target it has replayed past is explained. Nothing changes.
+    p.standby_ok(&["-A", "stop"]);
+    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    let now = p.master.psql("SELECT clock_timestamp()");
+    let out = p.standby(&["-F999", "-R", &now]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to fail over") && err.contains("not a spare (standby.signal is present"),
+        "{err}"
+    );
+    let out = p.standby(&["-F999", "-R", &early]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot recover") && err.contains("already holds the database as of"),
+        "{err}"
+    );
+    assert!(p.pgdata.join("standby.signal").exists() && !p.pgdata.join("recovery.signal").exists());
+    assert_eq!(fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap(), auto);
+    p.standby_ok(&["-S"]);
 
     // ...and done once it is gone, but not with a failover file missing:
     // refused before anything changes, the standby still in recovery.
@@ -385,29 +412,46 @@ fn base_backup_standby_catches_up_and_fails_over() {
     drop(p.sshd);
 }
 
+/// Names in `after` that are not in `before`, and the other way round.
+fn listing_diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+    let added = after.iter().filter(|n| !before.contains(n)).cloned().collect();
+    let removed = before.iter().filter(|n| !after.contains(n)).cloned().collect();
+    (added, removed)
+}
+
 #[test]
-fn point_in_time_recovery_stops_at_the_target() {
+fn a_spare_recovers_to_a_point_in_time_while_the_master_runs() {
     let p = Pair::new("sb_pitr", "restore_prefetch: 4");
-    // A failover configuration that archives into the shared archive: a
-    // recovery copy must neither archive there nor clean it.
+    // A failover configuration that archives into the shared archive and
+    // cleans it, with frequent restartpoints (which run the cleanup): a
+    // recovery copy must do neither.
+    let cleanup_ran = p.env.path("cleanup_ran");
     let mut failover_conf = fs::read_to_string(p.env.path("failover.conf")).unwrap();
     failover_conf.push_str(&format!(
-        "archive_mode = on\narchive_command = 'cp %p {}/%f'\narchive_cleanup_command = 'true'\n",
-        p.archive().display()
+        "archive_mode = on\narchive_command = 'cp %p {}/%f'\narchive_cleanup_command = 'touch {}'\n\
+         log_checkpoints = on\nmin_wal_size = '32MB'\nmax_wal_size = '32MB'\n",
+        p.archive().display(),
+        cleanup_ran.display()
     ));
     p.env.write("failover.conf", &failover_conf);
+    let before_backup = p.master.psql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
     p.standby_ok(&["-I"]);
     p.standby_ok(&["-B"]);
+    assert!(p.pgdata.join("pitrkit.spare").exists(), "-B marks a spare");
     p.master.psql("CREATE TABLE batches (id int, batch int)");
     p.master
         .psql("INSERT INTO batches SELECT g, 1 FROM generate_series(1, 100) g");
+    for _ in 0..3 {
+        p.master.psql("CHECKPOINT");
+        p.master.switch_wal();
+    }
     std::thread::sleep(Duration::from_millis(1100));
     let target = p.master.psql("SELECT clock_timestamp()");
     std::thread::sleep(Duration::from_millis(1100));
     p.master
         .psql("INSERT INTO batches SELECT g, 2 FROM generate_series(101, 200) g");
-    p.ship_everything();
-    p.master.stop();
+    p.ship_and_wait();
 
     // Bad timestamps are refused before anything is touched.
     for bad in ["yesterday", "2026-02-30 10:00:00", "2999-01-01 00:00:00+00"] {
@@ -416,34 +460,35 @@ fn point_in_time_recovery_stops_at_the_target() {
     }
     let out = p.standby(&["-R", &target]);
     assert_eq!(out.status.code(), Some(2), "-R needs -F999: {}", describe_output(&out));
+    // A target before the spare's backup ended cannot be reached: explained, nothing changed.
+    let auto_conf = || fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    let auto_before = auto_conf();
+    let out = p.standby(&["-F999", "-R", &before_backup]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot recover")
+            && err.contains("base backup (-B) ended at")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(p.pgdata.join("backup_label").exists() && p.pgdata.join("pitrkit.spare").exists());
+    assert!(!p.pgdata.join("recovery.signal").exists());
+    assert_eq!(auto_conf(), auto_before);
+    assert!(
+        p.standby_psql("SELECT 1").is_err(),
+        "the spare must not have been started"
+    );
 
+    // The spare recovers while the master runs.
     let before = p.archived();
     let out = p.standby_ok(&["-F999", "-R", &target]);
-    assert!(out.contains("point-in-time recovery"), "{out}");
-    // What the recovery ran with (the server keeps it until a reload).
-    assert_eq!(p.standby_psql("SHOW archive_cleanup_command").unwrap(), "");
-    assert_eq!(p.standby_psql("SHOW archive_mode").unwrap(), "off");
-    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
     assert!(
-        auto.contains("archive_mode = 'off'") && auto.contains("ALTER SYSTEM RESET archive_mode"),
-        "archiving stays off after the recovery settings are gone:\n{auto}"
+        out.contains("point-in-time recovery") && out.contains("beside the live master"),
+        "{out}"
     );
-    p.standby_psql("CREATE TABLE after_pitr AS SELECT 1 AS x").unwrap();
-    p.standby_psql("SELECT pg_switch_wal()").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        p.archived(),
-        before,
-        "the shared archive must be exactly as before the recovery (nothing removed, nothing of the new timeline added)"
-    );
-    let spool = p.pgdata.join("pg_wal/.pitrkit-prefetch");
-    let leftovers: Vec<_> = fs::read_dir(&spool)
-        .map(|rd| rd.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
-        .unwrap_or_default();
-    assert!(
-        leftovers.iter().all(|n| n.to_string_lossy().starts_with("00000001")),
-        "only old-timeline leftovers may remain: {leftovers:?}"
-    );
+    assert!(out.contains("action_failover did not run"), "{out}");
+    assert!(p.master.is_running(), "the master was never touched");
     assert_eq!(
         p.standby_psql("SELECT count(*) FROM batches WHERE batch = 1").unwrap(),
         "100"
@@ -454,7 +499,61 @@ fn point_in_time_recovery_stops_at_the_target() {
         "rows committed after the target must be absent"
     );
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
-    assert!(!p.pgdata.join("recovery.signal").exists());
+    assert!(!p.pgdata.join("recovery.signal").exists() && !p.pgdata.join("pitrkit.spare").exists());
+    // What the recovery ran with (the server keeps it until a reload).
+    assert_eq!(p.standby_psql("SHOW archive_cleanup_command").unwrap(), "");
+    assert_eq!(p.standby_psql("SHOW archive_mode").unwrap(), "off");
+    let auto = auto_conf();
+    assert!(
+        auto.contains("archive_mode = 'off'") && auto.contains("ALTER SYSTEM RESET archive_mode"),
+        "archiving stays off after the recovery settings are gone:\n{auto}"
+    );
+    let server_log = fs::read_to_string(p.env.path("standby.log")).unwrap();
+    assert!(
+        server_log.contains("restartpoint complete"),
+        "no restartpoint ran, so the cleanup check below proves nothing:\n{}",
+        tail(&p.env.path("standby.log"), 40)
+    );
+    assert!(
+        !cleanup_ran.exists(),
+        "an archive_cleanup_command ran during the recovery"
+    );
+    assert!(!p.failover_marker.exists(), "action_failover ran beside a live master");
+    assert!(
+        p.hook_lines()
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("point-in-time recovery")),
+        "{:?}",
+        p.hook_lines()
+    );
+
+    // The copy writes; the master writes and archives on: the archive gets
+    // the master's timeline only, and loses nothing.
+    p.standby_psql("CREATE TABLE after_pitr AS SELECT 1 AS x").unwrap();
+    p.standby_psql("SELECT pg_switch_wal()").unwrap();
+    p.master
+        .psql("INSERT INTO batches SELECT g, 3 FROM generate_series(201, 300) g");
+    p.ship_and_wait();
+    std::thread::sleep(Duration::from_secs(2));
+    let (added, removed) = listing_diff(&before, &p.archived());
+    assert!(removed.is_empty(), "removed from the shared archive: {removed:?}");
+    assert!(
+        !added.is_empty()
+            && added
+                .iter()
+                .all(|n| n.starts_with("00000001") && !n.contains(".history")),
+        "only the master's timeline may arrive: {added:?}"
+    );
+    assert_eq!(p.master.psql("SELECT count(*) FROM batches"), "300");
+    assert_eq!(p.master.psql("SELECT pg_is_in_recovery()"), "f");
+    let spool = p.pgdata.join("pg_wal/.pitrkit-prefetch");
+    let leftovers: Vec<_> = fs::read_dir(&spool)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.iter().all(|n| n.to_string_lossy().starts_with("00000001")),
+        "only old-timeline leftovers may remain: {leftovers:?}"
+    );
     let _ = p.standby(&["-A", "stop"]);
 }
 

@@ -205,6 +205,15 @@ impl LocalCluster {
         check(format!("pg_ctl stop -D {}", self.datadir.display()), out).map(|_| ())
     }
 
+    /// What `pg_controldata` reads from `global/pg_control`, in the C
+    /// locale and UTC so that its labels and times can be parsed.
+    pub fn control_data(&self) -> Result<ControlData, PgError> {
+        let mut c = self.cmd("pg_controldata");
+        c.arg("-D").arg(&self.datadir).env("LC_ALL", "C").env("TZ", "UTC");
+        let out = check(format!("pg_controldata -D {}", self.datadir.display()), c.output())?;
+        Ok(ControlData::parse(&out))
+    }
+
     /// True while a postmaster serves this data directory.
     pub fn is_running(&self) -> bool {
         self.cmd("pg_ctl")
@@ -214,6 +223,45 @@ impl LocalCluster {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
+    }
+}
+
+/// `pg_controldata`'s fields (`label: value`), as printed in the C locale.
+#[derive(Debug, Clone, Default)]
+pub struct ControlData {
+    fields: Vec<(String, String)>,
+}
+
+impl ControlData {
+    pub fn parse(text: &str) -> ControlData {
+        let fields = text
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        ControlData { fields }
+    }
+
+    pub fn get(&self, label: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == label).map(|(_, v)| v.as_str())
+    }
+
+    /// "shut down", "shut down in recovery", "in archive recovery", "in production", ...
+    pub fn state(&self) -> &str {
+        self.get("Database cluster state").unwrap_or("unknown")
+    }
+
+    /// When the latest checkpoint (a restartpoint's: the master's checkpoint
+    /// record) was taken, to the second, on the master's clock.
+    pub fn checkpoint_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let v = self.get("Time of latest checkpoint")?;
+        // strftime's %c in the C locale: "Mon Nov 30 07:53:03 2026".
+        chrono::NaiveDateTime::parse_from_str(
+            &v.split_whitespace().collect::<Vec<_>>().join(" "),
+            "%a %b %d %H:%M:%S %Y",
+        )
+        .ok()
+        .map(|n| n.and_utc())
     }
 }
 
