@@ -479,6 +479,24 @@ fn a_spare_recovers_to_a_point_in_time_while_the_master_runs() {
         p.standby_psql("SELECT 1").is_err(),
         "the spare must not have been started"
     );
+    // An archive that lost the backup's first segment (a standby's cleanup
+    // on the same archive) is refused up front too.
+    let label = fs::read_to_string(p.pgdata.join("backup_label")).unwrap();
+    let first = label.split("(file ").nth(1).unwrap()[..24].to_string();
+    let aside = p.env.mkdir("aside");
+    let moved: Vec<String> = p.archived().into_iter().filter(|n| n.starts_with(&first)).collect();
+    assert!(!moved.is_empty(), "{first} not in {:?}", p.archived());
+    for n in &moved {
+        fs::rename(p.archive().join(n), aside.join(n)).unwrap();
+    }
+    let out = p.standby(&["-F999", "-R", &target]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert_says(&out, &format!("no longer holds {first}"));
+    assert!(p.pgdata.join("backup_label").exists() && !p.pgdata.join("recovery.signal").exists());
+    assert_eq!(auto_conf(), auto_before);
+    for n in &moved {
+        fs::rename(aside.join(n), p.archive().join(n)).unwrap();
+    }
 
     // The spare recovers while the master runs.
     let before = p.archived();

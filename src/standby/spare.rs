@@ -19,8 +19,11 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 
 use super::recovery;
 use super::Standby;
+use crate::compress::Codec;
 use crate::fsutil;
 use crate::layout::SPARE_FILE;
+use crate::storage::local::LocalDir;
+use crate::storage::{Entry, Kind, Storage};
 
 /// What the [`SPARE_FILE`] mark records about the base backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +122,53 @@ fn standby_settings_file(sb: &Standby) -> Option<std::path::PathBuf> {
         .then_some(conf)
 }
 
+/// Refuses a copy whose base backup starts in a segment the archive no
+/// longer holds (a standby's archive_cleanup_command on the same archive
+/// removes what that standby has replayed): PostgreSQL would stop at once
+/// with "could not locate required checkpoint record". An archive that is
+/// not there or not marked is left to restore's own rules.
+pub fn refuse_missing_start(sb: &Standby) -> Result<()> {
+    let Some(seg) = fs::read_to_string(sb.pgdata.join("backup_label"))
+        .ok()
+        .and_then(|label| start_segment(&label))
+    else {
+        return Ok(());
+    };
+    let dir = sb
+        .cfg
+        .required_archivedir("the directory the archiver ships WAL to; recovery reads it")?;
+    let archive = LocalDir::new(&dir);
+    if archive.available().is_err() || !matches!(archive.read_mark(), Ok(Some(_))) {
+        return Ok(());
+    }
+    let held = Codec::ALL.iter().any(|c| {
+        matches!(
+            archive.stat(&format!("{seg}{}", c.suffix())),
+            Ok(Some(Entry {
+                kind: Kind::File | Kind::LinkToFile,
+                ..
+            }))
+        )
+    });
+    if !held {
+        anyhow::bail!(
+            "cannot recover {}: the archive {} no longer holds {seg}, the first WAL segment its base backup needs \
+             (backup_label, START WAL LOCATION); nothing was changed. A standby's archive_cleanup_command removes \
+             the WAL it has replayed from its archivedir: give spares an archive that no standby cleans, then take -B again",
+            sb.pgdata.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The segment named in backup_label's `START WAL LOCATION: 0/2000028 (file X)`.
+fn start_segment(label: &str) -> Option<String> {
+    let line = label.lines().find(|l| l.starts_with("START WAL LOCATION:"))?;
+    let file = line.split_once("(file ")?.1.strip_suffix(')')?;
+    (file.len() == 24 && file.chars().all(|c| c.is_ascii_hexdigit())).then(|| file.to_string())
+}
+
 /// Refuses, before anything is touched, a target the copy is already past:
 /// recovery only moves forward, and PostgreSQL would otherwise stop at the
 /// first commit after its starting point (a later state than asked) or
@@ -178,6 +228,14 @@ mod tests {
 
     fn t(s: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn the_backup_start_segment_is_read_from_backup_label() {
+        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n";
+        assert_eq!(start_segment(label).as_deref(), Some("000000010000000000000002"));
+        assert_eq!(start_segment("START WAL LOCATION: 0/2000028 (file x)\n"), None);
+        assert_eq!(start_segment("LABEL: y\n"), None);
     }
 
     #[test]
