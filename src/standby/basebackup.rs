@@ -256,14 +256,8 @@ pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
     if split {
         remove_dropped_databases(&sb.pgdata, &src.db_oids)?;
     }
-    let stop = master.backup_stop().context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
-    let stopped_at = master.clock().context("reading the master's clock after the backup")?;
-    drop(master);
+    let (stop, mark) = stop_backup(master)?;
     complete_copy(sb, &src, &stop)?;
-    let mark = spare::SpareMark {
-        stop_lsn: stop.lsn.clone(),
-        stopped_at,
-    };
     spare::write_mark(&sb.pgdata, &mark)?;
     fs::remove_file(&marker)?;
     fsutil::fsync_dir(&sb.pgdata)?;
@@ -278,6 +272,18 @@ pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
     };
     cfg.notify.send(crate::notify::Level::Ok, &report.summary());
     Ok(report)
+}
+
+/// Stops the backup and closes the session; the spare's mark records
+/// where and when (on the master's clock) the backup ended.
+fn stop_backup(mut master: Master) -> Result<(BackupStop, spare::SpareMark)> {
+    let stop = master.backup_stop().context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
+    let stopped_at = master.clock().context("reading the master's clock after the backup")?;
+    let mark = spare::SpareMark {
+        stop_lsn: stop.lsn.clone(),
+        stopped_at,
+    };
+    Ok((stop, mark))
 }
 
 /// The master's version, directories and sizes, checked.
