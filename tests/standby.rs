@@ -168,6 +168,15 @@ debug: on
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs cmd_standby expecting exit 1 and each of `says` in what it printed.
+    fn refused(&self, args: &[&str], says: &[&str]) {
+        let out = self.standby(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe_output(&out));
+        for text in says {
+            assert_says(&out, text);
+        }
+    }
+
     fn standby_psql(&self, sql: &str) -> Result<String, String> {
         let out = run_output(
             self.env
@@ -195,6 +204,15 @@ debug: on
 
     fn hook_lines(&self) -> Vec<String> {
         fixtures::lines(&self.hooks)
+    }
+
+    /// Asserts that a `level` notification saying `text` was sent.
+    fn assert_notified(&self, level: &str, text: &str) {
+        let lines = self.hook_lines();
+        assert!(
+            lines.iter().any(|l| l.starts_with(level) && l.contains(text)),
+            "no {level} notification with {text:?}: {lines:?}"
+        );
     }
 
     fn archive(&self) -> PathBuf {
@@ -298,13 +316,7 @@ fn base_backup_standby_catches_up_and_fails_over() {
         0,
         "pg_wal contents must not be copied"
     );
-    assert!(
-        p.hook_lines()
-            .iter()
-            .any(|l| l.starts_with("ok") && l.contains("base backup")),
-        "{:?}",
-        p.hook_lines()
-    );
+    p.assert_notified("ok", "base backup");
 
     assert!(p.pgdata.join("pitrkit.spare").exists(), "-B marks a spare");
     let out = p.standby_ok(&["-S"]);
@@ -352,19 +364,13 @@ fn base_backup_standby_catches_up_and_fails_over() {
     p.standby_ok(&["-A", "stop"]);
     let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
     let now = p.master.psql("SELECT clock_timestamp()");
-    let out = p.standby(&["-F999", "-R", &now]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("refusing to fail over") && err.contains("not a spare (standby.signal is present"),
-        "{err}"
+    p.refused(
+        &["-F999", "-R", &now],
+        &["refusing to fail over", "not a spare (standby.signal is present"],
     );
-    let out = p.standby(&["-F999", "-R", &early]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot recover") && err.contains("already holds the database as of"),
-        "{err}"
+    p.refused(
+        &["-F999", "-R", &early],
+        &["cannot recover", "already holds the database as of"],
     );
     assert!(p.pgdata.join("standby.signal").exists() && !p.pgdata.join("recovery.signal").exists());
     assert_eq!(fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap(), auto);
@@ -404,10 +410,7 @@ fn base_backup_standby_catches_up_and_fails_over() {
     );
     let marker = fs::read_to_string(&p.failover_marker).expect("action_failover must run");
     assert!(marker.starts_with("failover "), "{marker}");
-    assert!(p
-        .hook_lines()
-        .iter()
-        .any(|l| l.starts_with("ok") && l.contains("failover complete")));
+    p.assert_notified("ok", "failover complete");
     let _ = p.standby(&["-A", "stop"]);
     drop(p.sshd);
 }
@@ -463,14 +466,9 @@ fn a_spare_recovers_to_a_point_in_time_while_the_master_runs() {
     // A target before the spare's backup ended cannot be reached: explained, nothing changed.
     let auto_conf = || fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
     let auto_before = auto_conf();
-    let out = p.standby(&["-F999", "-R", &before_backup]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot recover")
-            && err.contains("base backup (-B) ended at")
-            && err.contains("nothing was changed"),
-        "{err}"
+    p.refused(
+        &["-F999", "-R", &before_backup],
+        &["cannot recover", "base backup (-B) ended at", "nothing was changed"],
     );
     assert!(p.pgdata.join("backup_label").exists() && p.pgdata.join("pitrkit.spare").exists());
     assert!(!p.pgdata.join("recovery.signal").exists());
@@ -489,9 +487,7 @@ fn a_spare_recovers_to_a_point_in_time_while_the_master_runs() {
     for n in &moved {
         fs::rename(p.archive().join(n), aside.join(n)).unwrap();
     }
-    let out = p.standby(&["-F999", "-R", &target]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert_says(&out, &format!("no longer holds {first}"));
+    p.refused(&["-F999", "-R", &target], &[&format!("no longer holds {first}")]);
     assert!(p.pgdata.join("backup_label").exists() && !p.pgdata.join("recovery.signal").exists());
     assert_eq!(auto_conf(), auto_before);
     for n in &moved {
@@ -537,13 +533,7 @@ fn a_spare_recovers_to_a_point_in_time_while_the_master_runs() {
         "an archive_cleanup_command ran during the recovery"
     );
     assert!(!p.failover_marker.exists(), "action_failover ran beside a live master");
-    assert!(
-        p.hook_lines()
-            .iter()
-            .any(|l| l.starts_with("ok") && l.contains("point-in-time recovery")),
-        "{:?}",
-        p.hook_lines()
-    );
+    p.assert_notified("ok", "point-in-time recovery");
 
     // The copy writes; the master writes and archives on: the archive gets
     // the master's timeline only, and loses nothing.
@@ -627,13 +617,7 @@ fn failures_are_stopped_cleanly_and_reported() {
     let out = p.standby(&["-F999"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert_says(&out, "action_failover");
-    assert!(
-        p.hook_lines()
-            .iter()
-            .any(|l| l.starts_with("critical") && l.contains("action_failover")),
-        "{:?}",
-        p.hook_lines()
-    );
+    p.assert_notified("critical", "action_failover");
     assert_eq!(
         p.standby_psql("SELECT pg_is_in_recovery()").unwrap(),
         "f",
