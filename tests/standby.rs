@@ -482,6 +482,15 @@ fn a_spare_recovers_to_a_point_in_time_while_the_master_runs() {
     let label = fs::read_to_string(p.pgdata.join("backup_label")).unwrap();
     let first = label.split("(file ").nth(1).unwrap()[..24].to_string();
     let aside = p.env.mkdir("aside");
+    // No shipping round may still be delivering it (it would ship it again).
+    let queue = p.env.path("queue/127.0.0.1");
+    assert!(
+        wait_until(WAIT, || fs::read_dir(&queue)
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with('.'))),
+        "the master's queue did not drain"
+    );
     let moved: Vec<String> = p.archived().into_iter().filter(|n| n.starts_with(&first)).collect();
     assert!(!moved.is_empty(), "{first} not in {:?}", p.archived());
     for n in &moved {

@@ -168,6 +168,7 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
 fn check_recovery_copy(sb: &Standby, target: &str) -> Result<()> {
     refuse_incomplete(sb)?;
     spare::refuse_past_target(sb, target)?;
+    spare::refuse_missing_start(sb)?;
     if sb.cluster.is_running() {
         bail!(
             "PostgreSQL is running on {}; point-in-time recovery needs a stopped copy taken before the target: \
