@@ -205,13 +205,12 @@ impl LocalCluster {
         check(format!("pg_ctl stop -D {}", self.datadir.display()), out).map(|_| ())
     }
 
-    /// What `pg_controldata` reads from `global/pg_control`, in the C
-    /// locale and UTC so that its labels and times can be parsed.
-    pub fn control_data(&self) -> Result<ControlData, PgError> {
-        let mut c = self.cmd("pg_controldata");
-        c.arg("-D").arg(&self.datadir).env("LC_ALL", "C").env("TZ", "UTC");
-        let out = check(format!("pg_controldata -D {}", self.datadir.display()), c.output())?;
-        Ok(ControlData::parse(&out))
+    /// The state and latest checkpoint time in `global/pg_control`, read
+    /// directly: pg_controldata is not in every server package.
+    pub fn control_data(&self) -> Result<ControlData, String> {
+        let path = self.datadir.join("global/pg_control");
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        ControlData::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// True while a postmaster serves this data directory.
@@ -226,42 +225,46 @@ impl LocalCluster {
     }
 }
 
-/// `pg_controldata`'s fields (`label: value`), as printed in the C locale.
-#[derive(Debug, Clone, Default)]
+/// What pitrkit reads from `global/pg_control`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlData {
-    fields: Vec<(String, String)>,
+    /// As pg_controldata words it: "shut down", "in archive recovery", ...
+    pub state: String,
+    /// When the latest checkpoint (a restartpoint's: the master's checkpoint
+    /// record) was taken, to the second, on the master's clock.
+    pub checkpoint_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ControlData {
-    pub fn parse(text: &str) -> ControlData {
-        let fields = text
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        ControlData { fields }
+    pub fn from_bytes(b: &[u8]) -> Result<ControlData, String> {
+        let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes(x.try_into().unwrap()));
+        let i64_at = |o: usize| b.get(o..o + 8).map(|x| i64::from_le_bytes(x.try_into().unwrap()));
+        let version = u32_at(8).ok_or("too short")?;
+        let (state_at, time_at) = version::pg_control_offsets(version)
+            .ok_or_else(|| format!("pg_control version {version} is not one pitrkit knows (PostgreSQL 12-18)"))?;
+        let state = match u32_at(state_at).ok_or("too short")? {
+            0 => "starting up",
+            1 => "shut down",
+            2 => "shut down in recovery",
+            3 => "shutting down",
+            4 => "in crash recovery",
+            5 => "in archive recovery",
+            6 => "in production",
+            n => return Err(format!("unknown cluster state {n}")),
+        };
+        let checkpoint_time = chrono::DateTime::from_timestamp(i64_at(time_at).ok_or("too short")?, 0);
+        Ok(ControlData {
+            state: state.to_string(),
+            checkpoint_time,
+        })
     }
 
-    pub fn get(&self, label: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == label).map(|(_, v)| v.as_str())
-    }
-
-    /// "shut down", "shut down in recovery", "in archive recovery", "in production", ...
     pub fn state(&self) -> &str {
-        self.get("Database cluster state").unwrap_or("unknown")
+        &self.state
     }
 
-    /// When the latest checkpoint (a restartpoint's: the master's checkpoint
-    /// record) was taken, to the second, on the master's clock.
     pub fn checkpoint_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let v = self.get("Time of latest checkpoint")?;
-        // strftime's %c in the C locale: "Mon Nov 30 07:53:03 2026".
-        chrono::NaiveDateTime::parse_from_str(
-            &v.split_whitespace().collect::<Vec<_>>().join(" "),
-            "%a %b %d %H:%M:%S %Y",
-        )
-        .ok()
-        .map(|n| n.and_utc())
+        self.checkpoint_time
     }
 }
 
