@@ -120,7 +120,7 @@ pub struct StandbyArgs {
     /// Create pgdata, archivedir and tablespace directories.
     #[arg(short = 'I', long = "init", visible_alias = "dbinit")]
     pub init: bool,
-    /// Take a base backup from the master.
+    /// Take a base backup from the master (a spare until -S runs on it).
     #[arg(short = 'B', long = "basebackup")]
     pub basebackup: bool,
     /// Start PostgreSQL as a standby.
@@ -129,7 +129,9 @@ pub struct StandbyArgs {
     /// Fail over: -F999 (the value is a safety catch, as in pitrtools).
     #[arg(short = 'F', long = "failover", value_name = "999")]
     pub failover: Option<String>,
-    /// With -F999: recover to this timestamp (point-in-time recovery).
+    /// With -F999: point-in-time recovery of a stopped copy to this timestamp, then promote.
+    /// On a spare (a -B copy taken before the timestamp that never ran -S) it runs while
+    /// the master is alive; the copy never archives or cleans the archive.
     #[arg(short = 'R', long = "recovertotime", value_name = "TIMESTAMP")]
     pub recover_to_time: Option<String>,
     /// Ping the master and report what was found.

@@ -34,6 +34,12 @@
 //!   the server is read-write. While it exists restore holds nothing back
 //!   (`restore_delay`) and turns every real error into a fatal one, because
 //!   PostgreSQL ends recovery on "not found".
+//! - [`SPARE_FILE`] in a standby's data directory: written durably by
+//!   `cmd_standby -B` once the copy is complete, removed durably by `-B`
+//!   before it copies, by `-S` before it writes standby.signal, and by
+//!   `-F999` once the server is read-write. It marks a spare: a copy that
+//!   has not run as a standby since its base backup, which `-F999 -R` may
+//!   recover while the master runs.
 
 pub use queue::SYSTEM_ID_FILE;
 
@@ -97,6 +103,14 @@ pub const SUM_SUFFIX: &str = ".sum";
 /// marker left by a killed `-F999` is inert after any restart
 /// (see `standby::promoting`).
 pub const PROMOTING_FILE: &str = "pitrkit.promoting";
+
+/// In a data directory: a spare, i.e. a complete `-B` copy that has not run
+/// under `-S` since (see `standby::spare`). Lines of `key: value`:
+/// `stop_lsn` (the LSN pg_backup_stop returned) and `stopped_at` (the
+/// master's clock just after it returned, RFC 3339 in UTC: the copy is
+/// consistent only from there, so `-F999 -R` refuses earlier targets),
+/// then `#` comment lines.
+pub const SPARE_FILE: &str = "pitrkit.spare";
 
 /// In a standby's data directory: when restore last sent the critical
 /// "archive unavailable" notification (unix seconds), so that PostgreSQL's

@@ -168,6 +168,15 @@ debug: on
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs cmd_standby expecting exit 1 and each of `says` in what it printed.
+    fn refused(&self, args: &[&str], says: &[&str]) {
+        let out = self.standby(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe_output(&out));
+        for text in says {
+            assert_says(&out, text);
+        }
+    }
+
     fn standby_psql(&self, sql: &str) -> Result<String, String> {
         let out = run_output(
             self.env
@@ -195,6 +204,15 @@ debug: on
 
     fn hook_lines(&self) -> Vec<String> {
         fixtures::lines(&self.hooks)
+    }
+
+    /// Asserts that a `level` notification saying `text` was sent.
+    fn assert_notified(&self, level: &str, text: &str) {
+        let lines = self.hook_lines();
+        assert!(
+            lines.iter().any(|l| l.starts_with(level) && l.contains(text)),
+            "no {level} notification with {text:?}: {lines:?}"
+        );
     }
 
     fn archive(&self) -> PathBuf {
@@ -241,6 +259,9 @@ fn checksum(sql: impl Fn(&str) -> String, table: &str) -> String {
 #[test]
 fn base_backup_standby_catches_up_and_fails_over() {
     let p = Pair::new("sb_e2e", "restore_prefetch: 4");
+    // Before the base backup: a point the standby will have replayed past.
+    let early = p.master.psql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
     let pgbench = client_program("pgbench");
     let bench = |args: &[&str]| {
         let mut c = p.env.command(&pgbench);
@@ -295,17 +316,13 @@ fn base_backup_standby_catches_up_and_fails_over() {
         0,
         "pg_wal contents must not be copied"
     );
-    assert!(
-        p.hook_lines()
-            .iter()
-            .any(|l| l.starts_with("ok") && l.contains("base backup")),
-        "{:?}",
-        p.hook_lines()
-    );
+    p.assert_notified("ok", "base backup");
 
+    assert!(p.pgdata.join("pitrkit.spare").exists(), "-B marks a spare");
     let out = p.standby_ok(&["-S"]);
     assert!(out.contains("in recovery"), "{out}");
     assert!(p.pgdata.join("standby.signal").exists());
+    assert!(!p.pgdata.join("pitrkit.spare").exists(), "-S: no spare any more");
     let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
     assert!(
         auto.contains("restore_command = '") && auto.contains(" restore -C "),
@@ -342,6 +359,22 @@ fn base_backup_standby_catches_up_and_fails_over() {
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert_says(&out, "refusing to fail over");
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "t");
+    // ...and so is -F999 -R on this stopped real standby, which is no
+    // spare; a target it has replayed past is explained. Nothing changes.
+    p.standby_ok(&["-A", "stop"]);
+    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    let now = p.master.psql("SELECT clock_timestamp()");
+    p.refused(
+        &["-F999", "-R", &now],
+        &["refusing to fail over", "not a spare (standby.signal is present"],
+    );
+    p.refused(
+        &["-F999", "-R", &early],
+        &["cannot recover", "already holds the database as of"],
+    );
+    assert!(p.pgdata.join("standby.signal").exists() && !p.pgdata.join("recovery.signal").exists());
+    assert_eq!(fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap(), auto);
+    p.standby_ok(&["-S"]);
 
     // ...and done once it is gone, but not with a failover file missing:
     // refused before anything changes, the standby still in recovery.
@@ -377,37 +410,51 @@ fn base_backup_standby_catches_up_and_fails_over() {
     );
     let marker = fs::read_to_string(&p.failover_marker).expect("action_failover must run");
     assert!(marker.starts_with("failover "), "{marker}");
-    assert!(p
-        .hook_lines()
-        .iter()
-        .any(|l| l.starts_with("ok") && l.contains("failover complete")));
+    p.assert_notified("ok", "failover complete");
     let _ = p.standby(&["-A", "stop"]);
     drop(p.sshd);
 }
 
+/// Names in `after` that are not in `before`, and the other way round.
+fn listing_diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+    let added = after.iter().filter(|n| !before.contains(n)).cloned().collect();
+    let removed = before.iter().filter(|n| !after.contains(n)).cloned().collect();
+    (added, removed)
+}
+
 #[test]
-fn point_in_time_recovery_stops_at_the_target() {
+fn a_spare_recovers_to_a_point_in_time_while_the_master_runs() {
     let p = Pair::new("sb_pitr", "restore_prefetch: 4");
-    // A failover configuration that archives into the shared archive: a
-    // recovery copy must neither archive there nor clean it.
+    // A failover configuration that archives into the shared archive and
+    // cleans it, with frequent restartpoints (which run the cleanup): a
+    // recovery copy must do neither.
+    let cleanup_ran = p.env.path("cleanup_ran");
     let mut failover_conf = fs::read_to_string(p.env.path("failover.conf")).unwrap();
     failover_conf.push_str(&format!(
-        "archive_mode = on\narchive_command = 'cp %p {}/%f'\narchive_cleanup_command = 'true'\n",
-        p.archive().display()
+        "archive_mode = on\narchive_command = 'cp %p {}/%f'\narchive_cleanup_command = 'touch {}'\n\
+         log_checkpoints = on\nmin_wal_size = '32MB'\nmax_wal_size = '32MB'\n",
+        p.archive().display(),
+        cleanup_ran.display()
     ));
     p.env.write("failover.conf", &failover_conf);
+    let before_backup = p.master.psql("SELECT clock_timestamp()");
+    std::thread::sleep(Duration::from_millis(1100));
     p.standby_ok(&["-I"]);
     p.standby_ok(&["-B"]);
+    assert!(p.pgdata.join("pitrkit.spare").exists(), "-B marks a spare");
     p.master.psql("CREATE TABLE batches (id int, batch int)");
     p.master
         .psql("INSERT INTO batches SELECT g, 1 FROM generate_series(1, 100) g");
+    for _ in 0..3 {
+        p.master.psql("CHECKPOINT");
+        p.master.switch_wal();
+    }
     std::thread::sleep(Duration::from_millis(1100));
     let target = p.master.psql("SELECT clock_timestamp()");
     std::thread::sleep(Duration::from_millis(1100));
     p.master
         .psql("INSERT INTO batches SELECT g, 2 FROM generate_series(101, 200) g");
-    p.ship_everything();
-    p.master.stop();
+    p.ship_and_wait();
 
     // Bad timestamps are refused before anything is touched.
     for bad in ["yesterday", "2026-02-30 10:00:00", "2999-01-01 00:00:00+00"] {
@@ -416,34 +463,55 @@ fn point_in_time_recovery_stops_at_the_target() {
     }
     let out = p.standby(&["-R", &target]);
     assert_eq!(out.status.code(), Some(2), "-R needs -F999: {}", describe_output(&out));
+    // A target before the spare's backup ended cannot be reached: explained, nothing changed.
+    let auto_conf = || fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
+    let auto_before = auto_conf();
+    p.refused(
+        &["-F999", "-R", &before_backup],
+        &["cannot recover", "base backup (-B) ended at", "nothing was changed"],
+    );
+    assert!(p.pgdata.join("backup_label").exists() && p.pgdata.join("pitrkit.spare").exists());
+    assert!(!p.pgdata.join("recovery.signal").exists());
+    assert_eq!(auto_conf(), auto_before);
+    assert!(
+        p.standby_psql("SELECT 1").is_err(),
+        "the spare must not have been started"
+    );
+    // An archive that lost the backup's first segment (a standby's cleanup
+    // on the same archive) is refused up front too.
+    let label = fs::read_to_string(p.pgdata.join("backup_label")).unwrap();
+    let first = label.split("(file ").nth(1).unwrap()[..24].to_string();
+    let aside = p.env.mkdir("aside");
+    // No shipping round may still be delivering it (it would ship it again).
+    let queue = p.env.path("queue/127.0.0.1");
+    assert!(
+        wait_until(WAIT, || fs::read_dir(&queue)
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with('.'))),
+        "the master's queue did not drain"
+    );
+    let moved: Vec<String> = p.archived().into_iter().filter(|n| n.starts_with(&first)).collect();
+    assert!(!moved.is_empty(), "{first} not in {:?}", p.archived());
+    for n in &moved {
+        fs::rename(p.archive().join(n), aside.join(n)).unwrap();
+    }
+    p.refused(&["-F999", "-R", &target], &[&format!("no longer holds {first}")]);
+    assert!(p.pgdata.join("backup_label").exists() && !p.pgdata.join("recovery.signal").exists());
+    assert_eq!(auto_conf(), auto_before);
+    for n in &moved {
+        fs::rename(aside.join(n), p.archive().join(n)).unwrap();
+    }
 
+    // The spare recovers while the master runs.
     let before = p.archived();
     let out = p.standby_ok(&["-F999", "-R", &target]);
-    assert!(out.contains("point-in-time recovery"), "{out}");
-    // What the recovery ran with (the server keeps it until a reload).
-    assert_eq!(p.standby_psql("SHOW archive_cleanup_command").unwrap(), "");
-    assert_eq!(p.standby_psql("SHOW archive_mode").unwrap(), "off");
-    let auto = fs::read_to_string(p.pgdata.join("postgresql.auto.conf")).unwrap();
     assert!(
-        auto.contains("archive_mode = 'off'") && auto.contains("ALTER SYSTEM RESET archive_mode"),
-        "archiving stays off after the recovery settings are gone:\n{auto}"
+        out.contains("point-in-time recovery") && out.contains("beside the live master"),
+        "{out}"
     );
-    p.standby_psql("CREATE TABLE after_pitr AS SELECT 1 AS x").unwrap();
-    p.standby_psql("SELECT pg_switch_wal()").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        p.archived(),
-        before,
-        "the shared archive must be exactly as before the recovery (nothing removed, nothing of the new timeline added)"
-    );
-    let spool = p.pgdata.join("pg_wal/.pitrkit-prefetch");
-    let leftovers: Vec<_> = fs::read_dir(&spool)
-        .map(|rd| rd.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
-        .unwrap_or_default();
-    assert!(
-        leftovers.iter().all(|n| n.to_string_lossy().starts_with("00000001")),
-        "only old-timeline leftovers may remain: {leftovers:?}"
-    );
+    assert!(out.contains("action_failover did not run"), "{out}");
+    assert!(p.master.is_running(), "the master was never touched");
     assert_eq!(
         p.standby_psql("SELECT count(*) FROM batches WHERE batch = 1").unwrap(),
         "100"
@@ -454,7 +522,55 @@ fn point_in_time_recovery_stops_at_the_target() {
         "rows committed after the target must be absent"
     );
     assert_eq!(p.standby_psql("SELECT pg_is_in_recovery()").unwrap(), "f");
-    assert!(!p.pgdata.join("recovery.signal").exists());
+    assert!(!p.pgdata.join("recovery.signal").exists() && !p.pgdata.join("pitrkit.spare").exists());
+    // What the recovery ran with (the server keeps it until a reload).
+    assert_eq!(p.standby_psql("SHOW archive_cleanup_command").unwrap(), "");
+    assert_eq!(p.standby_psql("SHOW archive_mode").unwrap(), "off");
+    let auto = auto_conf();
+    assert!(
+        auto.contains("archive_mode = 'off'") && auto.contains("ALTER SYSTEM RESET archive_mode"),
+        "archiving stays off after the recovery settings are gone:\n{auto}"
+    );
+    let server_log = fs::read_to_string(p.env.path("standby.log")).unwrap();
+    assert!(
+        server_log.contains("restartpoint complete"),
+        "no restartpoint ran, so the cleanup check below proves nothing:\n{}",
+        tail(&p.env.path("standby.log"), 40)
+    );
+    assert!(
+        !cleanup_ran.exists(),
+        "an archive_cleanup_command ran during the recovery"
+    );
+    assert!(!p.failover_marker.exists(), "action_failover ran beside a live master");
+    p.assert_notified("ok", "point-in-time recovery");
+
+    // The copy writes; the master writes and archives on: the archive gets
+    // the master's timeline only, and loses nothing.
+    p.standby_psql("CREATE TABLE after_pitr AS SELECT 1 AS x").unwrap();
+    p.standby_psql("SELECT pg_switch_wal()").unwrap();
+    p.master
+        .psql("INSERT INTO batches SELECT g, 3 FROM generate_series(201, 300) g");
+    p.ship_and_wait();
+    std::thread::sleep(Duration::from_secs(2));
+    let (added, removed) = listing_diff(&before, &p.archived());
+    assert!(removed.is_empty(), "removed from the shared archive: {removed:?}");
+    assert!(
+        !added.is_empty()
+            && added
+                .iter()
+                .all(|n| n.starts_with("00000001") && !n.contains(".history")),
+        "only the master's timeline may arrive: {added:?}"
+    );
+    assert_eq!(p.master.psql("SELECT count(*) FROM batches"), "300");
+    assert_eq!(p.master.psql("SELECT pg_is_in_recovery()"), "f");
+    let spool = p.pgdata.join("pg_wal/.pitrkit-prefetch");
+    let leftovers: Vec<_> = fs::read_dir(&spool)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.iter().all(|n| n.to_string_lossy().starts_with("00000001")),
+        "only old-timeline leftovers may remain: {leftovers:?}"
+    );
     let _ = p.standby(&["-A", "stop"]);
 }
 
@@ -510,13 +626,7 @@ fn failures_are_stopped_cleanly_and_reported() {
     let out = p.standby(&["-F999"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert_says(&out, "action_failover");
-    assert!(
-        p.hook_lines()
-            .iter()
-            .any(|l| l.starts_with("critical") && l.contains("action_failover")),
-        "{:?}",
-        p.hook_lines()
-    );
+    p.assert_notified("critical", "action_failover");
     assert_eq!(
         p.standby_psql("SELECT pg_is_in_recovery()").unwrap(),
         "f",

@@ -133,7 +133,10 @@ fn render(report: &Report) -> String {
         Report::Init(r) => render_init(r),
         Report::BaseBackup(r) => format!("{}\n", r.summary()),
         Report::StandbyStarted(r) => render_standby(r),
-        Report::Failover(r) => format!("{}\n", r.summary()),
+        Report::Failover(r) => r
+            .notes()
+            .iter()
+            .fold(format!("{}\n", r.summary()), |out, n| out + &format!("  {n}\n")),
         Report::Ping(r) => render_ping(r),
         Report::ServerStarted(pgdata) => format!("PostgreSQL started on {}\n", pgdata.display()),
         Report::ServerStopped(pgdata) => format!("PostgreSQL stopped on {}\n", pgdata.display()),

@@ -627,6 +627,15 @@ impl Master {
         })
     }
 
+    /// The master's clock, for times compared with its commit timestamps.
+    pub fn clock(&mut self) -> Result<chrono::DateTime<chrono::Utc>, PgError> {
+        let micros: i64 = self
+            .client
+            .query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8", &[])?
+            .get(0);
+        Ok(chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default())
+    }
+
     fn privilege_hint(&self, e: postgres::Error, what: &str) -> PgError {
         let denied = e
             .as_db_error()

@@ -205,6 +205,14 @@ impl LocalCluster {
         check(format!("pg_ctl stop -D {}", self.datadir.display()), out).map(|_| ())
     }
 
+    /// The state and latest checkpoint time in `global/pg_control`, read
+    /// directly: pg_controldata is not in every server package.
+    pub fn control_data(&self) -> Result<ControlData, String> {
+        let path = self.datadir.join("global/pg_control");
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        ControlData::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// True while a postmaster serves this data directory.
     pub fn is_running(&self) -> bool {
         self.cmd("pg_ctl")
@@ -214,6 +222,49 @@ impl LocalCluster {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
+    }
+}
+
+/// What pitrkit reads from `global/pg_control`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlData {
+    /// As pg_controldata words it: "shut down", "in archive recovery", ...
+    pub state: String,
+    /// When the latest checkpoint (a restartpoint's: the master's checkpoint
+    /// record) was taken, to the second, on the master's clock.
+    pub checkpoint_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ControlData {
+    pub fn from_bytes(b: &[u8]) -> Result<ControlData, String> {
+        let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes(x.try_into().unwrap()));
+        let i64_at = |o: usize| b.get(o..o + 8).map(|x| i64::from_le_bytes(x.try_into().unwrap()));
+        let version = u32_at(8).ok_or("too short")?;
+        let (state_at, time_at) = version::pg_control_offsets(version)
+            .ok_or_else(|| format!("pg_control version {version} is not one pitrkit knows (PostgreSQL 12-18)"))?;
+        let state = match u32_at(state_at).ok_or("too short")? {
+            0 => "starting up",
+            1 => "shut down",
+            2 => "shut down in recovery",
+            3 => "shutting down",
+            4 => "in crash recovery",
+            5 => "in archive recovery",
+            6 => "in production",
+            n => return Err(format!("unknown cluster state {n}")),
+        };
+        let checkpoint_time = chrono::DateTime::from_timestamp(i64_at(time_at).ok_or("too short")?, 0);
+        Ok(ControlData {
+            state: state.to_string(),
+            checkpoint_time,
+        })
+    }
+
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
+    pub fn checkpoint_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.checkpoint_time
     }
 }
 

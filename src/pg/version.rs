@@ -74,6 +74,13 @@ impl PgVersion {
     }
 }
 
+/// Where `global/pg_control` keeps the cluster state (u32) and the latest
+/// checkpoint's time (i64, unix seconds), by the file's own
+/// pg_control_version (bytes 8..12): the same from 12 (1201) to 18 (1800).
+pub fn pg_control_offsets(pg_control_version: u32) -> Option<(usize, usize)> {
+    matches!(pg_control_version, 1201 | 1300 | 1700 | 1800).then_some((16, 104))
+}
+
 impl fmt::Display for PgVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.major();

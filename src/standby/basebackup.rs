@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::report::BaseBackupReport;
-use super::{init::local_location, recovery::write_atomic, Standby, INCOMPLETE_MARKER, PASSFILE};
+use super::{init::local_location, recovery::write_atomic, spare, Standby, INCOMPLETE_MARKER, PASSFILE};
 use crate::config::validate;
 use crate::fsutil;
 use crate::pg::master::{BackupStop, Master, MasterTarget, Tablespace};
@@ -52,8 +52,10 @@ const EXCLUDED: &[&str] = &[
     "/recovery.done",
     "/postgresql.auto.conf.tmp",
     "/current_logfiles",
-    // A -F999 interrupted on the master's host must not follow the copy.
+    // A -F999 interrupted on the master's host must not follow the copy,
+    // nor a spare's mark (this copy writes its own when it is complete).
     "/pitrkit.promoting",
+    "/pitrkit.spare",
 ];
 
 /// The entries of `dir`; `None` if it does not exist.
@@ -213,6 +215,8 @@ pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
     let locals: Vec<PathBuf> = src.remap.iter().map(|(_, l)| l.clone()).collect();
     check_targets(&sb.pgdata, master.system_identifier()?, &locals, &cfg.source)?;
     fsutil::ensure_dir(&sb.pgdata, 0o700).with_context(|| format!("creating {}", sb.pgdata.display()))?;
+    // Until it is complete again the copy is no spare (spare::classify).
+    spare::remove_mark(&sb.pgdata)?;
     let marker = sb.pgdata.join(INCOMPLETE_MARKER);
     write_atomic(
         &marker,
@@ -252,9 +256,9 @@ pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
     if split {
         remove_dropped_databases(&sb.pgdata, &src.db_oids)?;
     }
-    let stop = master.backup_stop().context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
-    drop(master);
+    let (stop, mark) = stop_backup(master)?;
     complete_copy(sb, &src, &stop)?;
+    spare::write_mark(&sb.pgdata, &mark)?;
     fs::remove_file(&marker)?;
     fsutil::fsync_dir(&sb.pgdata)?;
     let report = BaseBackupReport {
@@ -268,6 +272,18 @@ pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
     };
     cfg.notify.send(crate::notify::Level::Ok, &report.summary());
     Ok(report)
+}
+
+/// Stops the backup and closes the session; the spare's mark records
+/// where and when (on the master's clock) the backup ended.
+fn stop_backup(mut master: Master) -> Result<(BackupStop, spare::SpareMark)> {
+    let stop = master.backup_stop().context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
+    let stopped_at = master.clock().context("reading the master's clock after the backup")?;
+    let mark = spare::SpareMark {
+        stop_lsn: stop.lsn.clone(),
+        stopped_at,
+    };
+    Ok((stop, mark))
 }
 
 /// The master's version, directories and sizes, checked.

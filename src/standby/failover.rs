@@ -4,6 +4,11 @@
 //! makes two masters, so it is refused unless the master is confirmed gone
 //! (its port does not answer and, where ssh works, no postmaster runs in its
 //! data directory), or `--force` says otherwise, loudly.
+//!
+//! `-F999 -R` on a spare (`spare.rs`: a base backup that never ran as a
+//! standby) is a recovery copy, not production's failover: it may run
+//! beside a live master, with archiving off and no archive_cleanup_command,
+//! and then it does not run `action_failover`.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -13,6 +18,7 @@ use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 
 use super::recovery::{self, Mode};
 use super::report::FailoverReport;
+use super::spare;
 use super::start::{copy_config, refuse_incomplete, standby_settings};
 use super::Standby;
 use crate::fsutil;
@@ -97,8 +103,11 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
         // before the first change.
         sb.own_command("restore", "%f %p")?;
     }
+    if let Some(t) = &target {
+        check_recovery_copy(sb, t)?;
+    }
     check_failover_files(sb)?;
-    refuse_two_masters(sb, force)?;
+    let beside_live_master = refuse_two_masters(sb, force, target.is_some())?;
 
     // While this file exists restore serves what restore_delay holds back:
     // PostgreSQL ends recovery on the first "not found" once promotion is
@@ -121,11 +130,19 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
             }
             promote(sb)?
         }
-        Some(t) => recover_to(sb, t)?,
+        Some(t) => archive_recovery(sb, Some(t), sb.cfg.has_failover_conf())?,
     }
+    sb.wait_for_recovery_state(false)?;
     recovery::clear(&sb.pgdata).context("removing recovery settings after promotion")?;
+    spare::remove_mark(&sb.pgdata)?;
 
-    let hook_failed = run_action_failover(sb);
+    // A recovery copy beside a live master is not production's failover:
+    // action_failover (moving an address, repointing clients) would steal
+    // production's clients.
+    let hook_failed = match &beside_live_master {
+        None => run_action_failover(sb),
+        Some(_) => None,
+    };
     // Read-write now, whatever the hook did: nothing is restored any more.
     fsutil::remove_durable(&promoting).with_context(|| format!("removing {}", promoting.display()))?;
     if let Some((action, outcome)) = hook_failed {
@@ -139,9 +156,27 @@ pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<Failo
     let report = FailoverReport {
         pgdata: sb.pgdata.clone(),
         target: target.map(|t| t.to_string()),
+        beside_live_master,
+        action_failover: cfg.action_failover.is_some(),
     };
     cfg.notify.send(Level::Ok, &report.summary());
     Ok(report)
+}
+
+/// What `-R` needs of the copy, checked before anything changes: a
+/// finished, stopped copy that is not already past the target.
+fn check_recovery_copy(sb: &Standby, target: &str) -> Result<()> {
+    refuse_incomplete(sb)?;
+    spare::refuse_past_target(sb, target)?;
+    spare::refuse_missing_start(sb)?;
+    if sb.cluster.is_running() {
+        bail!(
+            "PostgreSQL is running on {}; point-in-time recovery needs a stopped copy taken before the target: \
+             stop it (-A stop), take a fresh base backup (-B), then run -F999 -R again",
+            sb.pgdata.display()
+        );
+    }
+    Ok(())
 }
 
 /// Everything the failover will need after the promotion, checked before
@@ -193,15 +228,32 @@ fn is_executable(p: &std::path::Path) -> bool {
 }
 
 /// A live master and a promoted standby would be two masters: refused
-/// unless forced, and then reported as critical.
-fn refuse_two_masters(sb: &Standby, force: bool) -> Result<()> {
+/// unless forced (then reported as critical), or unless `pitr` runs on a
+/// spare, which never was production's standby. Returns why the master
+/// seems alive when a spare recovers beside it.
+fn refuse_two_masters(sb: &Standby, force: bool, pitr: bool) -> Result<Option<String>> {
     let Some(why) = master_alive(sb) else {
-        return Ok(());
+        return Ok(None);
+    };
+    let not_spare = match pitr.then(|| spare::classify(sb)).transpose()? {
+        Some(Ok(_)) => {
+            log::info!(
+                "{} is a spare (a base backup that never ran as a standby): recovering it while the master is alive ({why})",
+                sb.pgdata.display()
+            );
+            return Ok(Some(why));
+        }
+        Some(Err(reason)) => format!(
+            " This copy is not a spare ({reason}), so it may be the standby production fails over to. \
+             Point-in-time recovery while production runs needs a spare: a data directory whose base backup (-B) \
+             was taken before the target and that never ran -S."
+        ),
+        None => String::new(),
     };
     if !force {
         bail!(
-            "refusing to fail over: the master is alive ({why}). Promoting now would give two masters. \
-             Stop the master first, or, if you are certain it is fenced, add --force"
+            "refusing to fail over: the master is alive ({why}). Promoting now would give two masters.{not_spare} \
+             Nothing was changed. Stop the master first, or, if you are certain it is fenced, add --force"
         );
     }
     sb.cfg.notify.send(
@@ -211,7 +263,7 @@ fn refuse_two_masters(sb: &Standby, force: bool) -> Result<()> {
             sb.pgdata.display()
         ),
     );
-    Ok(())
+    Ok(None)
 }
 
 /// Runs action_failover, if set; the command and its outcome if it failed.
@@ -246,20 +298,7 @@ fn promote(sb: &Standby) -> Result<()> {
         // recovery.signal without a target: replay the whole archive, then promote.
         archive_recovery(sb, None, failover_conf)?;
     }
-    sb.wait_for_recovery_state(false)
-}
-
-/// PITR: a stopped copy (fresh base backup) recovers to `t` and promotes.
-fn recover_to(sb: &Standby, t: &str) -> Result<()> {
-    if sb.cluster.is_running() {
-        bail!(
-            "PostgreSQL is running on {}; point-in-time recovery needs a stopped copy taken before the target: \
-             stop it (-A stop), take a fresh base backup (-B), then run -F999 -R again",
-            sb.pgdata.display()
-        );
-    }
-    archive_recovery(sb, Some(t), sb.cfg.has_failover_conf())?;
-    sb.wait_for_recovery_state(false)
+    Ok(())
 }
 
 /// Starts a stopped copy in archive recovery (recovery.signal): replay the

@@ -12,6 +12,7 @@ pub mod ping;
 pub mod promoting;
 pub mod recovery;
 pub mod report;
+pub mod spare;
 pub mod start;
 
 use std::path::{Path, PathBuf};

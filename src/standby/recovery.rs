@@ -135,6 +135,26 @@ pub fn strip_managed(existing: &str) -> String {
     out
 }
 
+/// Whether `text` (postgresql.auto.conf, or recovery.conf before 12) holds
+/// the block `-S` writes: ours, for standby mode, without a recovery target.
+pub fn has_standby_block(text: &str) -> bool {
+    let mut block = None::<Vec<&str>>;
+    for line in text.lines() {
+        match line.trim() {
+            BLOCK_BEGIN => block = Some(Vec::new()),
+            BLOCK_END => break,
+            _ => {
+                if let Some(b) = block.as_mut() {
+                    b.push(line)
+                }
+            }
+        }
+    }
+    block.is_some_and(|b| {
+        b.iter().any(|l| sets_key(l, "standby_mode")) || !b.iter().any(|l| sets_key(l, "recovery_target_time"))
+    })
+}
+
 /// postgresql.auto.conf with our block (12+).
 pub fn render_auto_conf(existing: &str, s: &RecoverySettings) -> String {
     let mut out = strip_managed(existing);
@@ -276,6 +296,18 @@ mod tests {
         );
         // Keys that merely start with a managed name are not ours.
         assert!(strip_managed("restore_command_timeout = 1\n").contains("restore_command_timeout"));
+    }
+
+    #[test]
+    fn the_standby_block_is_told_from_a_recovery_one() {
+        let standby = render_auto_conf("work_mem = '8MB'\n", &settings());
+        assert!(has_standby_block(&standby));
+        let mut s = settings();
+        s.target_time = Some("2026-11-21 10:00:00+00".into());
+        assert!(!has_standby_block(&render_auto_conf("", &s)));
+        assert!(!has_standby_block("work_mem = '8MB'\n"));
+        assert!(has_standby_block(&render_recovery_conf(&s, true)));
+        assert!(!has_standby_block(&render_recovery_conf(&s, false)));
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct FailoverReport {
     pub pgdata: PathBuf,
     /// The recovery target time, for `-R`.
     pub target: Option<String>,
+    /// `-R` on a spare while the master is alive: why it seems alive.
+    pub beside_live_master: Option<String>,
+    /// Whether `action_failover` is configured.
+    pub action_failover: bool,
 }
 
 impl FailoverReport {
@@ -88,10 +92,35 @@ impl FailoverReport {
                 self.pgdata.display()
             ),
             Some(t) => format!(
-                "point-in-time recovery to {t} complete: {} is now a read-write master",
-                self.pgdata.display()
+                "point-in-time recovery to {t} complete: {} is now read-write, with archiving off and no archive_cleanup_command{}",
+                self.pgdata.display(),
+                if self.beside_live_master.is_some() {
+                    " (a recovery copy beside the live master)"
+                } else {
+                    ""
+                }
             ),
         }
+    }
+
+    /// What the DBA must know about the recovered copy, for the terminal.
+    pub fn notes(&self) -> Vec<String> {
+        if self.target.is_none() {
+            return Vec::new();
+        }
+        let mut notes = vec![
+            "archive_mode = 'off' is set in postgresql.auto.conf (over any pg_conf_failover), so this copy writes \
+             nothing into the production archive, and it has no archive_cleanup_command. Check the recovered data; \
+             to make it a master of its own, point archive_command at its own archive, then \
+             ALTER SYSTEM RESET archive_mode and restart."
+                .to_string(),
+        ];
+        if let (Some(why), true) = (&self.beside_live_master, self.action_failover) {
+            notes.push(format!(
+                "action_failover did not run: the master is alive ({why}), so this is a recovery copy, not a failover of production."
+            ));
+        }
+        notes
     }
 }
 

@@ -152,6 +152,8 @@ pub fn start_standby(sb: &Standby) -> Result<StandbyStarted> {
         .chain(trigger_file_warning(sb))
         .collect();
     remove_stale_promoting(sb, "this server starts as a standby again")?;
+    // From here on a real standby: -F999 -R keeps the "master alive" guard.
+    super::spare::remove_mark(&sb.pgdata)?;
     let conf_files = copy_config(sb, false)?;
     recovery::write(
         &sb.pgdata,
