@@ -126,3 +126,66 @@ fn layout_names_every_module() {
         "README's Layout section does not mention: {missing:?}"
     );
 }
+
+/// Issue 9: the migration table names every pitrtools key and flag, so a
+/// pitrtools user finds each line of their files there. The keys are those
+/// of pitrtools' own files (the how-to's two, stored in tests/pitrtools/),
+/// of its reference documentation, and pitrkit's legacy table.
+#[test]
+fn the_migration_table_names_every_pitrtools_key_and_flag() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(manifest.join("README.md")).unwrap();
+    let start = readme
+        .find("### Every pitrtools flag and key")
+        .expect("the migration table");
+    let end = start + readme[start..].find("\n## ").expect("a section after it");
+    let table = &readme[start..end];
+    let mut keys: Vec<String> = Vec::new();
+    for file in ["howto_cmd_archiver.ini", "howto_cmd_standby.ini"] {
+        let text = fs::read_to_string(manifest.join("tests/pitrtools").join(file)).unwrap();
+        for line in text.lines() {
+            let line = line.trim_start_matches('#').trim_start();
+            if let Some((key, _)) = line.split_once(':') {
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+    }
+    let reference = "state pgdata r_archivedir l_archivedir includepath rsync_flags rsync_version \
+        slaves user ssh_timeout queue_user queue_wait max_queue_workers notify_ok notify_warning \
+        notify_critical debug ssh_debug ssh rsync_bin pgversion use_streaming_replication \
+        trigger_file repl_db_user repl_db_password sslmode port master_public_ip master_local_ip \
+        rsync_threads archivedir pg_conf pg_hba_conf pg_conf_failover pg_hba_conf_failover \
+        no_copy_conf recovery_conf logfile action_failover rsync pg_ctl pg_standby \
+        pg_archivecleanup r_psql numarchives postgresql_conf postgresql_conf_failover";
+    keys.extend(reference.split_whitespace().map(String::from));
+    keys.extend(pitrkit::config::options::LEGACY_KEYS.iter().map(|l| l.name.to_string()));
+    let flags = [
+        "-C",
+        "-F",
+        "-I",
+        "--version",
+        "-d",
+        "--daemon",
+        "--dbinit",
+        "-B",
+        "-S",
+        "--standby",
+        "-F999",
+        "-R",
+        "-P",
+        "-A",
+    ];
+    let missing: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .chain(flags)
+        .filter(|k| {
+            !table.contains(&format!("`{k}`"))
+                && !table.contains(&format!("`{k} "))
+                && !table.contains(&format!("{k}`"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "the migration table does not name: {missing:?}");
+}
