@@ -1,6 +1,7 @@
 //! Configuration: pitrtools INI files read unchanged, validated into typed structs.
 
 pub mod archiver;
+pub mod backup;
 pub mod choices;
 pub mod ini;
 pub mod options;
@@ -9,6 +10,7 @@ pub mod standby;
 pub mod validate;
 
 pub use archiver::ArchiverConfig;
+pub use backup::BackupConfig;
 pub use choices::{HostKeyChecking, ShipMode, SqlViaSsh, SslMode, State};
 pub use ini::{ConfigError, IniFile};
 pub use options::Options;
