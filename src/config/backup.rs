@@ -123,16 +123,22 @@ mod tests {
     #[test]
     fn a_backup_ini_and_a_standby_ini_both_configure_a_backup() {
         let b = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nport: 5433\ncompression: zstd\n").unwrap();
-        assert_eq!((b.port, b.compression, b.standby.is_none()), (Some(5433), Codec::Zstd, true));
+        assert_eq!(
+            (b.port, b.compression, b.standby.is_none()),
+            (Some(5433), Codec::Zstd, true)
+        );
         assert_eq!(b.backup_wal_timeout, Duration::from_secs(600));
         // In a standby.ini, port is the master's: the local server comes from postmaster.pid.
-        let s = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nport: 5433\nmaster_public_ip: db1\nkeep_backups: 2\n")
-            .unwrap();
+        let s = load(
+            "pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nport: 5433\nmaster_public_ip: db1\nkeep_backups: 2\n",
+        )
+        .unwrap();
         assert_eq!((s.port, s.keep_backups), (None, Some(2)));
         assert_eq!(s.standby.unwrap().master_port, 5433);
         let e = load("pgdata: /pg\narchivedir: /arch\n").unwrap_err();
         assert!(e.to_string().contains("'backup_dir' is not set"), "{e}");
-        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\ncompression: lz4\ncompression_level: 3\n").unwrap_err();
+        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\ncompression: lz4\ncompression_level: 3\n")
+            .unwrap_err();
         assert!(e.to_string().contains("lz4 has no levels"), "{e}");
         let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nbackupdir: /x\n").unwrap_err();
         assert!(e.to_string().contains("did you mean 'backup_dir'"), "{e}");

@@ -209,7 +209,11 @@ impl Storage for LocalDir {
         fsutil::reclaim_temp_files(&self.root)
     }
 
-    fn put_stream(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>) -> Result<Placed, PlaceError> {
+    fn put_stream(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Placed, PlaceError> {
         let dest = self.root.join(name);
         let (dir, base) = match (dest.parent(), dest.file_name()) {
             (Some(d), Some(b)) => (d.to_path_buf(), b.to_string_lossy().into_owned()),
@@ -302,7 +306,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
         if t.is_dir() {
             walk(root, &e.path(), out)?;
         } else if !fsutil::is_temp_name(&name) {
-            let rel = e.path().strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| e.path());
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| e.path());
             out.push(rel.to_string_lossy().into_owned());
         }
     }
@@ -371,7 +379,10 @@ mod tests {
         let put = |name: &str, data: &'static [u8]| s.put_stream(name, &mut |w| w.write_all(data));
         assert_eq!(put("set/data/base/1/123", b"abc").unwrap(), Placed::Created);
         assert_eq!(put("set/data/base/1/123", b"abc").unwrap(), Placed::AlreadyPresent);
-        assert!(matches!(put("set/data/base/1/123", b"abd"), Err(PlaceError::Conflict { .. })));
+        assert!(matches!(
+            put("set/data/base/1/123", b"abd"),
+            Err(PlaceError::Conflict { .. })
+        ));
         put("set/manifest", b"m").unwrap();
         assert_eq!(s.list_tree("set").unwrap(), vec!["set/data/base/1/123", "set/manifest"]);
         assert_eq!(s.list_tree("none").unwrap(), Vec::<String>::new());

@@ -118,7 +118,11 @@ pub trait Storage: Send + Sync {
     /// [`Placed::AlreadyPresent`] by content, as for [`Storage::put_if_absent`]
     /// — callers of a fresh name get `Created`). `name` may contain `/`:
     /// the directories are made (a backup set's files keep their paths).
-    fn put_stream(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>) -> Result<Placed, PlaceError>;
+    fn put_stream(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Placed, PlaceError>;
 
     /// Every stored file under directory `prefix` ("" for all), as names
     /// relative to the root (with `/`), temporary files left out, sorted.

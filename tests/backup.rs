@@ -1,0 +1,260 @@
+//! `pitrkit backup` and `pitrkit recover` against a real master archiving
+//! through pitrkit: the PITR round trip (issue 10) and the ways it must fail.
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::{describe_output, fixtures, pg_program, run_output, PgCluster, TestEnv};
+
+struct Setup {
+    env: TestEnv,
+    master: PgCluster,
+    ini: PathBuf,
+    repo: PathBuf,
+    hooks: PathBuf,
+}
+
+/// A master archiving with `pitrkit archiver` into a local archive, and a
+/// backup.ini for it (zstd).
+fn setup(name: &str) -> Setup {
+    let env = TestEnv::new(name, Path::new(env!("CARGO_BIN_EXE_pitrkit")));
+    let archive = env.mkdir("archive");
+    let repo = env.mkdir("repo");
+    let arch_ini = env.write(
+        "archiver.ini",
+        &format!(
+            "pgdata: {}\nlocal_archivedirs: {}\n",
+            env.path("master").display(),
+            archive.display()
+        ),
+    );
+    let master = PgCluster::init(
+        &env,
+        "master",
+        &format!(
+            "archive_mode = on\narchive_command = '{} archiver -C {} -F %p'\n",
+            env.bin.display(),
+            arch_ini.display()
+        ),
+    );
+    let o = run_output(env.pitrkit().args(["archiver", "-C"]).arg(&arch_ini).arg("-I"));
+    assert!(o.status.success(), "{}", describe_output(&o));
+    master.start();
+    let (hook, hooks) = fixtures::recording_hook(&env, "hooks");
+    let ini = env.write(
+        "backup.ini",
+        &format!(
+            "[DEFAULT]\npgdata: {}\nport: {}\nsocket_dir: {}\narchivedir: {}\nbackup_dir: {}\ncompression: zstd\n\
+             notify_ok: {hook} ok\nnotify_critical: {hook} critical\n",
+            master.datadir.display(),
+            master.port,
+            master.socket_dir.display(),
+            archive.display(),
+            repo.display(),
+            hook = hook.display()
+        ),
+    );
+    Setup {
+        env,
+        master,
+        ini,
+        repo,
+        hooks,
+    }
+}
+
+impl Setup {
+    fn pitrkit(&self, args: &[&str]) -> Output {
+        run_output(
+            self.env
+                .pitrkit()
+                .arg(args[0])
+                .arg("-C")
+                .arg(&self.ini)
+                .args(&args[1..]),
+        )
+    }
+
+    /// Takes a backup; its ID.
+    fn backup(&self) -> String {
+        let o = self.pitrkit(&["backup"]);
+        assert!(o.status.success(), "backup failed: {}", describe_output(&o));
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert_eq!(id.len(), 16, "{}", describe_output(&o));
+        id
+    }
+
+    /// `recover --to <dir> args`: the output.
+    fn recover(&self, dir: &str, args: &[&str]) -> Output {
+        let to = self.env.path(dir);
+        let mut all = vec!["recover", "--to", to.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.pitrkit(&all)
+    }
+
+    /// Closes the current segment and waits until it is archived.
+    fn archive_now(&self) {
+        let seg = self.master.switch_wal();
+        self.master.assert_archived(&seg, Duration::from_secs(30), "");
+    }
+}
+
+fn chosen(o: &Output) -> String {
+    assert!(o.status.success(), "recover failed: {}", describe_output(o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// pg_verifybackup -n accepts the restored directory before it is started.
+fn verifybackup(env: &TestEnv, dir: &Path) {
+    let o = run_output(env.command(&pg_program("pg_verifybackup")).arg("-n").arg(dir));
+    assert!(
+        o.status.success(),
+        "pg_verifybackup -n {}: {}",
+        dir.display(),
+        describe_output(&o)
+    );
+}
+
+/// Starts the recovered copy in `name` and returns the batches in t.
+fn rows_after_recovery(env: &TestEnv, name: &str) -> String {
+    let pg = PgCluster::adopt(env, name, "");
+    pg.start();
+    let done = common::wait_until(Duration::from_secs(60), || {
+        pg.try_psql("SELECT NOT pg_is_in_recovery()").is_ok_and(|v| v == "t")
+    });
+    assert!(done, "{name} did not finish recovery:\n{}", common::tail(&pg.log, 30));
+    let rows = pg.psql("SELECT string_agg(batch, ',' ORDER BY batch) FROM t");
+    pg.stop();
+    rows
+}
+
+/// The PITR round trip: backup 1, batch A, T1, batch B, backup 2, batch C,
+/// restore point and T2, drop the table; recover to T1 gives exactly A from
+/// backup 1, to the LSN and the restore point A+B+C; pg_verifybackup accepts
+/// each restored directory.
+#[test]
+fn pitr_round_trip() {
+    let s = setup("bk_pitr");
+    let m = &s.master;
+    m.psql("CREATE TABLE t (batch text)");
+    let id1 = s.backup();
+    m.psql("INSERT INTO t VALUES ('A')");
+    let t1 = m.psql("SELECT now()");
+    m.psql("INSERT INTO t VALUES ('B')");
+    let id2 = s.backup();
+    assert!(id2 > id1, "{id1} {id2}");
+    m.psql("INSERT INTO t VALUES ('C')");
+    m.psql("SELECT pg_create_restore_point('before_drop')");
+    let lsn = m.psql("SELECT pg_current_wal_insert_lsn()");
+    m.psql("DROP TABLE t");
+    s.archive_now();
+    assert!(
+        fixtures::lines(&s.hooks)
+            .iter()
+            .filter(|l| l.starts_with("ok backup"))
+            .count()
+            == 2,
+        "{:?}",
+        fixtures::lines(&s.hooks)
+    );
+    // The set: manifest last, WAL with the archive's mark.
+    let set = s.repo.join(&id1);
+    assert!(set.join("manifest").is_file() && set.join("wal/.pitrkit-system-id").is_file());
+    assert!(set.join("data/global/pg_control.zst").is_file());
+    assert!(!set.join("data/postmaster.pid.zst").exists());
+
+    assert_eq!(chosen(&s.recover("r1", &["--target-time", &t1])), id1);
+    verifybackup(&s.env, &s.env.path("r1"));
+    let auto = fs::read_to_string(s.env.path("r1/postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains("recovery_target_action = 'promote'") && auto.contains("archive_mode = 'off'"),
+        "{auto}"
+    );
+    assert!(!auto.contains("archive_cleanup_command"), "{auto}");
+    assert_eq!(rows_after_recovery(&s.env, "r1"), "A");
+
+    assert_eq!(chosen(&s.recover("r2", &["--target-lsn", &lsn])), id2);
+    verifybackup(&s.env, &s.env.path("r2"));
+    assert_eq!(rows_after_recovery(&s.env, "r2"), "A,B,C");
+
+    let o = s.recover("r3", &["--target-name", "before_drop"]);
+    assert_eq!(chosen(&o), id1);
+    common::assert_says(&o, "oldest backup");
+    assert_eq!(rows_after_recovery(&s.env, "r3"), "A,B,C");
+
+    // A target before every backup, or past the archive, is refused up front.
+    let o = s.recover("r4", &["--target-time", "2000-01-01 00:00:00+00"]);
+    assert!(!o.status.success());
+    common::assert_says(&o, "before the end of every backup");
+    let o = s.recover("r4", &["--target-lsn", "FF/0"]);
+    assert!(!o.status.success());
+    common::assert_says(&o, "past the end of the archive");
+    assert!(!s.env.path("r4").exists());
+}
+
+/// A second backup while one holds the repository is refused; a damaged
+/// set is refused by recover (nothing left, nothing started); a killed
+/// backup's leftovers never look complete and the next backup removes them.
+#[test]
+fn concurrent_damaged_and_killed_backups() {
+    let s = setup("bk_fail");
+    s.master.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
+    let id = s.backup();
+    s.archive_now();
+
+    let lock = fs::OpenOptions::new().write(true).open(s.repo.join(".lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let o = s.pitrkit(&["backup"]);
+    assert!(!o.status.success());
+    common::assert_says(&o, "another pitrkit backup or expire");
+    assert!(fixtures::lines(&s.hooks)
+        .iter()
+        .any(|l| l.starts_with("critical backup")));
+    drop(held);
+
+    // A leftover set without a manifest (a killed backup): incomplete, then removed.
+    let leftover = s.repo.join("20000101T000000Z");
+    fs::create_dir_all(leftover.join("data/base")).unwrap();
+    fs::write(leftover.join("data/PG_VERSION"), "17\n").unwrap();
+    s.env.chown(&leftover);
+    let o = s.recover("r0", &["--immediate", "--backup", "20000101T000000Z"]);
+    assert!(!o.status.success());
+    common::assert_says(&o, "no complete backup 20000101T000000Z");
+    let id2 = s.backup();
+    assert!(!leftover.exists(), "the killed backup's leftovers are removed");
+
+    // One flipped byte in a stored file: refused, nothing left behind.
+    let stored = s.repo.join(&id).join("data/PG_VERSION.zst");
+    let mut bytes = fs::read(&stored).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&stored, bytes).unwrap();
+    let o = s.recover("r1", &["--immediate", "--backup", &id]);
+    assert!(!o.status.success());
+    common::assert_says(&o, "damaged backup set");
+    assert!(!s.env.path("r1").exists(), "nothing was left");
+    // The intact one recovers, and --start brings it up at its target.
+    let port = common::free_port().to_string();
+    assert_eq!(
+        chosen(&s.recover("r2", &["--immediate", "--start", "--port", &port])),
+        id2
+    );
+    let pg = PgCluster::adopt(&s.env, "r2", "");
+    let rows = run_output(
+        s.env
+            .command(&common::client_program("psql"))
+            .args(["-XAtq", "-h"])
+            .arg(&s.master.socket_dir)
+            .args(["-p", &port, "-d", "postgres", "-c", "SELECT batch FROM t"]),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout).trim(),
+        "A",
+        "{}",
+        describe_output(&rows)
+    );
+    drop(pg);
+}
