@@ -67,6 +67,9 @@ pub struct RecoveryTarget {
     /// Recover only to the end of the backup (the earliest consistent point).
     #[arg(long)]
     pub immediate: bool,
+    /// Build a standby instead (standby.signal, the standby.ini's settings, no target).
+    #[arg(long)]
+    pub standby: bool,
 }
 
 #[derive(Debug, Args)]

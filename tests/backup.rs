@@ -257,4 +257,52 @@ fn concurrent_damaged_and_killed_backups() {
         describe_output(&rows)
     );
     drop(pg);
+
+    // A target the WAL never reaches: PostgreSQL's FATAL is caught and explained.
+    let port = common::free_port().to_string();
+    let args = [
+        "--target-xid",
+        "4000000000",
+        "--backup",
+        &id2,
+        "--start",
+        "--port",
+        &port,
+    ];
+    let o = s.recover("r3", &args);
+    assert!(!o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "ends before the target");
+    drop(PgCluster::adopt(&s.env, "r3", ""));
+
+    // --standby from a standby.ini with the backup keys: a standby that follows the archive.
+    let sb_ini = s.env.write(
+        "standby.ini",
+        &format!(
+            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\npgdata: {}\narchivedir: {}\nbackup_dir: {}\n",
+            s.master.datadir.display(),
+            s.env.path("archive").display(),
+            s.repo.display()
+        ),
+    );
+    let to = s.env.path("sb");
+    let o = run_output(
+        s.env
+            .pitrkit()
+            .args(["recover", "-C"])
+            .arg(&sb_ini)
+            .arg("--to")
+            .arg(&to)
+            .arg("--standby"),
+    );
+    assert_eq!(chosen(&o), id2);
+    assert!(to.join("standby.signal").is_file() && !to.join("recovery.signal").exists());
+    let auto = fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains(" restore -C ") && !auto.contains("recovery_target = "),
+        "{auto}"
+    );
+    let sb = PgCluster::adopt(&s.env, "sb", "");
+    sb.start();
+    assert_eq!(sb.psql("SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(sb.psql("SELECT batch FROM t"), "A");
 }

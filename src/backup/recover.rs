@@ -89,8 +89,8 @@ impl Restoring<'_> {
                 f.crc
             );
         }
+        // Made durable all at once at the end (syncfs), not file by file.
         out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.mtime.max(0) as u64))?;
-        out.sync_all()?;
         Ok(())
     }
 }
@@ -164,7 +164,14 @@ pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
         check_empty(new, "the tablespace directory")?;
     }
     let set = repo.store.scoped(&m.id)?;
-    let made = restore_files(&*set, &m, req, &spaces).and_then(|files| configure(cfg, &m, req, files));
+    let made = restore_files(&*set, &m, req, &spaces)
+        .and_then(|files| configure(cfg, &m, req, files))
+        .and_then(|()| {
+            for dir in std::iter::once(&req.to).chain(spaces.iter().map(|(_, _, new)| new)) {
+                nix::unistd::syncfs(fs::File::open(dir)?).with_context(|| format!("syncing {}", dir.display()))?;
+            }
+            Ok(())
+        });
     if let Err(e) = made {
         // Everything there is ours: the directories were empty or missing.
         let _ = fs::remove_dir_all(&req.to);
@@ -242,11 +249,15 @@ fn remap_tablespace_map(
 
 /// The recovery settings, recovery.signal and backup_manifest.
 fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, files: Vec<FileEntry>) -> Result<()> {
-    let auto = req.to.join("postgresql.auto.conf");
-    let mut conf = fs::read_to_string(&auto).unwrap_or_default();
-    conf.push_str(&settings(cfg, m, req)?);
-    fsutil::write_durable(&auto, conf.as_bytes(), 0o600)?;
-    fsutil::write_durable(&req.to.join("recovery.signal"), b"", 0o600)?;
+    if req.target == Target::Standby {
+        standby_settings(cfg, req)?;
+    } else {
+        let auto = req.to.join("postgresql.auto.conf");
+        let mut conf = fs::read_to_string(&auto).unwrap_or_default();
+        conf.push_str(&settings(cfg, m, req)?);
+        fsutil::write_durable(&auto, conf.as_bytes(), 0o600)?;
+        fsutil::write_durable(&req.to.join("recovery.signal"), b"", 0o600)?;
+    }
     let restored = Manifest { files, ..m.clone() };
     fsutil::write_durable(
         &req.to.join(PG_MANIFEST),
@@ -257,46 +268,35 @@ fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, files: Vec<FileEnt
     Ok(())
 }
 
-/// Quotes a postgresql.conf string value.
-fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
-}
-
-/// The lines appended to postgresql.auto.conf.
+/// The lines appended to postgresql.auto.conf for a targeted recovery.
 fn settings(cfg: &BackupConfig, m: &Manifest, req: &Request) -> Result<String> {
+    use crate::standby::{command_word, recovery::quote};
     let config = cfg
         .source
         .canonicalize()
         .with_context(|| format!("{}", cfg.source.display()))?;
-    for p in [&req.program, &config] {
-        crate::config::validate::check_path(&p.display().to_string())
-            .map_err(|why| anyhow::anyhow!("{}: {why}; restore_command could not name it safely", p.display()))?;
-    }
+    let restore_command = format!(
+        "{} recover -C {} --backup {} --restore-wal %f %p",
+        command_word(&req.program, "the pitrkit binary")?,
+        command_word(&config, "the configuration file")?,
+        m.id
+    );
     let mut s = format!(
-        "\n# Added by pitrkit recover from backup {} (WAL {}..{}, timeline {}).\n\
-         restore_command = {}\n",
+        "\n# Added by pitrkit recover from backup {} (WAL {}..{}, timeline {}).\nrestore_command = {}\n",
         m.id,
         format_lsn(m.start_lsn),
         format_lsn(m.stop_lsn),
         m.timeline,
-        quote(&format!(
-            "{} recover -C {} --backup {} --restore-wal %f %p",
-            req.program.display(),
-            config.display(),
-            m.id
-        ))
+        quote(&restore_command)
     );
-    let target = match &req.target {
-        Target::Time(t, _) => Some(("recovery_target_time", t.clone())),
-        Target::Xid(x) => Some(("recovery_target_xid", x.clone())),
-        Target::Lsn(l) => Some(("recovery_target_lsn", format_lsn(*l))),
-        Target::Name(n) => Some(("recovery_target_name", n.clone())),
-        Target::Immediate => Some(("recovery_target", "immediate".to_string())),
-        Target::Standby => None,
+    let (key, value) = match &req.target {
+        Target::Time(t, _) => ("recovery_target_time", t.clone()),
+        Target::Xid(x) => ("recovery_target_xid", x.clone()),
+        Target::Lsn(l) => ("recovery_target_lsn", format_lsn(*l)),
+        Target::Name(n) => ("recovery_target_name", n.clone()),
+        Target::Immediate | Target::Standby => ("recovery_target", "immediate".to_string()),
     };
-    if let Some((key, value)) = target {
-        s += &format!("{key} = {}\nrecovery_target_action = 'promote'\n", quote(&value));
-    }
+    s += &format!("{key} = {}\nrecovery_target_action = 'promote'\n", quote(&value));
     if !req.keep_archiving {
         // A recovered copy must not write a new timeline into production's archive.
         s += "archive_mode = 'off'\n";
@@ -305,6 +305,29 @@ fn settings(cfg: &BackupConfig, m: &Manifest, req: &Request) -> Result<String> {
         s += &format!("port = {p}\n");
     }
     Ok(s)
+}
+
+/// `--standby`: the standby.ini's own settings (restore and cleanup through
+/// its archive, primary_conninfo as `-S` writes it), standby.signal, no target.
+fn standby_settings(cfg: &BackupConfig, req: &Request) -> Result<()> {
+    use crate::standby::{recovery, start, Standby};
+    let Some(sb_cfg) = cfg.standby.as_deref() else {
+        bail!(
+            "--standby builds a standby from its standby.ini, but {} is a backup.ini: run recover -C <standby.ini> --standby",
+            cfg.source.display()
+        );
+    };
+    let mut sb_cfg = sb_cfg.clone();
+    sb_cfg.pgdata = Some(req.to.clone());
+    let sb = Standby::new(&sb_cfg)?;
+    let s = start::standby_settings(&sb)?;
+    recovery::write(&req.to, sb.version, recovery::Mode::Standby, &s, None)?;
+    if let Some(p) = req.port {
+        let auto = req.to.join("postgresql.auto.conf");
+        let conf = fs::read_to_string(&auto).unwrap_or_default() + &format!("port = {p}\n");
+        fsutil::write_durable(&auto, conf.as_bytes(), 0o600)?;
+    }
+    Ok(())
 }
 
 /// PostgreSQL's restore_command for a recovered copy: the set's WAL first,

@@ -116,7 +116,7 @@ fn store(set: &dyn Storage, cfg: &BackupConfig, stored: &str, input: impl Read) 
         sum: Summer::default(),
     };
     let mut written = 0;
-    set.put_stream(stored, &mut |w| {
+    set.put_stream_deferred(stored, &mut |w| {
         let c = cfg
             .compression
             .compress(&mut r, w, cfg.compression_level)
@@ -306,6 +306,8 @@ fn finish(
     let set_wal = set.scoped(WAL_DIR)?;
     set_wal.write_mark(&sysid::content(Some(m.system_id)))?;
     m.wal = walrange::copy(archive, &*set_wal, &segments, m.timeline)?;
+    set.sync_deferred()
+        .with_context(|| format!("making {} durable", set.location()))?;
     set.put_stream(MANIFEST, &mut |w| w.write_all(m.render().as_bytes()))
         .with_context(|| format!("writing {}", set.locate(MANIFEST)))?;
     Ok(())

@@ -65,7 +65,7 @@ fn copy_one(from: &dyn Storage, to: &dyn Storage, stored: &str) -> Result<()> {
     let mut input = from
         .get(stored)
         .with_context(|| format!("reading {}", from.locate(stored)))?;
-    to.put_stream(stored, &mut |w| io::copy(&mut input, w).map(drop))
+    to.put_stream_deferred(stored, &mut |w| io::copy(&mut input, w).map(drop))
         .with_context(|| format!("copying {} into the backup set", from.locate(stored)))?;
     Ok(())
 }

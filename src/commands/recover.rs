@@ -71,9 +71,11 @@ fn target(t: &RecoveryTarget) -> anyhow::Result<Target> {
         Target::Name(n.clone())
     } else if t.immediate {
         Target::Immediate
+    } else if t.standby {
+        Target::Standby
     } else {
         anyhow::bail!(
-            "give one recovery target: --target-time, --target-xid, --target-lsn, --target-name or --immediate"
+            "give one recovery target: --target-time, --target-xid, --target-lsn, --target-name or --immediate (or --standby)"
         )
     })
 }

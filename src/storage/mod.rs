@@ -124,6 +124,23 @@ pub trait Storage: Send + Sync {
         write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
     ) -> Result<Placed, PlaceError>;
 
+    /// Like [`Storage::put_stream`], but durable only after the next
+    /// [`Storage::sync_deferred`]: for the thousands of files of a backup
+    /// set, which count only once its manifest is written (durably, after
+    /// that sync). By default, durable at once.
+    fn put_stream_deferred(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Placed, PlaceError> {
+        self.put_stream(name, write)
+    }
+
+    /// Makes everything [`Storage::put_stream_deferred`] stored durable.
+    fn sync_deferred(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Every stored file under directory `prefix` ("" for all), as names
     /// relative to the root (with `/`), temporary files left out, sorted.
     fn list_tree(&self, prefix: &str) -> io::Result<Vec<String>>;
