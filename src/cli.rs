@@ -46,6 +46,16 @@ pub struct BackupArgs {
     /// Backup configuration file (backup.ini, or a standby.ini with backup_dir).
     #[arg(short = 'C', long = "config", default_value = "backup.ini")]
     pub config: PathBuf,
+    /// List the backups instead of taking one.
+    #[arg(long, conflicts_with = "verify")]
+    pub list: bool,
+    /// With --list: as JSON (documented in the README, stable).
+    #[arg(long, requires = "list")]
+    pub json: bool,
+    /// Check every stored file of each backup (or of ID) against its manifest,
+    /// and the archive's WAL from each backup's start to the newest segment.
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    pub verify: Option<String>,
 }
 
 /// Where a recovery stops.

@@ -193,6 +193,54 @@ fn pitr_round_trip() {
     assert!(!o.status.success());
     common::assert_says(&o, "past the end of the archive");
     assert!(!s.env.path("r4").exists());
+
+    // --list, as JSON for monitoring.
+    let o = s.pitrkit(&["backup", "--list", "--json"]);
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    for id in [&id1, &id2] {
+        assert!(
+            json.contains(&format!("{{\"id\":\"{id}\",\"type\":\"full\",\"complete\":true,")),
+            "{json}"
+        );
+    }
+    assert!(json.contains("\"newest_complete_age_seconds\":"), "{json}");
+
+    // --verify: clean, then each kind of damage is named.
+    let o = s.pitrkit(&["backup", "--verify"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    let flipped = s.repo.join(&id2).join("data/PG_VERSION.zst");
+    let mut bytes = fs::read(&flipped).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 1;
+    fs::write(&flipped, bytes).unwrap();
+    fs::remove_file(s.repo.join(&id1).join("data/global/pg_control.zst")).unwrap();
+    let archive = s.env.path("archive");
+    let mut segs: Vec<String> = fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24)
+        .collect();
+    segs.sort();
+    let gone = segs[segs.len() / 2].clone();
+    fs::remove_file(archive.join(&gone)).unwrap();
+    let newest = pitrkit::wal::WalName::parse(segs.last().unwrap()).unwrap();
+    let seg_size = 16 << 20;
+    let foreign = pitrkit::wal::segment_name(1, newest.segno(seg_size) + 1, seg_size);
+    fs::write(archive.join(&foreign), pitrkit::testsupport::wal::segment(&foreign, 42)).unwrap();
+    let o = s.pitrkit(&["backup", "--verify"]);
+    assert!(!o.status.success());
+    for says in [
+        format!("{id2}/data/PG_VERSION.zst: corrupt"),
+        format!("{id1}/data/global/pg_control.zst: cannot be read"),
+        format!("segment {gone} is missing"),
+        format!("{foreign}: a segment of database system 42"),
+    ] {
+        common::assert_says(&o, &says);
+    }
+    assert!(fixtures::lines(&s.hooks)
+        .iter()
+        .any(|l| l.starts_with("critical backup --verify")));
 }
 
 /// A second backup while one holds the repository is refused; a damaged

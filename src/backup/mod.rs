@@ -10,8 +10,11 @@
 //! - `take`: the backup itself;
 //! - `target`: recovery targets and the choice of set;
 //! - `recover`: a set restored into a new data directory, ready to recover;
-//! - `pgmanifest`: PostgreSQL's `backup_manifest` for a restored copy.
+//! - `pgmanifest`: PostgreSQL's `backup_manifest` for a restored copy;
+//! - `catalog`: `--list` (text and JSON);
+//! - `verify`: `--verify`: stored files and the archive's WAL.
 
+pub mod catalog;
 pub mod files;
 pub mod manifest;
 pub mod pgmanifest;
@@ -19,4 +22,5 @@ pub mod recover;
 pub mod repo;
 pub mod take;
 pub mod target;
+pub mod verify;
 pub mod walrange;

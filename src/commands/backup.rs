@@ -2,7 +2,8 @@
 //! with `--list`, the repository's sets.
 
 use super::{current_user, early_error, refuse_root, EXIT_FAILED, EXIT_OK};
-use crate::backup::take;
+use crate::backup::repo::Repository;
+use crate::backup::{catalog, take, verify};
 use crate::cli::BackupArgs;
 use crate::config::BackupConfig;
 use crate::logging;
@@ -17,6 +18,12 @@ pub fn run(program: &str, args: BackupArgs) -> u8 {
         return early_error(program, "refused", &e);
     }
     logging::init(program, cfg.debug, cfg.pitrkit_logfile.as_deref());
+    if args.list {
+        return list(&cfg, args.json);
+    }
+    if let Some(id) = &args.verify {
+        return verify(&cfg, Some(id.as_str()).filter(|i| !i.is_empty()));
+    }
     match take::run(&cfg, &current_user()) {
         Ok(report) => {
             cfg.notify.send(Level::Ok, &report.summary());
@@ -28,6 +35,48 @@ pub fn run(program: &str, args: BackupArgs) -> u8 {
                 Level::Critical,
                 &format!("backup of {} failed: {e:#}", cfg.pgdata.display()),
             );
+            EXIT_FAILED
+        }
+    }
+}
+
+fn list(cfg: &BackupConfig, json: bool) -> u8 {
+    match Repository::open(&cfg.backup_dir).and_then(|r| catalog::catalog(&r)) {
+        Ok(c) => {
+            print!("{}", if json { c.json() } else { c.text() });
+            EXIT_OK
+        }
+        Err(e) => {
+            log::error!("listing backups failed: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn verify(cfg: &BackupConfig, id: Option<&str>) -> u8 {
+    match Repository::open(&cfg.backup_dir).and_then(|r| verify::verify(&r, &cfg.archivedir, id)) {
+        Ok(problems) if problems.is_empty() => {
+            println!("verify: every stored file matches its manifest and the archive's WAL is continuous");
+            EXIT_OK
+        }
+        Ok(problems) => {
+            for p in &problems {
+                println!("BAD: {p}");
+            }
+            cfg.notify.send(
+                Level::Critical,
+                &format!(
+                    "backup --verify found {} problem(s) in {}: {}",
+                    problems.len(),
+                    cfg.backup_dir.display(),
+                    problems[0]
+                ),
+            );
+            EXIT_FAILED
+        }
+        Err(e) => {
+            cfg.notify
+                .send(Level::Critical, &format!("backup --verify failed: {e:#}"));
             EXIT_FAILED
         }
     }
