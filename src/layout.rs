@@ -96,6 +96,9 @@ pub mod backup {
     //!     wal/                     WAL_DIR: the WAL from start to stop, stored as in an archive
     //!                              (X.zst, or X with X.sum), with its own .pitrkit-system-id mark
     //!     manifest                 MANIFEST: written durably last; a set without it is incomplete
+    //! archivedir/
+    //!   .pitrkit-backup-hold       HOLD_FILE: the oldest segment a backup needs (cleanup keeps it)
+    //!   .pitrkit-cleanup-r         CLEANUP_MARK_FILE: the last %r cleanup was given (expire keeps it)
     //! ```
     //!
     //! The manifest is text, one `key: value` line each (see `backup::manifest`).
@@ -111,6 +114,17 @@ pub mod backup {
     pub const WAL_DIR: &str = "wal";
     /// In a restored data directory: PostgreSQL's backup manifest (pg_verifybackup).
     pub const PG_MANIFEST: &str = "backup_manifest";
+
+    /// In an archive directory: the oldest segment a kept or running backup
+    /// needs, one line (`000000010000000000000002\n`), written durably by
+    /// `backup` and `--expire`. `pitrkit cleanup` never removes it or later
+    /// segments, whatever INI file it was given.
+    pub const HOLD_FILE: &str = ".pitrkit-backup-hold";
+
+    /// In an archive directory: the last `%r` `pitrkit cleanup` was given,
+    /// one line, written durably; `--expire` never removes WAL from it on,
+    /// so a delayed standby on the same archive keeps what it has not replayed.
+    pub const CLEANUP_MARK_FILE: &str = ".pitrkit-cleanup-r";
 }
 
 /// Suffix of a plain archived file's checksum sidecar.
