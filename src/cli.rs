@@ -56,6 +56,10 @@ pub struct BackupArgs {
     /// and the archive's WAL from each backup's start to the newest segment.
     #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
     pub verify: Option<String>,
+    /// Apply retention (keep_backups, recovery_window) and remove the WAL no
+    /// kept backup needs (also done after every backup).
+    #[arg(long, conflicts_with_all = ["list", "verify"])]
+    pub expire: bool,
 }
 
 /// Where a recovery stops.

@@ -252,6 +252,7 @@ fn concurrent_damaged_and_killed_backups() {
     s.master.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
     let id = s.backup();
     s.archive_now();
+    let between = s.master.psql("SELECT now()");
 
     let lock = fs::OpenOptions::new().write(true).open(s.repo.join(".lock")).unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
@@ -353,4 +354,50 @@ fn concurrent_damaged_and_killed_backups() {
     sb.start();
     assert_eq!(sb.psql("SELECT pg_is_in_recovery()"), "t");
     assert_eq!(sb.psql("SELECT batch FROM t"), "A");
+
+    // Retention: keep_backups 1 removes the older (damaged) backup and the
+    // WAL only it needed; the hold names what the kept one needs, and
+    // cleanup keeps that whatever %r it is given; history files stay.
+    let archive = s.env.path("archive");
+    fs::write(
+        archive.join("00000009.history"),
+        "9\t0/9000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    fs::write(&s.ini, fs::read_to_string(&s.ini).unwrap() + "keep_backups: 1\n").unwrap();
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, &format!("removed 1 backup(s) ({id})"));
+    assert!(!s.repo.join(&id).exists() && s.repo.join(&id2).join("manifest").is_file());
+    let hold = fs::read_to_string(archive.join(".pitrkit-backup-hold")).unwrap();
+    let first_of_2 = fs::read_dir(s.repo.join(&id2).join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24)
+        .min()
+        .unwrap();
+    assert_eq!(hold, format!("{first_of_2}\n"));
+    let left = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 24)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(left(&archive).first(), Some(&first_of_2), "{:?}", left(&archive));
+    assert!(archive.join("00000009.history").is_file());
+    let o = s.recover("r5", &["--target-time", &between]);
+    assert!(!o.status.success());
+    common::assert_says(&o, "before the end of every backup");
+    let o = run_output(
+        s.env
+            .pitrkit()
+            .args(["cleanup", "-C"])
+            .arg(&sb_ini)
+            .arg("0000000100000000000000FF"),
+    );
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert_eq!(left(&archive).first(), Some(&first_of_2), "cleanup honours the hold");
 }

@@ -12,9 +12,11 @@
 //! - `recover`: a set restored into a new data directory, ready to recover;
 //! - `pgmanifest`: PostgreSQL's `backup_manifest` for a restored copy;
 //! - `catalog`: `--list` (text and JSON);
-//! - `verify`: `--verify`: stored files and the archive's WAL.
+//! - `verify`: `--verify`: stored files and the archive's WAL;
+//! - `expire`: `--expire`: retention, the hold, the archive's old WAL.
 
 pub mod catalog;
+pub mod expire;
 pub mod files;
 pub mod manifest;
 pub mod pgmanifest;

@@ -19,6 +19,7 @@ use crate::integrity::Summer;
 use crate::layout::backup::{MANIFEST, WAL_DIR};
 use crate::pg::master::{Master, MasterTarget};
 use crate::storage::{LocalDir, Storage};
+use crate::wal;
 
 /// What a finished backup reports.
 #[derive(Debug, Clone)]
@@ -249,6 +250,11 @@ pub fn run(cfg: &BackupConfig, user: &str) -> Result<TakeReport> {
     let result = (|| {
         let start = session.backup_start(&format!("pitrkit backup {id}"))?;
         m.start_lsn = parse_lsn(&start).with_context(|| format!("pg_backup_start returned '{start}'"))?;
+        let tl = session.checkpoint_timeline()?;
+        super::expire::hold_for_running(
+            &archive,
+            &wal::segment_name(tl, m.start_lsn / segment_size, segment_size),
+        )?;
         log::info!(
             "backup {id} started at LSN {start} (the cluster is a {})",
             if in_recovery { "standby" } else { "master" }

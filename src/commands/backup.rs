@@ -3,7 +3,7 @@
 
 use super::{current_user, early_error, refuse_root, EXIT_FAILED, EXIT_OK};
 use crate::backup::repo::Repository;
-use crate::backup::{catalog, take, verify};
+use crate::backup::{catalog, expire, take, verify};
 use crate::cli::BackupArgs;
 use crate::config::BackupConfig;
 use crate::logging;
@@ -24,11 +24,14 @@ pub fn run(program: &str, args: BackupArgs) -> u8 {
     if let Some(id) = &args.verify {
         return verify(&cfg, Some(id.as_str()).filter(|i| !i.is_empty()));
     }
+    if args.expire {
+        return expire(&cfg);
+    }
     match take::run(&cfg, &current_user()) {
         Ok(report) => {
             cfg.notify.send(Level::Ok, &report.summary());
             println!("{}", report.manifest.id);
-            EXIT_OK
+            expire(&cfg)
         }
         Err(e) => {
             cfg.notify.send(
@@ -77,6 +80,22 @@ fn verify(cfg: &BackupConfig, id: Option<&str>) -> u8 {
         Err(e) => {
             cfg.notify
                 .send(Level::Critical, &format!("backup --verify failed: {e:#}"));
+            EXIT_FAILED
+        }
+    }
+}
+
+fn expire(cfg: &BackupConfig) -> u8 {
+    match expire::run(cfg) {
+        Ok(r) => {
+            log::info!("{}", r.summary());
+            EXIT_OK
+        }
+        Err(e) => {
+            cfg.notify.send(
+                Level::Critical,
+                &format!("backup --expire in {} failed: {e:#}", cfg.backup_dir.display()),
+            );
             EXIT_FAILED
         }
     }

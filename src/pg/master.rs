@@ -614,6 +614,15 @@ impl Master {
         })
     }
 
+    /// The timeline of the latest checkpoint (restartpoint on a standby).
+    pub fn checkpoint_timeline(&mut self) -> Result<u32, PgError> {
+        let tl: i32 = self
+            .client
+            .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])?
+            .get(0);
+        Ok(tl as u32)
+    }
+
     /// Closes the current WAL segment (the master, for a standby's backup).
     pub fn switch_wal(&mut self) -> Result<String, PgError> {
         Ok(self.client.query_one("SELECT pg_switch_wal()::text", &[])?.get(0))
