@@ -87,10 +87,15 @@ impl Setup {
         id
     }
 
-    /// `recover --to <dir> args`: the output.
+    /// `recover --to <dir> args`: the output. The tablespace in `ts`, if
+    /// there is one, goes to `<dir>.ts`.
     fn recover(&self, dir: &str, args: &[&str]) -> Output {
         let to = self.env.path(dir);
+        let map = format!("{}={}.ts", self.env.path("ts").display(), to.display());
         let mut all = vec!["recover", "--to", to.to_str().unwrap()];
+        if self.env.path("ts").exists() {
+            all.extend_from_slice(&["--tablespace-map", &map]);
+        }
         all.extend_from_slice(args);
         self.pitrkit(&all)
     }
@@ -139,7 +144,10 @@ fn rows_after_recovery(env: &TestEnv, name: &str) -> String {
 fn pitr_round_trip() {
     let s = setup("bk_pitr");
     let m = &s.master;
-    m.psql("CREATE TABLE t (batch text)");
+    // The table lives in a tablespace, which each recovery moves (--tablespace-map).
+    let ts = s.env.mkdir("ts");
+    m.psql(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts.display()));
+    m.psql("CREATE TABLE t (batch text) TABLESPACE ts");
     let id1 = s.backup();
     m.psql("INSERT INTO t VALUES ('A')");
     let t1 = m.psql("SELECT now()");
@@ -192,7 +200,7 @@ fn pitr_round_trip() {
     let o = s.recover("r4", &["--target-lsn", "FF/0"]);
     assert!(!o.status.success());
     common::assert_says(&o, "past the end of the archive");
-    assert!(!s.env.path("r4").exists());
+    assert!(!s.env.path("r4").exists() && !s.env.path("r4.ts").exists());
 
     // --list, as JSON for monitoring.
     let o = s.pitrkit(&["backup", "--list", "--json"]);

@@ -94,19 +94,7 @@ fn iso(micros: i64) -> String {
 }
 
 fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    format!("\"{}\"", super::pgmanifest::escape(s))
 }
 
 fn opt<T>(v: &Option<T>, f: impl Fn(&T) -> String) -> String {

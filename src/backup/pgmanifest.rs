@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::manifest::{format_lsn, Manifest};
 
 /// JSON string contents for `s`.
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
