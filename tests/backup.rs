@@ -409,3 +409,62 @@ fn concurrent_damaged_and_killed_backups() {
     assert!(o.status.success(), "{}", describe_output(&o));
     assert_eq!(left(&archive).first(), Some(&first_of_2), "cleanup honours the hold");
 }
+
+/// A backup taken on a streaming standby (pg_backup_stop there neither
+/// switches WAL nor waits: the backup waits for its last segment to reach
+/// the archive, which the master's writes and switches fill) recovers to
+/// the master's data.
+#[test]
+fn backup_taken_on_a_standby() {
+    let s = setup("bk_sb");
+    s.master.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
+    let o = run_output(
+        s.env
+            .command(&common::client_program("pg_basebackup"))
+            .arg("-D")
+            .arg(s.env.path("standby"))
+            .args(["-R", "-X", "stream", "-h"])
+            .arg(&s.master.socket_dir)
+            .args(["-p", &s.master.port.to_string()]),
+    );
+    assert!(o.status.success(), "{}", describe_output(&o));
+    let sb = PgCluster::adopt(&s.env, "standby", "hot_standby = on");
+    sb.start();
+    let ini = s.env.write(
+        "standby-backup.ini",
+        &format!(
+            "pgdata: {}\narchivedir: {}\nbackup_dir: {}\nbackup_wal_timeout: 60\n",
+            sb.datadir.display(),
+            s.env.path("archive").display(),
+            s.env.mkdir("repo2").display()
+        ),
+    );
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let o = std::thread::scope(|scope| {
+        // The master keeps writing and switching, as a busy master would.
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                s.master.switch_wal();
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&ini));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        o
+    });
+    assert!(o.status.success(), "{}", describe_output(&o));
+    s.archive_now();
+    let to = s.env.path("r");
+    let o = run_output(
+        s.env
+            .pitrkit()
+            .args(["recover", "-C"])
+            .arg(&ini)
+            .arg("--to")
+            .arg(&to)
+            .arg("--immediate"),
+    );
+    assert!(o.status.success(), "{}", describe_output(&o));
+    verifybackup(&s.env, &to);
+    assert_eq!(rows_after_recovery(&s.env, "r"), "A");
+}
