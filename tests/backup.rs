@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{describe_output, fixtures, pg_program, run_output, PgCluster, TestEnv};
+use common::{describe_output, fixtures, run_output, PgCluster, TestEnv};
 
 struct Setup {
     env: TestEnv,
@@ -48,12 +48,13 @@ fn setup(name: &str) -> Setup {
         "backup.ini",
         &format!(
             "[DEFAULT]\npgdata: {}\nport: {}\nsocket_dir: {}\narchivedir: {}\nbackup_dir: {}\ncompression: zstd\n\
-             notify_ok: {hook} ok\nnotify_critical: {hook} critical\n",
+             notify_ok: {hook} ok\nnotify_critical: {hook} critical\nincludepath: {}\n",
             master.datadir.display(),
             master.port,
             master.socket_dir.display(),
             archive.display(),
             repo.display(),
+            common::pg_bindir().display(),
             hook = hook.display()
         ),
     );
@@ -114,7 +115,11 @@ fn chosen(o: &Output) -> String {
 
 /// pg_verifybackup -n accepts the restored directory before it is started.
 fn verifybackup(env: &TestEnv, dir: &Path) {
-    let o = run_output(env.command(&pg_program("pg_verifybackup")).arg("-n").arg(dir));
+    let o = run_output(
+        env.command(&common::client_program("pg_verifybackup"))
+            .arg("-n")
+            .arg(dir),
+    );
     assert!(
         o.status.success(),
         "pg_verifybackup -n {}: {}",
@@ -315,7 +320,8 @@ fn concurrent_damaged_and_killed_backups() {
     );
     drop(pg);
 
-    // A target the WAL never reaches: PostgreSQL's FATAL is caught and explained.
+    // A target the WAL never reaches: PostgreSQL 13+'s FATAL is caught and
+    // explained (12 ends recovery at the end of the WAL and promotes).
     let port = common::free_port().to_string();
     let args = [
         "--target-xid",
@@ -327,18 +333,21 @@ fn concurrent_damaged_and_killed_backups() {
         &port,
     ];
     let o = s.recover("r3", &args);
-    assert!(!o.status.success(), "{}", describe_output(&o));
-    common::assert_says(&o, "ends before the target");
+    if common::server_major() >= 13 {
+        assert!(!o.status.success(), "{}", describe_output(&o));
+        common::assert_says(&o, "ends before the target");
+    }
     drop(PgCluster::adopt(&s.env, "r3", ""));
 
     // --standby from a standby.ini with the backup keys: a standby that follows the archive.
     let sb_ini = s.env.write(
         "standby.ini",
         &format!(
-            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\npgdata: {}\narchivedir: {}\nbackup_dir: {}\n",
+            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\npgdata: {}\narchivedir: {}\nbackup_dir: {}\npg_ctl: {}\n",
             s.master.datadir.display(),
             s.env.path("archive").display(),
-            s.repo.display()
+            s.repo.display(),
+            common::pg_bindir().join("pg_ctl").display()
         ),
     );
     let to = s.env.path("sb");

@@ -360,10 +360,13 @@ const PROMOTED: &str = "database system is ready to accept connections";
 
 /// Starts the recovered server (the binaries of the backup's major version)
 /// and waits until recovery has reached its target and the server promoted.
-pub fn start(m: &Manifest, dir: &Path, timeout: Duration) -> Result<PathBuf> {
+pub fn start(m: &Manifest, dir: &Path, includepath: &[PathBuf], timeout: Duration) -> Result<PathBuf> {
     let major = crate::pg::version::PgVersion(m.pg_version).major();
-    let cluster = crate::tools::postgres_bindirs()
-        .into_iter()
+    let cluster = includepath
+        .iter()
+        .cloned()
+        .chain(crate::tools::postgres_bindirs())
+        .filter(|d| d.join("pg_ctl").is_file())
         .map(|bindir| LocalCluster {
             bindir,
             datadir: dir.to_path_buf(),

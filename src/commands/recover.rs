@@ -40,7 +40,7 @@ pub fn run(program: &str, args: RecoverArgs) -> u8 {
         }
         log::info!("backup {} restored into {}", r.manifest.id, r.dir.display());
         if args.start {
-            let log = recover::start(&r.manifest, &r.dir, Duration::from_secs(3600))?;
+            let log = recover::start(&r.manifest, &r.dir, &cfg.includepath, Duration::from_secs(3600))?;
             log::info!(
                 "the recovered server reached its target and runs (log: {})",
                 log.display()

@@ -27,6 +27,8 @@ pub struct BackupConfig {
     pub recovery_window_days: Option<u64>,
     pub backup_wal_timeout: Duration,
     pub pitrkit_logfile: Option<String>,
+    /// Searched first for PostgreSQL programs (pg_ctl for `recover --start`).
+    pub includepath: Vec<PathBuf>,
     pub notify: crate::notify::Notifier,
     pub debug: bool,
     /// Read from a standby.ini: its settings (the master, for pg_switch_wal()).
@@ -63,6 +65,7 @@ impl BackupConfig {
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
             pitrkit_logfile: o.opt_text("pitrkit_logfile"),
+            includepath: o.paths("includepath")?,
             notify: o.notifier()?,
             debug: o.bool("debug")?,
             standby: None,
@@ -86,6 +89,7 @@ impl BackupConfig {
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
             pitrkit_logfile: sb.pitrkit_logfile.clone(),
+            includepath: sb.includepath.clone(),
             notify: sb.notify.clone(),
             debug: sb.debug,
             standby: Some(Box::new(sb)),
