@@ -372,6 +372,23 @@ fn concurrent_damaged_and_killed_backups() {
     assert_eq!(sb.psql("SELECT pg_is_in_recovery()"), "t");
     assert_eq!(sb.psql("SELECT batch FROM t"), "A");
 
+    // A full disk: a clear error, and nothing left that looks like a backup.
+    let small = s.env.mkdir("small");
+    let mounted = fixtures::Tmpfs::mount(&small, "1m");
+    s.env.chown(&small);
+    let text = fs::read_to_string(&s.ini).unwrap();
+    let full_ini = s.env.write(
+        "full.ini",
+        &text.replace(s.repo.to_str().unwrap(), small.to_str().unwrap()),
+    );
+    let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&full_ini));
+    assert!(!o.status.success());
+    common::assert_says(&o, "No space left on device");
+    common::assert_says(&o, "nothing of it was kept");
+    let left: Vec<_> = fs::read_dir(&small).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [".lock"], "only the lock file is left");
+    drop(mounted);
+
     // Retention: keep_backups 1 removes the older (damaged) backup and the
     // WAL only it needed; the hold names what the kept one needs, and
     // cleanup keeps that whatever %r it is given; history files stay.
