@@ -137,8 +137,28 @@ pub fn classify(file_name: &str, oldest: &WalName) -> Verdict {
     }
 }
 
-/// Removes (or with `dry_run` lists) archived WAL older than `oldest_kept` (`%r`).
+/// A segment name recorded in `file` of `archive` (the backup hold, the
+/// last %r); `None` if there is none or it does not name a segment.
+pub fn read_mark(archive: &dyn Storage, file: &str) -> Option<WalName> {
+    let text = crate::storage::read_small(archive, file).ok()??;
+    WalName::parse(String::from_utf8_lossy(&text).trim())
+        .ok()
+        .filter(|n| n.kind == WalKind::Segment)
+}
+
+/// The earlier of two segments by position (timelines not compared, as in [`classify`]).
+pub fn earlier(a: WalName, b: Option<WalName>) -> WalName {
+    match b {
+        Some(b) if (b.log, b.seg) < (a.log, a.seg) => b,
+        _ => a,
+    }
+}
+
+/// Removes (or with `dry_run` lists) archived WAL older than `oldest_kept`
+/// (`%r`), but never what a backup holds ([`crate::layout::backup::HOLD_FILE`]);
+/// records `%r` ([`crate::layout::backup::CLEANUP_MARK_FILE`]) for backup expiry.
 pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<CleanupOutcome, CleanupError> {
+    use crate::layout::backup::{CLEANUP_MARK_FILE, HOLD_FILE};
     let oldest = match WalName::parse(oldest_kept) {
         Ok(n) if n.kind == WalKind::Segment => n,
         _ => return Err(CleanupError::BadOldest(oldest_kept.to_string())),
@@ -148,22 +168,44 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
         return Ok(CleanupOutcome::Paused { pause_file: pause });
     }
     let archive = LocalDir::new(&dir);
+    let hold = read_mark(&archive, HOLD_FILE);
+    if let Some(h) = hold.as_ref().filter(|h| (h.log, h.seg) < (oldest.log, oldest.seg)) {
+        log::info!(
+            "keeping {h} and later: a backup needs them ({})",
+            archive.locate(HOLD_FILE)
+        );
+    }
+    let report = remove_older(&archive, &earlier(oldest.clone(), hold), oldest_kept, dry_run)?;
+    if !dry_run {
+        let mark = archive.path(CLEANUP_MARK_FILE);
+        if let Err(e) = crate::fsutil::write_durable(&mark, format!("{oldest}\n").as_bytes(), 0o644) {
+            log::warn!("cannot record %r in {}: {e}", mark.display());
+        }
+    }
+    Ok(CleanupOutcome::Done(report))
+}
+
+/// Removes (or lists) the WAL in `archive` older than `oldest` (see [`classify`]).
+pub fn remove_older(
+    archive: &LocalDir,
+    oldest: &WalName,
+    shown: &str,
+    dry_run: bool,
+) -> Result<CleanupReport, CleanupError> {
+    let dir = archive.root().to_path_buf();
     let listing = archive.list().map_err(|e| CleanupError::ArchiveDir {
         dir: dir.clone(),
-        why: format!(
-            "cannot list it: {e}; fix 'archivedir' in {} or the directory's permissions",
-            cfg.source.display()
-        ),
+        why: format!("cannot list it: {e}; fix the archive directory's permissions"),
     })?;
     let mut report = CleanupReport {
-        dir: dir.clone(),
-        oldest_kept: oldest_kept.to_string(),
+        dir,
+        oldest_kept: shown.to_string(),
         dry_run,
         ..Default::default()
     };
-    let doomed = sort_out(&archive, listing, &oldest, &mut report);
-    remove(&archive, doomed, &mut report);
-    Ok(CleanupOutcome::Done(report))
+    let doomed = sort_out(archive, listing, oldest, &mut report);
+    remove(archive, doomed, &mut report);
+    Ok(report)
 }
 
 /// The pause file, if it exists. symlink_metadata: a dangling symlink still
@@ -292,8 +334,11 @@ mod tests {
             }
         }
 
+        /// What is left, without the %r record.
         fn left(&self) -> Vec<String> {
-            listing(&self.archive)
+            let mut l = listing(&self.archive);
+            l.retain(|n| n != crate::layout::backup::CLEANUP_MARK_FILE);
+            l
         }
     }
 

@@ -38,6 +38,86 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Quick start: a throw-away cluster archiving through pitrkit into a local directory.
     Demo(DemoArgs),
+    /// Take a backup of the local cluster (master or standby) into backup_dir; list, verify or expire backups.
+    Backup(BackupArgs),
+    /// Restore a backup into a new data directory, to a point in time.
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Backup configuration file (backup.ini, or a standby.ini with backup_dir).
+    #[arg(short = 'C', long = "config", default_value = "backup.ini")]
+    pub config: PathBuf,
+    /// List the backups instead of taking one.
+    #[arg(long, conflicts_with = "verify")]
+    pub list: bool,
+    /// With --list: as JSON (documented in the README, stable).
+    #[arg(long, requires = "list")]
+    pub json: bool,
+    /// Check every stored file of each backup (or of ID) against its manifest,
+    /// and the archive's WAL from each backup's start to the newest segment.
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    pub verify: Option<String>,
+    /// Apply retention (keep_backups, recovery_window) and remove the WAL no
+    /// kept backup needs (also done after every backup).
+    #[arg(long, conflicts_with_all = ["list", "verify"])]
+    pub expire: bool,
+}
+
+/// Where a recovery stops.
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct RecoveryTarget {
+    /// Recover up to this time (e.g. '2026-11-30 10:02:00+00').
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover up to this transaction ID.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Recover up to this LSN (e.g. 0/5000028).
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover up to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Recover only to the end of the backup (the earliest consistent point).
+    #[arg(long)]
+    pub immediate: bool,
+    /// Build a standby instead (standby.signal, the standby.ini's settings, no target).
+    #[arg(long)]
+    pub standby: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Backup configuration file (backup.ini, or a standby.ini with backup_dir).
+    #[arg(short = 'C', long = "config", default_value = "backup.ini")]
+    pub config: PathBuf,
+    /// The new data directory (missing or empty).
+    #[arg(long, value_name = "DIR", required_unless_present = "restore_wal")]
+    pub to: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: RecoveryTarget,
+    /// The backup to restore (its ID); default: chosen from the target.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// Put a tablespace elsewhere: OLD=NEW (repeatable).
+    #[arg(long, value_name = "OLD=NEW")]
+    pub tablespace_map: Vec<String>,
+    /// Start the recovered server and wait until it has reached the target.
+    #[arg(long)]
+    pub start: bool,
+    /// Port of the recovered server (postgresql.auto.conf).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Keep archive_mode/archive_command as backed up (default: archiving off).
+    #[arg(long)]
+    pub keep_archiving: bool,
+    /// Internal: the recovered server's restore_command (%f %p): the set's
+    /// WAL, then archivedir.
+    #[arg(long, hide = true, num_args = 2, value_names = ["F", "P"], requires = "backup")]
+    pub restore_wal: Vec<String>,
 }
 
 #[derive(Debug, Args)]

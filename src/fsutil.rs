@@ -306,6 +306,12 @@ pub fn place_link(src: &Path, dir: &Path, name: &str) -> Result<Placed, PlaceErr
     Ok(placed)
 }
 
+/// [`place_link`] without the directory fsync, for callers that make a
+/// whole batch durable at once afterwards (a backup set before its manifest).
+pub fn place_link_unsynced(src: &Path, dir: &Path, name: &str) -> Result<Placed, PlaceError> {
+    link_no_clobber(src, src, &dir.join(name), "link into place")
+}
+
 fn compare_existing(src: &Path, dest: &Path) -> Result<Placed, PlaceError> {
     let existing = open_regular(dest)?;
     let input = File::open(src).map_err(io_err(src, "open"))?;

@@ -93,6 +93,51 @@ pub mod queue {
     pub const RUNNER_LOCK_FILE: &str = ".queue-runner.pid";
 }
 
+pub mod backup {
+    //! The backup repository (`backup_dir`) and the files a backup keeps
+    //! elsewhere; the names and formats are part of the shared contract.
+    //!
+    //! ```text
+    //! backup_dir/
+    //!   .lock                      REPO_LOCK: held by a running backup or expire (flock)
+    //!   <ID>/                      one backup set; ID is its UTC start time, 20261130T101500Z
+    //!     data/<path>[.zst|.lz4|.gz]   DATA_DIR: each file of the data directory (tablespaces under
+    //!                              pg_tblspc/<oid>/), compressed per file; backup_label and
+    //!                              tablespace_map as pg_backup_stop returned them
+    //!     wal/                     WAL_DIR: the WAL from start to stop, stored as in an archive
+    //!                              (X.zst, or X with X.sum), with its own .pitrkit-system-id mark
+    //!     manifest                 MANIFEST: written durably last; a set without it is incomplete
+    //! archivedir/
+    //!   .pitrkit-backup-hold       HOLD_FILE: the oldest segment a backup needs (cleanup keeps it)
+    //!   .pitrkit-cleanup-r         CLEANUP_MARK_FILE: the last %r cleanup was given (expire keeps it)
+    //! ```
+    //!
+    //! The manifest is text, one `key: value` line each (see `backup::manifest`).
+    //! A restored data directory gets PostgreSQL's own [`PG_MANIFEST`].
+
+    /// In `backup_dir`: held while a backup or expire runs.
+    pub const REPO_LOCK: &str = ".lock";
+    /// In a set: its manifest, the last file written.
+    pub const MANIFEST: &str = "manifest";
+    /// In a set: the data directory's files.
+    pub const DATA_DIR: &str = "data";
+    /// In a set: its WAL range.
+    pub const WAL_DIR: &str = "wal";
+    /// In a restored data directory: PostgreSQL's backup manifest (pg_verifybackup).
+    pub const PG_MANIFEST: &str = "backup_manifest";
+
+    /// In an archive directory: the oldest segment a kept or running backup
+    /// needs, one line (`000000010000000000000002\n`), written durably by
+    /// `backup` and `--expire`. `pitrkit cleanup` never removes it or later
+    /// segments, whatever INI file it was given.
+    pub const HOLD_FILE: &str = ".pitrkit-backup-hold";
+
+    /// In an archive directory: the last `%r` `pitrkit cleanup` was given,
+    /// one line, written durably; `--expire` never removes WAL from it on,
+    /// so a delayed standby on the same archive keeps what it has not replayed.
+    pub const CLEANUP_MARK_FILE: &str = ".pitrkit-cleanup-r";
+}
+
 /// Suffix of a plain archived file's checksum sidecar.
 pub const SUM_SUFFIX: &str = ".sum";
 

@@ -9,6 +9,7 @@
 //! `commands` (one thin file per subcommand).
 
 pub mod archive;
+pub mod backup;
 pub mod cleanup;
 pub mod cli;
 pub mod commands;

@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         Command::Restore(r) => commands::restore::run(&program, r),
         Command::Cleanup(c) => commands::cleanup::run(&program, c),
         Command::Demo(d) => commands::demo::run(&program, d),
+        Command::Backup(b) => commands::backup::run(&program, b),
+        Command::Recover(r) => commands::recover::run(&program, r),
     };
     ExitCode::from(code)
 }

@@ -1224,53 +1224,12 @@ fn restore_kill(rig: &mut Rig, trials: usize) -> Figures {
     f
 }
 
-/// A tmpfs mounted for one scenario; unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let mut c = privileged("mount");
-        c.args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(dir);
-        let out = run_output(&mut c);
-        assert!(
-            out.status.success(),
-            "cannot mount a tmpfs on {} (the disk-full scenario needs root, or sudo without a password): {}",
-            dir.display(),
-            describe_output(&out)
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(&self.0).expect("statvfs");
-        s.blocks_available() as u64 * s.fragment_size() as u64
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = run_output(privileged("umount").arg("-l").arg(&self.0));
-    }
-}
-
-fn privileged(program: &str) -> Command {
-    if is_root() {
-        Command::new(require_program(program))
-    } else {
-        let mut c = Command::new(require_program("sudo"));
-        c.arg("-n").arg(require_program(program));
-        c
-    }
-}
-
 /// Scenario 4: A local archive directory on a full disk: the call fails with 1 and
 /// no partial file; once space is freed the retry succeeds; nothing lost.
 fn disk_full(rig: &mut Rig, trials: usize) -> Figures {
     let mut f = Figures::default();
     let mnt = rig.env.mkdir("disk-full/local");
-    let fs_ = Tmpfs::mount(&mnt, "20m");
+    let fs_ = fixtures::Tmpfs::mount(&mnt, "20m");
     rig.env.chown(&mnt);
     let d = Dests {
         local: Some(mnt.clone()),

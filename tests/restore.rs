@@ -221,6 +221,7 @@ fn cleanup_removes_older_wal_and_keeps_history() {
         Standby::files(&sb.archive),
         [
             ".000000020000000000000005.XyZ123",
+            ".pitrkit-cleanup-r",
             ".pitrkit-system-id",
             "000000010000000000000002.00000028.backup",
             "00000002.history",
@@ -228,6 +229,19 @@ fn cleanup_removes_older_wal_and_keeps_history() {
             "000000020000000000000004",
             "000000020000000000000005.gz",
         ]
+    );
+
+    // A backup's hold keeps its segment and the later ones, whatever %r says;
+    // the %r given is recorded for backup expiry.
+    fs::write(sb.archive.join(".pitrkit-backup-hold"), "000000020000000000000005\n").unwrap();
+    let o = sb.pitrkit(&["cleanup", "-C", ini, "000000020000000000000007"]);
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("removed 1 file(s)"), "{}", stderr(&o));
+    assert!(sb.archive.join("000000020000000000000005.gz").exists());
+    assert!(!sb.archive.join("000000020000000000000004").exists());
+    assert_eq!(
+        fs::read_to_string(sb.archive.join(".pitrkit-cleanup-r")).unwrap(),
+        "000000020000000000000007\n"
     );
 }
 

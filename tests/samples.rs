@@ -2,8 +2,8 @@
 //! must load, and must mention every key pitrkit defines.
 use std::path::Path;
 
-use pitrkit::config::options::{all_defs, OptDef, Options, ARCHIVER_OPTIONS, STANDBY_OPTIONS};
-use pitrkit::config::{ArchiverConfig, IniFile, StandbyConfig};
+use pitrkit::config::options::{all_defs, OptDef, Options, ARCHIVER_OPTIONS, BACKUP_OPTIONS, STANDBY_OPTIONS};
+use pitrkit::config::{ArchiverConfig, BackupConfig, IniFile, StandbyConfig};
 
 fn mentions(text: &str, key: &str) -> bool {
     text.lines().any(|l| {
@@ -39,6 +39,17 @@ fn standby_sample_loads_and_documents_every_key() {
     let text = std::fs::read_to_string(&path).unwrap();
     for d in all_defs(STANDBY_OPTIONS) {
         assert!(mentions(&text, d.name), "etc/standby.ini does not mention '{}'", d.name);
+    }
+}
+
+#[test]
+fn backup_sample_loads_and_documents_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/backup.ini");
+    let cfg = BackupConfig::load(&path).unwrap();
+    assert!(cfg.standby.is_none(), "read as a backup.ini");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for d in all_defs(BACKUP_OPTIONS) {
+        assert!(mentions(&text, d.name), "etc/backup.ini does not mention '{}'", d.name);
     }
 }
 

@@ -3,9 +3,11 @@
 //! an exit code.
 
 pub mod archiver;
+pub mod backup;
 pub mod cleanup;
 pub mod demo;
 pub mod queue;
+pub mod recover;
 pub mod restore;
 pub mod standby;
 
@@ -18,7 +20,10 @@ pub const EXIT_ERROR: u8 = 2;
 /// must be above 125: status 2 would tell PostgreSQL "file not in the
 /// archive", and a typo in restore_command would end archive recovery early.
 pub fn usage_error_code(args: &[std::ffi::OsString]) -> u8 {
-    if args.get(1).is_some_and(|a| a == "restore") {
+    // Both are PostgreSQL's restore_command (recover's for a recovered copy).
+    let restore_command = args.get(1).is_some_and(|a| a == "restore")
+        || (args.get(1).is_some_and(|a| a == "recover") && args.iter().any(|a| a == "--restore-wal"));
+    if restore_command {
         crate::restore::EXIT_FATAL
     } else {
         EXIT_ERROR

@@ -1,6 +1,7 @@
 //! Configuration: pitrtools INI files read unchanged, validated into typed structs.
 
 pub mod archiver;
+pub mod backup;
 pub mod choices;
 pub mod ini;
 pub mod options;
@@ -10,6 +11,7 @@ pub mod standby;
 pub mod validate;
 
 pub use archiver::ArchiverConfig;
+pub use backup::BackupConfig;
 pub use choices::{HostKeyChecking, QueueRunner, ShipMode, SqlViaSsh, SslMode, State};
 pub use ini::{ConfigError, ConfigWarning, IniFile};
 pub use options::Options;

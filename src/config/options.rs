@@ -142,13 +142,41 @@ pub static COMMON_OPTIONS: &[OptDef] = &[
     opt("debug", Bool, Some("off"), "log debug messages and per-step timings"),
 ];
 
+/// Compression, for archived WAL (archiver) and backup sets (backup).
+#[rustfmt::skip]
+pub static COMPRESSION_OPTIONS: &[OptDef] = &[
+    opt("compression", OneOf(names::<Codec>), Some("none"), "compress in process: archived WAL (archiver; file names get .lz4, .zst or .gz, restore reads them all) or each file of a backup set (backup)"),
+    opt("compression_level", Count, None, "compression level (zstd 1-22, default 1; gzip 1-9, default 6; lz4 has none)").clamp(0, i32::MAX as u64),
+];
+
 /// The archiver's keys: pitrtools `cmd_archiver.ini` plus pitrkit's own.
-pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, ARCHIVER_OWN];
+pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, COMPRESSION_OPTIONS, ARCHIVER_OWN];
+
+/// Backup keys that mean the same in a `backup.ini` and a `standby.ini`
+/// (a standby backing itself up with its existing file).
+#[rustfmt::skip]
+pub static BACKUP_SHARED: &[OptDef] = &[
+    opt("backup_dir", Path, None, "backup repository (local or NFS): one directory per backup set, named by its ID (UTC time, e.g. 20261130T101500Z)"),
+    opt("keep_backups", Count, None, "retention: keep at least this many complete backups (with recovery_window: keep what either asks for)").range(1, NO_MAX),
+    opt("recovery_window", Count, None, "retention: keep the backups needed to recover to any time in the last this many days").range(1, NO_MAX),
+    opt("backup_wal_timeout", Seconds, Some("600"), "seconds a backup waits for its last WAL segment to reach archivedir"),
+    opt("pitrkit_logfile", Text, None, "also write pitrkit's own log here; ^Y ^m ^d ^H ^M ^S expand to the date"),
+];
+
+/// `backup.ini`: the cluster on this host, its archive, the repository.
+pub static BACKUP_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, COMPRESSION_OPTIONS, BACKUP_SHARED, BACKUP_OWN];
+
+#[rustfmt::skip]
+static BACKUP_OWN: &[OptDef] = &[
+    opt("pgdata", Path, None, "data directory of the cluster to back up (a master or a standby, on this host)"),
+    opt("port", Count, None, "port of that cluster (default: line 4 of its postmaster.pid)").range(1, PORT),
+    opt("socket_dir", Path, None, "unix socket directory of that cluster (default: line 5 of its postmaster.pid)"),
+    opt("db_user", User, None, "role the backup session logs in as (default: the OS user, as psql does); needs pg_backup_start/stop rights"),
+    opt("archivedir", Path, None, "the WAL archive this cluster's WAL reaches (a standby's archivedir or the master's local archive)"),
+];
 
 #[rustfmt::skip]
 static ARCHIVER_OWN: &[OptDef] = &[
-    opt("compression", OneOf(names::<Codec>), Some("none"), "compress archived WAL in process (file names get .lz4, .zst or .gz; restore reads them all)"),
-    opt("compression_level", Count, None, "compression level (zstd 1-22, default 1; gzip 1-9, default 6; lz4 has none)").clamp(0, i32::MAX as u64),
     opt("slave_compression", OneOf(names::<SlaveCodec>), Some("same"), "compression for what is shipped to slaves; 'same' uses 'compression'"),
     opt("lookahead", Count, Some("16"), "with slaves: an archive call also archives up to this many other .ready segments and ships them in one rsync; 0 turns it off").clamp(0, 1024),
     opt("logfile", Text, None, "also log to this file; ^Y ^m ^d ^H ^M ^S expand to the date (e.g. /var/log/pitrkit/archiver-^Y-^m-^d.log)"),
@@ -172,12 +200,11 @@ static ARCHIVER_OWN: &[OptDef] = &[
 ];
 
 /// The standby's keys: pitrtools `cmd_standby.ini` plus pitrkit's own.
-pub static STANDBY_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, STANDBY_OWN];
+pub static STANDBY_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, STANDBY_OWN, COMPRESSION_OPTIONS, BACKUP_SHARED];
 
 #[rustfmt::skip]
 static STANDBY_OWN: &[OptDef] = &[
     opt("logfile", Path, None, "server log passed to pg_ctl -l when starting PostgreSQL (pitrtools meaning)"),
-    opt("pitrkit_logfile", Text, None, "also write pitrkit's own log here; ^Y ^m ^d ^H ^M ^S expand to the date"),
     opt("pgversion", Text, None, "major PostgreSQL version of this standby (e.g. 15); checked against the binaries and data directory"),
     opt("use_streaming_replication", Bool, Some("off"), "also stream WAL from the master (primary_conninfo)"),
     opt("trigger_file", Path, None, "pitrtools' trigger file: on PostgreSQL 12-15 it becomes promote_trigger_file, so touching it promotes the standby (without pg_conf_failover or action_failover: use -F999 for a whole failover); PostgreSQL 16 removed it, and -S warns that it has no effect"),
@@ -262,6 +289,11 @@ pub struct Options<'a> {
     defs: &'static [&'static [OptDef]],
     /// Collected while loading; the commands decide whether to print them.
     warnings: RefCell<Vec<ConfigWarning>>,
+}
+
+/// Does this set of definitions know `name` (or a legacy name of a key)?
+pub fn defines(defs: &'static [&'static [OptDef]], name: &str) -> bool {
+    find_def(defs, name).is_some()
 }
 
 fn find_def(defs: &'static [&'static [OptDef]], name: &str) -> Option<&'static OptDef> {
@@ -764,7 +796,7 @@ mod tests {
 
     #[test]
     fn no_key_is_defined_twice() {
-        for defs in [ARCHIVER_OPTIONS, STANDBY_OPTIONS] {
+        for defs in [ARCHIVER_OPTIONS, STANDBY_OPTIONS, BACKUP_OPTIONS] {
             let mut names: Vec<_> = all_defs(defs)
                 .flat_map(|d| std::iter::once(d.name).chain(d.aliases.iter().copied()))
                 .collect();

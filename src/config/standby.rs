@@ -84,7 +84,7 @@ impl StandbyConfig {
         Self::read(file).map(|(cfg, _)| cfg)
     }
 
-    fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+    pub(super) fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
         let o = Options::new(file, STANDBY_OPTIONS)?;
         let rsync_flags = rsync_flags::judge(&o, Program::Standby)?;
         let mut ssh = SshSettings::from_options(&o)?;

@@ -477,11 +477,36 @@ pub struct Master {
 
 impl Master {
     pub fn open(target: &MasterTarget, application_name: &str) -> Result<Master, PgError> {
-        let Connection {
-            mut client,
-            route,
-            tunnel,
-        } = target.connect(application_name)?;
+        let Connection { client, route, tunnel } = target.connect(application_name)?;
+        Master::session(client, route, tunnel)
+    }
+
+    /// A session with the server on this host, through its unix socket in
+    /// `socket_dir` (a backup of the local cluster, master or standby).
+    pub fn open_local(socket_dir: &Path, port: u16, user: &str, application_name: &str) -> Result<Master, PgError> {
+        let mut c = postgres::Config::new();
+        c.host_path(socket_dir)
+            .port(port)
+            .user(user)
+            .dbname("postgres")
+            .application_name(application_name)
+            .connect_timeout(Duration::from_secs(30));
+        let client = c.connect(postgres::NoTls).map_err(|source| PgError::Connect {
+            target: format!(
+                "local server on port {port} (socket directory {})",
+                socket_dir.display()
+            ),
+            hint: format!(
+                "check that PostgreSQL runs with that port and unix_socket_directories, and that pg_hba.conf admits \
+                 local connections by role {user}"
+            ),
+            source,
+        })?;
+        Master::session(client, Route::Direct, None)
+    }
+
+    /// Makes `client` a session no timeout cuts short, and learns the server.
+    fn session(mut client: postgres::Client, route: Route, tunnel: Option<Tunnel>) -> Result<Master, PgError> {
         let num: String = client
             .query_one("SELECT current_setting('server_version_num')", &[])?
             .get(0);
@@ -575,6 +600,32 @@ impl Master {
                 what: "reading the master's system identifier".into(),
                 detail: format!("pg_control_system() returned '{id}'"),
             })
+    }
+
+    /// The WAL segment size in bytes.
+    pub fn wal_segment_size(&mut self) -> Result<u64, PgError> {
+        let v: String = self
+            .client
+            .query_one("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'", &[])?
+            .get(0);
+        v.parse().map_err(|_| PgError::Command {
+            what: "reading wal_segment_size".into(),
+            detail: format!("pg_settings says '{v}'"),
+        })
+    }
+
+    /// The timeline of the latest checkpoint (restartpoint on a standby).
+    pub fn checkpoint_timeline(&mut self) -> Result<u32, PgError> {
+        let tl: i32 = self
+            .client
+            .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])?
+            .get(0);
+        Ok(tl as u32)
+    }
+
+    /// Closes the current WAL segment (the master, for a standby's backup).
+    pub fn switch_wal(&mut self) -> Result<String, PgError> {
+        Ok(self.client.query_one("SELECT pg_switch_wal()::text", &[])?.get(0))
     }
 
     pub fn database_oids(&mut self) -> Result<Vec<u32>, PgError> {

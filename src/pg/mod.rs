@@ -167,15 +167,8 @@ impl LocalCluster {
 
     /// Connects to the running server through the socket named in postmaster.pid.
     pub fn connect_local(&self, user: &str, db: &str, password: Option<&str>) -> Result<postgres::Client, PgError> {
-        let pid = std::fs::read_to_string(self.datadir.join("postmaster.pid")).unwrap_or_default();
-        let lines: Vec<&str> = pid.lines().collect();
-        let port: u16 = lines.get(3).and_then(|p| p.trim().parse().ok()).unwrap_or(5432);
-        let host = lines
-            .get(4)
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .unwrap_or("127.0.0.1")
-            .to_string();
+        let (port, socket) = postmaster_listen(&self.datadir).unwrap_or((5432, None));
+        let host = socket.unwrap_or_else(|| "127.0.0.1".to_string());
         let mut c = postgres::Config::new();
         c.host(&host)
             .port(port)
@@ -266,6 +259,21 @@ impl ControlData {
     pub fn checkpoint_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.checkpoint_time
     }
+}
+
+/// Where the server running in `datadir` listens, from its postmaster.pid:
+/// line 4 the port, line 5 the first unix socket directory (`None` when it
+/// has none). `None` when no server runs there.
+pub fn postmaster_listen(datadir: &Path) -> Option<(u16, Option<String>)> {
+    let pid = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = pid.lines().collect();
+    let port = lines.get(3)?.trim().parse().ok()?;
+    let socket = lines
+        .get(4)
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    Some((port, socket))
 }
 
 /// Connects with a libpq-style connection string.

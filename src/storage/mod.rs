@@ -14,7 +14,7 @@
 
 pub mod local;
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -112,6 +112,46 @@ pub trait Storage: Send + Sync {
 
     /// Replaces the archive mark durably.
     fn write_mark(&self, content: &str) -> io::Result<()>;
+
+    /// Stores what `write` writes as `name`, durably, unless a file is
+    /// there (then `write` is not called and the answer is a conflict or
+    /// [`Placed::AlreadyPresent`] by content, as for [`Storage::put_if_absent`]
+    /// — callers of a fresh name get `Created`). `name` may contain `/`:
+    /// the directories are made (a backup set's files keep their paths).
+    fn put_stream(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Placed, PlaceError>;
+
+    /// Like [`Storage::put_stream`], but durable only after the next
+    /// [`Storage::sync_deferred`]: for the thousands of files of a backup
+    /// set, which count only once its manifest is written (durably, after
+    /// that sync). By default, durable at once.
+    fn put_stream_deferred(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Placed, PlaceError> {
+        self.put_stream(name, write)
+    }
+
+    /// Makes everything [`Storage::put_stream_deferred`] stored durable.
+    fn sync_deferred(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Every stored file under directory `prefix` ("" for all), as names
+    /// relative to the root (with `/`), temporary files left out, sorted.
+    fn list_tree(&self, prefix: &str) -> io::Result<Vec<String>>;
+
+    /// Removes directory `prefix` and everything under it, durably; fine if
+    /// it is not there.
+    fn delete_tree(&self, prefix: &str) -> io::Result<()>;
+
+    /// The storage under directory `prefix` (made if missing) as a storage
+    /// of its own: a backup set's WAL is an archive with its own mark.
+    fn scoped(&self, prefix: &str) -> io::Result<Box<dyn Storage>>;
 
     /// Reclaims temporary files of writers that died (local storage).
     fn reclaim(&self) -> io::Result<usize> {

@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{require_program, wal_keep_setting, PgCluster, Sshd, TestEnv};
+use std::process::Command;
+
+use super::{describe_output, is_root, require_program, run_output, wal_keep_setting, PgCluster, Sshd, TestEnv};
 
 /// A hook script that appends its arguments to a log file; returns (script, log).
 pub fn recording_hook(env: &TestEnv, name: &str) -> (PathBuf, PathBuf) {
@@ -149,5 +151,46 @@ impl Drop for FstabEntry {
         if let Ok(text) = fs::read_to_string(FSTAB) {
             let _ = fs::write(FSTAB, text.replacen(&self.line, "", 1));
         }
+    }
+}
+
+/// A tmpfs mounted for one scenario (a full disk); unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let mut c = privileged("mount");
+        c.args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(dir);
+        let out = run_output(&mut c);
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs on {} (the disk-full scenario needs root, or sudo without a password): {}",
+            dir.display(),
+            describe_output(&out)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    pub fn free(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(&self.0).expect("statvfs");
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = run_output(privileged("umount").arg("-l").arg(&self.0));
+    }
+}
+
+fn privileged(program: &str) -> Command {
+    if is_root() {
+        Command::new(require_program(program))
+    } else {
+        let mut c = Command::new(require_program("sudo"));
+        c.arg("-n").arg(require_program(program));
+        c
     }
 }

@@ -1,0 +1,195 @@
+//! `backup --list`: what the repository holds, for people and (as JSON,
+//! documented in the README and stable) for monitoring.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+
+use super::manifest::format_lsn;
+use super::repo::{Repository, SetInfo};
+use crate::storage::Storage;
+
+/// One set as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub complete: bool,
+    /// Why it is not complete.
+    pub problem: Option<String>,
+    pub start_time: Option<i64>,
+    pub stop_time: Option<i64>,
+    pub start_lsn: Option<String>,
+    pub stop_lsn: Option<String>,
+    pub timeline: Option<u32>,
+    /// Bytes in the repository (data and WAL).
+    pub size_stored: u64,
+    pub size_original: Option<u64>,
+}
+
+pub struct Catalog {
+    pub sets: Vec<Listed>,
+    /// Seconds since the newest complete backup ended.
+    pub newest_complete_age: Option<i64>,
+}
+
+fn stored_bytes(repo: &Repository, id: &str) -> u64 {
+    repo.store
+        .list_tree(id)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| repo.store.stat(n).ok().flatten())
+        .map(|e| e.size)
+        .sum()
+}
+
+fn listed(repo: &Repository, s: SetInfo) -> Listed {
+    let size_stored = stored_bytes(repo, &s.id);
+    match s.manifest {
+        Ok(m) => Listed {
+            id: s.id,
+            complete: true,
+            problem: None,
+            start_time: Some(m.start_time),
+            stop_time: Some(m.stop_time),
+            start_lsn: Some(format_lsn(m.start_lsn)),
+            stop_lsn: Some(format_lsn(m.stop_lsn)),
+            timeline: Some(m.timeline),
+            size_stored,
+            size_original: Some(m.original_size()),
+        },
+        Err(why) => Listed {
+            id: s.id,
+            complete: false,
+            problem: Some(why),
+            start_time: None,
+            stop_time: None,
+            start_lsn: None,
+            stop_lsn: None,
+            timeline: None,
+            size_stored,
+            size_original: None,
+        },
+    }
+}
+
+pub fn catalog(repo: &Repository) -> Result<Catalog> {
+    let sets: Vec<Listed> = repo.sets()?.into_iter().map(|s| listed(repo, s)).collect();
+    let now = chrono::Utc::now().timestamp_micros();
+    let newest_complete_age = sets
+        .iter()
+        .filter_map(|s| s.stop_time)
+        .max()
+        .map(|t| (now - t).max(0) / 1_000_000);
+    Ok(Catalog {
+        sets,
+        newest_complete_age,
+    })
+}
+
+/// ISO 8601 UTC with microseconds.
+fn iso(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn json_str(s: &str) -> String {
+    format!("\"{}\"", super::pgmanifest::escape(s))
+}
+
+fn opt<T>(v: &Option<T>, f: impl Fn(&T) -> String) -> String {
+    v.as_ref().map_or_else(|| "null".to_string(), f)
+}
+
+impl Catalog {
+    /// The JSON document (see README, "backup --list --json").
+    pub fn json(&self) -> String {
+        let sets: Vec<String> = self
+            .sets
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"id\":{},\"type\":\"full\",\"complete\":{},\"problem\":{},\"start_time\":{},\"stop_time\":{},\
+                     \"start_lsn\":{},\"stop_lsn\":{},\"timeline\":{},\"size_stored\":{},\"size_original\":{},\"depends_on\":null}}",
+                    json_str(&s.id),
+                    s.complete,
+                    opt(&s.problem, |p| json_str(p)),
+                    opt(&s.start_time, |t| json_str(&iso(*t))),
+                    opt(&s.stop_time, |t| json_str(&iso(*t))),
+                    opt(&s.start_lsn, |l| json_str(l)),
+                    opt(&s.stop_lsn, |l| json_str(l)),
+                    opt(&s.timeline, u32::to_string),
+                    s.size_stored,
+                    opt(&s.size_original, u64::to_string)
+                )
+            })
+            .collect();
+        format!(
+            "{{\"backups\":[{}],\"newest_complete_age_seconds\":{}}}\n",
+            sets.join(","),
+            opt(&self.newest_complete_age, i64::to_string)
+        )
+    }
+
+    /// A table for people.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "{:<17} {:<5} {:<8} {:<27} {:<27} {:>13} {:>13} {:>3} {:>10} {:>10}\n",
+            "ID", "TYPE", "STATE", "START", "STOP", "START LSN", "STOP LSN", "TL", "STORED MiB", "SIZE MiB"
+        );
+        for s in &self.sets {
+            let _ = writeln!(
+                out,
+                "{:<17} {:<5} {:<8} {:<27} {:<27} {:>13} {:>13} {:>3} {:>10} {:>10}",
+                s.id,
+                "full",
+                if s.complete { "complete" } else { "INCOMPLETE" },
+                opt(&s.start_time, |t| iso(*t)),
+                opt(&s.stop_time, |t| iso(*t)),
+                s.start_lsn.as_deref().unwrap_or("-"),
+                s.stop_lsn.as_deref().unwrap_or("-"),
+                opt(&s.timeline, u32::to_string),
+                s.size_stored >> 20,
+                opt(&s.size_original, |b| (b >> 20).to_string())
+            );
+        }
+        match self.newest_complete_age {
+            Some(a) => {
+                let _ = writeln!(out, "newest complete backup ended {a} s ago");
+            }
+            None => out.push_str("no complete backup\n"),
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_stable() {
+        let c = Catalog {
+            sets: vec![Listed {
+                id: "20261130T101500Z".into(),
+                complete: false,
+                problem: Some("no \"manifest\"".into()),
+                start_time: None,
+                stop_time: Some(1_764_497_703_654_321),
+                start_lsn: None,
+                stop_lsn: Some("0/2000138".into()),
+                timeline: Some(1),
+                size_stored: 10,
+                size_original: None,
+            }],
+            newest_complete_age: Some(5),
+        };
+        assert_eq!(
+            c.json(),
+            "{\"backups\":[{\"id\":\"20261130T101500Z\",\"type\":\"full\",\"complete\":false,\"problem\":\"no \\\"manifest\\\"\",\
+             \"start_time\":null,\"stop_time\":\"2025-11-30T10:15:03.654321Z\",\"start_lsn\":null,\"stop_lsn\":\"0/2000138\",\
+             \"timeline\":1,\"size_stored\":10,\"size_original\":null,\"depends_on\":null}],\"newest_complete_age_seconds\":5}\n"
+        );
+        assert!(c.text().contains("INCOMPLETE"));
+    }
+}

@@ -1,0 +1,128 @@
+//! The repository (`backup_dir`): its sets, their manifests, and the lock
+//! that keeps two backups (or a backup and an expire) of it apart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::manifest::Manifest;
+use crate::fsutil::{self, LockFile};
+use crate::layout::backup::{MANIFEST, REPO_LOCK, WAL_DIR};
+use crate::storage::{read_small, Listed, LocalDir, Storage};
+
+/// A set in the repository, complete (manifest read) or not.
+#[derive(Debug, Clone)]
+pub struct SetInfo {
+    pub id: String,
+    /// `Err`: no manifest (incomplete: killed or failed) or an unreadable one.
+    pub manifest: Result<Manifest, String>,
+}
+
+pub struct Repository {
+    pub store: LocalDir,
+}
+
+/// Is `name` a set ID (20261130T101500Z)?
+pub fn is_id(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
+/// The ID for a backup starting at `unix` seconds.
+pub fn id_at(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string()
+}
+
+impl Repository {
+    /// The repository at `dir`, made if missing (its parent must exist).
+    pub fn open(dir: &Path) -> Result<Repository> {
+        fsutil::ensure_dir(dir, 0o700).with_context(|| {
+            format!(
+                "backup_dir {}: cannot create it; create it (owned by the PostgreSQL OS user) or fix backup_dir",
+                dir.display()
+            )
+        })?;
+        let store = LocalDir::new(dir);
+        if let Err(why) = store.available() {
+            bail!("backup_dir {}: {why}", dir.display());
+        }
+        Ok(Repository { store })
+    }
+
+    pub fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// The repository lock, or an error naming what holds it.
+    pub fn lock(&self, what: &str) -> Result<LockFile> {
+        let path = self.store.path(REPO_LOCK);
+        match fsutil::lock(&path, Duration::ZERO).with_context(|| format!("locking {}", path.display()))? {
+            Some(l) => Ok(l),
+            None => bail!(
+                "another pitrkit backup or expire of {} is running (it holds {}); {what} refused. Wait for it to finish, then try again",
+                self.root().display(),
+                path.display()
+            ),
+        }
+    }
+
+    /// Every set, oldest first.
+    pub fn sets(&self) -> Result<Vec<SetInfo>> {
+        let mut ids: Vec<String> = self
+            .store
+            .list()
+            .with_context(|| format!("listing backup_dir {}", self.root().display()))?
+            .into_iter()
+            .filter_map(|l| match l {
+                Listed::Name { name, dir: true } if is_id(&name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        Ok(ids
+            .into_iter()
+            .map(|id| SetInfo {
+                manifest: self.manifest(&id),
+                id,
+            })
+            .collect())
+    }
+
+    /// Complete sets, oldest first.
+    pub fn complete(&self) -> Result<Vec<Manifest>> {
+        Ok(self.sets()?.into_iter().filter_map(|s| s.manifest.ok()).collect())
+    }
+
+    pub fn manifest(&self, id: &str) -> Result<Manifest, String> {
+        let name = format!("{id}/{MANIFEST}");
+        match read_small(&self.store, &name) {
+            Ok(Some(bytes)) => Manifest::parse(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| format!("{}: {e}", self.store.locate(&name))),
+            Ok(None) => Err("incomplete (no manifest: the backup failed or was killed)".into()),
+            Err(e) => Err(format!("{}: {e}", self.store.locate(&name))),
+        }
+    }
+
+    /// The set's WAL directory (an archive of its own).
+    pub fn wal_dir(&self, id: &str) -> PathBuf {
+        self.store.path(&format!("{id}/{WAL_DIR}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert_eq!(id_at(1_764_497_700), "20251130T101500Z");
+        assert!(is_id("20251130T101500Z"));
+        for bad in ["20251130T101500", "2025113XT101500Z", ".lock", "20251130T101500Z.x"] {
+            assert!(!is_id(bad), "{bad}");
+        }
+    }
+}

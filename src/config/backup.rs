@@ -1,0 +1,169 @@
+//! The backup's typed configuration: a `backup.ini`, or the same keys in a
+//! `standby.ini`, so that a pitrtools standby backs itself up with its
+//! existing file. There `port` keeps its pitrtools meaning (the master's), and
+//! the local server is found from `pgdata`'s `postmaster.pid`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ini::{ConfigError, ConfigWarning, IniFile};
+use super::options::{defines, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
+use super::StandbyConfig;
+use crate::compress::Codec;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupConfig {
+    pub source: PathBuf,
+    pub pgdata: PathBuf,
+    /// The local server's port and socket directory; `None`: from postmaster.pid.
+    pub port: Option<u16>,
+    pub socket_dir: Option<PathBuf>,
+    pub db_user: Option<String>,
+    pub archivedir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub compression: Codec,
+    pub compression_level: Option<i32>,
+    pub keep_backups: Option<u64>,
+    pub recovery_window_days: Option<u64>,
+    pub backup_wal_timeout: Duration,
+    pub pitrkit_logfile: Option<String>,
+    /// Searched first for PostgreSQL programs (pg_ctl for `recover --start`).
+    pub includepath: Vec<PathBuf>,
+    pub notify: crate::notify::Notifier,
+    pub debug: bool,
+    /// Read from a standby.ini: its settings (the master, for pg_switch_wal()).
+    pub standby: Option<Box<StandbyConfig>>,
+}
+
+impl BackupConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_ini(&IniFile::load(path)?)
+    }
+
+    /// Like [`BackupConfig::load`], with the warnings for the command to print.
+    pub fn load_with_warnings(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        Self::read(&IniFile::load(path)?)
+    }
+
+    pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
+        Self::read(file).map(|(cfg, _)| cfg)
+    }
+
+    /// A backup.ini; a file with any key only a standby.ini has is read as
+    /// one, decided by the keys present (never by which reading fails:
+    /// unknown keys only warn, and `port` means the master's in a
+    /// standby.ini but this cluster's in a backup.ini).
+    fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        let standby_file = file
+            .entries
+            .keys()
+            .any(|k| defines(STANDBY_OPTIONS, k) && !defines(BACKUP_OPTIONS, k));
+        if standby_file {
+            let (sb, warnings) = StandbyConfig::read(file)?;
+            let o = Options::new(file, STANDBY_OPTIONS)?;
+            return Ok((Self::from_standby(file, &o, sb)?, warnings));
+        }
+        let o = Options::new(file, BACKUP_OPTIONS)?;
+        let cfg = Self::from_backup_ini(file, &o)?;
+        Ok((cfg, o.into_warnings()))
+    }
+
+    fn from_backup_ini(file: &IniFile, o: &Options) -> Result<Self, ConfigError> {
+        let (compression, compression_level) = codec(&o)?;
+        Ok(BackupConfig {
+            source: file.path.clone(),
+            pgdata: required(&o, "pgdata", "the data directory of the cluster to back up")?,
+            // The table keeps it within 1..=65535.
+            port: o.opt_count("port")?.map(|p| p as u16),
+            socket_dir: o.opt_path("socket_dir")?,
+            db_user: o.opt_user("db_user")?,
+            archivedir: required(&o, "archivedir", "the WAL archive this cluster's WAL reaches")?,
+            backup_dir: required(&o, "backup_dir", "the backup repository")?,
+            compression,
+            compression_level,
+            keep_backups: o.opt_count("keep_backups")?,
+            recovery_window_days: o.opt_count("recovery_window")?,
+            backup_wal_timeout: o.seconds("backup_wal_timeout")?,
+            pitrkit_logfile: o.opt_text("pitrkit_logfile"),
+            includepath: o.paths("includepath")?,
+            notify: o.notifier()?,
+            debug: o.bool("debug")?,
+            standby: None,
+        })
+    }
+
+    fn from_standby(file: &IniFile, o: &Options, sb: StandbyConfig) -> Result<Self, ConfigError> {
+        let (compression, compression_level) = codec(o)?;
+        Ok(BackupConfig {
+            source: file.path.clone(),
+            pgdata: sb.required_pgdata()?,
+            port: None,
+            socket_dir: None,
+            db_user: None,
+            archivedir: sb.required_archivedir("the WAL archive a backup copies its WAL from")?,
+            backup_dir: required(o, "backup_dir", "the backup repository")?,
+            compression,
+            compression_level,
+            keep_backups: o.opt_count("keep_backups")?,
+            recovery_window_days: o.opt_count("recovery_window")?,
+            backup_wal_timeout: o.seconds("backup_wal_timeout")?,
+            pitrkit_logfile: sb.pitrkit_logfile.clone(),
+            includepath: sb.includepath.clone(),
+            notify: sb.notify.clone(),
+            debug: sb.debug,
+            standby: Some(Box::new(sb)),
+        })
+    }
+}
+
+fn required(o: &Options, key: &str, what: &str) -> Result<PathBuf, ConfigError> {
+    o.opt_path(key)?.ok_or_else(|| {
+        ConfigError::new(&o.file().path, format!("'{key}' is not set"))
+            .key(key)
+            .hint(format!("add '{key}: /absolute/path' ({what})"))
+    })
+}
+
+/// `compression` and `compression_level`, checked together.
+fn codec(o: &Options) -> Result<(Codec, Option<i32>), ConfigError> {
+    let codec: Codec = o.choice("compression")?;
+    // The table caps it at i32::MAX.
+    let level = o.opt_count("compression_level")?.map(|l| l as i32);
+    codec
+        .check_level(level)
+        .map_err(|e| o.file().error("compression_level", format!("compression_level: {e}")))?;
+    Ok((codec, level))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<BackupConfig, ConfigError> {
+        BackupConfig::from_ini(&IniFile::parse(Path::new("b.ini"), text).unwrap())
+    }
+
+    #[test]
+    fn a_backup_ini_and_a_standby_ini_both_configure_a_backup() {
+        let b = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nport: 5433\ncompression: zstd\n").unwrap();
+        assert_eq!(
+            (b.port, b.compression, b.standby.is_none()),
+            (Some(5433), Codec::Zstd, true)
+        );
+        assert_eq!(b.backup_wal_timeout, Duration::from_secs(600));
+        // In a standby.ini, port is the master's: the local server comes from postmaster.pid.
+        let s = load(
+            "pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nport: 5433\nmaster_public_ip: db1\nkeep_backups: 2\n",
+        )
+        .unwrap();
+        assert_eq!((s.port, s.keep_backups), (None, Some(2)));
+        assert_eq!(s.standby.unwrap().master_port, 5433);
+        let e = load("pgdata: /pg\narchivedir: /arch\n").unwrap_err();
+        assert!(e.to_string().contains("'backup_dir' is not set"), "{e}");
+        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\ncompression: lz4\ncompression_level: 3\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("lz4 has no levels"), "{e}");
+        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nbackupdir: /x\n").unwrap_err();
+        assert!(e.to_string().contains("did you mean 'backup_dir'"), "{e}");
+    }
+}
