@@ -69,16 +69,16 @@ impl BackupConfig {
     }
 
     fn from_backup_ini(file: &IniFile, o: &Options) -> Result<Self, ConfigError> {
-        let (compression, compression_level) = codec(&o)?;
+        let (compression, compression_level) = codec(o)?;
         Ok(BackupConfig {
             source: file.path.clone(),
-            pgdata: required(&o, "pgdata", "the data directory of the cluster to back up")?,
+            pgdata: required(o, "pgdata", "the data directory of the cluster to back up")?,
             // The table keeps it within 1..=65535.
             port: o.opt_count("port")?.map(|p| p as u16),
             socket_dir: o.opt_path("socket_dir")?,
             db_user: o.opt_user("db_user")?,
-            archivedir: required(&o, "archivedir", "the WAL archive this cluster's WAL reaches")?,
-            backup_dir: required(&o, "backup_dir", "the backup repository")?,
+            archivedir: required(o, "archivedir", "the WAL archive this cluster's WAL reaches")?,
+            backup_dir: required(o, "backup_dir", "the backup repository")?,
             compression,
             compression_level,
             keep_backups: o.opt_count("keep_backups")?,
