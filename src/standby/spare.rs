@@ -194,9 +194,11 @@ pub fn refuse_past_target(sb: &Standby, target: &str) -> Result<()> {
     };
     anyhow::bail!(
         "cannot recover {} to {target}: {why}. Recovery only moves forward, so this copy can never show the database \
-         as it was at {target}; nothing was changed. Point-in-time recovery needs a copy from before the target: a spare \
-         data directory whose base backup (cmd_standby -B) ended before {target}. Keep one ready (-B into a spare \
-         directory that never runs -S), then run -F999 -R there while production keeps running",
+         as it was at {target}; nothing was changed. Point-in-time recovery needs a copy from before the target: \
+         a backup taken before it (pitrkit recover -C backup.ini --to NEW_DIR --target-time '{target}', see the \
+         README's \"Backups and point-in-time recovery\"), or a spare data directory whose base backup \
+         (cmd_standby -B) ended before {target} (-B into a spare directory that never runs -S; then -F999 -R there \
+         while production keeps running)",
         sb.pgdata.display()
     )
 }
