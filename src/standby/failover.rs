@@ -2,8 +2,8 @@
 //!
 //! A failover promotes this standby; doing it while the master still runs
 //! makes two masters, so it is refused unless the master is confirmed gone
-//! (its port does not answer and, where ssh works, no postmaster runs in its
-//! data directory), or `--force` says otherwise, loudly.
+//! (its port does not answer, nor does PostgreSQL through ssh, and, where
+//! master_pgdata is set, no postmaster runs in its data directory), or `--force` says otherwise, loudly.
 //!
 //! `-F999 -R` on a spare (`spare.rs`: a base backup that never ran as a
 //! standby) is a recovery copy, not production's failover: it may run
@@ -21,9 +21,12 @@ use super::report::FailoverReport;
 use super::spare;
 use super::start::{copy_config, refuse_incomplete, standby_settings};
 use super::Standby;
+use crate::config::SqlViaSsh;
 use crate::fsutil;
 use crate::layout::PROMOTING_FILE;
 use crate::notify::{self, HookOutcome, Level};
+use crate::pg::master::MasterTarget;
+use crate::pg::PgError;
 use crate::transport::ssh::shell_quote;
 
 /// Validates a recovery target time and returns it with an explicit UTC
@@ -74,6 +77,9 @@ fn master_alive(sb: &Standby) -> Option<String> {
             }
         }
     }
+    if let Some(why) = answers_through_ssh(sb) {
+        return Some(why);
+    }
     let pgdata = cfg.master_pgdata.as_ref()?;
     let pidfile = shell_quote(&pgdata.join("postmaster.pid").display().to_string());
     let script = format!("test -f {pidfile} && kill -0 \"$(head -n 1 {pidfile})\" 2>/dev/null");
@@ -93,6 +99,27 @@ fn master_alive(sb: &Standby) -> Option<String> {
         // 255: ssh itself failed; the host is down or unreachable, which is what a failover expects.
         _ => None,
     }
+}
+
+/// Whether PostgreSQL answers through the ssh route pitrkit's SQL session
+/// uses (sql_via_ssh): a master whose port only the master itself reaches
+/// (listen_addresses = '', a firewall) is alive too, and master_pgdata,
+/// the other proof, is optional. A login refused still means a server.
+fn answers_through_ssh(sb: &Standby) -> Option<String> {
+    let mut target = MasterTarget::from_standby(sb.cfg).ok()?;
+    target.via_ssh = SqlViaSsh::On;
+    let answered = match target.connect("pitrkit failover check") {
+        Ok(_) => true,
+        Err(PgError::Connect { source, .. } | PgError::Query(source)) => source.as_db_error().is_some(),
+        Err(PgError::Command { .. }) => false,
+    };
+    answered.then(|| {
+        format!(
+            "PostgreSQL answers through ssh to {} ({})",
+            target.host,
+            target.describe()
+        )
+    })
 }
 
 pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<FailoverReport> {
