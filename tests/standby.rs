@@ -1069,6 +1069,14 @@ fn sql_goes_through_ssh_to_a_master_listening_on_no_tcp_address() {
     let out = p.standby_with(&no_pgdata, &["-F999"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert_says(&out, "PostgreSQL answers through ssh to 127.0.0.1");
+    // A server that refuses the login answers too.
+    let refused_login = p.env.write(
+        "refused_login.ini",
+        &fixtures::merge_ini(&fs::read_to_string(&no_pgdata).unwrap(), "master_user: nosuchrole"),
+    );
+    let out = p.standby_with(&refused_login, &["-F999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert_says(&out, "PostgreSQL answers through ssh to 127.0.0.1");
     assert!(p.pgdata.join("standby.signal").exists() && !p.pgdata.join("recovery.signal").exists());
     assert!(!p.failover_marker.exists(), "action_failover ran");
 

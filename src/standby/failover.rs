@@ -21,12 +21,10 @@ use super::report::FailoverReport;
 use super::spare;
 use super::start::{copy_config, refuse_incomplete, standby_settings};
 use super::Standby;
-use crate::config::SqlViaSsh;
 use crate::fsutil;
 use crate::layout::PROMOTING_FILE;
 use crate::notify::{self, HookOutcome, Level};
 use crate::pg::master::MasterTarget;
-use crate::pg::PgError;
 use crate::transport::ssh::shell_quote;
 
 /// Validates a recovery target time and returns it with an explicit UTC
@@ -101,19 +99,12 @@ fn master_alive(sb: &Standby) -> Option<String> {
     }
 }
 
-/// Whether PostgreSQL answers through the ssh route pitrkit's SQL session
-/// uses (sql_via_ssh): a master whose port only the master itself reaches
-/// (listen_addresses = '', a firewall) is alive too, and master_pgdata,
-/// the other proof, is optional. A login refused still means a server.
+/// Whether PostgreSQL answers through ssh (the route of sql_via_ssh): a
+/// master whose port only the master itself reaches (listen_addresses = '',
+/// a firewall) is alive too, and master_pgdata, the other proof, is optional.
 fn answers_through_ssh(sb: &Standby) -> Option<String> {
-    let mut target = MasterTarget::from_standby(sb.cfg).ok()?;
-    target.via_ssh = SqlViaSsh::On;
-    let answered = match target.connect("pitrkit failover check") {
-        Ok(_) => true,
-        Err(PgError::Connect { source, .. } | PgError::Query(source)) => source.as_db_error().is_some(),
-        Err(PgError::Command { .. }) => false,
-    };
-    answered.then(|| {
+    let target = MasterTarget::from_standby(sb.cfg).ok()?;
+    target.answers_through_ssh().then(|| {
         format!(
             "PostgreSQL answers through ssh to {} ({})",
             target.host,
