@@ -463,12 +463,7 @@ impl LockFile {
 /// or when `wait` ran out.
 pub fn lock(path: &Path, wait: Duration) -> io::Result<Option<LockFile>> {
     let start = Instant::now();
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = open_lock_file(path)?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => return Ok(Some(LockFile(l))),
@@ -481,6 +476,27 @@ pub fn lock(path: &Path, wait: Duration) -> io::Result<Option<LockFile>> {
             }
             Err((_, e)) => return Err(io::Error::from(e)),
         }
+    }
+}
+
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Whether an exclusive [`lock`] on `path` is held (the file is created if
+/// missing). Asks with a shared lock, so that two askers never take each
+/// other for the holder.
+pub fn is_locked(path: &Path) -> io::Result<bool> {
+    let file = open_lock_file(path)?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => Ok(false),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(true),
+        Err((_, e)) => Err(io::Error::from(e)),
     }
 }
 

@@ -1057,6 +1057,29 @@ fn sql_goes_through_ssh_to_a_master_listening_on_no_tcp_address() {
     assert!(err.contains("cannot use pitrkit's ssh tunnel"), "{err}");
     let _ = p.standby(&["-A", "stop"]);
 
+    // The master is alive though its port answers nobody: with
+    // master_pgdata unset (it is optional), the ssh route is what tells.
+    let text = fs::read_to_string(&p.ini).unwrap();
+    let no_pgdata: String = text
+        .lines()
+        .filter(|l| !l.starts_with("master_pgdata:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let no_pgdata = p.env.write("no_master_pgdata.ini", &no_pgdata);
+    let out = p.standby_with(&no_pgdata, &["-F999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert_says(&out, "PostgreSQL answers through ssh to 127.0.0.1");
+    // A server that refuses the login answers too.
+    let refused_login = p.env.write(
+        "refused_login.ini",
+        &fixtures::merge_ini(&fs::read_to_string(&no_pgdata).unwrap(), "master_user: nosuchrole"),
+    );
+    let out = p.standby_with(&refused_login, &["-F999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert_says(&out, "PostgreSQL answers through ssh to 127.0.0.1");
+    assert!(p.pgdata.join("standby.signal").exists() && !p.pgdata.join("recovery.signal").exists());
+    assert!(!p.failover_marker.exists(), "action_failover ran");
+
     // pitrkit killed in the middle of -B: its tunnel goes with it.
     let on = p.variant("on", "sql_via_ssh: on");
     let mut c = p.env.command(&fixtures::cmd_link(&p.env, "cmd_standby"));

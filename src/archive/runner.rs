@@ -62,13 +62,15 @@ pub enum Probe {
     Running(Option<u32>),
 }
 
-/// Whether a runner holds the lock of `queue_root`. Holds the lock itself
-/// only for an instant (a runner starting meanwhile waits [`LOCK_WAIT`]).
+/// Whether a runner holds the lock of `queue_root`. Holds a shared lock
+/// itself for an instant (a runner starting meanwhile waits [`LOCK_WAIT`]);
+/// shared, because an archive call whose probe met another probe (`--status`)
+/// would otherwise start no runner and leave its file queued.
 pub fn probe(queue_root: &Path) -> io::Result<Probe> {
     let path = queue_root.join(RUNNER_LOCK_FILE);
-    Ok(match fsutil::lock(&path, Duration::ZERO)? {
-        Some(_) => Probe::Idle,
-        None => Probe::Running(read_pid(&path)),
+    Ok(match fsutil::is_locked(&path)? {
+        false => Probe::Idle,
+        true => Probe::Running(read_pid(&path)),
     })
 }
 
@@ -509,6 +511,35 @@ mod tests {
         drop(held);
         assert_eq!(fs::read_to_string(&pid_file).unwrap(), "", "emptied on a normal end");
         assert_eq!(status_line(root), "queue runner: not running");
+    }
+
+    #[test]
+    fn a_probe_is_never_taken_for_a_runner() {
+        // An archive call's probe while `--status` (or another archive
+        // call) probes must not conclude that a runner ships its file.
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_path_buf();
+        let until = Instant::now() + Duration::from_millis(1500);
+        let other = std::thread::spawn({
+            let root = root.clone();
+            move || {
+                while Instant::now() < until {
+                    probe(&root).unwrap();
+                }
+            }
+        });
+        let mut seen = 0;
+        while Instant::now() < until {
+            if probe(&root).unwrap() != Probe::Idle {
+                seen += 1;
+            }
+        }
+        other.join().unwrap();
+        assert_eq!(seen, 0, "probes saw each other as a running queue runner");
+        // A runner's lock still counts.
+        let held = take(&root, true).unwrap().unwrap();
+        assert_eq!(probe(&root).unwrap(), Probe::Running(Some(std::process::id())));
+        drop(held);
     }
 
     #[test]

@@ -219,6 +219,7 @@ fn read_lines(path: &Path, text: &str) -> Result<Vec<Occurrence>, ConfigError> {
 fn default_values(
     path: &Path,
     lines: Vec<Occurrence>,
+    hidden: &BTreeSet<String>,
     warnings: &mut Vec<ConfigWarning>,
     others: &mut Vec<OtherKey>,
 ) -> Result<BTreeMap<String, RawValue>, ConfigError> {
@@ -250,7 +251,7 @@ fn default_values(
             continue;
         }
         let show = |v: &RawValue| {
-            if is_secret_key(&key) {
+            if is_secret_key(&key) || hidden.contains(&key) {
                 "(not shown: a secret)".to_string()
             } else {
                 quote(&v.lines.join("\n"))
@@ -376,7 +377,8 @@ impl IniFile {
             .flat_map(|o| o.value.lines.iter().flat_map(|l| references(l)))
             .collect();
         let (mut warnings, mut others) = (Vec::new(), Vec::new());
-        let raw = default_values(path, lines, &mut warnings, &mut others)?;
+        let hidden = secret_helpers(&lines);
+        let raw = default_values(path, lines, &hidden, &mut warnings, &mut others)?;
         let raw: BTreeMap<String, Entry> = raw
             .into_iter()
             .map(|(key, v)| {
@@ -477,6 +479,24 @@ fn interpolate(
         "'{key}': %(name)s references nest more than {MAX_INTERPOLATION_DEPTH} deep (a loop?)"
     ))
     .hint("a key must not refer to itself, directly or through other keys"))
+}
+
+/// Helper keys a secret is made of (`master_password: %(pw)s`), directly
+/// or through other helpers: their values are secrets too.
+fn secret_helpers(lines: &[Occurrence]) -> BTreeSet<String> {
+    let mut hidden = BTreeSet::new();
+    loop {
+        let more: BTreeSet<String> = lines
+            .iter()
+            .filter(|o| is_secret_key(&o.key) || hidden.contains(&o.key))
+            .flat_map(|o| o.value.lines.iter().flat_map(|l| references(l)))
+            .filter(|k| !hidden.contains(k))
+            .collect();
+        if more.is_empty() {
+            return hidden;
+        }
+        hidden.extend(more);
+    }
 }
 
 /// The names a value refers to with `%(name)s` (lower-cased, as keys are).
@@ -657,6 +677,10 @@ mod tests {
         assert!(parse("a: x\n  y\na: x\n").is_err());
         let e = parse("master_password: a\nmaster_password: b\n").unwrap_err();
         assert!(e.to_string().contains("line 1 says (not shown: a secret)"), "{e}");
+        // Nor are the helper keys a secret is made of.
+        let e = parse("pw: hunter2\nmaster_password: %(p)s\np: %(pw)s\npw: hunter3\n").unwrap_err();
+        assert!(e.to_string().contains("line 1 says (not shown: a secret)"), "{e}");
+        assert!(!e.to_string().contains("hunter"), "{e}");
     }
 
     #[test]

@@ -225,6 +225,24 @@ impl MasterTarget {
         unreachable!("a tunnel has at least one forward")
     }
 
+    /// Whether PostgreSQL answers at a place the ssh tunnel reaches on the
+    /// master (the failover's "is the master alive?"): a session, or a
+    /// refusal from the server itself (login, pg_hba.conf, TLS), is an
+    /// answer; ssh failing, or a forward that reaches nothing, is not.
+    pub fn answers_through_ssh(&self) -> bool {
+        let Ok(tunnel) = self.open_tunnel() else {
+            return false;
+        };
+        tunnel
+            .forwards
+            .iter()
+            .any(|f| match self.connect_forward("pitrkit failover check", f) {
+                Ok(_) => true,
+                Err(PgError::Query(e)) => !forward_failed(&e),
+                Err(_) => false,
+            })
+    }
+
     /// The ssh tunnel for `tunneled`, with one forward per place the master
     /// may listen (TCP local ends where TLS is required).
     fn open_tunnel(&self) -> Result<Tunnel, PgError> {

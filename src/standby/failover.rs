@@ -2,8 +2,8 @@
 //!
 //! A failover promotes this standby; doing it while the master still runs
 //! makes two masters, so it is refused unless the master is confirmed gone
-//! (its port does not answer and, where ssh works, no postmaster runs in its
-//! data directory), or `--force` says otherwise, loudly.
+//! (its port does not answer, nor does PostgreSQL through ssh, and, where
+//! master_pgdata is set, no postmaster runs in its data directory), or `--force` says otherwise, loudly.
 //!
 //! `-F999 -R` on a spare (`spare.rs`: a base backup that never ran as a
 //! standby) is a recovery copy, not production's failover: it may run
@@ -24,6 +24,7 @@ use super::Standby;
 use crate::fsutil;
 use crate::layout::PROMOTING_FILE;
 use crate::notify::{self, HookOutcome, Level};
+use crate::pg::master::MasterTarget;
 use crate::transport::ssh::shell_quote;
 
 /// Validates a recovery target time and returns it with an explicit UTC
@@ -74,6 +75,9 @@ fn master_alive(sb: &Standby) -> Option<String> {
             }
         }
     }
+    if let Some(why) = answers_through_ssh(sb) {
+        return Some(why);
+    }
     let pgdata = cfg.master_pgdata.as_ref()?;
     let pidfile = shell_quote(&pgdata.join("postmaster.pid").display().to_string());
     let script = format!("test -f {pidfile} && kill -0 \"$(head -n 1 {pidfile})\" 2>/dev/null");
@@ -93,6 +97,20 @@ fn master_alive(sb: &Standby) -> Option<String> {
         // 255: ssh itself failed; the host is down or unreachable, which is what a failover expects.
         _ => None,
     }
+}
+
+/// Whether PostgreSQL answers through ssh (the route of sql_via_ssh): a
+/// master whose port only the master itself reaches (listen_addresses = '',
+/// a firewall) is alive too, and master_pgdata, the other proof, is optional.
+fn answers_through_ssh(sb: &Standby) -> Option<String> {
+    let target = MasterTarget::from_standby(sb.cfg).ok()?;
+    target.answers_through_ssh().then(|| {
+        format!(
+            "PostgreSQL answers through ssh to {} ({})",
+            target.host,
+            target.describe()
+        )
+    })
 }
 
 pub fn run(sb: &Standby, force: bool, target_time: Option<&str>) -> Result<FailoverReport> {
