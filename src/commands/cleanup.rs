@@ -8,7 +8,7 @@ use crate::config::StandbyConfig;
 use crate::logging;
 
 pub fn run(program: &str, args: CleanupArgs) -> u8 {
-    let cfg = match StandbyConfig::load(&args.config) {
+    let cfg = match StandbyConfig::load_for_wal_calls(&args.config) {
         Ok(c) => c,
         Err(e) => return early_error(program, "configuration error", &e),
     };

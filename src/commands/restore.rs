@@ -26,7 +26,7 @@ fn never_panics(program: &str, f: impl FnOnce() -> u8) -> u8 {
 
 fn run_inner(program: &str, args: RestoreArgs) -> u8 {
     // Even a bad configuration must not look like "not in the archive".
-    let cfg = match StandbyConfig::load(&args.config) {
+    let cfg = match StandbyConfig::load_for_wal_calls(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{program}: configuration error: {e}");

@@ -84,9 +84,26 @@ impl StandbyConfig {
         Self::read(file).map(|(cfg, _)| cfg)
     }
 
+    /// For `pitrkit restore` and `cleanup`, which PostgreSQL calls per
+    /// segment: an `rsync_flags` option refused since an upgrade (the list
+    /// became stricter) must not stop recovery, and these calls never run
+    /// rsync. Its flags are dropped here; every standby action still refuses
+    /// the file with the reason.
+    pub fn load_for_wal_calls(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&IniFile::load(path)?, false).map(|(cfg, _)| cfg)
+    }
+
     pub(super) fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        Self::parse(file, true)
+    }
+
+    fn parse(file: &IniFile, strict_rsync: bool) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
         let o = Options::new(file, STANDBY_OPTIONS)?;
-        let rsync_flags = rsync_flags::judge(&o, Program::Standby)?;
+        let rsync_flags = match rsync_flags::judge(&o, Program::Standby) {
+            Ok(f) => f,
+            Err(_) if !strict_rsync => Default::default(),
+            Err(e) => return Err(e),
+        };
         let mut ssh = SshSettings::from_options(&o)?;
         ssh.port = rsync_flags.ssh_port(&o)?;
         let archivedir = o.opt_path("archivedir")?;
@@ -441,6 +458,24 @@ action_failover: /var/lib/postgresql/pitrtools/scripts/
             c.action_failover.as_deref(),
             Some("/var/lib/postgresql/pitrtools/scripts/")
         );
+    }
+
+    /// Review of issue 9: the stricter rsync_flags list must not turn an
+    /// upgrade into a stopped standby. restore and cleanup never run rsync.
+    #[test]
+    fn a_refused_rsync_flag_stops_standby_actions_but_never_restore() {
+        let d = tempfile::tempdir().unwrap();
+        let ini = d.path().join("standby.ini");
+        std::fs::write(&ini, "archivedir: /arch\nrsync_flags: -z --inplace\n").unwrap();
+        let e = StandbyConfig::load_with_warnings(&ini).unwrap_err();
+        assert!(e.to_string().contains("--inplace"), "{e}");
+        let c = StandbyConfig::load_for_wal_calls(&ini).unwrap();
+        assert_eq!(c.archivedir.as_deref(), Some(Path::new("/arch")));
+        // Harmless copy options of real files only warn.
+        std::fs::write(&ini, "archivedir: /arch\nrsync_flags: -aH --numeric-ids -S\n").unwrap();
+        let (c, warnings) = StandbyConfig::load_with_warnings(&ini).unwrap();
+        assert!(c.rsync_flags.is_empty());
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
     }
 
     #[test]
