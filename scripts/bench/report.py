@@ -79,6 +79,12 @@ def local_report(loc, targets):
         for pk, p in loc["pairs"].items():
             L.append(f"| {pk} vs {p['vs']} | {p['speedup']:.2f}x | {fmt(p['size_vs'], '.3f')} |")
         L.append("")
+    if loc.get("own"):
+        L.append("| pitrkit compressed call | time vs pitrkit none | extra ms per segment | time vs the faster floor |")
+        L.append("|---|---:|---:|---:|")
+        for pk, o in loc["own"].items():
+            L.append(f"| {pk} | {o['vs_none']:.2f}x | {o['extra_ms']:+.1f} | {fmt(o.get('vs_floor'), '.2f')}x |")
+        L.append("")
     # The verdict uses the stricter (faster) of the two floors, paired per repetition.
     none = loc["contenders"].get("pitrkit none", {})
     floors = [o for n, o in loc["contenders"].items() if o.get("kind") == "floor" and o.get("rep_median_ms")]
@@ -99,6 +105,9 @@ def local_report(loc, targets):
         else:
             targets.append((f"{pk[8:]}: ≥1.5x faster than pgBackRest per segment, size within 5%",
                             na or "not measured", False if na and "not in this build" in na else None))
+    z = loc.get("own", {}).get("pitrkit zstd-1", {})
+    targets.append(("moonshot (issue 13): zstd-1 call at most 1.2x the uncompressed durable-copy floor",
+                    f"{fmt(z.get('vs_floor'), '.2f')}x", None if z.get("vs_floor") is None else z["vs_floor"] <= 1.2))
     return L
 
 
