@@ -86,7 +86,8 @@ pub fn temp_name(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.pitrkit-{}.tmp", std::process::id()))
 }
 
-/// Prefix of the compressed copies an archive call makes before placing them.
+/// Prefix of the compression scratch files of earlier builds (compressed forms
+/// are now made in the temporary file of [`place_made`]): still reclaimed.
 pub const COMPRESS_TEMP_PREFIX: &str = ".pitrkit-compress-";
 
 /// A name [`temp_name`] makes, or a compression scratch file.
