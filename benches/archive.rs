@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pitrkit::config::{ArchiverConfig, IniFile};
 
@@ -17,9 +17,7 @@ fn main() {
     let inp = common::input();
     let (input, reps) = (inp.path.clone(), inp.reps);
     let raw = std::fs::metadata(&input).unwrap().len();
-    let parent = std::env::var_os("PITRKIT_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| input.parent().unwrap().to_path_buf());
+    let parent = common::dest_parent(&input);
     let name = input.file_name().unwrap().to_str().unwrap().to_string();
     let wal = pitrkit::wal::WalName::parse(&name).unwrap();
     let system = pitrkit::wal::check_segment_file(&input, &wal).unwrap().system_id;

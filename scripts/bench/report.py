@@ -56,6 +56,14 @@ def report(res):
     return "\n".join(L) + "\n"
 
 
+def table(head, rows):
+    """A markdown table, the first column left-aligned, the others right; none without rows."""
+    if not rows:
+        return []
+    return ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)] + \
+        ["| " + " | ".join(r) + " |" for r in rows] + [""]
+
+
 def local_report(loc, targets):
     """1. Archive to a local directory; its targets."""
     if not loc:
@@ -73,18 +81,12 @@ def local_report(loc, targets):
                  f"{fmt(o.get('ratio'), '.2f')}x | {o['size_bytes'] / MiB:.1f} MiB | {o['size_ratio']:.3f} | "
                  f"{fmt(o.get('max_rss_kb') and o['max_rss_kb'] / 1024)} MB |")
     L.append("")
-    if loc.get("pairs"):
-        L.append("| pitrkit vs pgBackRest, same settings | speed-up per segment | size pitrkit/pgBackRest |")
-        L.append("|---|---:|---:|")
-        for pk, p in loc["pairs"].items():
-            L.append(f"| {pk} vs {p['vs']} | {p['speedup']:.2f}x | {fmt(p['size_vs'], '.3f')} |")
-        L.append("")
-    if loc.get("own"):
-        L.append("| pitrkit compressed call | time vs pitrkit none | extra ms per segment | time vs the faster floor |")
-        L.append("|---|---:|---:|---:|")
-        for pk, o in loc["own"].items():
-            L.append(f"| {pk} | {o['vs_none']:.2f}x | {o['extra_ms']:+.1f} | {fmt(o.get('vs_floor'), '.2f')}x |")
-        L.append("")
+    L += table(("pitrkit vs pgBackRest, same settings", "speed-up per segment", "size pitrkit/pgBackRest"),
+               [(f"{pk} vs {p['vs']}", f"{p['speedup']:.2f}x", fmt(p['size_vs'], '.3f'))
+                for pk, p in (loc.get("pairs") or {}).items()])
+    L += table(("pitrkit compressed call", "time vs pitrkit none", "extra ms per segment", "time vs the faster floor"),
+               [(pk, f"{o['vs_none']:.2f}x", f"{o['extra_ms']:+.1f}", f"{fmt(o.get('vs_floor'), '.2f')}x")
+                for pk, o in (loc.get("own") or {}).items()])
     # The verdict uses the stricter (faster) of the two floors, paired per repetition.
     none = loc["contenders"].get("pitrkit none", {})
     floors = [o for n, o in loc["contenders"].items() if o.get("kind") == "floor" and o.get("rep_median_ms")]
