@@ -15,7 +15,16 @@ use pitrkit::config::{ArchiverConfig, IniFile};
 
 fn main() {
     let inp = common::input();
-    let (input, reps) = (inp.path.clone(), inp.reps);
+    // The archiver checks the page header, which the smoke pass's input lacks:
+    // a synthetic segment (1 MiB, valid header) stands in under `cargo test`.
+    let smoke = (!common::bench_mode()).then(|| {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("000000010000000000000001");
+        std::fs::write(&p, pitrkit::testsupport::wal::segment("000000010000000000000001", 42)).unwrap();
+        (d, p)
+    });
+    let input = smoke.as_ref().map_or(inp.path.clone(), |(_, p)| p.clone());
+    let reps = inp.reps;
     let raw = std::fs::metadata(&input).unwrap().len();
     let parent = common::dest_parent(&input);
     let name = input.file_name().unwrap().to_str().unwrap().to_string();
