@@ -9,17 +9,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use pitrkit::fsutil;
 
 fn main() {
     let inp = common::input();
     let (input, reps) = (inp.path.clone(), inp.reps);
     let raw = std::fs::metadata(&input).unwrap().len();
-    let parent = std::env::var_os("PITRKIT_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| input.parent().unwrap().to_path_buf());
+    let parent = common::dest_parent(&input);
     let dest = tempfile::tempdir_in(&parent).unwrap();
     let name = input.file_name().unwrap().to_str().unwrap().to_string();
     println!(

@@ -7,7 +7,7 @@
 //! success (PostgreSQL re-archives after a crash), different is an error.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -86,7 +86,8 @@ pub fn temp_name(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.pitrkit-{}.tmp", std::process::id()))
 }
 
-/// Prefix of the compressed copies an archive call makes before placing them.
+/// Prefix of the compression scratch files of earlier builds (compressed forms
+/// are now made in the temporary file of [`place_made`]): still reclaimed.
 pub const COMPRESS_TEMP_PREFIX: &str = ".pitrkit-compress-";
 
 /// A name [`temp_name`] makes, or a compression scratch file.
@@ -253,22 +254,152 @@ pub fn place_copy(src: &Path, dir: &Path, name: &str, mode: u32) -> Result<Place
     if existing_regular(&dest)?.is_some() {
         return compare_existing(src, &dest);
     }
+    place_temp(dir, name, mode, Some(src), |out, tmp| {
+        let mut input = File::open(src).map_err(io_err(src, "open"))?;
+        io::copy(&mut input, out).map_err(io_err(tmp, "copy"))?;
+        Ok(())
+    })
+}
+
+/// Fills the temporary file of a placement. It reports its own errors, since
+/// only it knows whether reading its input or writing failed.
+pub type Fill<'a> = dyn FnMut(&mut dyn Write) -> Result<(), PlaceError> + 'a;
+
+/// What a placement writes: a file's bytes (copied), or bytes made while
+/// they are written (compressed while the segment is read).
+pub enum Bytes<'a> {
+    File(&'a Path),
+    Made(&'a mut Fill<'a>),
+}
+
+/// [`place_copy`] or [`place_made`], as `bytes` says.
+pub fn place_bytes(bytes: &mut Bytes, dir: &Path, name: &str, mode: u32) -> Result<Placed, PlaceError> {
+    match bytes {
+        Bytes::File(src) => place_copy(src, dir, name, mode),
+        Bytes::Made(fill) => place_made(&mut **fill, dir, name, mode),
+    }
+}
+
+/// [`place_copy`] for bytes that `fill` writes as it makes them, straight
+/// into the temporary file: no intermediate copy. The same steps (temporary
+/// name, fsync, `link(2)`, fsync of the directory); a name already taken is
+/// judged by the finished temporary file's bytes. The kernel starts writing
+/// each chunk to disk while `fill` still works ([`WriteBehind`]), so the
+/// fsync waits only for the tail. `fill` may be called again by a caller
+/// that retries.
+pub fn place_made(fill: &mut Fill, dir: &Path, name: &str, mode: u32) -> Result<Placed, PlaceError> {
+    place_temp(dir, name, mode, None, |out, tmp| {
+        let mut w = WriteBehind::new(out);
+        fill(&mut w)?;
+        w.finish().map_err(io_err(tmp, "write"))
+    })
+}
+
+/// The durable steps every placement shares: a locked temporary file that
+/// `write` fills, chmod, fsync, `link(2)` to the final name (a name already
+/// taken is compared with `compare`, or with the temporary file itself),
+/// fsync of the directory. The temporary file never outlives the call
+/// unless the process dies, and then a reclaimer removes it.
+fn place_temp(
+    dir: &Path,
+    name: &str,
+    mode: u32,
+    compare: Option<&Path>,
+    write: impl FnOnce(&mut File, &Path) -> Result<(), PlaceError>,
+) -> Result<Placed, PlaceError> {
+    let dest = dir.join(name);
     let tmp = temp_name(dir, name);
     let result = (|| {
-        let mut input = File::open(src).map_err(io_err(src, "open"))?;
         let mut out = create_locked_temp(&tmp, mode).map_err(io_err(&tmp, "create temporary file"))?;
-        io::copy(&mut input, &mut *out).map_err(io_err(&tmp, "copy"))?;
+        write(&mut out, &tmp)?;
         // The umask may have removed bits from `mode`.
         out.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_err(&tmp, "chmod"))?;
         out.sync_all().map_err(io_err(&tmp, "fsync"))?;
         // Unlinked below while still locked: no reclaimer can mistake it.
-        publish(&tmp, src, &dest).map(|p| (p, out))
+        publish(&tmp, compare.unwrap_or(&tmp), &dest).map(|p| (p, out))
     })();
     let _ = fs::remove_file(&tmp);
     let (placed, _lock) = result?;
     fsync_dir(dir).map_err(io_err(dir, "fsync directory"))?;
     Ok(placed)
+}
+
+/// Bytes written at once, and how often the kernel is asked to start
+/// writing them back.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// A buffered writer into a file being placed that asks the kernel to start
+/// writing back every chunk as soon as it is written
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which waits for nothing): the
+/// disk works while the producer (a compressor) still does, and the fsync
+/// that follows has only the tail left. A hint only: durability comes from
+/// that fsync. Without a WAIT flag the call neither waits nor consumes a
+/// writeback error, so the fsync still reports any.
+pub struct WriteBehind<'f> {
+    file: &'f File,
+    buf: Vec<u8>,
+    written: u64,
+}
+
+impl<'f> WriteBehind<'f> {
+    pub fn new(file: &'f File) -> WriteBehind<'f> {
+        WriteBehind {
+            file,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+            written: 0,
+        }
+    }
+
+    fn write_out(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        (&mut &*self.file).write_all(data)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.file);
+        // SAFETY: a plain syscall on an open descriptor we borrow; no memory is passed.
+        unsafe {
+            libc::sync_file_range(
+                fd,
+                self.written as libc::off64_t,
+                data.len() as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes what is still buffered.
+    pub fn finish(mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        self.write_out(&buf)
+    }
+}
+
+impl Write for WriteBehind<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > WRITE_CHUNK {
+            let buf = std::mem::take(&mut self.buf);
+            self.write_out(&buf)?;
+            self.buf = buf;
+            self.buf.clear();
+        }
+        if data.len() >= WRITE_CHUNK {
+            self.write_out(data)?;
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        self.write_out(&buf)?;
+        self.buf = buf;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 /// Gives the durable temp file its final name with `link(2)`: atomic and
@@ -546,6 +677,54 @@ mod tests {
         // The original is untouched and no temporary file is left behind.
         assert_eq!(fs::read(out.join("f")).unwrap(), b"segment-a");
         assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn place_made_writes_straight_into_the_file_it_links() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        // Chunks around the write-behind size, so the buffer is both used and bypassed.
+        let data: Vec<u8> = (0..3 * WRITE_CHUNK + 4321).map(|i| (i * 7 % 253) as u8).collect();
+        let mut inode = None;
+        let mut fill = |w: &mut dyn Write| {
+            for part in data.chunks(WRITE_CHUNK - 1000).chain([&data[..0]]) {
+                w.write_all(part).map_err(io_err(&out, "write"))?;
+            }
+            // The only file in the directory is the temporary file being written.
+            let names: Vec<_> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+            assert!(is_temp_name(&names[0].file_name().unwrap().to_string_lossy()));
+            inode = Some(fs::metadata(&names[0]).unwrap().ino());
+            Ok(())
+        };
+        assert_eq!(place_made(&mut fill, &out, "f", 0o640).unwrap(), Placed::Created);
+        let placed = fs::metadata(out.join("f")).unwrap();
+        assert_eq!(
+            Some(placed.ino()),
+            inode,
+            "the written file itself was linked, not a copy"
+        );
+        assert_eq!(placed.permissions().mode() & 0o777, 0o640);
+        assert!(fs::read(out.join("f")).unwrap() == data);
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "no temporary file left");
+        // The same bytes again: already there; other bytes: a conflict, untouched.
+        let mut same = |w: &mut dyn Write| w.write_all(&data).map_err(io_err(&out, "write"));
+        assert_eq!(place_made(&mut same, &out, "f", 0o640).unwrap(), Placed::AlreadyPresent);
+        let mut other = |w: &mut dyn Write| w.write_all(b"other").map_err(io_err(&out, "write"));
+        let e = place_made(&mut other, &out, "f", 0o640).unwrap_err();
+        assert!(matches!(e, PlaceError::Conflict { .. }), "{e:?}");
+        // A fill that fails leaves nothing behind and says why.
+        let mut failing = |w: &mut dyn Write| {
+            w.write_all(&data).map_err(io_err(&out, "write"))?;
+            Err(io_err(Path::new("/src"), "read")(io::Error::other("disk on fire")))
+        };
+        let e = place_made(&mut failing, &out, "g", 0o640).unwrap_err().to_string();
+        assert!(e.contains("/src: read: disk on fire"), "{e}");
+        let names: Vec<_> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["f"]);
+        assert!(fs::read(out.join("f")).unwrap() == data);
     }
 
     #[test]

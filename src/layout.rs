@@ -55,8 +55,9 @@ pub mod queue {
     //!                                 (empty: unclaimed); a directory without it is not an archive
     //!   .<name>.pitrkit-<pid>.tmp     a writer's temporary file (fsutil::temp_name), reclaimed
     //!                                 once its writer is gone
-    //!   .pitrkit-compress-*           a compressed copy being made (fsutil::COMPRESS_TEMP_PREFIX),
-    //!                                 flock'd by its writer while it lives
+    //!   .pitrkit-compress-*           a compression scratch file of builds before issue 13
+    //!                                 (fsutil::COMPRESS_TEMP_PREFIX; compressed forms are now
+    //!                                 written into the destination's temporary file), reclaimed
     //!   .delivered/<wal>              LEDGER_DIR, sync mode: "<slave> <size>" lines, the slaves
     //!                                 that already have <wal> (older ledgers: "<slave>" alone)
     //!   .spool/<wal>[.sum]            SPOOL_DIR: the one durable copy being linked into the queues

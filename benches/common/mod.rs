@@ -124,6 +124,14 @@ pub fn smoke_input(dir: &Path) -> PathBuf {
     p
 }
 
+/// Where destinations go: $PITRKIT_BENCH_DIR, or the segment's directory
+/// (the same filesystem: copy_file_range).
+pub fn dest_parent(input: &Path) -> PathBuf {
+    std::env::var_os("PITRKIT_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| input.parent().unwrap().to_path_buf())
+}
+
 pub fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]

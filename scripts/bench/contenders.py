@@ -115,3 +115,16 @@ def recovery(ctx, arch, zarch, ini_plain, ini_zst):
 
 
 BASEBACKUP = ("pitrkit -B (fresh)", "pitrkit -B (re-sync, unchanged)", "pg_basebackup -X none")
+
+# The OpenSSH ciphers measured for -B (issue 13): -B with each one forced through
+# ssh_options, and the ssh transport alone with it (the master's data directory as
+# a tar stream through ssh into /dev/null: no rsync, no writing), the ceiling.
+BB_CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr")
+
+
+def bb_cipher(c):
+    return f"pitrkit -B, ssh_options: Ciphers={c}"
+
+
+def bb_transport(c):
+    return f"ssh transport alone, {c} (remote tar > /dev/null)"

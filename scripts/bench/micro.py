@@ -1,4 +1,4 @@
-"""6. The Rust micro-benchmarks (benches/: codec, place), run by the outer
+"""6. The Rust micro-benchmarks (benches/: codec, place, archive, settings), run by the outer
 process with cargo after the inner run, on one of its real WAL segments.
 Each bench appends JSON lines to $PITRKIT_BENCH_JSON; they land in
 results.json under sections.micro and in the report."""
@@ -32,9 +32,10 @@ def run(repo, work, reps):
         out = os.path.join(work, "micro.jsonl")
         env = dict(os.environ, PITRKIT_BENCH_SEGMENT=seg, PITRKIT_BENCH_JSON=out,
                    PITRKIT_BENCH_REPS=str(reps))
-        log(f"micro-benchmarks: cargo bench --bench codec --bench place on {os.path.basename(seg)}")
+        benches = ["--bench", "codec", "--bench", "place", "--bench", "archive", "--bench", "settings"]
+        log(f"micro-benchmarks: cargo bench {' '.join(benches)} on {os.path.basename(seg)}")
         t = time.time()
-        r = subprocess.run(["cargo", "bench", "--quiet", "--bench", "codec", "--bench", "place"], cwd=repo, env=env,
+        r = subprocess.run(["cargo", "bench", "--quiet"] + benches, cwd=repo, env=env,
                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
         rows = [json.loads(x) for x in open(out)] if os.path.exists(out) else []
         res["sections"]["micro"] = {"segment": os.path.basename(seg), "reps": reps, "rows": rows,

@@ -56,6 +56,14 @@ def report(res):
     return "\n".join(L) + "\n"
 
 
+def table(head, rows):
+    """A markdown table, the first column left-aligned, the others right; none without rows."""
+    if not rows:
+        return []
+    return ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)] + \
+        ["| " + " | ".join(r) + " |" for r in rows] + [""]
+
+
 def local_report(loc, targets):
     """1. Archive to a local directory; its targets."""
     if not loc:
@@ -73,12 +81,12 @@ def local_report(loc, targets):
                  f"{fmt(o.get('ratio'), '.2f')}x | {o['size_bytes'] / MiB:.1f} MiB | {o['size_ratio']:.3f} | "
                  f"{fmt(o.get('max_rss_kb') and o['max_rss_kb'] / 1024)} MB |")
     L.append("")
-    if loc.get("pairs"):
-        L.append("| pitrkit vs pgBackRest, same settings | speed-up per segment | size pitrkit/pgBackRest |")
-        L.append("|---|---:|---:|")
-        for pk, p in loc["pairs"].items():
-            L.append(f"| {pk} vs {p['vs']} | {p['speedup']:.2f}x | {fmt(p['size_vs'], '.3f')} |")
-        L.append("")
+    L += table(("pitrkit vs pgBackRest, same settings", "speed-up per segment", "size pitrkit/pgBackRest"),
+               [(f"{pk} vs {p['vs']}", f"{p['speedup']:.2f}x", fmt(p['size_vs'], '.3f'))
+                for pk, p in (loc.get("pairs") or {}).items()])
+    L += table(("pitrkit compressed call", "time vs pitrkit none", "extra ms per segment", "time vs the faster floor"),
+               [(pk, f"{o['vs_none']:.2f}x", f"{o['extra_ms']:+.1f}", f"{fmt(o.get('vs_floor'), '.2f')}x")
+                for pk, o in (loc.get("own") or {}).items()])
     # The verdict uses the stricter (faster) of the two floors, paired per repetition.
     none = loc["contenders"].get("pitrkit none", {})
     floors = [o for n, o in loc["contenders"].items() if o.get("kind") == "floor" and o.get("rep_median_ms")]
@@ -99,6 +107,9 @@ def local_report(loc, targets):
         else:
             targets.append((f"{pk[8:]}: ≥1.5x faster than pgBackRest per segment, size within 5%",
                             na or "not measured", False if na and "not in this build" in na else None))
+    z = loc.get("own", {}).get("pitrkit zstd-1", {})
+    targets.append(("moonshot (issue 13): zstd-1 call at most 1.2x the uncompressed durable-copy floor",
+                    f"{fmt(z.get('vs_floor'), '.2f')}x", None if z.get("vs_floor") is None else z["vs_floor"] <= 1.2))
     return L
 
 

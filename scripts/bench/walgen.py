@@ -31,6 +31,10 @@ def make_segments(ctx):
     w = WalSet()
     log(f"generating real WAL: pgbench -i -s {s['gen_scale']}, base backup, pgbench until {n} segments")
     w.arch = arch = r.mkdir("walarch")
+    # pitrkit restore reads this archive too, and answers "not in the archive"
+    # (the end of a recovery) only from a marked one: mark it as -I would
+    # (empty: unclaimed).
+    open(os.path.join(arch, ".pitrkit-system-id"), "w").close()
     g = pg.initdb("gen", "archive_mode = on\n"
                   f"archive_command = 'test ! -f {arch}/%f && cp %p {arch}/%f'\n"
                   "max_wal_size = '2GB'\nsynchronous_commit = off\nwal_keep_size = '4GB'\n")

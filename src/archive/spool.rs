@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::layout::{LOCK_FILE, SPOOL_DIR};
 use super::{sidecar, ArchiveError};
 use crate::config::archiver::Shipping;
-use crate::fsutil::{self, PlaceError};
+use crate::fsutil::{self, Bytes, PlaceError};
 use crate::integrity::Sum;
 use crate::logging::StepTimer;
 
@@ -18,7 +18,7 @@ use crate::logging::StepTimer;
 pub(super) fn spool(
     sh: &Shipping,
     lock_timeout: Duration,
-    src: &Path,
+    src: Bytes,
     name: &str,
     sum: Option<&Sum>,
     targets: &[&String],
@@ -43,7 +43,7 @@ pub(super) fn spool(
 /// into each queue before the file.
 fn spool_into(
     ldir: &Path,
-    src: &Path,
+    mut src: Bytes,
     name: &str,
     sum: Option<&Sum>,
     qdirs: &[PathBuf],
@@ -81,7 +81,7 @@ fn spool_into(
         Some(s) => Some(sidecar::stage(&sdir, name, s).map_err(place_err(&sdir))?),
         None => None,
     };
-    let staged = stage_copy(&sdir, src, name)?;
+    let staged = stage_copy(&sdir, &mut src, name)?;
     for qdir in qdirs {
         if let Some(ss) = &staged_sum {
             sidecar::link(ss, qdir, name).map_err(place_err(qdir))?;
@@ -98,25 +98,33 @@ fn spool_into(
 }
 
 /// The durable staging copy in the spool (the caller holds its lock).
-fn stage_copy(sdir: &Path, src: &Path, name: &str) -> Result<PathBuf, ArchiveError> {
+fn stage_copy(sdir: &Path, src: &mut Bytes, name: &str) -> Result<PathBuf, ArchiveError> {
     let staged = sdir.join(name);
     let err = |source| ArchiveError::Place {
         wal: name.to_string(),
         dest: sdir.display().to_string(),
         source,
     };
-    match fsutil::place_copy(src, sdir, name, 0o600) {
+    let remove_stale = || {
+        fs::remove_file(&staged).map_err(|source| {
+            err(PlaceError::Io {
+                path: staged.clone(),
+                op: "remove stale spool copy",
+                source,
+            })
+        })
+    };
+    // Bytes still to be made would be made twice to find that out: an
+    // earlier call's leftover is only ours to replace, so replace it.
+    if matches!(src, Bytes::Made(_)) && fs::symlink_metadata(&staged).is_ok() {
+        remove_stale()?;
+    }
+    match fsutil::place_bytes(src, sdir, name, 0o600) {
         Ok(_) => {}
         // A different copy left by an interrupted earlier call: only ours to use.
         Err(PlaceError::Conflict { .. }) => {
-            fs::remove_file(&staged).map_err(|source| {
-                err(PlaceError::Io {
-                    path: staged.clone(),
-                    op: "remove stale spool copy",
-                    source,
-                })
-            })?;
-            fsutil::place_copy(src, sdir, name, 0o600).map_err(err)?;
+            remove_stale()?;
+            fsutil::place_bytes(src, sdir, name, 0o600).map_err(err)?;
         }
         Err(e) => return Err(err(e)),
     }
@@ -173,7 +181,7 @@ mod tests {
                 }
             });
             for n in &names {
-                let r = spool_into(&ldir, &src, n, None, &qdirs, Duration::from_secs(5));
+                let r = spool_into(&ldir, Bytes::File(&src), n, None, &qdirs, Duration::from_secs(5));
                 if r.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -217,7 +225,7 @@ mod tests {
                 .map(|_| {
                     s.spawn(|| {
                         for _ in 0..40 {
-                            spool_into(&ldir, &src, name, None, &qdirs, Duration::from_secs(30))?;
+                            spool_into(&ldir, Bytes::File(&src), name, None, &qdirs, Duration::from_secs(30))?;
                         }
                         Ok::<_, ArchiveError>(())
                     })

@@ -6,9 +6,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use super::{sidecar, spool, sysid, ArchiveError, ArchiveReport};
-use crate::compress::{self, Codec};
+use crate::compress::{self, Codec, CodecError};
 use crate::config::ArchiverConfig;
-use crate::fsutil::{self, PlaceError, Placed};
+use crate::fsutil::{self, Bytes, PlaceError, Placed};
 use crate::integrity::Sum;
 use crate::logging::StepTimer;
 use crate::storage::{Kind, LocalDir, Storage};
@@ -50,13 +50,24 @@ pub(super) fn stage(
         });
     }
     check_system_id(cfg, &LocalDir::new(ldir), system_id, &file_name)?;
-    let (payload, queued_name) = w.payloads.get(cfg.slave_codec, ldir)?;
-    let sum = match cfg.slave_codec {
+    let codec = cfg.slave_codec;
+    let queued_name = w.payloads.name(codec);
+    let sum = match codec {
         Codec::None => Some(w.plain_sum(ldir)?),
         _ => None,
     };
-    report.spooled = spool::spool(sh, cfg.lock_timeout, &payload, &queued_name, sum.as_ref(), targets)?;
-    let size = fs::metadata(&payload).map(|m| m.len()).unwrap_or(0);
+    let mut size = 0;
+    let made = w.payloads.copy_of(codec).map(Path::to_path_buf);
+    let mut fill = w.payloads.compressor(codec, ldir, &mut size);
+    let bytes = match &made {
+        Some(p) => Bytes::File(p),
+        None => Bytes::Made(&mut fill),
+    };
+    report.spooled = spool::spool(sh, cfg.lock_timeout, bytes, &queued_name, sum.as_ref(), targets)?;
+    drop(fill);
+    if let Some(p) = &made {
+        size = fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    }
     Ok((queued_name, size))
 }
 
@@ -151,81 +162,96 @@ impl Writes<'_> {
             dest: dir.display().to_string(),
             source,
         };
-        let (payload, payload_name) = self.payloads.get(cfg.local_codec, dir)?;
-        if cfg.local_codec == Codec::None {
+        let codec = cfg.local_codec;
+        if codec == Codec::None {
             let s = self.plain_sum(dir)?;
             sidecar::place(&archive, &file_name, &s).map_err(place_err)?;
         }
-        let placed =
-            place_payload(&archive, self.payloads.raw, &file_name, &payload, &payload_name).map_err(place_err)?;
-        log::debug!("{payload_name}: {placed:?} in {}", dir.display());
+        let placed = match stored_copy(&archive, self.payloads.raw, &file_name).map_err(place_err)? {
+            Some(placed) => placed,
+            None => self.payloads.put(&archive, codec, dir).map_err(place_err)?,
+        };
+        log::debug!("{}: {placed:?} in {}", self.payloads.name(codec), dir.display());
         Ok(placed)
     }
 }
 
-/// What destinations receive: the WAL itself, or a compressed copy made once
-/// per codec and shared by every destination that wants that codec.
+/// What destinations receive: the WAL itself, or a compressed form made
+/// once per codec, straight into the first destination that wants it while
+/// the segment is read (no scratch copy); every later destination gets a
+/// copy of that finished, durable file (`copy_file_range`, a reflink where
+/// the filesystem can).
 struct Payloads<'a> {
     raw: &'a Path,
     wal: &'a str,
     level: Option<i32>,
-    made: Vec<(Codec, tempfile::TempPath, nix::fcntl::Flock<fs::File>)>,
+    /// The first durable copy of each compressed form made so far.
+    made: Vec<(Codec, PathBuf)>,
 }
 
-impl Payloads<'_> {
-    /// The file to place and the name it gets (the codec's suffix added).
-    /// `scratch` is a directory on the destination's filesystem.
-    fn get(&mut self, codec: Codec, scratch: &Path) -> Result<(PathBuf, String), ArchiveError> {
-        let name = format!("{}{}", self.wal, codec.suffix());
+impl<'a> Payloads<'a> {
+    /// The name `codec`'s form gets (the codec's suffix added).
+    fn name(&self, codec: Codec) -> String {
+        format!("{}{}", self.wal, codec.suffix())
+    }
+
+    /// A file holding `codec`'s form already: the segment itself, or the
+    /// copy made for an earlier destination.
+    fn copy_of(&self, codec: Codec) -> Option<&Path> {
         if codec == Codec::None {
-            return Ok((self.raw.to_path_buf(), name));
+            return Some(self.raw);
         }
-        if let Some((_, p, _)) = self.made.iter().find(|(c, _, _)| *c == codec) {
-            return Ok((p.to_path_buf(), name));
+        self.made.iter().find(|(c, _)| *c == codec).map(|(_, p)| p.as_path())
+    }
+
+    /// Places `codec`'s form in `archive` (`dir` names it in messages).
+    fn put(&mut self, archive: &dyn Storage, codec: Codec, dir: &Path) -> Result<Placed, PlaceError> {
+        let name = self.name(codec);
+        if let Some(src) = self.copy_of(codec) {
+            return archive.put_if_absent(src, &name);
         }
-        let _t = StepTimer::step("compression", format!("{codec} compression of {}", self.wal));
-        let io = |e: std::io::Error| ArchiveError::Place {
-            wal: self.wal.to_string(),
-            dest: scratch.display().to_string(),
-            source: PlaceError::Io {
-                path: scratch.to_path_buf(),
-                op: "compress",
-                source: e,
-            },
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(fsutil::COMPRESS_TEMP_PREFIX)
-            .tempfile_in(scratch)
-            .map_err(io)?;
-        // Held until the copy is dropped: a reclaimer must not take it for a dead writer's.
-        let lock = tmp.as_file().try_clone().map_err(io).and_then(|f| {
-            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io(e.into()))
-        })?;
-        let input = fs::File::open(self.raw).map_err(io)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-        codec
-            .compress(input, &mut out, self.level)
-            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        std::io::Write::flush(&mut out).map_err(io)?;
-        drop(out);
-        let path = tmp.into_temp_path();
-        let p = path.to_path_buf();
-        self.made.push((codec, path, lock));
-        Ok((p, name))
+        let mut size = 0;
+        let placed = archive.put_made_if_absent(&name, &mut self.compressor(codec, dir, &mut size))?;
+        // Identical bytes even if another writer linked the name first.
+        self.made.push((codec, PathBuf::from(archive.locate(&name))));
+        Ok(placed)
+    }
+
+    /// Writes `codec`'s form of the segment into a placement's temporary
+    /// file, reading the segment once; `size` gets the bytes written.
+    fn compressor<'s>(
+        &self,
+        codec: Codec,
+        dest: &'s Path,
+        size: &'s mut u64,
+    ) -> impl FnMut(&mut dyn std::io::Write) -> Result<(), PlaceError> + 's
+    where
+        'a: 's,
+    {
+        let (raw, wal, level) = (self.raw, self.wal, self.level);
+        move |out| {
+            let _t = StepTimer::step("compression", format!("{codec} compression of {wal}"));
+            let io = |path: &Path, op| {
+                let path = path.to_path_buf();
+                move |source| PlaceError::Io { path, op, source }
+            };
+            let input = File::open(raw).map_err(io(raw, "open"))?;
+            let counts = codec.compress(input, out, level).map_err(|e| match e {
+                CodecError::Read(e) => io(raw, "read")(e),
+                CodecError::Write(e) => io(dest, "write compressed copy")(e),
+                e => io(raw, "compress")(std::io::Error::other(e.to_string())),
+            })?;
+            *size = counts.written;
+            Ok(())
+        }
     }
 }
 
-/// Places a payload in `archive` unless the WAL is already there in any
-/// form, judged by content (decompressed): a change of codec or of
-/// compressor build never turns a re-archive into a conflict, nor into a
-/// second copy under another suffix.
-fn place_payload(
-    archive: &dyn Storage,
-    raw: &Path,
-    wal: &str,
-    payload: &Path,
-    payload_name: &str,
-) -> Result<Placed, PlaceError> {
+/// The WAL already stored in `archive` in any form, judged by content
+/// (decompressed): a change of codec or of compressor build never turns a
+/// re-archive into a conflict, nor into a second copy under another suffix.
+/// `None`: no form is there, place one.
+fn stored_copy(archive: &dyn Storage, raw: &Path, wal: &str) -> Result<Option<Placed>, PlaceError> {
     for codec in Codec::ALL {
         let stored = format!("{wal}{}", codec.suffix());
         let path = PathBuf::from(archive.locate(&stored));
@@ -257,7 +283,7 @@ fn place_payload(
             compress::same_content_of(existing()?, codec, raw).map_err(compare)?
         };
         if same {
-            return archive.confirm(&stored);
+            return archive.confirm(&stored).map(Some);
         }
         // Sizes of like with like: the existing copy's content, decompressed.
         let theirs = if codec == Codec::None {
@@ -272,7 +298,7 @@ fn place_payload(
             compressed: codec != Codec::None,
         });
     }
-    archive.put_if_absent(payload, payload_name)
+    Ok(None)
 }
 
 /// Refuses a directory `-I` never prepared (an unmounted share looks just
@@ -314,5 +340,136 @@ pub(super) fn check_system_id(
                 _ => Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IniFile;
+    use crate::testsupport::wal;
+
+    const SYSID: u64 = 7_300_000_000_000_000_013;
+    const NAME: &str = "000000010000000000000003";
+
+    /// Bytes this thread passed to write(2) and copy_file_range(2) so far
+    /// (the kernel's per-task I/O accounting; other test threads do not count).
+    fn written_by_this_thread() -> u64 {
+        let io = fs::read_to_string("/proc/thread-self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("wchar:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// A segment of ours with enough noise to compress to a sizeable file.
+    fn segment(dir: &Path) -> PathBuf {
+        let mut data = wal::segment(NAME, SYSID);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for b in data[64..].iter_mut().step_by(3) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let p = dir.join(NAME);
+        fs::write(&p, data).unwrap();
+        p
+    }
+
+    /// `lines` with every named directory made and marked as this system's.
+    fn setup(dir: &Path, lines: &str, dirs: &[&str]) -> ArchiverConfig {
+        for d in dirs {
+            fs::create_dir_all(dir.join(d)).unwrap();
+            if !d.contains('/') {
+                sysid::write(&dir.join(d), Some(SYSID)).unwrap();
+            }
+        }
+        let text = lines.replace("$D", &dir.display().to_string());
+        ArchiverConfig::from_ini(&IniFile::parse(&dir.join("a.ini"), &text).unwrap()).unwrap()
+    }
+
+    /// Calls [`stage`] and returns the bytes it wrote.
+    fn stage_counting(cfg: &ArchiverConfig, src: &Path, targets: &[&String]) -> u64 {
+        let before = written_by_this_thread();
+        let mut report = ArchiveReport::default();
+        stage(
+            cfg,
+            Some(SYSID),
+            src,
+            &WalName::parse(NAME).unwrap(),
+            targets,
+            &mut report,
+        )
+        .unwrap();
+        written_by_this_thread() - before
+    }
+
+    fn no_temp_files(dirs: &[PathBuf]) {
+        for d in dirs {
+            for e in fs::read_dir(d).unwrap() {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(!fsutil::is_temp_name(&n), "{n} left in {}", d.display());
+            }
+        }
+    }
+
+    #[test]
+    fn each_compressed_form_is_written_once_then_copied() {
+        let d = tempfile::tempdir().unwrap();
+        let src = segment(d.path());
+        let cfg = setup(
+            d.path(),
+            "local_archivedirs: $D/a, $D/b\ncompression: zstd\nslaves: s1\nl_archivedir: $D/q\n\
+             r_archivedir: /r\nslave_compression: zstd\n",
+            &["a", "b", "q", "q/s1"],
+        );
+        let s1 = "s1".to_string();
+        let written = stage_counting(&cfg, &src, &[&s1]);
+        let zst = format!("{NAME}.zst");
+        let first = fs::read(d.path().join("a").join(&zst)).unwrap();
+        let size = first.len() as u64;
+        assert!(size > 100_000, "{size}: the test needs a sizeable compressed form");
+        // Made in a, copied into b and into the spool (then linked into the queue):
+        // a scratch copy first would make it four.
+        assert!(
+            (3 * size..3 * size + 4096).contains(&written),
+            "{written} bytes written for three copies of {size}"
+        );
+        for copy in [d.path().join("b").join(&zst), d.path().join("q/s1").join(&zst)] {
+            assert_eq!(fs::read(&copy).unwrap(), first, "{}", copy.display());
+        }
+        let mut plain = Vec::new();
+        Codec::Zstd.decompress(&first[..], &mut plain).unwrap();
+        assert!(plain == fs::read(&src).unwrap());
+        no_temp_files(&["a", "b", "q", "q/.spool"].map(|x| d.path().join(x)));
+        // Archiving it again finds it in both archives, compressing it once
+        // more only for the spool (which links it into the queue, where it is).
+        assert!(stage_counting(&cfg, &src, &[&s1]) < size + 4096);
+    }
+
+    #[test]
+    fn a_slave_only_codec_is_made_in_the_spool_itself() {
+        let d = tempfile::tempdir().unwrap();
+        let src = segment(d.path());
+        let cfg = setup(
+            d.path(),
+            "slaves: s1, s2\nl_archivedir: $D/q\nr_archivedir: /r\nslave_compression: lz4\n",
+            &["q", "q/s1", "q/s2"],
+        );
+        let (s1, s2) = ("s1".to_string(), "s2".to_string());
+        let written = stage_counting(&cfg, &src, &[&s1, &s2]);
+        let lz4 = format!("{NAME}.lz4");
+        let queued = fs::read(d.path().join("q/s1").join(&lz4)).unwrap();
+        let size = queued.len() as u64;
+        assert!(size > 100_000, "{size}");
+        assert!(written < size + 4096, "{written} bytes written for one copy of {size}");
+        assert_eq!(fs::read(d.path().join("q/s2").join(&lz4)).unwrap(), queued);
+        let mut plain = Vec::new();
+        Codec::Lz4.decompress(&queued[..], &mut plain).unwrap();
+        assert!(plain == fs::read(&src).unwrap());
+        no_temp_files(&["q", "q/.spool"].map(|x| d.path().join(x)));
     }
 }

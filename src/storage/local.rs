@@ -8,7 +8,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Entry, Kind, Listed, Storage};
-use crate::fsutil::{self, PlaceError, Placed};
+use crate::fsutil::{self, Fill, PlaceError, Placed};
 use crate::layout::SYSTEM_ID_FILE;
 
 /// Mode of archived files, sidecars included.
@@ -94,6 +94,10 @@ impl Storage for LocalDir {
 
     fn put_if_absent(&self, src: &Path, name: &str) -> Result<Placed, PlaceError> {
         fsutil::place_copy(src, &self.root, name, FILE_MODE)
+    }
+
+    fn put_made_if_absent(&self, name: &str, fill: &mut Fill) -> Result<Placed, PlaceError> {
+        fsutil::place_made(fill, &self.root, name, FILE_MODE)
     }
 
     fn put_bytes_if_absent(&self, name: &str, data: &[u8]) -> Result<Placed, PlaceError> {

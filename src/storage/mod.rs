@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::fsutil::{PlaceError, Placed};
+use crate::fsutil::{Fill, PlaceError, Placed};
 
 pub use local::LocalDir;
 
@@ -72,6 +72,11 @@ pub trait Storage: Send + Sync {
 
     /// Stores local file `src` as `name`, durably, unless a file is there.
     fn put_if_absent(&self, src: &Path, name: &str) -> Result<Placed, PlaceError>;
+
+    /// Stores what `fill` writes as `name`, durably, unless a file is there
+    /// (then judged by the bytes `fill` wrote). Local storage writes them
+    /// straight into the temporary file that becomes `name`.
+    fn put_made_if_absent(&self, name: &str, fill: &mut Fill) -> Result<Placed, PlaceError>;
 
     /// Stores `data` as `name`, durably, unless a file is there.
     fn put_bytes_if_absent(&self, name: &str, data: &[u8]) -> Result<Placed, PlaceError>;

@@ -22,16 +22,20 @@ def run(ctx):
     db_bytes = int(pg.psql(c, "SELECT sum(pg_database_size(oid)) FROM pg_database"))
     archivedir = ctx.r.mkdir("bb", "archive")
 
-    def standby_ini(pgdata):
+    def standby_ini(pgdata, cipher=None):
+        ssh = ctx.pk.ssh_ini_lines()
+        if cipher:
+            ssh = ssh.replace("IdentitiesOnly=yes\n", f"IdentitiesOnly=yes Ciphers={cipher}\n")
         return ctx.r.write("bb/standby.ini", (
             "[DEFAULT]\npgversion: 15\nuse_streaming_replication: no\n"
             f"port: {c['port']}\nmaster_public_ip: 127.0.0.1\nmaster_user: {ctx.user}\nmaster_db: postgres\n"
-            f"master_pgdata: {c['data']}\n" + ctx.pk.ssh_ini_lines() +
+            f"master_pgdata: {c['data']}\n" + ssh +
             f"rsync_threads: {ctx.s['rsync_threads']}\narchivedir: {archivedir}\npgdata: {pgdata}\n"
             "notify_ok:\nnotify_warning:\nnotify_critical:\nwait_timeout: 600\ndebug: on\n"))
 
     R = ctx.s["bb_reps"]
-    t = {name: [] for name in contenders.BASEBACKUP}
+    ciphers = [(contenders.bb_cipher(x), contenders.bb_transport(x), x) for x in contenders.BB_CIPHERS]
+    t = {name: [] for name in contenders.BASEBACKUP + tuple(n for cc in ciphers for n in cc[:2])}
     busy = {k: [] for k in t}
     errors, sizes, evidence = {}, {}, None
     # pitrkit's own step timings of every -B: one JSON line per step, nothing measurable.
@@ -70,6 +74,28 @@ def run(ctx):
                     continue
                 t[PGBB].append(a.secs)
                 sizes["pg_basebackup"] = du(d)
+        for name, transport, cipher in ciphers[rep % len(ciphers):] + ciphers[:rep % len(ciphers)]:
+            d = ctx.r.path("bb", "copy")
+            shutil.rmtree(d, ignore_errors=True)
+            if name not in errors:
+                ini = standby_ini(d, cipher)
+                ctx.pk.ok("standby", "-C", ini, "-I")
+                c0 = cpu_ticks()
+                a = ctx.r.timed(ctx.pk.argv("standby", "-C", ini, "-B"))
+                busy[name].append(cores_busy(c0, cpu_ticks()))
+                if a.rc != 0:
+                    errors[name] = a.err[-1500:]
+                else:
+                    t[name].append(a.secs)
+            if transport not in errors:
+                c0 = cpu_ticks()
+                a = ctx.r.timed(ctx.pk.ssh_argv(["-c", cipher]) + [
+                    f"{ctx.user}@127.0.0.1", "tar", "-C", c["data"], "--exclude=./pg_wal", "-cf", "-", "."])
+                busy[transport].append(cores_busy(c0, cpu_ticks()))
+                if a.rc != 0:
+                    errors[transport] = a.err[-1500:]
+                else:
+                    t[transport].append(a.secs)
     shutil.rmtree(ctx.r.path("bb", "copy"), ignore_errors=True)
     if evidence:
         with open(ctx.r.path("evidence-basebackup-debug.txt"), "w") as fh:

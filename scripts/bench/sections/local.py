@@ -60,6 +60,7 @@ def run(ctx):
             o["median_rss_kb"] = med(r["rss_kb"]) if r["rss_kb"] else None
         out["contenders"][name] = o
     out["pairs"] = pairs(res)
+    out["own"] = own(res)
     out["steps"] = steps(ctx)
     return out
 
@@ -87,6 +88,26 @@ def pairs(res):
                 "speedup": med([y / x for x, y in zip(a["rep_median"], b["rep_median"])]),
                 "size_vs": (a["size"] / b["size"]) if a.get("size") and b.get("size") else None,
             }
+    return out
+
+
+def own(res):
+    """Each compressed pitrkit call against pitrkit's own uncompressed call, and
+    against the faster durable-copy floor (the moonshot: zstd at most 1.2x the
+    uncompressed floor), paired per repetition."""
+    base = res.get("pitrkit none", {}).get("rep_median")
+    floors = [r["rep_median"] for n, r in res.items() if r["kind"] == "floor" and r["rep_median"]]
+    out = {}
+    for name, r in res.items():
+        a = r["rep_median"]
+        if r["kind"] != "pitrkit" or name == "pitrkit none" or not a or not base or len(a) != len(base):
+            continue
+        o = {"vs_none": med([x / y for x, y in zip(a, base)]),
+             "extra_ms": med([(x - y) * 1000 for x, y in zip(a, base)])}
+        # The stricter (faster) floor: the larger of the paired ratios.
+        vs_floor = [med([x / y for x, y in zip(a, f)]) for f in floors if len(f) == len(a)]
+        o["vs_floor"] = max(vs_floor) if vs_floor else None
+        out[name] = o
     return out
 
 
