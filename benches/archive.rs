@@ -9,6 +9,7 @@
 
 mod common;
 
+use pitrkit::config::ConfigFile;
 use std::path::Path;
 
 use pitrkit::config::{ArchiverConfig, IniFile};

@@ -174,7 +174,7 @@ pub mod fixtures {
     use std::fs;
     use std::path::{Path, PathBuf};
 
-    use crate::config::{IniFile, StandbyConfig};
+    use crate::config::{ConfigFile, IniFile, StandbyConfig};
 
     pub struct StandbyDirs {
         pub dir: tempfile::TempDir,

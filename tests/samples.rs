@@ -1,5 +1,6 @@
 //! The commented sample files in etc/ are the configuration reference: they
 //! must load, and must mention every key pitrkit defines.
+use pitrkit::config::ConfigFile;
 use std::path::Path;
 
 use pitrkit::config::options::{all_defs, OptDef, Options, ARCHIVER_OPTIONS, BACKUP_OPTIONS, STANDBY_OPTIONS};

@@ -14,6 +14,7 @@
 //! (own session, null streams, so it never holds PostgreSQL's pipe), and
 //! gone once every queue is empty. Run as a service it keeps running.
 
+use crate::config::ConfigFile;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;

@@ -346,6 +346,7 @@ pub(super) fn check_system_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ConfigFile;
     use crate::config::IniFile;
     use crate::testsupport::wal;
 

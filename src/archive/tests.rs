@@ -1,6 +1,7 @@
 //! Queue and verdict logic through the in-memory transport: fast, no ssh,
 //! no rsync. The real transport keeps its integration tests (tests/archiver.rs).
 
+use crate::config::ConfigFile;
 use std::fs;
 use std::path::{Path, PathBuf};
 

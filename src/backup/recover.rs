@@ -3,6 +3,7 @@
 //! settings in postgresql.auto.conf only) with PostgreSQL's own
 //! `backup_manifest`, so `pg_verifybackup` accepts the copy before it starts.
 
+use crate::config::ConfigFile;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};

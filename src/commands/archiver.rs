@@ -1,5 +1,6 @@
 //! `pitrkit archiver` / `cmd_archiver`.
 
+use crate::config::ConfigFile;
 use std::path::Path;
 
 use super::{early_error, print_warnings, refuse_root, EXIT_ERROR, EXIT_FAILED, EXIT_OK};

@@ -6,6 +6,7 @@ use crate::backup::repo::Repository;
 use crate::backup::{catalog, expire, take, verify};
 use crate::cli::BackupArgs;
 use crate::config::BackupConfig;
+use crate::config::ConfigFile;
 use crate::logging;
 use crate::notify::Level;
 

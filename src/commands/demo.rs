@@ -3,6 +3,7 @@
 //! a pitrtools user would configure it), WAL generated with pg_switch_wal(),
 //! and a listing of what arrived where.
 
+use crate::config::ConfigFile;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@ use super::{early_error, print_warnings, refuse_root, EXIT_ERROR, EXIT_OK};
 use crate::archive::runner::{self, Detached, End, Runner};
 use crate::cli::QueueArgs;
 use crate::config::ArchiverConfig;
+use crate::config::ConfigFile;
 use crate::logging;
 
 pub fn run(program: &str, args: QueueArgs) -> u8 {

@@ -2,6 +2,7 @@
 //! for point-in-time recovery (and starts it with `--start`); with the
 //! hidden `--restore-wal %f %p`, the recovered server's restore_command.
 
+use crate::config::ConfigFile;
 use std::path::PathBuf;
 use std::time::Duration;
 

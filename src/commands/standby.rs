@@ -2,6 +2,7 @@
 
 use super::{early_error, print_warnings, refuse_root, EXIT_ERROR, EXIT_FAILED, EXIT_OK};
 use crate::cli::{StandbyAction, StandbyArgs};
+use crate::config::ConfigFile;
 use crate::config::StandbyConfig;
 use crate::logging;
 use crate::standby::report::{InitReport, PingReport, Report, StandbyStarted};

@@ -9,6 +9,7 @@ use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
 use super::remote::{RsyncSettings, SshSettings};
 use super::rsync_flags::{self, Program};
+use super::ConfigFile;
 use crate::compress::Codec;
 
 /// Shipping to slaves: `slaves` with `l_archivedir` and `r_archivedir`, all
@@ -61,21 +62,7 @@ pub struct ArchiverConfig {
     pub lookahead: usize,
 }
 
-impl ArchiverConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_ini(&IniFile::load(path)?)
-    }
-
-    /// Like [`ArchiverConfig::load`], with the warnings for the command to
-    /// print where they help (never on an archive call: PostgreSQL's log).
-    pub fn load_with_warnings(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
-        Self::read(&IniFile::load(path)?)
-    }
-
-    pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
-        Self::read(file).map(|(cfg, _)| cfg)
-    }
-
+impl ConfigFile for ArchiverConfig {
     fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
         let o = Options::new(file, ARCHIVER_OPTIONS)?;
         let (local_codec, slave_codec, compression_level) = codecs(&o)?;
@@ -127,7 +114,9 @@ impl ArchiverConfig {
         }
         Ok((cfg, o.into_warnings()))
     }
+}
 
+impl ArchiverConfig {
     /// Cross-key rules.
     fn check(&self, o: &Options, l_archivedir: Option<&Path>, slaves: &[String]) -> Result<(), ConfigError> {
         let file = &o.file().path;

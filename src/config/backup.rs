@@ -3,11 +3,12 @@
 //! existing file. There `port` keeps its pitrtools meaning (the master's), and
 //! the local server is found from `pgdata`'s `postmaster.pid`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::options::{defines, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
+use super::ConfigFile;
 use super::StandbyConfig;
 use crate::compress::Codec;
 
@@ -35,20 +36,7 @@ pub struct BackupConfig {
     pub standby: Option<Box<StandbyConfig>>,
 }
 
-impl BackupConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_ini(&IniFile::load(path)?)
-    }
-
-    /// Like [`BackupConfig::load`], with the warnings for the command to print.
-    pub fn load_with_warnings(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
-        Self::read(&IniFile::load(path)?)
-    }
-
-    pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
-        Self::read(file).map(|(cfg, _)| cfg)
-    }
-
+impl ConfigFile for BackupConfig {
     /// A backup.ini; a file with any key only a standby.ini has is read as
     /// one, decided by the keys present (never by which reading fails:
     /// unknown keys only warn, and `port` means the master's in a
@@ -67,7 +55,9 @@ impl BackupConfig {
         let cfg = Self::from_backup_ini(file, &o)?;
         Ok((cfg, o.into_warnings()))
     }
+}
 
+impl BackupConfig {
     fn from_backup_ini(file: &IniFile, o: &Options) -> Result<Self, ConfigError> {
         let (compression, compression_level) = codec(o)?;
         Ok(BackupConfig {
@@ -140,7 +130,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<BackupConfig, ConfigError> {
-        BackupConfig::from_ini(&IniFile::parse(Path::new("b.ini"), text).unwrap())
+        BackupConfig::from_ini(&IniFile::parse(std::path::Path::new("b.ini"), text).unwrap())
     }
 
     #[test]

@@ -15,6 +15,28 @@ pub use backup::BackupConfig;
 pub use choices::{HostKeyChecking, QueueRunner, ShipMode, SqlViaSsh, SslMode, State};
 pub use ini::{ConfigError, ConfigWarning, IniFile};
 pub use options::Options;
+
+use std::path::Path;
+
+/// A typed configuration read from one INI file: each reads and checks its
+/// file in `read`; the rest are the ways commands and tests ask for it.
+pub trait ConfigFile: Sized {
+    /// The configuration, and the warnings for the command to print where
+    /// they help (never on the calls PostgreSQL makes per segment: its log).
+    fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError>;
+
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_ini(&IniFile::load(path)?)
+    }
+
+    fn load_with_warnings(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        Self::read(&IniFile::load(path)?)
+    }
+
+    fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
+        Self::read(file).map(|(cfg, _)| cfg)
+    }
+}
 pub use remote::{RsyncSettings, SshSettings, SslFiles};
 pub use standby::StandbyConfig;
 

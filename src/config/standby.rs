@@ -10,6 +10,7 @@ use super::options::{Options, STANDBY_OPTIONS};
 use super::remote::{SshSettings, SslFiles};
 use super::rsync_flags::{self, Program};
 use super::validate;
+use super::ConfigFile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StandbyConfig {
@@ -68,22 +69,13 @@ pub struct StandbyConfig {
     pub debug: bool,
 }
 
+impl ConfigFile for StandbyConfig {
+    fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        Self::parse(file, true)
+    }
+}
+
 impl StandbyConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_ini(&IniFile::load(path)?)
-    }
-
-    /// Like [`StandbyConfig::load`], with the warnings for the command to
-    /// print where they help (never on restore or cleanup calls, which
-    /// PostgreSQL makes per segment into its log).
-    pub fn load_with_warnings(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
-        Self::read(&IniFile::load(path)?)
-    }
-
-    pub fn from_ini(file: &IniFile) -> Result<Self, ConfigError> {
-        Self::read(file).map(|(cfg, _)| cfg)
-    }
-
     /// For `pitrkit restore` and `cleanup`, which PostgreSQL calls per
     /// segment: an `rsync_flags` option refused since an upgrade (the list
     /// became stricter) must not stop recovery, and these calls never run
@@ -91,10 +83,6 @@ impl StandbyConfig {
     /// the file with the reason.
     pub fn load_for_wal_calls(path: &Path) -> Result<Self, ConfigError> {
         Self::parse(&IniFile::load(path)?, false).map(|(cfg, _)| cfg)
-    }
-
-    pub(super) fn read(file: &IniFile) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
-        Self::parse(file, true)
     }
 
     fn parse(file: &IniFile, strict_rsync: bool) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {

@@ -802,6 +802,7 @@ pub fn pgpass_line(host: &str, port: u16, user: &str, password: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ConfigFile;
 
     #[test]
     fn the_tunnel_ends_at_master_local_ip_else_loopback_then_the_socket() {

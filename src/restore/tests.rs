@@ -1,6 +1,7 @@
 //! restore_command against real files in a temporary archive and pg_wal.
 
 use super::*;
+use crate::config::ConfigFile;
 use crate::config::IniFile;
 use crate::integrity::{self, Sum};
 use crate::testsupport::fixtures::{listing, StandbyDirs};
