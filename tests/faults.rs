@@ -450,6 +450,23 @@ fn stop_slave(sshd: &mut Sshd) -> usize {
 /// Real WAL segments (1 MiB, `initdb --wal-segsize=1`, so that hundreds of
 /// trials fit in minutes) from a real cluster, each copied out of pg_wal as
 /// soon as it is closed, so PostgreSQL's recycling cannot touch it.
+/// PostgreSQL's retry loop: runs `args` until it exits 0, counting a
+/// retry; `false`, counted as stuck and noted, if it never does.
+fn retried_until_ok(f: &mut Figures, run: &Runner, args: &[&str], what: &str) -> bool {
+    let (attempts, r) = run.until_ok(args);
+    if attempts > 1 {
+        f.retried += 1;
+    }
+    match r {
+        Ok(()) => true,
+        Err(why) => {
+            f.stuck += 1;
+            f.note(format!("stuck: {what}: {why}"));
+            false
+        }
+    }
+}
+
 struct Pool {
     env: TestEnv,
     pg: PgCluster,
@@ -947,28 +964,18 @@ fn archive_kill(rig: &mut Rig, trials: usize) -> Figures {
         }
         queued_state(&mut f, &d, &name, &src);
         // PostgreSQL retries until it hears 0.
-        let (attempts, r) = rig.run.until_ok(&args);
-        if attempts > 1 {
-            f.retried += 1;
-        }
-        match r {
-            Err(why) => {
-                f.stuck += 1;
-                f.note(format!("stuck: {name}: the retry never succeeded: {why}"));
-            }
-            Ok(()) => {
-                judge_promised(&mut f, d.local.as_ref().unwrap(), &name, &src, "local archive");
-                if sync {
-                    judge_promised(&mut f, &d.remote, &name, &src, "slave, ship_mode sync");
-                } else if stored(&d.remote, &name, &src) != Stored::Intact {
-                    // Async: queued durably is the promise.
-                    let q = stored(&d.queue, &name, &src);
-                    if q != Stored::Intact {
-                        f.lost += 1;
-                        f.note(format!(
-                            "lost: {name}: neither on the slave nor queued after exit 0 ({q:?})"
-                        ));
-                    }
+        if retried_until_ok(&mut f, &rig.run, &args, &format!("{name}: the retry never succeeded")) {
+            judge_promised(&mut f, d.local.as_ref().unwrap(), &name, &src, "local archive");
+            if sync {
+                judge_promised(&mut f, &d.remote, &name, &src, "slave, ship_mode sync");
+            } else if stored(&d.remote, &name, &src) != Stored::Intact {
+                // Async: queued durably is the promise.
+                let q = stored(&d.queue, &name, &src);
+                if q != Stored::Intact {
+                    f.lost += 1;
+                    f.note(format!(
+                        "lost: {name}: neither on the slave nor queued after exit 0 ({q:?})"
+                    ));
                 }
             }
         }
@@ -1191,21 +1198,10 @@ fn restore_kill(rig: &mut Rig, trials: usize) -> Figures {
             }
         }
         let _ = fs::remove_file(&dest);
-        let (attempts, r) = rig.run.until_ok(&args);
-        if attempts > 1 {
-            f.retried += 1;
-        }
-        match r {
-            Err(why) => {
-                f.stuck += 1;
-                f.note(format!("stuck: restoring {name} never succeeded again: {why}"));
-            }
-            Ok(()) => {
-                if fs::read(&dest).ok() != Some(fs::read(&src).unwrap()) {
-                    f.corrupt += 1;
-                    f.note(format!("corrupt: the retry restored other bytes than {name}"));
-                }
-            }
+        let again = format!("restoring {name} never succeeded again");
+        if retried_until_ok(&mut f, &rig.run, &args, &again) && fs::read(&dest).ok() != Some(fs::read(&src).unwrap()) {
+            f.corrupt += 1;
+            f.note(format!("corrupt: the retry restored other bytes than {name}"));
         }
     }
     let (n0, _) = segs[0].clone();

@@ -402,6 +402,18 @@ fn a_prefetched_segment_replaced_in_the_archive_is_not_served() {
     );
 }
 
+/// The segments in `pg`'s pg_wal up to and including `last`, oldest first.
+fn segments_up_to(pg: &PgCluster, last: &str) -> Vec<String> {
+    let mut segs: Vec<String> = fs::read_dir(pg.datadir.join("pg_wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24 && n.as_str() <= last)
+        .collect();
+    segs.sort();
+    segs
+}
+
 /// A cluster with 1 MiB segments that has written a few MiB of WAL and
 /// switched: returns it and its complete segments, oldest first.
 fn cluster_with_wal(env: &TestEnv, name: &str) -> (PgCluster, Vec<String>) {
@@ -409,13 +421,7 @@ fn cluster_with_wal(env: &TestEnv, name: &str) -> (PgCluster, Vec<String>) {
     pg.start();
     pg.psql("CREATE TABLE t AS SELECT g, repeat(md5(g::text), 4) AS x FROM generate_series(1, 30000) g");
     let last = pg.switch_wal();
-    let mut segs: Vec<String> = fs::read_dir(pg.datadir.join("pg_wal"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 24 && n.as_str() <= last.as_str())
-        .collect();
-    segs.sort();
+    let segs = segments_up_to(&pg, &last);
     (pg, segs)
 }
 
@@ -728,13 +734,7 @@ fn real_segments_around_a_timeline_switch_pass_every_check() {
     assert!(last.starts_with("00000002"), "{last}");
     let history = fs::read(pg.datadir.join("pg_wal/00000002.history")).unwrap();
     let switch_seg = &last[8..];
-    let mut segs: Vec<String> = fs::read_dir(pg.datadir.join("pg_wal"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 24 && n.as_str() <= last.as_str())
-        .collect();
-    segs.sort();
+    let segs = segments_up_to(&pg, &last);
     let tl2: Vec<&String> = segs.iter().filter(|n| n.starts_with("00000002")).collect();
     let first2 = tl2[0];
     // Timeline 1's complete segments: those before timeline 2's first.
@@ -879,13 +879,7 @@ fn real_records_of_many_pages_across_segment_boundaries_restore_without_checksum
     pg.psql("ALTER TABLE big ALTER x SET STORAGE EXTERNAL");
     pg.psql("INSERT INTO big SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 40) g, generate_series(1, 300) i GROUP BY i");
     let last = pg.switch_wal();
-    let mut segs: Vec<String> = fs::read_dir(pg.datadir.join("pg_wal"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 24 && n.as_str() <= last.as_str())
-        .collect();
-    segs.sort();
+    let segs = segments_up_to(&pg, &last);
     copy_pg_control(&sb, &pg);
     // At least one segment finishes a record whose part before the
     // boundary spans several pages: the case that was refused.
