@@ -56,16 +56,86 @@ pub fn init(program: &str, debug: bool, logfile: Option<&str>) {
 
     let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(level, config.clone(), std::io::stderr())];
     if let Some(pattern) = logfile {
-        let path = PathBuf::from(expand_date_escapes(pattern, chrono::Local::now()));
-        match OpenOptions::new().create(true).append(true).open(&path) {
+        match DatedLog::open(program, pattern) {
             Ok(f) => loggers.push(WriteLogger::new(level, config, f)),
-            Err(e) => eprintln!(
+            Err((path, e)) => eprintln!(
                 "{program}: cannot open logfile {}: {e}; logging to stderr only",
                 path.display()
             ),
         }
     }
     let _ = CombinedLogger::init(loggers);
+}
+
+/// The log file, named again from its pattern at every write, so that a
+/// process living past midnight (the queue runner, a long `-B`) moves to the
+/// next `^Y^m^d` file as a new short-lived call would.
+struct DatedLog {
+    program: String,
+    pattern: String,
+    /// What the pattern named at the last check, and the file written to
+    /// (the same unless the newer one could not be opened).
+    named: PathBuf,
+    path: PathBuf,
+    file: std::fs::File,
+    /// simplelog writes a line in pieces; only switch files between lines.
+    at_line_start: bool,
+}
+
+impl DatedLog {
+    fn open(program: &str, pattern: &str) -> Result<Self, (PathBuf, std::io::Error)> {
+        let path = PathBuf::from(expand_date_escapes(pattern, chrono::Local::now()));
+        let file = append_to(&path).map_err(|e| (path.clone(), e))?;
+        Ok(DatedLog {
+            program: program.to_string(),
+            pattern: pattern.to_string(),
+            named: path.clone(),
+            path,
+            file,
+            at_line_start: true,
+        })
+    }
+
+    /// Moves to the file the pattern names now; on failure keeps the old one
+    /// (a log line in yesterday's file beats a lost one) and says so once.
+    fn follow_the_date(&mut self) {
+        let now = PathBuf::from(expand_date_escapes(&self.pattern, chrono::Local::now()));
+        if now == self.named {
+            return;
+        }
+        match append_to(&now) {
+            Ok(f) => {
+                self.file = f;
+                self.path = now.clone();
+            }
+            Err(e) => eprintln!(
+                "{}: cannot open logfile {}: {e}; still writing to {}",
+                self.program,
+                now.display(),
+                self.path.display()
+            ),
+        }
+        self.named = now;
+    }
+}
+
+fn append_to(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl std::io::Write for DatedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.at_line_start {
+            self.follow_the_date();
+        }
+        let n = self.file.write(buf)?;
+        self.at_line_start = buf[..n].ends_with(b"\n");
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// simplelog prints the time first; "program[pid]" goes right after it as a
@@ -149,11 +219,7 @@ fn timings_file(var: Option<std::ffi::OsString>) -> Option<PathBuf> {
 /// (PostgreSQL runs several archive calls at once) never interleave.
 fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
     use std::io::Write;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?
-        .write_all(line.as_bytes())
+    append_to(path)?.write_all(line.as_bytes())
 }
 
 /// The stable id of a free-form label: its leading words up to the first
@@ -202,6 +268,28 @@ fn json_string(s: &str) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// A process outliving its file's date moves to the new file, and never
+    /// splits a line between two files.
+    #[test]
+    fn a_long_lived_log_follows_the_date_between_lines() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let pattern = format!("{}/log-^H^M^S", dir.path().display());
+        let mut log = DatedLog::open("t", &pattern).map_err(|(_, e)| e).unwrap();
+        log.write_all(b"first ").unwrap();
+        log.write_all(b"line\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        log.write_all(b"second ").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        log.write_all(b"line\n").unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["first line\n", "second line\n"]);
+    }
 
     #[test]
     fn line_prefix_has_time_program_and_pid() {
