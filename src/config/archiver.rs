@@ -68,7 +68,7 @@ impl ConfigFile for ArchiverConfig {
         let (local_codec, slave_codec, compression_level) = codecs(&o)?;
         let rsync_flags = rsync_flags::judge(&o, Program::Archiver)?;
         let mut ssh = SshSettings::from_options(&o)?;
-        ssh.port = rsync_flags.ssh_port(&o)?;
+        ssh.port = rsync_flags.ssh_port(&o, ssh.port)?;
         let mut cfg = ArchiverConfig {
             source: file.path.clone(),
             online: o.choice::<State>("state")? == State::Online,

@@ -128,7 +128,7 @@ pub static COMMON_OPTIONS: &[OptDef] = &[
     opt("user", User, None, "ssh user on the other host (default: ssh's own choice, usually the current user)"),
     opt("ssh_timeout", Seconds, Some("10"), "seconds to wait for an ssh connection (ssh ConnectTimeout)"),
     opt("ssh_debug", Bool, Some("off"), "run ssh with -v"),
-    opt("ssh", Text, None, "legacy: path of the ssh program, optionally followed by ssh options"),
+    opt("ssh", Text, None, "legacy: path of the ssh program, optionally followed by ssh options (a -p N among them is taken as ssh_port)"),
     opt("ssh_port", Count, None, "ssh port on the other host (default: ssh's own, usually 22 or from ~/.ssh/config)").range(1, PORT),
     opt("ssh_identity", Path, None, "private key file for ssh (-i)"),
     opt("ssh_control_persist", Seconds, Some("60"), "reuse one ssh connection per host for this many idle seconds (OpenSSH ControlPersist); 0 turns it off"),

@@ -53,7 +53,7 @@ pub struct RsyncSettings {
 
 impl SshSettings {
     pub fn from_options(o: &Options) -> Result<Self, ConfigError> {
-        let (program, mut extra_args) = legacy_ssh(o)?;
+        let (program, mut extra_args, legacy_port) = legacy_ssh(o)?;
         for kv in o.words("ssh_options")? {
             if !kv.contains('=') {
                 return Err(o
@@ -71,8 +71,7 @@ impl SshSettings {
             program,
             extra_args,
             user: o.opt_user("user")?,
-            // The table's range keeps it within 1..=65535.
-            port: o.opt_count("ssh_port")?.map(|p| p as u16),
+            port: one_port(o, legacy_port)?,
             identity: o.opt_path("ssh_identity")?,
             connect_timeout: o.seconds("ssh_timeout")?,
             strict_host_key_checking: o.choice("strict_host_key_checking")?,
@@ -83,22 +82,54 @@ impl SshSettings {
     }
 }
 
-/// pitrtools allowed "ssh: /usr/bin/ssh -p 2222": the program, and options.
-fn legacy_ssh(o: &Options) -> Result<(Option<PathBuf>, Vec<String>), ConfigError> {
+/// pitrtools allowed "ssh: /usr/bin/ssh -p 2222": the program, options,
+/// and its `-p` port taken out. Left among the options, that `-p` would
+/// come first on ssh's command line, and ssh keeps the first port it is
+/// given: `ssh_port` would be silently ignored.
+type LegacySsh = (Option<PathBuf>, Vec<String>, Option<u16>);
+
+fn legacy_ssh(o: &Options) -> Result<LegacySsh, ConfigError> {
     let Some(legacy) = o.opt_text("ssh") else {
-        return Ok((None, Vec::new()));
+        return Ok((None, Vec::new(), None));
     };
+    let bad = |w: &str, why: String| o.file().error("ssh", format!("ssh: {} {why}", o.show("ssh", w)));
     let mut words = legacy.split_whitespace();
     let program = words.next().map(|p| o.check_path("ssh", p)).transpose()?;
-    let mut extra_args = Vec::new();
-    for w in words {
+    let (mut extra_args, mut port) = (Vec::new(), None);
+    while let Some(w) = words.next() {
+        if let Some(attached) = w.strip_prefix("-p") {
+            let value = if attached.is_empty() {
+                words.next().unwrap_or("")
+            } else {
+                attached
+            };
+            match value.parse::<u16>() {
+                Ok(p) if p > 0 => port = Some(p),
+                _ => return Err(bad(w, format!("needs a port number (1-65535), not '{value}'"))),
+            }
+            continue;
+        }
         if w.starts_with('-') {
             validate::check_flag(w)
         } else {
             validate::unsafe_char_reason(w).map_or(Ok(()), Err)
         }
-        .map_err(|why| o.file().error("ssh", format!("ssh: {} {why}", o.show("ssh", w))))?;
+        .map_err(|why| bad(w, why.to_string()))?;
         extra_args.push(w.to_string());
     }
-    Ok((program, extra_args))
+    Ok((program, extra_args, port))
+}
+
+/// `ssh_port`, or the port of a legacy `ssh: ... -p N`; both set and
+/// different is refused.
+fn one_port(o: &Options, legacy: Option<u16>) -> Result<Option<u16>, ConfigError> {
+    // The table's range keeps it within 1..=65535.
+    let key = o.opt_count("ssh_port")?.map(|p| p as u16);
+    match (legacy, key) {
+        (Some(l), Some(k)) if l != k => Err(o
+            .file()
+            .error("ssh", format!("ssh says -p {l} but ssh_port is {k}"))
+            .hint("keep one of them: pitrkit reads the port from ssh_port")),
+        (l, k) => Ok(l.or(k)),
+    }
 }

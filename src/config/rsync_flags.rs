@@ -182,12 +182,11 @@ impl RsyncFlags {
         }
     }
 
-    /// `ssh_port`, or the `-p` port of an `-e 'ssh -p N'`; both set and
-    /// different is refused with both lines.
-    pub fn ssh_port(&self, o: &Options) -> Result<Option<u16>, ConfigError> {
-        // The table's range keeps it within 1..=65535.
-        let key = o.opt_count("ssh_port")?.map(|p| p as u16);
-        match (self.ssh_port, key) {
+    /// The port already known (`ssh_port`, or a legacy `ssh: ... -p N`), or
+    /// the `-p` port of an `-e 'ssh -p N'`; both set and different is
+    /// refused with both lines.
+    pub fn ssh_port(&self, o: &Options, known: Option<u16>) -> Result<Option<u16>, ConfigError> {
+        match (self.ssh_port, known) {
             (Some(p), Some(k)) if p != k => Err(conflict(o, &format!("-e 'ssh -p {p}'"), "ssh_port", &k.to_string())),
             (p, k) => Ok(p.or(k)),
         }
@@ -521,7 +520,7 @@ mod tests {
             "a.ini line 2: rsync_flags (line 2) says --timeout=30 but rsync_timeout (line 1) is 60 — keep one: set rsync_timeout and remove the option from rsync_flags"
         );
         assert!(r
-            .ssh_port(&o)
+            .ssh_port(&o, Some(2222))
             .unwrap_err()
             .to_string()
             .contains("says -e 'ssh -p 22' but ssh_port (line 3) is 2222"));
@@ -529,6 +528,6 @@ mod tests {
         let o = Options::new(&f, ARCHIVER_OPTIONS).unwrap();
         let r = judge(&o, Program::Archiver).unwrap();
         assert_eq!(r.timeout(&o).unwrap().as_secs(), 30);
-        assert_eq!(r.ssh_port(&o).unwrap(), None);
+        assert_eq!(r.ssh_port(&o, None).unwrap(), None);
     }
 }

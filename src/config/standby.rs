@@ -93,7 +93,7 @@ impl StandbyConfig {
             Err(e) => return Err(e),
         };
         let mut ssh = SshSettings::from_options(&o)?;
-        ssh.port = rsync_flags.ssh_port(&o)?;
+        ssh.port = rsync_flags.ssh_port(&o, ssh.port)?;
         let archivedir = o.opt_path("archivedir")?;
         let pgdata = o.opt_path("pgdata")?;
         let tablespace_map = tablespace_map(&o)?;

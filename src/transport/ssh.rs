@@ -247,7 +247,16 @@ mod tests {
     fn legacy_ssh_key_and_bad_values() {
         let s = settings("ssh: /usr/bin/ssh -p 2200\n").unwrap();
         assert_eq!(s.program.as_deref(), Some(Path::new("/usr/bin/ssh")));
-        assert_eq!(s.extra_args, vec!["-p", "2200"]);
+        // The port is taken out of the options: left there, ssh would take
+        // it over ssh_port (ssh keeps the first -p it is given).
+        assert_eq!((s.extra_args.len(), s.port), (0, Some(2200)));
+        let s = settings("ssh: /usr/bin/ssh -p2200 -4\nssh_port: 2200\n").unwrap();
+        assert_eq!((s.extra_args, s.port), (vec!["-4".to_string()], Some(2200)));
+        let e = settings("ssh: /usr/bin/ssh -p 22\nssh_port: 2200\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ssh says -p 22 but ssh_port is 2200"), "{e}");
+        assert!(settings("ssh: /usr/bin/ssh -p\n").is_err());
         assert!(settings("ssh: /usr/bin/ssh;id\n").is_err());
         assert!(settings("ssh_options: ProxyCommand\n")
             .unwrap_err()
