@@ -155,8 +155,10 @@ fn tablespace_locations(m: &Manifest, req: &Request) -> Vec<(u32, PathBuf, PathB
 pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let sets = repo.complete()?;
-    let (m, note) = target::choose(&sets, &req.target, req.backup.as_deref())?;
-    target::check_archive_end(&LocalDir::new(&cfg.archivedir), &m, &req.target)?;
+    let archive = LocalDir::new(&cfg.archivedir);
+    let hold = crate::cleanup::read_mark(&archive, crate::layout::backup::HOLD_FILE);
+    let (m, note) = target::choose_held(&sets, &req.target, req.backup.as_deref(), hold.as_ref())?;
+    target::check_archive_end(&archive, &m, &req.target)?;
     check_empty(&req.to, "the target directory")?;
     let spaces = tablespace_locations(&m, req);
     for (_, _, new) in &spaces {
