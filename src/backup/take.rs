@@ -34,14 +34,14 @@ impl TakeReport {
         let m = &self.manifest;
         let refs = m.files.iter().filter(|f| f.holder.is_some()).count();
         let kind = match m.kind {
-            BackupType::Full => "full backup".to_string(),
+            BackupType::Full => "full".to_string(),
             BackupType::Incremental => format!(
-                "incremental backup (on {}; {refs} unchanged files referenced)",
-                m.depends_on().join(", ")
+                "incremental: {refs} unchanged files referenced in {}",
+                if refs == 0 { "none".to_string() } else { m.depends_on().join(", ") }
             ),
         };
         format!(
-            "{kind} {} complete: {} files, {} MiB ({} MiB stored), WAL {}..{} on timeline {}, in {:.1} s",
+            "backup {} complete ({kind}): {} files, {} MiB ({} MiB stored), WAL {}..{} on timeline {}, in {:.1} s",
             m.id,
             m.files.len(),
             m.original_size() >> 20,
