@@ -148,6 +148,17 @@ fn rows_after_recovery(env: &TestEnv, name: &str) -> String {
     rows
 }
 
+/// initdb's files are seconds old: an incremental would copy them all again
+/// (modified near its base's start). Lets them age past that, as any real
+/// cluster's files have.
+fn aged_past_the_slack(pg: &PgCluster) {
+    let newest = walkdir(&pg.datadir.join("base")).into_iter().max().unwrap();
+    let aged = newest + Duration::from_secs(pitrkit::backup::incremental::MTIME_SLACK_SECS as u64 + 1);
+    if let Ok(wait) = aged.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
+}
+
 /// The mtimes of every file under `dir`.
 fn walkdir(dir: &Path) -> Vec<std::time::SystemTime> {
     let mut out = Vec::new();
@@ -181,14 +192,7 @@ fn pitr_round_trip() {
     let ts = s.env.mkdir("ts");
     m.psql(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts.display()));
     m.psql("CREATE TABLE t (batch text) TABLESPACE ts");
-    // initdb's files are seconds old: an incremental would copy them all
-    // again (modified near the full's start). Let them age past that, as
-    // any real cluster's files have.
-    let newest = walkdir(&m.datadir.join("base")).into_iter().max().unwrap();
-    let aged = newest + Duration::from_secs(pitrkit::backup::incremental::MTIME_SLACK_SECS as u64 + 1);
-    if let Ok(wait) = aged.duration_since(std::time::SystemTime::now()) {
-        std::thread::sleep(wait);
-    }
+    aged_past_the_slack(m);
     let id1 = s.backup();
     m.psql("INSERT INTO t VALUES ('A')");
     let t1 = m.psql("SELECT now()");
@@ -411,6 +415,7 @@ fn concurrent_damaged_and_killed_backups() {
     let o = s.recover("r0", &["--immediate", "--backup", "20000101T000000Z"]);
     assert!(!o.status.success());
     common::assert_says(&o, "no complete backup 20000101T000000Z");
+    aged_past_the_slack(&s.master);
     let id2 = s.backup();
     assert!(!leftover.exists(), "the killed backup's leftovers are removed");
 
@@ -515,6 +520,11 @@ fn concurrent_damaged_and_killed_backups() {
     assert_eq!(left, [".lock"], "only the lock file is left");
     drop(mounted);
 
+    // An incremental on id2 (its files referenced there), and a time between them.
+    let before_3 = s.master.psql("SELECT now()");
+    let id3 = s.backup_with(&["--incremental"]);
+    assert_eq!(manifest(&s.repo, &id3).depends_on(), [id2.clone()]);
+
     // Retention: keep_backups 1 removes the older (damaged) backup and the
     // WAL only it needed; the hold names what the kept one needs, and
     // cleanup keeps that whatever %r it is given; history files stay.
@@ -528,15 +538,18 @@ fn concurrent_damaged_and_killed_backups() {
     let o = s.pitrkit(&["backup", "--expire"]);
     assert!(o.status.success(), "{}", describe_output(&o));
     common::assert_says(&o, &format!("removed 1 backup(s) ({id})"));
+    // The newest is incremental: its base stays, for its files, and says why.
+    common::assert_says(&o, &format!("kept 2 ({id2} only for the files {id3} references in it)"));
     assert!(!s.repo.join(&id).exists() && s.repo.join(&id2).join("manifest").is_file());
     let hold = fs::read_to_string(archive.join(".pitrkit-backup-hold")).unwrap();
-    let first_of_2 = fs::read_dir(s.repo.join(&id2).join("wal"))
+    // A set kept only for its files holds no WAL: the hold is the kept incremental's start.
+    let first_of_3 = fs::read_dir(s.repo.join(&id3).join("wal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.len() == 24)
         .min()
         .unwrap();
-    assert_eq!(hold, format!("{first_of_2}\n"));
+    assert_eq!(hold, format!("{first_of_3}\n"));
     let left = |dir: &Path| -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -546,11 +559,15 @@ fn concurrent_damaged_and_killed_backups() {
         v.sort();
         v
     };
-    assert_eq!(left(&archive).first(), Some(&first_of_2), "{:?}", left(&archive));
+    assert_eq!(left(&archive).first(), Some(&first_of_3), "{:?}", left(&archive));
     assert!(archive.join("00000009.history").is_file());
     let o = s.recover("r5", &["--target-time", &between]);
     assert!(!o.status.success());
     common::assert_says(&o, "before the end of every backup");
+    // Only id2 could reach this, and the archive no longer continues from it.
+    let o = s.recover("r5", &["--target-time", &before_3]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &format!("only backup(s) {id2} could reach this target"));
     let o = run_output(
         s.env
             .pitrkit()
@@ -559,7 +576,7 @@ fn concurrent_damaged_and_killed_backups() {
             .arg("0000000100000000000000FF"),
     );
     assert!(o.status.success(), "{}", describe_output(&o));
-    assert_eq!(left(&archive).first(), Some(&first_of_2), "cleanup honours the hold");
+    assert_eq!(left(&archive).first(), Some(&first_of_3), "cleanup honours the hold");
 }
 
 /// A backup taken on a streaming standby (pg_backup_stop there neither
@@ -600,11 +617,15 @@ fn backup_taken_on_a_standby() {
                 std::thread::sleep(Duration::from_millis(500));
             }
         });
-        let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&ini));
+        let o = run_output(s.env.pitrkit().args(["backup", "--incremental", "-C"]).arg(&ini));
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         o
     });
     assert!(o.status.success(), "{}", describe_output(&o));
+    // Nothing to build on in a new repository: a full backup, and it says so.
+    common::assert_says(&o, "taking a full backup instead");
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(manifest(&s.env.path("repo2"), &id).kind, BackupType::Full);
     s.archive_now();
     let to = s.env.path("r");
     let o = run_output(
