@@ -204,7 +204,11 @@ fn pitr_round_trip() {
     let lsn = m.psql("SELECT pg_current_wal_insert_lsn()");
     let t2 = m.psql("SELECT now()");
     // backup_type in the INI, not the flag, asks for this one.
-    fs::write(&s.ini, fs::read_to_string(&s.ini).unwrap() + "backup_type: incremental\n").unwrap();
+    fs::write(
+        &s.ini,
+        fs::read_to_string(&s.ini).unwrap() + "backup_type: incremental\n",
+    )
+    .unwrap();
     let id3 = s.backup();
     m.psql("DROP TABLE t");
     s.archive_now();
@@ -226,12 +230,16 @@ fn pitr_round_trip() {
     // The incrementals store far less than the full: unchanged relation
     // files are referenced in the set that stores them, never in a set
     // that references them itself.
-    let (m1, m2, m3) = (manifest(&s.repo, &id1), manifest(&s.repo, &id2), manifest(&s.repo, &id3));
+    let (m1, m2, m3) = (
+        manifest(&s.repo, &id1),
+        manifest(&s.repo, &id2),
+        manifest(&s.repo, &id3),
+    );
     assert_eq!(
         (m1.kind, m2.kind, m3.kind),
         (BackupType::Full, BackupType::Incremental, BackupType::Incremental)
     );
-    assert_eq!(m2.depends_on(), [id1.clone()]);
+    assert_eq!(m2.depends_on(), std::slice::from_ref(&id1));
     let referenced = |m: &Manifest| {
         m.files
             .iter()
@@ -251,7 +259,11 @@ fn pitr_round_trip() {
         m1.stored_size()
     );
     for f in m2.files.iter().filter(|f| f.holder.is_some()) {
-        assert!(!s.repo.join(&id2).join(format!("data/{}.zst", f.path)).exists(), "{}", f.path);
+        assert!(
+            !s.repo.join(&id2).join(format!("data/{}.zst", f.path)).exists(),
+            "{}",
+            f.path
+        );
     }
     for f in m3.files.iter().filter(|f| f.holder.is_some()) {
         let in2 = m2.files.iter().find(|e| e.path == f.path).unwrap();
@@ -265,7 +277,10 @@ fn pitr_round_trip() {
     }
     assert!(m3.depends_on().contains(&id1), "{:?}", m3.depends_on());
     // A touched file is copied again: pg_control always, t's file after the inserts.
-    assert!(m3.files.iter().any(|f| f.path == "global/pg_control" && f.holder.is_none()));
+    assert!(m3
+        .files
+        .iter()
+        .any(|f| f.path == "global/pg_control" && f.holder.is_none()));
 
     assert_eq!(chosen(&s.recover("r1", &["--target-time", &t1])), id1);
     verifybackup(&s.env, &s.env.path("r1"));
@@ -310,11 +325,16 @@ fn pitr_round_trip() {
     );
     for (id, m) in [(&id2, &m2), (&id3, &m3)] {
         assert!(
-            json.contains(&format!("{{\"id\":\"{id}\",\"type\":\"incremental\",\"complete\":true,")),
+            json.contains(&format!(
+                "{{\"id\":\"{id}\",\"type\":\"incremental\",\"complete\":true,"
+            )),
             "{json}"
         );
         let deps: Vec<String> = m.depends_on().iter().map(|d| format!("\"{d}\"")).collect();
-        assert!(json.contains(&format!("\"depends_on\":[{}]}}", deps.join(","))), "{json}");
+        assert!(
+            json.contains(&format!("\"depends_on\":[{}]}}", deps.join(","))),
+            "{json}"
+        );
     }
     // Size on disk counts what each set stores itself (its WAL too, about
     // the same in each): the bytes it references are not counted.
@@ -523,7 +543,7 @@ fn concurrent_damaged_and_killed_backups() {
     // An incremental on id2 (its files referenced there), and a time between them.
     let before_3 = s.master.psql("SELECT now()");
     let id3 = s.backup_with(&["--incremental"]);
-    assert_eq!(manifest(&s.repo, &id3).depends_on(), [id2.clone()]);
+    assert_eq!(manifest(&s.repo, &id3).depends_on(), std::slice::from_ref(&id2));
 
     // Retention: keep_backups 1 removes the older (damaged) backup and the
     // WAL only it needed; the hold names what the kept one needs, and

@@ -150,7 +150,17 @@ impl Catalog {
     pub fn text(&self) -> String {
         let mut out = format!(
             "{:<17} {:<11} {:<10} {:<27} {:<27} {:>13} {:>13} {:>3} {:>10} {:>10} {}\n",
-            "ID", "TYPE", "STATE", "START", "STOP", "START LSN", "STOP LSN", "TL", "STORED MiB", "SIZE MiB", "DEPENDS ON"
+            "ID",
+            "TYPE",
+            "STATE",
+            "START",
+            "STOP",
+            "START LSN",
+            "STOP LSN",
+            "TL",
+            "STORED MiB",
+            "SIZE MiB",
+            "DEPENDS ON"
         );
         for s in &self.sets {
             let _ = writeln!(
@@ -221,14 +231,14 @@ mod tests {
             newest_complete_age: None,
         };
         assert!(
-            c.json().contains(
-                "{\"id\":\"20261130T101500Z\",\"type\":\"incremental\",\"complete\":true,\"problem\":null,"
-            ),
+            c.json()
+                .contains("{\"id\":\"20261130T101500Z\",\"type\":\"incremental\",\"complete\":true,\"problem\":null,"),
             "{}",
             c.json()
         );
         assert!(
-            c.json().contains("\"depends_on\":[\"20261129T101500Z\",\"20261129T221500Z\"]}"),
+            c.json()
+                .contains("\"depends_on\":[\"20261129T101500Z\",\"20261129T221500Z\"]}"),
             "{}",
             c.json()
         );

@@ -261,6 +261,11 @@ mod tests {
             kept_for_files: vec![("F2".into(), vec!["I4".into()])],
             ..Default::default()
         };
-        assert!(r.summary().contains("kept 2 (F2 only for the files I4 references in it)"), "{}", r.summary());
+        assert!(
+            r.summary()
+                .contains("kept 2 (F2 only for the files I4 references in it)"),
+            "{}",
+            r.summary()
+        );
     }
 }

@@ -87,7 +87,11 @@ impl<'a> Sources<'a> {
     /// The sources of `m`, with `complete` the repository's complete sets;
     /// an error naming both sets when one it depends on is missing.
     pub fn open(repo: &Repository, m: &'a Manifest, complete: &[Manifest]) -> Result<Sources<'a>, String> {
-        let scoped = |id: &str| repo.store.scoped(id).map_err(|e| format!("{}: {e}", repo.store.locate(id)));
+        let scoped = |id: &str| {
+            repo.store
+                .scoped(id)
+                .map_err(|e| format!("{}: {e}", repo.store.locate(id)))
+        };
         let mut holders = HashMap::new();
         for id in m.depends_on() {
             let Some(h) = complete.iter().find(|h| h.id == id) else {
@@ -162,7 +166,10 @@ mod tests {
         };
         let b = Base::new(&base);
         let r = b.reference("base/1/old", 8192, 900).unwrap();
-        assert_eq!((r.holder.as_deref(), r.crc, r.stored), (Some("20261130T000000Z"), 7, 100));
+        assert_eq!(
+            (r.holder.as_deref(), r.crc, r.stored),
+            (Some("20261130T000000Z"), 7, 100)
+        );
         // A reference points at the holder, never at the intermediate set.
         assert_eq!(
             b.reference("base/1/chained", 8192, 900).unwrap().holder.as_deref(),

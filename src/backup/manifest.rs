@@ -331,9 +331,15 @@ pub(crate) mod tests {
             ..m.files[0].clone()
         });
         let text = m.render();
-        assert!(text.starts_with("pitrkit-backup-manifest: 2\nid: 20261130T101500Z\ntype: incremental\n"), "{text}");
+        assert!(
+            text.starts_with("pitrkit-backup-manifest: 2\nid: 20261130T101500Z\ntype: incremental\n"),
+            "{text}"
+        );
         assert!(text.contains("depends_on: 20261129T101500Z\n"), "{text}");
-        assert!(text.contains("ref: 20261129T101500Z 8192 1764497600 1a2b3c4d 2011 base/1/1249\n"), "{text}");
+        assert!(
+            text.contains("ref: 20261129T101500Z 8192 1764497600 1a2b3c4d 2011 base/1/1249\n"),
+            "{text}"
+        );
         assert_eq!(Manifest::parse(&text).unwrap(), m);
         assert_eq!(m.depends_on(), ["20261129T101500Z"]);
         // Only what the set stores itself counts.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::manifest::{format_lsn, FileEntry, Manifest};
 use super::incremental::Sources;
+use super::manifest::{format_lsn, FileEntry, Manifest};
 use super::pgmanifest;
 use super::repo::Repository;
 use super::target::{self, Target};
@@ -190,11 +190,7 @@ pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
 
 /// Directories, tablespace links and files; the manifest's files as
 /// restored (tablespace_map rewritten for moved tablespaces).
-fn restore_files(
-    src: &Sources,
-    req: &Request,
-    spaces: &[(u32, PathBuf, PathBuf)],
-) -> Result<Vec<FileEntry>> {
+fn restore_files(src: &Sources, req: &Request, spaces: &[(u32, PathBuf, PathBuf)]) -> Result<Vec<FileEntry>> {
     let m = src.m;
     mkdir(&req.to)?;
     for (oid, _, new) in spaces {

@@ -37,7 +37,11 @@ impl TakeReport {
             BackupType::Full => "full".to_string(),
             BackupType::Incremental => format!(
                 "incremental: {refs} unchanged files referenced in {}",
-                if refs == 0 { "none".to_string() } else { m.depends_on().join(", ") }
+                if refs == 0 {
+                    "none".to_string()
+                } else {
+                    m.depends_on().join(", ")
+                }
             ),
         };
         format!(

@@ -287,12 +287,19 @@ mod tests {
         let pick = |t: Target, id: Option<&str>| choose_held(&sets, &t, id, Some(&hold));
         let between = Target::Time("then".into(), a.stop_time + 1);
         let e = pick(between.clone(), None).unwrap_err().to_string();
-        assert!(e.contains("only backup(s) A could reach") && e.contains("000000010000000000000005"), "{e}");
+        assert!(
+            e.contains("only backup(s) A could reach") && e.contains("000000010000000000000005"),
+            "{e}"
+        );
         assert_eq!(choose_held(&sets, &between, None, None).unwrap().0.id, "A");
         assert_eq!(pick(Target::Name("x".into()), None).unwrap().0.id, "B");
         assert_eq!(pick(Target::Time("t".into(), b.stop_time + 1), None).unwrap().0.id, "B");
         // Asked for by ID: allowed, with a warning unless only its end point is wanted.
-        assert!(pick(between, Some("A")).unwrap().1.unwrap().contains("before the archive's hold"));
+        assert!(pick(between, Some("A"))
+            .unwrap()
+            .1
+            .unwrap()
+            .contains("before the archive's hold"));
         assert_eq!(pick(Target::Immediate, Some("A")).unwrap(), (a, None));
     }
 }

@@ -5,8 +5,8 @@ use super::{current_user, early_error, print_warnings, refuse_root, EXIT_FAILED,
 use crate::backup::repo::Repository;
 use crate::backup::{catalog, expire, take, verify};
 use crate::cli::BackupArgs;
-use crate::config::{BackupConfig, BackupType};
 use crate::config::ConfigFile;
+use crate::config::{BackupConfig, BackupType};
 use crate::logging;
 use crate::notify::Level;
 

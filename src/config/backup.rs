@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::choices::BackupType;
 use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::options::{defines, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
 use super::ConfigFile;
-use super::choices::BackupType;
 use super::StandbyConfig;
 use crate::compress::Codec;
 
