@@ -404,6 +404,17 @@ fn pitr_round_trip() {
     assert!(fixtures::lines(&s.hooks)
         .iter()
         .any(|l| l.starts_with("critical backup --verify")));
+
+    // The full gone (here: its manifest): the incremental fails for it, naming both.
+    fs::remove_file(s.repo.join(&id1).join("manifest")).unwrap();
+    let gone = format!("backup {id2} references files stored in backup {id1}, which is missing or incomplete");
+    let o = s.pitrkit(&["backup", "--verify", &id2]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &gone);
+    let o = s.recover("r7", &["--immediate", "--backup", &id2]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &gone);
+    assert!(!s.env.path("r7").exists());
 }
 
 /// A second backup while one holds the repository is refused; a damaged
