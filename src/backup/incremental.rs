@@ -188,6 +188,33 @@ mod tests {
     }
 
     #[test]
+    fn a_reference_is_read_in_its_holder_with_the_holder_codec() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let full = Manifest {
+            id: "20261129T000000Z".into(),
+            compression: Codec::Zstd,
+            ..sample()
+        };
+        let inc = Manifest {
+            id: "20261130T000000Z".into(),
+            kind: BackupType::Incremental,
+            compression: Codec::None,
+            files: vec![entry("base/1/a", 1, Some(&full.id)), entry("base/1/b", 1, None)],
+            ..sample()
+        };
+        let src = Sources::open(&repo, &inc, &[full.clone(), inc.clone()]).unwrap();
+        let a = src.locate(&inc.files[0]);
+        assert_eq!((a.set, a.stored.as_str(), a.codec), (full.id.as_str(), "data/base/1/a.zst", Codec::Zstd));
+        assert!(a.store.location().ends_with(&full.id));
+        let b = src.locate(&inc.files[1]);
+        assert_eq!((b.set, b.stored.as_str(), b.codec), (inc.id.as_str(), "data/base/1/b", Codec::None));
+        // The holder missing: an error naming both sets.
+        let e = Sources::open(&repo, &inc, std::slice::from_ref(&inc)).err().unwrap();
+        assert!(e.contains("backup 20261130T000000Z references files stored in backup 20261129T000000Z"), "{e}");
+    }
+
+    #[test]
     fn the_base_is_the_newest_set_of_the_same_system() {
         let sets: Vec<Manifest> = [(1, "A"), (2, "B"), (1, "C"), (3, "D")]
             .iter()
