@@ -7,7 +7,7 @@
 //! straight at the base's holder. Restoring and verifying follow one hop,
 //! never a chain, and retention keeps exactly the sets named.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::files::PG_CONTROL;
 use super::manifest::{FileEntry, Manifest};
@@ -32,18 +32,31 @@ const ALWAYS_COPIED: &[&str] = &[PG_CONTROL, "backup_label", "tablespace_map"];
 pub struct Base<'a> {
     pub manifest: &'a Manifest,
     by_path: HashMap<&'a str, &'a FileEntry>,
+    /// The complete sets: a file the base references in a set that is not
+    /// (its manifest lost) is copied again rather than referenced there.
+    complete: HashSet<&'a str>,
 }
 
 impl<'a> Base<'a> {
-    pub fn new(manifest: &'a Manifest) -> Base<'a> {
+    /// `manifest`, one of the complete sets `sets`.
+    pub fn new(manifest: &'a Manifest, sets: &'a [Manifest]) -> Base<'a> {
         let by_path = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
-        Base { manifest, by_path }
+        let complete = sets.iter().map(|m| m.id.as_str()).collect();
+        Base {
+            manifest,
+            by_path,
+            complete,
+        }
     }
 
-    /// The newest complete set of database system `system` (any timeline:
-    /// a file unchanged across a promotion is still the same file).
+    /// The newest of the complete sets `sets` of database system `system`
+    /// (any timeline: a file unchanged across a promotion is still the
+    /// same file).
     pub fn newest(sets: &'a [Manifest], system: u64) -> Option<Base<'a>> {
-        sets.iter().rev().find(|m| m.system_id == system).map(Base::new)
+        sets.iter()
+            .rev()
+            .find(|m| m.system_id == system)
+            .map(|m| Base::new(m, sets))
     }
 
     /// The entry for file `path` of `size` bytes, modified at `mtime` (unix
@@ -58,8 +71,9 @@ impl<'a> Base<'a> {
         if prev.size != size || prev.mtime != mtime || mtime >= base_start - MTIME_SLACK_SECS {
             return None;
         }
-        Some(FileEntry {
-            holder: Some(prev.holder.clone().unwrap_or_else(|| self.manifest.id.clone())),
+        let holder = prev.holder.clone().unwrap_or_else(|| self.manifest.id.clone());
+        self.complete.contains(holder.as_str()).then(|| FileEntry {
+            holder: Some(holder),
             ..(*prev).clone()
         })
     }
@@ -164,7 +178,14 @@ mod tests {
             ],
             ..sample()
         };
-        let b = Base::new(&base);
+        let holders = [
+            Manifest {
+                id: "20261129T000000Z".into(),
+                ..sample()
+            },
+            base.clone(),
+        ];
+        let b = Base::new(&base, &holders);
         let r = b.reference("base/1/old", 8192, 900).unwrap();
         assert_eq!(
             (r.holder.as_deref(), r.crc, r.stored),
@@ -185,6 +206,10 @@ mod tests {
         assert!(b.reference("base/1/later", 8192, 1010).is_none());
         // pg_control always.
         assert!(b.reference(PG_CONTROL, 8192, 900).is_none());
+        // The set holding it is no longer complete (its manifest lost): copied.
+        let b = Base::new(&base, &holders[1..]);
+        assert!(b.reference("base/1/chained", 8192, 900).is_none());
+        assert!(b.reference("base/1/old", 8192, 900).is_some());
     }
 
     #[test]
@@ -205,13 +230,22 @@ mod tests {
         };
         let src = Sources::open(&repo, &inc, &[full.clone(), inc.clone()]).unwrap();
         let a = src.locate(&inc.files[0]);
-        assert_eq!((a.set, a.stored.as_str(), a.codec), (full.id.as_str(), "data/base/1/a.zst", Codec::Zstd));
+        assert_eq!(
+            (a.set, a.stored.as_str(), a.codec),
+            (full.id.as_str(), "data/base/1/a.zst", Codec::Zstd)
+        );
         assert!(a.store.location().ends_with(&full.id));
         let b = src.locate(&inc.files[1]);
-        assert_eq!((b.set, b.stored.as_str(), b.codec), (inc.id.as_str(), "data/base/1/b", Codec::None));
+        assert_eq!(
+            (b.set, b.stored.as_str(), b.codec),
+            (inc.id.as_str(), "data/base/1/b", Codec::None)
+        );
         // The holder missing: an error naming both sets.
         let e = Sources::open(&repo, &inc, std::slice::from_ref(&inc)).err().unwrap();
-        assert!(e.contains("backup 20261130T000000Z references files stored in backup 20261129T000000Z"), "{e}");
+        assert!(
+            e.contains("backup 20261130T000000Z references files stored in backup 20261129T000000Z"),
+            "{e}"
+        );
     }
 
     #[test]

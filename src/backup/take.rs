@@ -387,9 +387,24 @@ fn ask_master_to_switch(cfg: &BackupConfig, in_recovery: bool) {
 }
 
 /// Removes sets without a manifest (a killed backup's leftovers): under the
-/// lock nobody is writing them.
+/// lock nobody is writing them. Never one a complete set references files
+/// in: that one lost its manifest, and its files are still needed.
 fn remove_incomplete(repo: &Repository) -> Result<()> {
-    for s in repo.sets()? {
+    let sets = repo.sets()?;
+    let referenced: Vec<String> = sets
+        .iter()
+        .filter_map(|s| s.manifest.as_ref().ok())
+        .flat_map(Manifest::depends_on)
+        .collect();
+    for s in sets {
+        if referenced.contains(&s.id) {
+            log::warn!(
+                "backup set {} has no readable manifest, but other backups reference files in it: kept. \
+                 Restore its manifest, or remove the backups that depend on it (`backup --list` shows them)",
+                repo.store.locate(&s.id)
+            );
+            continue;
+        }
         if s.manifest.is_err() && repo.store.stat(&format!("{}/{MANIFEST}", s.id))?.is_none() {
             log::info!("removing incomplete backup set {} (a failed or killed backup)", s.id);
             repo.store.delete_tree(&s.id).with_context(|| {
@@ -401,4 +416,35 @@ fn remove_incomplete(repo: &Repository) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::tests::sample;
+
+    #[test]
+    fn a_set_others_reference_is_not_removed_as_incomplete() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let inc = Manifest {
+            id: "20261130T000000Z".into(),
+            kind: BackupType::Incremental,
+            files: vec![FileEntry {
+                holder: Some("20261129T000000Z".into()),
+                ..sample().files[0].clone()
+            }],
+            ..sample()
+        };
+        for id in ["20261129T000000Z", "20261128T000000Z", &inc.id] {
+            std::fs::create_dir_all(d.path().join(id).join("data")).unwrap();
+        }
+        std::fs::write(d.path().join(&inc.id).join(MANIFEST), inc.render()).unwrap();
+        remove_incomplete(&repo).unwrap();
+        assert!(d.path().join("20261129T000000Z").exists(), "referenced: kept");
+        assert!(
+            !d.path().join("20261128T000000Z").exists(),
+            "a killed backup's leftovers: removed"
+        );
+    }
 }
