@@ -63,6 +63,10 @@ pub struct BackupArgs {
     /// kept backup needs (also done after every backup).
     #[arg(long, conflicts_with_all = ["list", "verify"])]
     pub expire: bool,
+    /// Take an incremental backup (whatever backup_type says): files unchanged
+    /// since the previous complete backup are referenced, not stored again.
+    #[arg(long, conflicts_with_all = ["list", "verify", "expire"])]
+    pub incremental: bool,
 }
 
 /// Where a recovery stops.

@@ -104,7 +104,9 @@ pub mod backup {
     //!   <ID>/                      one backup set; ID is its UTC start time, 20261130T101500Z
     //!     data/<path>[.zst|.lz4|.gz]   DATA_DIR: each file of the data directory (tablespaces under
     //!                              pg_tblspc/<oid>/), compressed per file; backup_label and
-    //!                              tablespace_map as pg_backup_stop returned them
+    //!                              tablespace_map as pg_backup_stop returned them; an
+    //!                              incremental's unchanged files are not here but in the set
+    //!                              its manifest's `ref:` line names
     //!     wal/                     WAL_DIR: the WAL from start to stop, stored as in an archive
     //!                              (X.zst, or X with X.sum), with its own .pitrkit-system-id mark
     //!     manifest                 MANIFEST: written durably last; a set without it is incomplete
@@ -113,7 +115,8 @@ pub mod backup {
     //!   .pitrkit-cleanup-r         CLEANUP_MARK_FILE: the last %r cleanup was given (expire keeps it)
     //! ```
     //!
-    //! The manifest is text, one `key: value` line each (see `backup::manifest`).
+    //! The manifest is text, one `key: value` line each (see `backup::manifest`;
+    //! version 2 adds `type: incremental`, `depends_on:` and `ref:` lines).
     //! A restored data directory gets PostgreSQL's own [`PG_MANIFEST`].
 
     /// In `backup_dir`: held while a backup or expire runs.

@@ -8,6 +8,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{describe_output, fixtures, run_output, PgCluster, TestEnv};
+use pitrkit::backup::manifest::Manifest;
+use pitrkit::config::BackupType;
 
 struct Setup {
     env: TestEnv,
@@ -81,7 +83,12 @@ impl Setup {
 
     /// Takes a backup; its ID.
     fn backup(&self) -> String {
-        let o = self.pitrkit(&["backup"]);
+        self.backup_with(&[])
+    }
+
+    /// Takes a backup with `args` (e.g. `--incremental`); its ID.
+    fn backup_with(&self, args: &[&str]) -> String {
+        let o = self.pitrkit(&[&["backup"], args].concat());
         assert!(o.status.success(), "backup failed: {}", describe_output(&o));
         let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
         assert_eq!(id.len(), 16, "{}", describe_output(&o));
@@ -141,10 +148,42 @@ fn rows_after_recovery(env: &TestEnv, name: &str) -> String {
     rows
 }
 
-/// The PITR round trip: backup 1, batch A, T1, batch B, backup 2, batch C,
-/// restore point and T2, drop the table; recover to T1 gives exactly A from
-/// backup 1, to the LSN and the restore point A+B+C; pg_verifybackup accepts
-/// each restored directory.
+/// initdb's files are seconds old: an incremental would copy them all again
+/// (modified near its base's start). Lets them age past that, as any real
+/// cluster's files have.
+fn aged_past_the_slack(pg: &PgCluster) {
+    let newest = walkdir(&pg.datadir.join("base")).into_iter().max().unwrap();
+    let aged = newest + Duration::from_secs(pitrkit::backup::incremental::MTIME_SLACK_SECS as u64 + 1);
+    if let Ok(wait) = aged.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// The mtimes of every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<std::time::SystemTime> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        if md.is_dir() {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.push(md.modified().unwrap());
+        }
+    }
+    out
+}
+
+/// A set's manifest.
+fn manifest(repo: &Path, id: &str) -> Manifest {
+    Manifest::parse(&fs::read_to_string(repo.join(id).join("manifest")).unwrap()).unwrap()
+}
+
+/// The PITR round trip: backup 1, batch A, T1, batch B, backup 2
+/// (incremental), batch C, restore point and T2, backup 3 (incremental on
+/// the incremental), drop the table; recover to T1 gives exactly A from
+/// backup 1, to T2, the LSN and the restore point A+B+C, backup 3 to its
+/// end A+B+C; pg_verifybackup accepts each restored directory.
 #[test]
 fn pitr_round_trip() {
     let s = setup("bk_pitr");
@@ -153,15 +192,24 @@ fn pitr_round_trip() {
     let ts = s.env.mkdir("ts");
     m.psql(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts.display()));
     m.psql("CREATE TABLE t (batch text) TABLESPACE ts");
+    aged_past_the_slack(m);
     let id1 = s.backup();
     m.psql("INSERT INTO t VALUES ('A')");
     let t1 = m.psql("SELECT now()");
     m.psql("INSERT INTO t VALUES ('B')");
-    let id2 = s.backup();
+    let id2 = s.backup_with(&["--incremental"]);
     assert!(id2 > id1, "{id1} {id2}");
     m.psql("INSERT INTO t VALUES ('C')");
     m.psql("SELECT pg_create_restore_point('before_drop')");
     let lsn = m.psql("SELECT pg_current_wal_insert_lsn()");
+    let t2 = m.psql("SELECT now()");
+    // backup_type in the INI, not the flag, asks for this one.
+    fs::write(
+        &s.ini,
+        fs::read_to_string(&s.ini).unwrap() + "backup_type: incremental\n",
+    )
+    .unwrap();
+    let id3 = s.backup();
     m.psql("DROP TABLE t");
     s.archive_now();
     assert!(
@@ -169,7 +217,7 @@ fn pitr_round_trip() {
             .iter()
             .filter(|l| l.starts_with("ok backup"))
             .count()
-            == 2,
+            == 3,
         "{:?}",
         fixtures::lines(&s.hooks)
     );
@@ -178,6 +226,61 @@ fn pitr_round_trip() {
     assert!(set.join("manifest").is_file() && set.join("wal/.pitrkit-system-id").is_file());
     assert!(set.join("data/global/pg_control.zst").is_file());
     assert!(!set.join("data/postmaster.pid.zst").exists());
+
+    // The incrementals store far less than the full: unchanged relation
+    // files are referenced in the set that stores them, never in a set
+    // that references them itself.
+    let (m1, m2, m3) = (
+        manifest(&s.repo, &id1),
+        manifest(&s.repo, &id2),
+        manifest(&s.repo, &id3),
+    );
+    assert_eq!(
+        (m1.kind, m2.kind, m3.kind),
+        (BackupType::Full, BackupType::Incremental, BackupType::Incremental)
+    );
+    assert_eq!(m2.depends_on(), std::slice::from_ref(&id1));
+    let referenced = |m: &Manifest| {
+        m.files
+            .iter()
+            .filter(|f| f.holder.is_some() && f.path.starts_with("base/"))
+            .count()
+    };
+    let relations = m1.files.iter().filter(|f| f.path.starts_with("base/")).count();
+    assert!(
+        referenced(&m2) * 4 > relations * 3,
+        "{} of {relations} relation files referenced",
+        referenced(&m2)
+    );
+    assert!(
+        m2.stored_size() * 10 < m1.stored_size(),
+        "the incremental stores {} bytes, the full {}",
+        m2.stored_size(),
+        m1.stored_size()
+    );
+    for f in m2.files.iter().filter(|f| f.holder.is_some()) {
+        assert!(
+            !s.repo.join(&id2).join(format!("data/{}.zst", f.path)).exists(),
+            "{}",
+            f.path
+        );
+    }
+    for f in m3.files.iter().filter(|f| f.holder.is_some()) {
+        let in2 = m2.files.iter().find(|e| e.path == f.path).unwrap();
+        assert_eq!(
+            f.holder.as_ref(),
+            Some(in2.holder.as_ref().unwrap_or(&id2)),
+            "{}: the reference names the set that stores it",
+            f.path
+        );
+        assert!(f.holder.as_ref() != Some(&id2) || in2.holder.is_none());
+    }
+    assert!(m3.depends_on().contains(&id1), "{:?}", m3.depends_on());
+    // A touched file is copied again: pg_control always, t's file after the inserts.
+    assert!(m3
+        .files
+        .iter()
+        .any(|f| f.path == "global/pg_control" && f.holder.is_none()));
 
     assert_eq!(chosen(&s.recover("r1", &["--target-time", &t1])), id1);
     verifybackup(&s.env, &s.env.path("r1"));
@@ -189,9 +292,14 @@ fn pitr_round_trip() {
     assert!(!auto.contains("archive_cleanup_command"), "{auto}");
     assert_eq!(rows_after_recovery(&s.env, "r1"), "A");
 
-    assert_eq!(chosen(&s.recover("r2", &["--target-lsn", &lsn])), id2);
+    assert_eq!(chosen(&s.recover("r2", &["--target-time", &t2])), id2);
     verifybackup(&s.env, &s.env.path("r2"));
     assert_eq!(rows_after_recovery(&s.env, "r2"), "A,B,C");
+    assert_eq!(chosen(&s.recover("r2l", &["--target-lsn", &lsn])), id2);
+    assert_eq!(rows_after_recovery(&s.env, "r2l"), "A,B,C");
+    assert_eq!(chosen(&s.recover("r6", &["--immediate", "--backup", &id3])), id3);
+    verifybackup(&s.env, &s.env.path("r6"));
+    assert_eq!(rows_after_recovery(&s.env, "r6"), "A,B,C");
 
     let o = s.recover("r3", &["--target-name", "before_drop"]);
     assert_eq!(chosen(&o), id1);
@@ -211,22 +319,62 @@ fn pitr_round_trip() {
     let o = s.pitrkit(&["backup", "--list", "--json"]);
     let json = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", describe_output(&o));
-    for id in [&id1, &id2] {
+    assert!(
+        json.contains(&format!("{{\"id\":\"{id1}\",\"type\":\"full\",\"complete\":true,")),
+        "{json}"
+    );
+    for (id, m) in [(&id2, &m2), (&id3, &m3)] {
         assert!(
-            json.contains(&format!("{{\"id\":\"{id}\",\"type\":\"full\",\"complete\":true,")),
+            json.contains(&format!(
+                "{{\"id\":\"{id}\",\"type\":\"incremental\",\"complete\":true,"
+            )),
+            "{json}"
+        );
+        let deps: Vec<String> = m.depends_on().iter().map(|d| format!("\"{d}\"")).collect();
+        assert!(
+            json.contains(&format!("\"depends_on\":[{}]}}", deps.join(","))),
             "{json}"
         );
     }
+    // Size on disk counts what each set stores itself (its WAL too, about
+    // the same in each): the bytes it references are not counted.
+    let stored = |id: &str| -> u64 {
+        let at = json.find(&format!("\"id\":\"{id}\"")).unwrap();
+        let rest = &json[at..];
+        let v = &rest[rest.find("\"size_stored\":").unwrap() + 14..];
+        v[..v.find(',').unwrap()].parse().unwrap()
+    };
+    assert!(
+        stored(&id1) - stored(&id2) > (m1.stored_size() - m2.stored_size()) / 2,
+        "{json}"
+    );
+    let o = s.pitrkit(&["backup", "--list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.starts_with(&id3)).unwrap_or_default();
+    assert!(
+        line.contains(" incremental ") && line.ends_with(&m3.depends_on().join(",")),
+        "{text}"
+    );
     assert!(json.contains("\"newest_complete_age_seconds\":"), "{json}");
 
     // --verify: clean, then each kind of damage is named.
     let o = s.pitrkit(&["backup", "--verify"]);
     assert!(o.status.success(), "{}", describe_output(&o));
-    let flipped = s.repo.join(&id2).join("data/PG_VERSION.zst");
-    let mut bytes = fs::read(&flipped).unwrap();
-    let last = bytes.len() - 5;
-    bytes[last] ^= 1;
-    fs::write(&flipped, bytes).unwrap();
+    let flip = |f: &Path| {
+        let mut bytes = fs::read(f).unwrap();
+        let last = bytes.len() - 5;
+        bytes[last] ^= 1;
+        fs::write(f, bytes).unwrap();
+    };
+    flip(&s.repo.join(&id2).join("data/backup_label.zst"));
+    // A file stored only in the full, which the incremental references.
+    let shared = &m2
+        .files
+        .iter()
+        .find(|f| f.holder.as_ref() == Some(&id1) && f.path.starts_with("base/") && f.size > 0)
+        .unwrap()
+        .path;
+    flip(&s.repo.join(&id1).join(format!("data/{shared}.zst")));
     fs::remove_file(s.repo.join(&id1).join("data/global/pg_control.zst")).unwrap();
     let archive = s.env.path("archive");
     let mut segs: Vec<String> = fs::read_dir(&archive)
@@ -244,7 +392,9 @@ fn pitr_round_trip() {
     let o = s.pitrkit(&["backup", "--verify"]);
     assert!(!o.status.success());
     for says in [
-        format!("{id2}/data/PG_VERSION.zst: corrupt"),
+        format!("{id2}/data/backup_label.zst: corrupt"),
+        format!("backup {id2} (file {shared} stored in backup {id1}): "),
+        format!("{id1}/data/{shared}.zst: corrupt"),
         format!("{id1}/data/global/pg_control.zst: cannot be read"),
         format!("segment {gone} is missing"),
         format!("{foreign}: a segment of database system 42"),
@@ -254,6 +404,17 @@ fn pitr_round_trip() {
     assert!(fixtures::lines(&s.hooks)
         .iter()
         .any(|l| l.starts_with("critical backup --verify")));
+
+    // The full gone (here: its manifest): the incremental fails for it, naming both.
+    fs::remove_file(s.repo.join(&id1).join("manifest")).unwrap();
+    let gone = format!("backup {id2} references files stored in backup {id1}, which is missing or incomplete");
+    let o = s.pitrkit(&["backup", "--verify", &id2]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &gone);
+    let o = s.recover("r7", &["--immediate", "--backup", &id2]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &gone);
+    assert!(!s.env.path("r7").exists());
 }
 
 /// A second backup while one holds the repository is refused; a damaged
@@ -285,6 +446,7 @@ fn concurrent_damaged_and_killed_backups() {
     let o = s.recover("r0", &["--immediate", "--backup", "20000101T000000Z"]);
     assert!(!o.status.success());
     common::assert_says(&o, "no complete backup 20000101T000000Z");
+    aged_past_the_slack(&s.master);
     let id2 = s.backup();
     assert!(!leftover.exists(), "the killed backup's leftovers are removed");
 
@@ -389,6 +551,11 @@ fn concurrent_damaged_and_killed_backups() {
     assert_eq!(left, [".lock"], "only the lock file is left");
     drop(mounted);
 
+    // An incremental on id2 (its files referenced there), and a time between them.
+    let before_3 = s.master.psql("SELECT now()");
+    let id3 = s.backup_with(&["--incremental"]);
+    assert_eq!(manifest(&s.repo, &id3).depends_on(), std::slice::from_ref(&id2));
+
     // Retention: keep_backups 1 removes the older (damaged) backup and the
     // WAL only it needed; the hold names what the kept one needs, and
     // cleanup keeps that whatever %r it is given; history files stay.
@@ -402,15 +569,18 @@ fn concurrent_damaged_and_killed_backups() {
     let o = s.pitrkit(&["backup", "--expire"]);
     assert!(o.status.success(), "{}", describe_output(&o));
     common::assert_says(&o, &format!("removed 1 backup(s) ({id})"));
+    // The newest is incremental: its base stays, for its files, and says why.
+    common::assert_says(&o, &format!("kept 2 ({id2} only for the files {id3} references in it)"));
     assert!(!s.repo.join(&id).exists() && s.repo.join(&id2).join("manifest").is_file());
     let hold = fs::read_to_string(archive.join(".pitrkit-backup-hold")).unwrap();
-    let first_of_2 = fs::read_dir(s.repo.join(&id2).join("wal"))
+    // A set kept only for its files holds no WAL: the hold is the kept incremental's start.
+    let first_of_3 = fs::read_dir(s.repo.join(&id3).join("wal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.len() == 24)
         .min()
         .unwrap();
-    assert_eq!(hold, format!("{first_of_2}\n"));
+    assert_eq!(hold, format!("{first_of_3}\n"));
     let left = |dir: &Path| -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -420,11 +590,15 @@ fn concurrent_damaged_and_killed_backups() {
         v.sort();
         v
     };
-    assert_eq!(left(&archive).first(), Some(&first_of_2), "{:?}", left(&archive));
+    assert_eq!(left(&archive).first(), Some(&first_of_3), "{:?}", left(&archive));
     assert!(archive.join("00000009.history").is_file());
     let o = s.recover("r5", &["--target-time", &between]);
     assert!(!o.status.success());
     common::assert_says(&o, "before the end of every backup");
+    // Only id2 could reach this, and the archive no longer continues from it.
+    let o = s.recover("r5", &["--target-time", &before_3]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &format!("only backup(s) {id2} could reach this target"));
     let o = run_output(
         s.env
             .pitrkit()
@@ -433,7 +607,7 @@ fn concurrent_damaged_and_killed_backups() {
             .arg("0000000100000000000000FF"),
     );
     assert!(o.status.success(), "{}", describe_output(&o));
-    assert_eq!(left(&archive).first(), Some(&first_of_2), "cleanup honours the hold");
+    assert_eq!(left(&archive).first(), Some(&first_of_3), "cleanup honours the hold");
 }
 
 /// A backup taken on a streaming standby (pg_backup_stop there neither
@@ -474,11 +648,15 @@ fn backup_taken_on_a_standby() {
                 std::thread::sleep(Duration::from_millis(500));
             }
         });
-        let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&ini));
+        let o = run_output(s.env.pitrkit().args(["backup", "--incremental", "-C"]).arg(&ini));
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         o
     });
     assert!(o.status.success(), "{}", describe_output(&o));
+    // Nothing to build on in a new repository: a full backup, and it says so.
+    common::assert_says(&o, "taking a full backup instead");
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(manifest(&s.env.path("repo2"), &id).kind, BackupType::Full);
     s.archive_now();
     let to = s.env.path("r");
     let o = run_output(

@@ -7,12 +7,15 @@ use anyhow::Result;
 
 use super::manifest::format_lsn;
 use super::repo::{Repository, SetInfo};
+use crate::config::BackupType;
 use crate::storage::Storage;
 
 /// One set as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub id: String,
+    /// `None` while incomplete.
+    pub kind: Option<BackupType>,
     pub complete: bool,
     /// Why it is not complete.
     pub problem: Option<String>,
@@ -21,9 +24,12 @@ pub struct Listed {
     pub start_lsn: Option<String>,
     pub stop_lsn: Option<String>,
     pub timeline: Option<u32>,
-    /// Bytes in the repository (data and WAL).
+    /// Bytes in the repository (data and WAL): what the set stores itself,
+    /// not the files it references in another set.
     pub size_stored: u64,
     pub size_original: Option<u64>,
+    /// An incremental's: the sets whose stored files it references.
+    pub depends_on: Option<Vec<String>>,
 }
 
 pub struct Catalog {
@@ -47,6 +53,8 @@ fn listed(repo: &Repository, s: SetInfo) -> Listed {
     match s.manifest {
         Ok(m) => Listed {
             id: s.id,
+            kind: Some(m.kind),
+            depends_on: (m.kind == BackupType::Incremental).then(|| m.depends_on()),
             complete: true,
             problem: None,
             start_time: Some(m.start_time),
@@ -59,6 +67,8 @@ fn listed(repo: &Repository, s: SetInfo) -> Listed {
         },
         Err(why) => Listed {
             id: s.id,
+            kind: None,
+            depends_on: None,
             complete: false,
             problem: Some(why),
             start_time: None,
@@ -109,9 +119,10 @@ impl Catalog {
             .iter()
             .map(|s| {
                 format!(
-                    "{{\"id\":{},\"type\":\"full\",\"complete\":{},\"problem\":{},\"start_time\":{},\"stop_time\":{},\
-                     \"start_lsn\":{},\"stop_lsn\":{},\"timeline\":{},\"size_stored\":{},\"size_original\":{},\"depends_on\":null}}",
+                    "{{\"id\":{},\"type\":{},\"complete\":{},\"problem\":{},\"start_time\":{},\"stop_time\":{},\
+                     \"start_lsn\":{},\"stop_lsn\":{},\"timeline\":{},\"size_stored\":{},\"size_original\":{},\"depends_on\":{}}}",
                     json_str(&s.id),
+                    opt(&s.kind, |k| json_str(&k.to_string())),
                     s.complete,
                     opt(&s.problem, |p| json_str(p)),
                     opt(&s.start_time, |t| json_str(&iso(*t))),
@@ -120,7 +131,11 @@ impl Catalog {
                     opt(&s.stop_lsn, |l| json_str(l)),
                     opt(&s.timeline, u32::to_string),
                     s.size_stored,
-                    opt(&s.size_original, u64::to_string)
+                    opt(&s.size_original, u64::to_string),
+                    opt(&s.depends_on, |ids| format!(
+                        "[{}]",
+                        ids.iter().map(|i| json_str(i)).collect::<Vec<_>>().join(",")
+                    ))
                 )
             })
             .collect();
@@ -134,15 +149,25 @@ impl Catalog {
     /// A table for people.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "{:<17} {:<5} {:<8} {:<27} {:<27} {:>13} {:>13} {:>3} {:>10} {:>10}\n",
-            "ID", "TYPE", "STATE", "START", "STOP", "START LSN", "STOP LSN", "TL", "STORED MiB", "SIZE MiB"
+            "{:<17} {:<11} {:<10} {:<27} {:<27} {:>13} {:>13} {:>3} {:>10} {:>10} {}\n",
+            "ID",
+            "TYPE",
+            "STATE",
+            "START",
+            "STOP",
+            "START LSN",
+            "STOP LSN",
+            "TL",
+            "STORED MiB",
+            "SIZE MiB",
+            "DEPENDS ON"
         );
         for s in &self.sets {
             let _ = writeln!(
                 out,
-                "{:<17} {:<5} {:<8} {:<27} {:<27} {:>13} {:>13} {:>3} {:>10} {:>10}",
+                "{:<17} {:<11} {:<10} {:<27} {:<27} {:>13} {:>13} {:>3} {:>10} {:>10} {}",
                 s.id,
-                "full",
+                opt(&s.kind, |k| k.to_string().to_string()),
                 if s.complete { "complete" } else { "INCOMPLETE" },
                 opt(&s.start_time, |t| iso(*t)),
                 opt(&s.stop_time, |t| iso(*t)),
@@ -150,7 +175,8 @@ impl Catalog {
                 s.stop_lsn.as_deref().unwrap_or("-"),
                 opt(&s.timeline, u32::to_string),
                 s.size_stored >> 20,
-                opt(&s.size_original, |b| (b >> 20).to_string())
+                opt(&s.size_original, |b| (b >> 20).to_string()),
+                s.depends_on.as_ref().map_or("-".to_string(), |d| d.join(","))
             );
         }
         match self.newest_complete_age {
@@ -172,6 +198,8 @@ mod tests {
         let c = Catalog {
             sets: vec![Listed {
                 id: "20261130T101500Z".into(),
+                kind: None,
+                depends_on: None,
                 complete: false,
                 problem: Some("no \"manifest\"".into()),
                 start_time: None,
@@ -186,10 +214,34 @@ mod tests {
         };
         assert_eq!(
             c.json(),
-            "{\"backups\":[{\"id\":\"20261130T101500Z\",\"type\":\"full\",\"complete\":false,\"problem\":\"no \\\"manifest\\\"\",\
+            "{\"backups\":[{\"id\":\"20261130T101500Z\",\"type\":null,\"complete\":false,\"problem\":\"no \\\"manifest\\\"\",\
              \"start_time\":null,\"stop_time\":\"2025-11-30T10:15:03.654321Z\",\"start_lsn\":null,\"stop_lsn\":\"0/2000138\",\
              \"timeline\":1,\"size_stored\":10,\"size_original\":null,\"depends_on\":null}],\"newest_complete_age_seconds\":5}\n"
         );
         assert!(c.text().contains("INCOMPLETE"));
+        let incremental = Listed {
+            kind: Some(BackupType::Incremental),
+            complete: true,
+            problem: None,
+            depends_on: Some(vec!["20261129T101500Z".into(), "20261129T221500Z".into()]),
+            ..c.sets[0].clone()
+        };
+        let c = Catalog {
+            sets: vec![incremental],
+            newest_complete_age: None,
+        };
+        assert!(
+            c.json()
+                .contains("{\"id\":\"20261130T101500Z\",\"type\":\"incremental\",\"complete\":true,\"problem\":null,"),
+            "{}",
+            c.json()
+        );
+        assert!(
+            c.json()
+                .contains("\"depends_on\":[\"20261129T101500Z\",\"20261129T221500Z\"]}"),
+            "{}",
+            c.json()
+        );
+        assert!(c.text().contains(" incremental ") && c.text().contains(" 20261129T101500Z,20261129T221500Z\n"));
     }
 }

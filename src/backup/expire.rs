@@ -4,11 +4,20 @@
 //! Kept: the newest `keep_backups` complete backups, and every backup needed
 //! to recover to any time in the last `recovery_window` days (those that
 //! ended inside it, plus the newest that ended before it); with both keys,
-//! what either asks for; with neither, every backup. Then the hold
-//! ([`crate::layout::backup::HOLD_FILE`]) names the oldest kept backup's
-//! start segment, and the WAL before it goes, but never `.history` files,
-//! never from the last `%r` cleanup recorded on, and never anything while no
-//! complete backup exists.
+//! what either asks for; with neither, every backup. A set a kept one
+//! depends on (an incremental's references) is kept too, for its files.
+//! Then the hold ([`crate::layout::backup::HOLD_FILE`]) names the oldest
+//! backup retention keeps, and the WAL before it goes, but never `.history`
+//! files, never from the last `%r` cleanup recorded on, and never anything
+//! while no complete backup exists.
+//!
+//! A set kept only for its files does not hold WAL: retention did not ask
+//! to recover from it, and the WAL to its own end point is in the set
+//! anyway (`recover --backup ID --immediate` still works). Holding its WAL
+//! would keep the archive from a full's start for as long as incrementals
+//! build on it, which `keep_backups` never asked for. `recover` chooses
+//! by itself only sets at or after the hold (see `target::choose`), so a
+//! target that only such a set could reach is refused up front.
 
 use anyhow::{Context, Result};
 
@@ -25,6 +34,8 @@ use crate::wal::{self, WalName};
 pub struct ExpireReport {
     pub removed_sets: Vec<String>,
     pub kept_sets: Vec<String>,
+    /// Kept only because these (kept) sets reference files stored in them.
+    pub kept_for_files: Vec<(String, Vec<String>)>,
     /// The segment the hold names now.
     pub hold: Option<String>,
     /// WAL files removed from archivedir, and their bytes.
@@ -34,8 +45,13 @@ pub struct ExpireReport {
 
 impl ExpireReport {
     pub fn summary(&self) -> String {
+        let files: Vec<String> = self
+            .kept_for_files
+            .iter()
+            .map(|(id, by)| format!("{id} only for the files {} references in it", by.join(", ")))
+            .collect();
         format!(
-            "expire: removed {} backup(s){}, kept {}; removed {} WAL file(s) ({} MiB) from archivedir; the hold is at {}",
+            "expire: removed {} backup(s){}, kept {}{}; removed {} WAL file(s) ({} MiB) from archivedir; the hold is at {}",
             self.removed_sets.len(),
             if self.removed_sets.is_empty() {
                 String::new()
@@ -43,6 +59,11 @@ impl ExpireReport {
                 format!(" ({})", self.removed_sets.join(", "))
             },
             self.kept_sets.len(),
+            if files.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", files.join("; "))
+            },
             self.removed_wal.len(),
             self.removed_bytes >> 20,
             self.hold.as_deref().unwrap_or("nothing (no complete backup)")
@@ -75,21 +96,65 @@ pub fn kept(sets: &[Manifest], keep: Option<u64>, window_days: Option<u64>, now:
     out
 }
 
+/// Why a set stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keep {
+    /// Retention asks for it: recoverable, and its WAL is held.
+    Retention,
+    /// Only for its files: these kept sets reference files stored in it.
+    FilesOf(Vec<String>),
+}
+
+/// Retention's choice (`kept`), plus every set a kept one depends on,
+/// transitively (so a kept incremental's base stays verifiable whole).
+/// `None`: the set goes.
+pub fn with_dependencies(sets: &[Manifest], kept: &[bool]) -> Vec<Option<Keep>> {
+    let mut out: Vec<Option<Keep>> = kept.iter().map(|k| k.then_some(Keep::Retention)).collect();
+    let mut todo: Vec<usize> = (0..sets.len()).filter(|i| kept[*i]).collect();
+    while let Some(i) = todo.pop() {
+        for dep in sets[i].depends_on() {
+            let Some(j) = sets.iter().position(|m| m.id == dep) else {
+                continue;
+            };
+            match &mut out[j] {
+                Some(Keep::Retention) => {}
+                Some(Keep::FilesOf(by)) => by.push(sets[i].id.clone()),
+                none => {
+                    *none = Some(Keep::FilesOf(vec![sets[i].id.clone()]));
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    for k in out.iter_mut().flatten() {
+        if let Keep::FilesOf(by) = k {
+            by.sort();
+        }
+    }
+    out
+}
+
 /// Applies retention, writes the hold, removes the WAL no kept backup needs.
 pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this expire")?;
     let sets = repo.complete()?;
-    let keep = kept(
+    let keep = with_dependencies(
         &sets,
-        cfg.keep_backups,
-        cfg.recovery_window_days,
-        chrono::Utc::now().timestamp_micros(),
+        &kept(
+            &sets,
+            cfg.keep_backups,
+            cfg.recovery_window_days,
+            chrono::Utc::now().timestamp_micros(),
+        ),
     );
     let mut report = ExpireReport::default();
     for (m, k) in sets.iter().zip(&keep) {
-        if *k {
+        if let Some(k) = k {
             report.kept_sets.push(m.id.clone());
+            if let Keep::FilesOf(by) = k {
+                report.kept_for_files.push((m.id.clone(), by.clone()));
+            }
         } else {
             repo.store
                 .delete_tree(&m.id)
@@ -98,7 +163,13 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
             report.removed_sets.push(m.id.clone());
         }
     }
-    let Some(oldest) = sets.iter().zip(&keep).find(|(_, k)| **k).map(|(m, _)| m) else {
+    // Sets kept only for their files hold no WAL (see the module's comment).
+    let Some(oldest) = sets
+        .iter()
+        .zip(&keep)
+        .find(|(_, k)| **k == Some(Keep::Retention))
+        .map(|(m, _)| m)
+    else {
         return Ok(report);
     };
     let archive = LocalDir::new(&cfg.archivedir);
@@ -154,5 +225,47 @@ mod tests {
         assert_eq!(kept(&sets, None, Some(4), now), [false, true, true, true]);
         assert_eq!(kept(&sets, Some(3), Some(1), now), [false, true, true, true]);
         assert_eq!(kept(&sets, Some(10), None, now), [true; 4]);
+    }
+
+    #[test]
+    fn a_kept_incremental_keeps_the_sets_it_references() {
+        // F1 full; F2 full; I3 on F2; I4 on I3, referencing F2 and I3.
+        let set = |id: &str, holders: &[&str]| Manifest {
+            id: id.into(),
+            files: holders
+                .iter()
+                .map(|h| crate::backup::manifest::FileEntry {
+                    holder: Some((*h).into()),
+                    ..sample().files[0].clone()
+                })
+                .collect(),
+            ..sample()
+        };
+        let sets = vec![
+            set("F1", &[]),
+            set("F2", &[]),
+            set("I3", &["F2"]),
+            set("I4", &["F2", "I3"]),
+        ];
+        let files_of = |by: &[&str]| Some(Keep::FilesOf(by.iter().map(|s| s.to_string()).collect()));
+        assert_eq!(
+            with_dependencies(&sets, &[false, false, false, true]),
+            [None, files_of(&["I3", "I4"]), files_of(&["I4"]), Some(Keep::Retention)]
+        );
+        assert_eq!(
+            with_dependencies(&sets, &[false, true, false, false]),
+            [None, Some(Keep::Retention), None, None]
+        );
+        let r = ExpireReport {
+            kept_sets: vec!["F2".into(), "I4".into()],
+            kept_for_files: vec![("F2".into(), vec!["I4".into()])],
+            ..Default::default()
+        };
+        assert!(
+            r.summary()
+                .contains("kept 2 (F2 only for the files I4 references in it)"),
+            "{}",
+            r.summary()
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! - `files`: what is copied from the data directory (PostgreSQL's exclusions);
 //! - `walrange`: the set's WAL, copied from the archive;
 //! - `take`: the backup itself;
+//! - `incremental`: what an incremental references instead of storing;
 //! - `target`: recovery targets and the choice of set;
 //! - `recover`: a set restored into a new data directory, ready to recover;
 //! - `pgmanifest`: PostgreSQL's `backup_manifest` for a restored copy;
@@ -18,6 +19,7 @@
 pub mod catalog;
 pub mod expire;
 pub mod files;
+pub mod incremental;
 pub mod manifest;
 pub mod pgmanifest;
 pub mod recover;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::incremental::Sources;
 use super::manifest::{format_lsn, FileEntry, Manifest};
 use super::pgmanifest;
 use super::repo::Repository;
@@ -21,7 +22,7 @@ use crate::fsutil;
 use crate::integrity::Summer;
 use crate::layout::backup::PG_MANIFEST;
 use crate::pg::LocalCluster;
-use crate::storage::{LocalDir, Storage};
+use crate::storage::LocalDir;
 
 /// What to recover, where.
 #[derive(Debug, Clone)]
@@ -45,23 +46,21 @@ pub struct Recovered {
     pub dir: PathBuf,
 }
 
-/// A file written durably into the new directory (`write_durable` cannot stream).
+/// A file written durably into the new directory (`write_durable` cannot
+/// stream), read from the set or from the set a reference names.
 struct Restoring<'a> {
-    set: &'a dyn Storage,
-    m: &'a Manifest,
+    src: &'a Sources<'a>,
 }
 
 impl Restoring<'_> {
     /// Restores `f` to `dest`, checking its size and CRC-32C.
     fn file(&self, f: &FileEntry, dest: &Path) -> Result<()> {
-        let stored = self.m.stored_name(&f.path);
-        let input = self.set.get(&stored).with_context(|| {
-            format!(
-                "damaged backup set {}: {} cannot be read",
-                self.m.id,
-                self.set.locate(&stored)
-            )
-        })?;
+        let id = &self.src.m.id;
+        let at = self.src.locate(f);
+        let (set, stored) = (at.store, &at.stored);
+        let input = set
+            .get(stored)
+            .with_context(|| format!("damaged backup set {id}: {} cannot be read", set.locate(stored)))?;
         let out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -72,18 +71,17 @@ impl Restoring<'_> {
             inner: io::BufWriter::with_capacity(1 << 20, out),
             sum: Summer::default(),
         };
-        self.m
-            .compression
+        at.codec
             .decompress(input, &mut w)
-            .with_context(|| format!("damaged backup set {}: {}", self.m.id, self.set.locate(&stored)))?;
+            .with_context(|| format!("damaged backup set {id}: {}", set.locate(stored)))?;
         let out = w.inner.into_inner().map_err(|e| e.into_error())?;
         let sum = w.sum.finish();
         if sum.size != f.size || sum.crc != f.crc {
             bail!(
                 "damaged backup set {}: {} holds {} bytes with CRC-32C {:08x}, but the manifest says {} bytes with {:08x}. \
                  Recover from another backup (--backup ID); `pitrkit backup --verify` checks every set",
-                self.m.id,
-                self.set.locate(&stored),
+                id,
+                set.locate(stored),
                 sum.size,
                 sum.crc,
                 f.size,
@@ -157,15 +155,17 @@ fn tablespace_locations(m: &Manifest, req: &Request) -> Vec<(u32, PathBuf, PathB
 pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let sets = repo.complete()?;
-    let (m, note) = target::choose(&sets, &req.target, req.backup.as_deref())?;
-    target::check_archive_end(&LocalDir::new(&cfg.archivedir), &m, &req.target)?;
+    let archive = LocalDir::new(&cfg.archivedir);
+    let hold = crate::cleanup::read_mark(&archive, crate::layout::backup::HOLD_FILE);
+    let (m, note) = target::choose_held(&sets, &req.target, req.backup.as_deref(), hold.as_ref())?;
+    target::check_archive_end(&archive, &m, &req.target)?;
     check_empty(&req.to, "the target directory")?;
     let spaces = tablespace_locations(&m, req);
     for (_, _, new) in &spaces {
         check_empty(new, "the tablespace directory")?;
     }
-    let set = repo.store.scoped(&m.id)?;
-    let made = restore_files(&*set, &m, req, &spaces)
+    let src = Sources::open(&repo, &m, &sets).map_err(anyhow::Error::msg)?;
+    let made = restore_files(&src, req, &spaces)
         .and_then(|files| configure(cfg, &m, req, files))
         .and_then(|()| {
             for dir in std::iter::once(&req.to).chain(spaces.iter().map(|(_, _, new)| new)) {
@@ -190,12 +190,8 @@ pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
 
 /// Directories, tablespace links and files; the manifest's files as
 /// restored (tablespace_map rewritten for moved tablespaces).
-fn restore_files(
-    set: &dyn Storage,
-    m: &Manifest,
-    req: &Request,
-    spaces: &[(u32, PathBuf, PathBuf)],
-) -> Result<Vec<FileEntry>> {
+fn restore_files(src: &Sources, req: &Request, spaces: &[(u32, PathBuf, PathBuf)]) -> Result<Vec<FileEntry>> {
+    let m = src.m;
     mkdir(&req.to)?;
     for (oid, _, new) in spaces {
         mkdir(new)?;
@@ -208,7 +204,7 @@ fn restore_files(
             mkdir(&p)?;
         }
     }
-    let r = Restoring { set, m };
+    let r = Restoring { src };
     let mut files = Vec::with_capacity(m.files.len());
     for f in &m.files {
         let dest = req.to.join(&f.path);
@@ -216,7 +212,7 @@ fn restore_files(
             mkdir(parent)?;
         }
         if f.path == "tablespace_map" && spaces.iter().any(|(_, old, new)| old != new) {
-            files.push(remap_tablespace_map(set, m, f, &dest, spaces)?);
+            files.push(remap_tablespace_map(src, f, &dest, spaces)?);
             continue;
         }
         r.file(f, &dest)?;
@@ -227,14 +223,14 @@ fn restore_files(
 
 /// tablespace_map with the new locations; its manifest entry to match.
 fn remap_tablespace_map(
-    set: &dyn Storage,
-    m: &Manifest,
+    src: &Sources,
     f: &FileEntry,
     dest: &Path,
     spaces: &[(u32, PathBuf, PathBuf)],
 ) -> Result<FileEntry> {
     let mut text = Vec::new();
-    m.compression.decompress(set.get(&m.stored_name(&f.path))?, &mut text)?;
+    let at = src.locate(f);
+    at.codec.decompress(at.store.get(&at.stored)?, &mut text)?;
     let remap: Vec<(PathBuf, PathBuf)> = spaces.iter().map(|(_, o, n)| (o.clone(), n.clone())).collect();
     let new = crate::standby::basebackup::remap_tablespace_map(&String::from_utf8_lossy(&text), &remap);
     fsutil::write_durable(dest, new.as_bytes(), 0o600)?;

@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::files::{self, Item, Survey};
+use super::incremental::Base;
 use super::manifest::{parse_lsn, FileEntry, Manifest};
 use super::repo::{id_at, Repository};
 use super::walrange;
 use crate::archive::sysid::{self, Recorded};
-use crate::config::BackupConfig;
+use crate::config::{BackupConfig, BackupType};
 use crate::integrity::Summer;
 use crate::layout::backup::{MANIFEST, WAL_DIR};
 use crate::pg::master::{Master, MasterTarget};
@@ -31,8 +32,20 @@ pub struct TakeReport {
 impl TakeReport {
     pub fn summary(&self) -> String {
         let m = &self.manifest;
+        let refs = m.files.iter().filter(|f| f.holder.is_some()).count();
+        let kind = match m.kind {
+            BackupType::Full => "full".to_string(),
+            BackupType::Incremental => format!(
+                "incremental: {refs} unchanged files referenced in {}",
+                if refs == 0 {
+                    "none".to_string()
+                } else {
+                    m.depends_on().join(", ")
+                }
+            ),
+        };
         format!(
-            "backup {} complete: {} files, {} MiB ({} MiB stored), WAL {}..{} on timeline {}, in {:.1} s",
+            "backup {} complete ({kind}): {} files, {} MiB ({} MiB stored), WAL {}..{} on timeline {}, in {:.1} s",
             m.id,
             m.files.len(),
             m.original_size() >> 20,
@@ -130,12 +143,14 @@ fn store(set: &dyn Storage, cfg: &BackupConfig, stored: &str, input: impl Read) 
     Ok((sum.size, sum.crc, written))
 }
 
-/// Copies one file of the data directory; `None` if it vanished meanwhile
-/// (a dropped table: WAL replay removes it anyway).
+/// Copies one file of the data directory, or references it in the set
+/// that stores it when `base` has it unchanged; `None` if it vanished
+/// meanwhile (a dropped table: WAL replay removes it anyway).
 fn copy_file(
     set: &dyn Storage,
     cfg: &BackupConfig,
     m: &Manifest,
+    base: Option<&Base>,
     path: &str,
     source: &Path,
 ) -> Result<Option<FileEntry>> {
@@ -144,12 +159,15 @@ fn copy_file(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", source.display())),
     };
-    let mtime = f
-        .metadata()
+    let md = f.metadata().with_context(|| format!("reading {}", source.display()))?;
+    let mtime = md
+        .modified()
         .ok()
-        .and_then(|md| md.modified().ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs() as i64);
+    if let Some(r) = base.and_then(|b| b.reference(path, md.len(), mtime)) {
+        return Ok(Some(r));
+    }
     let (size, crc, stored) = store(set, cfg, &m.stored_name(path), f)?;
     Ok(Some(FileEntry {
         path: path.to_string(),
@@ -157,6 +175,7 @@ fn copy_file(
         mtime,
         crc,
         stored,
+        holder: None,
     }))
 }
 
@@ -172,13 +191,20 @@ fn progress(total: u64) -> Option<indicatif::ProgressBar> {
 }
 
 /// Copies every surveyed item into the set.
-fn copy_all(set: &dyn Storage, cfg: &BackupConfig, survey: &Survey, m: &mut Manifest, total: u64) -> Result<()> {
+fn copy_all(
+    set: &dyn Storage,
+    cfg: &BackupConfig,
+    survey: &Survey,
+    base: Option<&Base>,
+    m: &mut Manifest,
+    total: u64,
+) -> Result<()> {
     let bar = progress(total);
     for item in &survey.items {
         match item {
             Item::Dir(d) => m.dirs.push(d.clone()),
             Item::File { path, source } => {
-                if let Some(e) = copy_file(set, cfg, m, path, source)? {
+                if let Some(e) = copy_file(set, cfg, m, base, path, source)? {
                     if let Some(b) = &bar {
                         b.inc(e.size);
                     }
@@ -216,8 +242,27 @@ fn label_timeline(label: &str) -> Option<u32> {
         .and_then(|t| t.trim().parse().ok())
 }
 
-/// Takes a backup. `user`: the role when db_user is unset.
-pub fn run(cfg: &BackupConfig, user: &str) -> Result<TakeReport> {
+/// The base of an incremental: the newest complete set of this system.
+/// Without one the backup is a full one, and says so.
+fn choose_base<'a>(repo: &Repository, kind: BackupType, system: u64, sets: &'a [Manifest]) -> Option<Base<'a>> {
+    if kind == BackupType::Full {
+        return None;
+    }
+    let base = Base::newest(sets, system);
+    match &base {
+        Some(b) => log::info!("incremental backup on {} (the newest complete backup of this system)", b.manifest.id),
+        None => log::warn!(
+            "an incremental backup was asked for, but {} holds no complete backup of database system {system} to build on: \
+             taking a full backup instead",
+            repo.root().display()
+        ),
+    }
+    base
+}
+
+/// Takes a backup of type `kind` (an incremental without a previous
+/// complete backup is a full one). `user`: the role when db_user is unset.
+pub fn run(cfg: &BackupConfig, user: &str, kind: BackupType) -> Result<TakeReport> {
     let started = std::time::Instant::now();
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this backup")?;
@@ -229,10 +274,13 @@ pub fn run(cfg: &BackupConfig, user: &str) -> Result<TakeReport> {
     let in_recovery = session.in_recovery()?;
     let segment_size = session.wal_segment_size()?;
     let total = session.total_size().unwrap_or(0);
+    let sets = repo.complete()?;
+    let base = choose_base(&repo, kind, system_id, &sets);
     let id = fresh_id(&repo);
     let set = repo.store.scoped(&id)?;
     let mut m = Manifest {
         id: id.clone(),
+        kind: if base.is_some() { kind } else { BackupType::Full },
         system_id,
         pg_version: session.version.0,
         timeline: 1,
@@ -261,7 +309,7 @@ pub fn run(cfg: &BackupConfig, user: &str) -> Result<TakeReport> {
         );
         let survey = files::survey(&cfg.pgdata)?;
         m.tablespaces = survey.tablespaces.clone();
-        copy_all(&*set, cfg, &survey, &mut m, total)?;
+        copy_all(&*set, cfg, &survey, base.as_ref(), &mut m, total)?;
         let stop = session.backup_stop()?;
         m.stop_time = now_micros();
         finish(cfg, &*set, &archive, &mut m, &stop, in_recovery)
@@ -303,6 +351,7 @@ fn finish(
             mtime,
             crc,
             stored,
+            holder: None,
         });
     }
     let segments = walrange::range(m.timeline, m.start_lsn, m.stop_lsn, m.segment_size);
@@ -338,9 +387,24 @@ fn ask_master_to_switch(cfg: &BackupConfig, in_recovery: bool) {
 }
 
 /// Removes sets without a manifest (a killed backup's leftovers): under the
-/// lock nobody is writing them.
+/// lock nobody is writing them. Never one a complete set references files
+/// in: that one lost its manifest, and its files are still needed.
 fn remove_incomplete(repo: &Repository) -> Result<()> {
-    for s in repo.sets()? {
+    let sets = repo.sets()?;
+    let referenced: Vec<String> = sets
+        .iter()
+        .filter_map(|s| s.manifest.as_ref().ok())
+        .flat_map(Manifest::depends_on)
+        .collect();
+    for s in sets {
+        if referenced.contains(&s.id) {
+            log::warn!(
+                "backup set {} has no readable manifest, but other backups reference files in it: kept. \
+                 Restore its manifest, or remove the backups that depend on it (`backup --list` shows them)",
+                repo.store.locate(&s.id)
+            );
+            continue;
+        }
         if s.manifest.is_err() && repo.store.stat(&format!("{}/{MANIFEST}", s.id))?.is_none() {
             log::info!("removing incomplete backup set {} (a failed or killed backup)", s.id);
             repo.store.delete_tree(&s.id).with_context(|| {
@@ -352,4 +416,35 @@ fn remove_incomplete(repo: &Repository) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::tests::sample;
+
+    #[test]
+    fn a_set_others_reference_is_not_removed_as_incomplete() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let inc = Manifest {
+            id: "20261130T000000Z".into(),
+            kind: BackupType::Incremental,
+            files: vec![FileEntry {
+                holder: Some("20261129T000000Z".into()),
+                ..sample().files[0].clone()
+            }],
+            ..sample()
+        };
+        for id in ["20261129T000000Z", "20261128T000000Z", &inc.id] {
+            std::fs::create_dir_all(d.path().join(id).join("data")).unwrap();
+        }
+        std::fs::write(d.path().join(&inc.id).join(MANIFEST), inc.render()).unwrap();
+        remove_incomplete(&repo).unwrap();
+        assert!(d.path().join("20261129T000000Z").exists(), "referenced: kept");
+        assert!(
+            !d.path().join("20261128T000000Z").exists(),
+            "a killed backup's leftovers: removed"
+        );
+    }
 }

@@ -126,6 +126,56 @@ pub fn choose(sets: &[Manifest], target: &Target, id: Option<&str>) -> Result<(M
     }
 }
 
+/// Is `m`'s start at or after the archive's hold (`held`)? Before it, the
+/// archive may have lost the WAL after the set's end: expiry holds WAL only
+/// from the oldest backup retention keeps, not from a set kept only for the
+/// files an incremental references in it (see `expire`).
+fn held(m: &Manifest, held: &WalName) -> bool {
+    held.segno(m.segment_size) <= m.start_lsn / m.segment_size
+}
+
+/// [`choose`], but by itself it chooses only among sets the archive's WAL
+/// still continues from (at or after the hold, when there is one); a
+/// target only an older set could reach is refused, saying why.
+pub fn choose_held(
+    sets: &[Manifest],
+    target: &Target,
+    id: Option<&str>,
+    hold: Option<&WalName>,
+) -> Result<(Manifest, Option<String>)> {
+    let Some(hold) = hold else {
+        return choose(sets, target, id);
+    };
+    let below: Vec<Manifest> = sets.iter().filter(|m| !held(m, hold)).cloned().collect();
+    let below_ids: Vec<&str> = below.iter().map(|m| m.id.as_str()).collect();
+    if id.is_some() {
+        let (m, note) = choose(sets, target, id)?;
+        let note = match target {
+            Target::Immediate | Target::Standby => note,
+            _ if below_ids.contains(&m.id.as_str()) => Some(format!(
+                "backup {} starts before the archive's hold ({}): archivedir may no longer hold the WAL after its end, \
+                 so recovery may end before the target",
+                m.id,
+                hold.as_str()
+            )),
+            _ => note,
+        };
+        return Ok((m, note));
+    }
+    let usable: Vec<Manifest> = sets.iter().filter(|m| held(m, hold)).cloned().collect();
+    match choose(&usable, target, None) {
+        Err(_) if !below.is_empty() && choose(&below, target, None).is_ok() => bail!(
+            "only backup(s) {} could reach this target, and they are kept only for the files newer incremental backups \
+             reference in them: archivedir keeps WAL only from the hold at {} (the oldest backup retention keeps), so \
+             recovery from them would end before the target. Choose a later target, or recover one to its end point \
+             (--backup ID --immediate)",
+            below_ids.join(", "),
+            hold.as_str()
+        ),
+        chosen => chosen,
+    }
+}
+
 /// Refuses a time or LSN past the end of the archive (the newest segment
 /// on the set's timeline or a later one): recovery would end before it.
 pub fn check_archive_end(archive: &dyn Storage, set: &Manifest, target: &Target) -> Result<()> {
@@ -215,5 +265,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no complete backup C"));
+    }
+
+    #[test]
+    fn sets_before_the_hold_are_not_chosen_by_themselves() {
+        // A (kept for an incremental's files) starts at segment 2, B at 5; the hold is at 5.
+        let a = Manifest {
+            id: "A".into(),
+            start_lsn: 2 << 24,
+            ..sample()
+        };
+        let b = Manifest {
+            id: "B".into(),
+            start_lsn: 5 << 24,
+            stop_time: a.stop_time + 60_000_000,
+            stop_lsn: a.stop_lsn + (3 << 24),
+            ..sample()
+        };
+        let sets = vec![a.clone(), b.clone()];
+        let hold = WalName::parse("000000010000000000000005").unwrap();
+        let pick = |t: Target, id: Option<&str>| choose_held(&sets, &t, id, Some(&hold));
+        let between = Target::Time("then".into(), a.stop_time + 1);
+        let e = pick(between.clone(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("only backup(s) A could reach") && e.contains("000000010000000000000005"),
+            "{e}"
+        );
+        assert_eq!(choose_held(&sets, &between, None, None).unwrap().0.id, "A");
+        assert_eq!(pick(Target::Name("x".into()), None).unwrap().0.id, "B");
+        assert_eq!(pick(Target::Time("t".into(), b.stop_time + 1), None).unwrap().0.id, "B");
+        // Asked for by ID: allowed, with a warning unless only its end point is wanted.
+        assert!(pick(between, Some("A"))
+            .unwrap()
+            .1
+            .unwrap()
+            .contains("before the archive's hold"));
+        assert_eq!(pick(Target::Immediate, Some("A")).unwrap(), (a, None));
     }
 }

@@ -2,11 +2,12 @@
 //! and the WAL from each backup's start to the newest archived segment
 //! checked for gaps, foreign segments and missing timeline history.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 
 use anyhow::{bail, Result};
 
+use super::incremental::Sources;
 use super::manifest::Manifest;
 use super::repo::Repository;
 use crate::compress::Codec;
@@ -69,24 +70,47 @@ fn check_system(where_: &str, head: &[u8], system: u64) -> Option<String> {
     }
 }
 
-/// The set's own files: data and WAL.
-fn check_set(repo: &Repository, m: &Manifest, problems: &mut Vec<String>) -> Result<()> {
-    let set = repo.store.scoped(&m.id)?;
+/// Stored files already read (by location): their sum, or what is wrong.
+/// A full set's file that many incrementals reference is read once.
+type ReadCache = HashMap<String, Result<Sum, String>>;
+
+/// The set's data files, those it stores and those it references in
+/// another set (a problem there is the dependent set's too, naming both),
+/// and its own WAL.
+fn check_set(
+    repo: &Repository,
+    m: &Manifest,
+    complete: &[Manifest],
+    cache: &mut ReadCache,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let src = match Sources::open(repo, m, complete) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(e);
+            return Ok(());
+        }
+    };
     for f in &m.files {
-        let stored = m.stored_name(&f.path);
-        match read_checked(&*set, &stored, m.compression) {
-            Ok((sum, _)) if sum.size == f.size && sum.crc == f.crc => {}
-            Ok((sum, _)) => problems.push(format!(
-                "backup {}: {} holds {sum}, the manifest says crc32c {:08x}, {} bytes",
-                m.id,
-                set.locate(&stored),
-                f.crc,
-                f.size
+        let at = src.locate(f);
+        let place = at.store.locate(&at.stored);
+        let read = cache
+            .entry(place.clone())
+            .or_insert_with(|| read_checked(at.store, &at.stored, at.codec).map(|(sum, _)| sum));
+        let whose = match &f.holder {
+            Some(h) => format!("backup {} (file {} stored in backup {h})", m.id, f.path),
+            None => format!("backup {}", m.id),
+        };
+        match read {
+            Ok(sum) if sum.size == f.size && sum.crc == f.crc => {}
+            Ok(sum) => problems.push(format!(
+                "{whose}: {place} holds {sum}, the manifest says crc32c {:08x}, {} bytes",
+                f.crc, f.size
             )),
-            Err(e) => problems.push(format!("backup {}: {e}", m.id)),
+            Err(e) => problems.push(format!("{whose}: {e}")),
         }
     }
-    let wal_dir = set.scoped(WAL_DIR)?;
+    let wal_dir = src.own().scoped(WAL_DIR)?;
     for stored in &m.wal {
         let (codec, base) = Codec::detect(stored);
         match read_checked(&*wal_dir, stored, codec) {
@@ -182,8 +206,9 @@ pub fn verify(repo: &Repository, archivedir: &std::path::Path, id: Option<&str>)
     let archive = LocalDir::new(archivedir);
     let mut problems = Vec::new();
     let mut checked = HashSet::new();
+    let mut cache = ReadCache::new();
     for m in chosen {
-        check_set(repo, m, &mut problems)?;
+        check_set(repo, m, &sets, &mut cache, &mut problems)?;
         check_archive(&archive, m, &mut checked, &mut problems)?;
     }
     Ok(problems)

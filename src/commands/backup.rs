@@ -5,8 +5,8 @@ use super::{current_user, early_error, print_warnings, refuse_root, EXIT_FAILED,
 use crate::backup::repo::Repository;
 use crate::backup::{catalog, expire, take, verify};
 use crate::cli::BackupArgs;
-use crate::config::BackupConfig;
 use crate::config::ConfigFile;
+use crate::config::{BackupConfig, BackupType};
 use crate::logging;
 use crate::notify::Level;
 
@@ -34,7 +34,13 @@ pub fn run(program: &str, args: BackupArgs) -> u8 {
     if args.expire {
         return expire(&cfg);
     }
-    match take::run(&cfg, &current_user()) {
+    // The flag wins over the key.
+    let kind = if args.incremental {
+        BackupType::Incremental
+    } else {
+        cfg.backup_type
+    };
+    match take::run(&cfg, &current_user(), kind) {
         Ok(report) => {
             cfg.notify.send(Level::Ok, &report.summary());
             println!("{}", report.manifest.id);

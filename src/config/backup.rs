@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::choices::BackupType;
 use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::options::{defines, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
 use super::ConfigFile;
@@ -27,6 +28,7 @@ pub struct BackupConfig {
     pub keep_backups: Option<u64>,
     pub recovery_window_days: Option<u64>,
     pub backup_wal_timeout: Duration,
+    pub backup_type: BackupType,
     pub pitrkit_logfile: Option<String>,
     /// Searched first for PostgreSQL programs (pg_ctl for `recover --start`).
     pub includepath: Vec<PathBuf>,
@@ -74,6 +76,7 @@ impl BackupConfig {
             keep_backups: o.opt_count("keep_backups")?,
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
+            backup_type: o.choice("backup_type")?,
             pitrkit_logfile: o.opt_text("pitrkit_logfile"),
             includepath: o.paths("includepath")?,
             notify: o.notifier()?,
@@ -97,6 +100,7 @@ impl BackupConfig {
             keep_backups: o.opt_count("keep_backups")?,
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
+            backup_type: o.choice("backup_type")?,
             pitrkit_logfile: sb.pitrkit_logfile.clone(),
             includepath: sb.includepath.clone(),
             notify: sb.notify.clone(),

@@ -43,6 +43,17 @@ choice_enum! {
 }
 
 choice_enum! {
+    /// `backup_type` (or `backup --incremental`).
+    BackupType {
+        /// Every file stored in the set.
+        Full = "full",
+        /// Files unchanged since the previous complete backup are referenced
+        /// in the set that stores them, not stored again.
+        Incremental = "incremental",
+    }
+}
+
+choice_enum! {
     /// `ship_mode`.
     ShipMode {
         /// Succeed once the file is durably spooled locally (pitrtools).

@@ -12,7 +12,7 @@ pub mod validate;
 
 pub use archiver::ArchiverConfig;
 pub use backup::BackupConfig;
-pub use choices::{HostKeyChecking, QueueRunner, ShipMode, SqlViaSsh, SslMode, State};
+pub use choices::{BackupType, HostKeyChecking, QueueRunner, ShipMode, SqlViaSsh, SslMode, State};
 pub use ini::{ConfigError, ConfigWarning, IniFile};
 pub use options::Options;
 

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::choices::{HostKeyChecking, QueueRunner, ShipMode, SlaveCodec, SqlViaSsh, SslMode, State};
+use super::choices::{BackupType, HostKeyChecking, QueueRunner, ShipMode, SlaveCodec, SqlViaSsh, SslMode, State};
 use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::validate::{self, Refusal};
 use crate::compress::Codec;
@@ -160,6 +160,7 @@ pub static BACKUP_SHARED: &[OptDef] = &[
     opt("keep_backups", Count, None, "retention: keep at least this many complete backups (with recovery_window: keep what either asks for)").range(1, NO_MAX),
     opt("recovery_window", Count, None, "retention: keep the backups needed to recover to any time in the last this many days").range(1, NO_MAX),
     opt("backup_wal_timeout", Seconds, Some("600"), "seconds a backup waits for its last WAL segment to reach archivedir"),
+    opt("backup_type", OneOf(names::<BackupType>), Some("full"), "full, or incremental: files unchanged (size and mtime) since the previous complete backup are referenced, not stored again (backup --incremental says the same)"),
     opt("pitrkit_logfile", Text, None, "also write pitrkit's own log here; ^Y ^m ^d ^H ^M ^S expand to the date"),
 ];
 
