@@ -494,3 +494,114 @@ fn backup_taken_on_a_standby() {
     verifybackup(&s.env, &to);
     assert_eq!(rows_after_recovery(&s.env, "r"), "A");
 }
+
+/// The sets (IDs) in the repository, oldest first.
+fn set_ids(repo: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(repo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 16 && n.ends_with('Z'))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A real `kill -9` of `pitrkit backup` mid-copy: the set never looks
+/// complete, the server's backup session dies with it, the lock does not
+/// outlive it, its hold is dropped by the next expire, and the next backup
+/// works. Then a recover reading the older of two sets while `--expire`
+/// (keep_backups 1) runs: expire removes nothing, recover completes.
+#[test]
+fn killed_backup_and_recover_against_expire() {
+    let s = setup("bk_kill");
+    // Large enough (about 50 MB) that copying it takes a moment.
+    s.master.psql(
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 500000) g",
+    );
+    let mut child = s
+        .env
+        .pitrkit()
+        .args(["backup", "-C"])
+        .arg(&s.ini)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once data/ has files, before the manifest.
+    let copying = common::wait_until(Duration::from_secs(60), || {
+        set_ids(&s.repo)
+            .first()
+            .is_some_and(|id| fs::read_dir(s.repo.join(id).join("data")).is_ok_and(|mut d| d.next().is_some()))
+    });
+    common::kill_descendants(child.id());
+    let _ = child.wait();
+    assert!(copying, "the backup never started copying");
+    let killed = set_ids(&s.repo).pop().unwrap();
+    assert!(!s.repo.join(&killed).join("manifest").exists(), "killed too late");
+
+    let o = s.pitrkit(&["backup", "--list", "--json"]);
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        json.contains(&format!("{{\"id\":\"{killed}\",\"type\":\"full\",\"complete\":false,")),
+        "{json}"
+    );
+    assert!(json.contains("\"newest_complete_age_seconds\":null"), "{json}");
+    let o = s.pitrkit(&["backup", "--verify", &killed]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &format!("no complete backup {killed}"));
+    let o = s.recover("r0", &["--immediate", "--backup", &killed]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &format!("no complete backup {killed}"));
+    let sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit backup'";
+    assert!(
+        common::wait_until(Duration::from_secs(30), || s.master.psql(sessions) == "0"),
+        "the killed backup's session is still on the server"
+    );
+    // The killed backup's hold names its start; with no complete backup
+    // the next expire drops it, so cleanup is not held back forever.
+    let hold = s.env.path("archive/.pitrkit-backup-hold");
+    assert!(hold.is_file());
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert!(!hold.exists(), "{}", fs::read_to_string(&hold).unwrap_or_default());
+
+    // The lock died with the process; the next backup removes the leftover.
+    let id1 = s.backup();
+    // (It may reuse the killed one's ID, if started in the same second.)
+    assert_eq!(
+        set_ids(&s.repo),
+        [id1.as_str()],
+        "the killed backup's leftovers are removed"
+    );
+    assert_eq!(fs::read_to_string(&hold).unwrap().len(), 25);
+    s.master.psql("INSERT INTO big VALUES (0, 'after 1')");
+    let id2 = s.backup();
+
+    // Recover the older set while expire would remove it.
+    fs::write(&s.ini, fs::read_to_string(&s.ini).unwrap() + "keep_backups: 1\n").unwrap();
+    let to = s.env.path("r1");
+    let recovering = s
+        .env
+        .pitrkit()
+        .args(["recover", "-C"])
+        .arg(&s.ini)
+        .arg("--to")
+        .arg(&to)
+        .args(["--immediate", "--backup", &id1])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(Duration::from_secs(30), || to.exists()));
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "a pitrkit recover is reading");
+    let o = recovering.wait_with_output().unwrap();
+    assert_eq!(chosen(&o), id1);
+    verifybackup(&s.env, &to);
+    assert_eq!(set_ids(&s.repo), [id1.clone(), id2.clone()]);
+    // Once it is done, the next expire removes it.
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert_eq!(set_ids(&s.repo), [id2]);
+}

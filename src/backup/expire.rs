@@ -30,12 +30,14 @@ pub struct ExpireReport {
     /// WAL files removed from archivedir, and their bytes.
     pub removed_wal: Vec<String>,
     pub removed_bytes: u64,
+    /// Why no WAL was removed (a recover reads the repository, the pause file).
+    pub wal_kept_because: Option<String>,
 }
 
 impl ExpireReport {
     pub fn summary(&self) -> String {
         format!(
-            "expire: removed {} backup(s){}, kept {}; removed {} WAL file(s) ({} MiB) from archivedir; the hold is at {}",
+            "expire: removed {} backup(s){}, kept {}; removed {} WAL file(s) ({} MiB) from archivedir{}; the hold is at {}",
             self.removed_sets.len(),
             if self.removed_sets.is_empty() {
                 String::new()
@@ -45,6 +47,9 @@ impl ExpireReport {
             self.kept_sets.len(),
             self.removed_wal.len(),
             self.removed_bytes >> 20,
+            self.wal_kept_because
+                .as_deref()
+                .map_or(String::new(), |why| format!(" (none removed: {why})")),
             self.hold.as_deref().unwrap_or("nothing (no complete backup)")
         )
     }
@@ -79,14 +84,23 @@ pub fn kept(sets: &[Manifest], keep: Option<u64>, window_days: Option<u64>, now:
 pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this expire")?;
+    let archive = LocalDir::new(&cfg.archivedir);
     let sets = repo.complete()?;
-    let keep = kept(
+    let mut keep = kept(
         &sets,
         cfg.keep_backups,
         cfg.recovery_window_days,
         chrono::Utc::now().timestamp_micros(),
     );
     let mut report = ExpireReport::default();
+    let removal = repo.try_removal_lock()?;
+    if removal.is_none() {
+        keep.iter_mut().for_each(|k| *k = true);
+        report.wal_kept_because = Some(format!(
+            "a pitrkit recover is reading {}: no backup and no WAL removed; the next expire does it",
+            repo.root().display()
+        ));
+    }
     for (m, k) in sets.iter().zip(&keep) {
         if *k {
             report.kept_sets.push(m.id.clone());
@@ -99,9 +113,11 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
         }
     }
     let Some(oldest) = sets.iter().zip(&keep).find(|(_, k)| **k).map(|(m, _)| m) else {
+        // No backup runs (we hold the lock): a killed one's hold would block cleanup forever.
+        fsutil::remove_durable(&archive.path(HOLD_FILE))
+            .with_context(|| format!("removing the backup hold {}", archive.locate(HOLD_FILE)))?;
         return Ok(report);
     };
-    let archive = LocalDir::new(&cfg.archivedir);
     let start = wal::segment_name(
         oldest.timeline,
         oldest.start_lsn / oldest.segment_size,
@@ -110,14 +126,22 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     fsutil::write_durable(&archive.path(HOLD_FILE), format!("{start}\n").as_bytes(), 0o644)
         .with_context(|| format!("writing the backup hold {}", archive.locate(HOLD_FILE)))?;
     report.hold = Some(start.clone());
-    let bound = earlier(WalName::parse(&start)?, read_mark(&archive, CLEANUP_MARK_FILE));
-    let removed = cleanup::remove_older(&archive, &bound, &start, false)?;
+    if report.wal_kept_because.is_none() {
+        remove_wal(&archive, &start, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Removes the archive's WAL before `start` (and before cleanup's last %r).
+fn remove_wal(archive: &LocalDir, start: &str, report: &mut ExpireReport) -> Result<()> {
+    let bound = earlier(WalName::parse(start)?, read_mark(archive, CLEANUP_MARK_FILE));
+    let removed = cleanup::remove_older(archive, &bound, start, false)?;
     for p in &removed.problems {
         log::warn!("{p}");
     }
     report.removed_bytes = removed.removed_bytes;
     report.removed_wal = removed.removed.into_iter().map(|(n, _)| n).collect();
-    Ok(report)
+    Ok(())
 }
 
 /// While a backup runs: the hold covers its start too, if nothing older does.

@@ -37,12 +37,13 @@ pub struct Request {
     pub program: PathBuf,
 }
 
-#[derive(Debug, Clone)]
 pub struct Recovered {
     pub manifest: Manifest,
     /// Why this set, when it was a guess.
     pub note: Option<String>,
     pub dir: PathBuf,
+    /// The repository's read lock: expire removes no set or WAL until this is dropped.
+    pub reading: crate::fsutil::LockFile,
 }
 
 /// A file written durably into the new directory (`write_durable` cannot stream).
@@ -156,6 +157,8 @@ fn tablespace_locations(m: &Manifest, req: &Request) -> Vec<(u32, PathBuf, PathB
 /// Recovers. Nothing is started; see [`start`].
 pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
     let repo = Repository::open(&cfg.backup_dir)?;
+    // Taken before the set is chosen: expire cannot remove it from under us.
+    let reading = repo.read_lock()?;
     let sets = repo.complete()?;
     let (m, note) = target::choose(&sets, &req.target, req.backup.as_deref())?;
     target::check_archive_end(&LocalDir::new(&cfg.archivedir), &m, &req.target)?;
@@ -185,6 +188,7 @@ pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
         manifest: m,
         note,
         dir: req.to.clone(),
+        reading,
     })
 }
 
