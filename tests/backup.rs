@@ -605,3 +605,114 @@ fn killed_backup_and_recover_against_expire() {
     assert!(o.status.success(), "{}", describe_output(&o));
     assert_eq!(set_ids(&s.repo), [id2]);
 }
+
+/// The archive's WAL segment names.
+fn archived_segments(archive: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24)
+        .collect();
+    v.sort();
+    v
+}
+
+/// `--expire` and the archive's guards: an unmarked archivedir (an
+/// unmounted share) is refused before anything is removed; while
+/// cleanup_pause_file exists sets still expire but no WAL is removed. Then
+/// `recover --standby` with repl_db_password: pg_verifybackup accepts the
+/// directory, and the standby streams from a master that demands the password.
+#[test]
+fn expire_guards_and_standby_with_password() {
+    let s = setup("bk_guard");
+    let m = &s.master;
+    // The master demands a password of the replication role, over TCP (the
+    // only way a standby.ini names its master).
+    m.psql("CREATE ROLE rep LOGIN REPLICATION PASSWORD 's3cr:et'");
+    let hba = m.datadir.join("pg_hba.conf");
+    let rules = fs::read_to_string(&hba).unwrap();
+    fs::write(&hba, format!("host replication rep 127.0.0.1/32 md5\n{rules}")).unwrap();
+    let conf = m.datadir.join("postgresql.conf");
+    fs::write(
+        &conf,
+        fs::read_to_string(&conf).unwrap() + "listen_addresses = '127.0.0.1'\n",
+    )
+    .unwrap();
+    m.stop();
+    m.start();
+    m.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
+    let id1 = s.backup();
+    m.psql("INSERT INTO t VALUES ('B')");
+    let id2 = s.backup();
+    let archive = s.env.path("archive");
+    let pause = s.env.path("pause");
+    fs::write(
+        &s.ini,
+        fs::read_to_string(&s.ini).unwrap() + &format!("keep_backups: 1\ncleanup_pause_file: {}\n", pause.display()),
+    )
+    .unwrap();
+    let hold = archive.join(".pitrkit-backup-hold");
+    let held = fs::read_to_string(&hold).unwrap();
+    let before = archived_segments(&archive);
+
+    // Unmarked: refused before anything is removed or written.
+    let mark = archive.join(".pitrkit-system-id");
+    fs::rename(&mark, archive.join("mark.away")).unwrap();
+    let o = s.pitrkit(&["backup", "--expire"]);
+    fs::rename(archive.join("mark.away"), &mark).unwrap();
+    assert!(!o.status.success());
+    common::assert_says(&o, "has no .pitrkit-system-id mark: it is not mounted");
+    assert_eq!(set_ids(&s.repo), [id1.clone(), id2.clone()]);
+    assert_eq!(fs::read_to_string(&hold).unwrap(), held);
+
+    // Paused: the set expires, no WAL goes.
+    fs::write(&pause, "").unwrap();
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "(none removed: ");
+    common::assert_says(&o, "pause exists (cleanup_pause_file)");
+    assert_eq!(set_ids(&s.repo), [id2.as_str()]);
+    assert_eq!(archived_segments(&archive)[..before.len()], before[..]);
+    fs::remove_file(&pause).unwrap();
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert!(archived_segments(&archive)[0] > before[0], "unpaused, the old WAL goes");
+
+    let sb_ini = s.env.write(
+        "standby.ini",
+        &format!(
+            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\nport: {}\npgdata: {}\narchivedir: {}\nbackup_dir: {}\npg_ctl: {}\n\
+             use_streaming_replication: on\nrepl_db_user: rep\nrepl_db_password: s3cr:et\nsslmode: disable\n",
+            m.port,
+            m.datadir.display(),
+            archive.display(),
+            s.repo.display(),
+            common::pg_bindir().join("pg_ctl").display()
+        ),
+    );
+    let to = s.env.path("sb");
+    let o = run_output(
+        s.env
+            .pitrkit()
+            .args(["recover", "-C"])
+            .arg(&sb_ini)
+            .arg("--to")
+            .arg(&to)
+            .arg("--standby"),
+    );
+    assert_eq!(chosen(&o), id2);
+    verifybackup(&s.env, &to);
+    let sb = PgCluster::adopt(&s.env, "sb", "");
+    sb.start();
+    let streaming = "SELECT count(*) FROM pg_stat_replication WHERE usename = 'rep' AND state = 'streaming'";
+    assert!(
+        common::wait_until(Duration::from_secs(60), || m.psql(streaming) == "1"),
+        "the standby does not stream:\n{}",
+        common::tail(&sb.log, 20)
+    );
+    m.psql("INSERT INTO t VALUES ('C')");
+    let lsn = m.psql("SELECT pg_current_wal_lsn()");
+    let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'");
+    assert!(common::wait_until(Duration::from_secs(60), || sb.psql(&caught_up) == "t"));
+    assert_eq!(sb.psql("SELECT string_agg(batch, ',' ORDER BY batch) FROM t"), "A,B,C");
+}

@@ -85,6 +85,8 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this expire")?;
     let archive = LocalDir::new(&cfg.archivedir);
+    // Before anything is removed: a hold written into an unmounted share is lost.
+    cleanup::check_marked(&archive)?;
     let sets = repo.complete()?;
     let mut keep = kept(
         &sets,
@@ -126,6 +128,9 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     fsutil::write_durable(&archive.path(HOLD_FILE), format!("{start}\n").as_bytes(), 0o644)
         .with_context(|| format!("writing the backup hold {}", archive.locate(HOLD_FILE)))?;
     report.hold = Some(start.clone());
+    if let Some(pause) = cleanup::paused(cfg.cleanup_pause_file.as_deref())? {
+        report.wal_kept_because = Some(format!("{} exists (cleanup_pause_file)", pause.display()));
+    }
     if report.wal_kept_because.is_none() {
         remove_wal(&archive, &start, &mut report)?;
     }

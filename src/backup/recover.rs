@@ -253,9 +253,11 @@ fn remap_tablespace_map(
 }
 
 /// The recovery settings, recovery.signal and backup_manifest.
-fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, files: Vec<FileEntry>) -> Result<()> {
+fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, mut files: Vec<FileEntry>) -> Result<()> {
     if req.target == Target::Standby {
         standby_settings(cfg, req)?;
+        // -S's private passfile (repl_db_password): listed, so pg_verifybackup accepts the copy.
+        files.extend(written_entry(&req.to, crate::standby::PASSFILE)?);
     } else {
         let auto = req.to.join("postgresql.auto.conf");
         let mut conf = fs::read_to_string(&auto).unwrap_or_default();
@@ -271,6 +273,30 @@ fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, files: Vec<FileEnt
     )?;
     fsutil::fsync_dir(&req.to)?;
     Ok(())
+}
+
+/// The manifest entry of a file recover wrote into `dir`, if it is there.
+fn written_entry(dir: &Path, path: &str) -> Result<Option<FileEntry>> {
+    let file = dir.join(path);
+    let bytes = match fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let mtime = fs::metadata(&file)?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut sum = Summer::default();
+    sum.update(&bytes);
+    let s = sum.finish();
+    Ok(Some(FileEntry {
+        path: path.to_string(),
+        size: s.size,
+        mtime,
+        crc: s.crc,
+        stored: 0,
+    }))
 }
 
 /// The lines appended to postgresql.auto.conf for a targeted recovery.

@@ -27,6 +27,8 @@ pub struct BackupConfig {
     pub keep_backups: Option<u64>,
     pub recovery_window_days: Option<u64>,
     pub backup_wal_timeout: Duration,
+    /// While it exists, expire removes no WAL (cleanup's pause file).
+    pub cleanup_pause_file: Option<PathBuf>,
     pub pitrkit_logfile: Option<String>,
     /// Searched first for PostgreSQL programs (pg_ctl for `recover --start`).
     pub includepath: Vec<PathBuf>,
@@ -74,6 +76,7 @@ impl BackupConfig {
             keep_backups: o.opt_count("keep_backups")?,
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
+            cleanup_pause_file: o.opt_path("cleanup_pause_file")?,
             pitrkit_logfile: o.opt_text("pitrkit_logfile"),
             includepath: o.paths("includepath")?,
             notify: o.notifier()?,
@@ -97,6 +100,7 @@ impl BackupConfig {
             keep_backups: o.opt_count("keep_backups")?,
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
+            cleanup_pause_file: sb.cleanup_pause_file.clone(),
             pitrkit_logfile: sb.pitrkit_logfile.clone(),
             includepath: sb.includepath.clone(),
             notify: sb.notify.clone(),
