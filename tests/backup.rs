@@ -606,6 +606,19 @@ fn killed_backup_and_recover_against_expire() {
     assert_eq!(set_ids(&s.repo), [id2]);
 }
 
+/// Restarts `m` listening on 127.0.0.1 too: a standby.ini names its master
+/// by host name or address, never by socket directory.
+fn listen_on_tcp(m: &PgCluster) {
+    let conf = m.datadir.join("postgresql.conf");
+    fs::write(
+        &conf,
+        fs::read_to_string(&conf).unwrap() + "listen_addresses = '127.0.0.1'\n",
+    )
+    .unwrap();
+    m.stop();
+    m.start();
+}
+
 /// The archive's WAL segment names.
 fn archived_segments(archive: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(archive)
@@ -632,14 +645,7 @@ fn expire_guards_and_standby_with_password() {
     let hba = m.datadir.join("pg_hba.conf");
     let rules = fs::read_to_string(&hba).unwrap();
     fs::write(&hba, format!("host replication rep 127.0.0.1/32 md5\n{rules}")).unwrap();
-    let conf = m.datadir.join("postgresql.conf");
-    fs::write(
-        &conf,
-        fs::read_to_string(&conf).unwrap() + "listen_addresses = '127.0.0.1'\n",
-    )
-    .unwrap();
-    m.stop();
-    m.start();
+    listen_on_tcp(m);
     m.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
     let id1 = s.backup();
     m.psql("INSERT INTO t VALUES ('B')");
@@ -715,4 +721,98 @@ fn expire_guards_and_standby_with_password() {
     let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'");
     assert!(common::wait_until(Duration::from_secs(60), || sb.psql(&caught_up) == "t"));
     assert_eq!(sb.psql("SELECT string_agg(batch, ',' ORDER BY batch) FROM t"), "A,B,C");
+}
+
+/// A backup taken on a streaming standby of an idle master (nothing else
+/// fills its segment). Without a master connection it fails cleanly at
+/// backup_wal_timeout, naming the segment it waited for; with the
+/// standby.ini's master keys it asks the master for pg_switch_wal() and
+/// finishes well within the timeout. The standby is built by `recover
+/// --standby`, so this runs on every major (no pg_basebackup of the system's).
+#[test]
+fn standby_backup_asks_the_master_to_switch() {
+    let s = setup("bk_sbsw");
+    let m = &s.master;
+    listen_on_tcp(m);
+    m.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
+    s.backup();
+    let archive = s.env.path("archive");
+    let sb_ini = s.env.write(
+        "standby.ini",
+        &format!(
+            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\nport: {}\nmaster_user: {user}\npgdata: {}\narchivedir: {}\n\
+             backup_dir: {}\npg_ctl: {}\nuse_streaming_replication: on\nrepl_db_user: {user}\nsslmode: disable\n\
+             backup_wal_timeout: 120\n",
+            m.port,
+            s.env.path("sb").display(),
+            archive.display(),
+            s.repo.display(),
+            common::pg_bindir().join("pg_ctl").display(),
+            user = s.env.user_name()
+        ),
+    );
+    let o = run_output(
+        s.env
+            .pitrkit()
+            .args(["recover", "-C"])
+            .arg(&sb_ini)
+            .arg("--to")
+            .arg(s.env.path("sb"))
+            .arg("--standby"),
+    );
+    chosen(&o);
+    let sb = PgCluster::adopt(&s.env, "sb", "hot_standby = on");
+    sb.start();
+    let streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'";
+    assert!(
+        common::wait_until(Duration::from_secs(60), || m.psql(streaming) == "1"),
+        "the standby does not stream:\n{}",
+        common::tail(&sb.log, 20)
+    );
+    // From here on the master is idle: its current segment stays open.
+    s.archive_now();
+    m.psql("CHECKPOINT");
+    let lsn = m.psql("SELECT pg_current_wal_lsn()");
+    let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'");
+    assert!(common::wait_until(Duration::from_secs(60), || sb.psql(&caught_up) == "t"));
+    let sets = set_ids(&s.repo);
+
+    // No master connection: a clean failure naming the segment.
+    let bare = s.env.write(
+        "sb-backup.ini",
+        &format!(
+            "pgdata: {}\narchivedir: {}\nbackup_dir: {}\nbackup_wal_timeout: 3\n",
+            sb.datadir.display(),
+            archive.display(),
+            s.repo.display()
+        ),
+    );
+    let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&bare));
+    assert!(!o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "within backup_wal_timeout (3 s)");
+    common::assert_says(&o, "nothing of it was kept");
+    let text = String::from_utf8_lossy(&o.stderr);
+    let segment = text
+        .split("the backup's last WAL segment ")
+        .nth(1)
+        .map(|t| &t[..24])
+        .unwrap_or_else(|| panic!("no segment named: {text}"));
+    assert!(pitrkit::wal::WalName::parse(segment).is_ok(), "{text}");
+    assert!(
+        !archive.join(segment).exists(),
+        "{segment} was archived: the master was not idle"
+    );
+    assert_eq!(set_ids(&s.repo), sets, "nothing was kept");
+
+    // The standby.ini's master: the switch closes the segment at once.
+    let started = std::time::Instant::now();
+    let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&sb_ini));
+    assert!(o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "asked the master to switch WAL");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(set_ids(&s.repo).len(), sets.len() + 1);
 }
