@@ -101,6 +101,35 @@ impl Setup {
         self.pitrkit(&all)
     }
 
+    /// A standby.ini with the backup keys, for the cluster in `pgdata`, whose
+    /// master is this one (over TCP, once [`listen_on_tcp`] ran); `extra` lines.
+    fn standby_ini(&self, pgdata: &Path, extra: &str) -> PathBuf {
+        self.env.write(
+            "standby.ini",
+            &format!(
+                "[DEFAULT]\nmaster_public_ip: 127.0.0.1\nport: {}\npgdata: {}\narchivedir: {}\nbackup_dir: {}\npg_ctl: {}\n{extra}",
+                self.master.port,
+                pgdata.display(),
+                self.env.path("archive").display(),
+                self.repo.display(),
+                common::pg_bindir().join("pg_ctl").display()
+            ),
+        )
+    }
+
+    /// `recover -C <standby.ini> --to <dir> --standby`: the output.
+    fn recover_standby(&self, ini: &Path, dir: &str) -> Output {
+        run_output(
+            self.env
+                .pitrkit()
+                .args(["recover", "-C"])
+                .arg(ini)
+                .arg("--to")
+                .arg(self.env.path(dir))
+                .arg("--standby"),
+        )
+    }
+
     /// Closes the current segment and waits until it is archived.
     fn archive_now(&self) {
         let seg = self.master.switch_wal();
@@ -340,27 +369,9 @@ fn concurrent_damaged_and_killed_backups() {
     drop(PgCluster::adopt(&s.env, "r3", ""));
 
     // --standby from a standby.ini with the backup keys: a standby that follows the archive.
-    let sb_ini = s.env.write(
-        "standby.ini",
-        &format!(
-            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\npgdata: {}\narchivedir: {}\nbackup_dir: {}\npg_ctl: {}\n",
-            s.master.datadir.display(),
-            s.env.path("archive").display(),
-            s.repo.display(),
-            common::pg_bindir().join("pg_ctl").display()
-        ),
-    );
+    let sb_ini = s.standby_ini(&s.master.datadir, "");
     let to = s.env.path("sb");
-    let o = run_output(
-        s.env
-            .pitrkit()
-            .args(["recover", "-C"])
-            .arg(&sb_ini)
-            .arg("--to")
-            .arg(&to)
-            .arg("--standby"),
-    );
-    assert_eq!(chosen(&o), id2);
+    assert_eq!(chosen(&s.recover_standby(&sb_ini, "sb")), id2);
     assert!(to.join("standby.signal").is_file() && !to.join("recovery.signal").exists());
     let auto = fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
     assert!(
@@ -411,15 +422,7 @@ fn concurrent_damaged_and_killed_backups() {
         .min()
         .unwrap();
     assert_eq!(hold, format!("{first_of_2}\n"));
-    let left = |dir: &Path| -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.len() == 24)
-            .collect();
-        v.sort();
-        v
-    };
+    let left = archived_segments;
     assert_eq!(left(&archive).first(), Some(&first_of_2), "{:?}", left(&archive));
     assert!(archive.join("00000009.history").is_file());
     let o = s.recover("r5", &["--target-time", &between]);
@@ -619,6 +622,28 @@ fn listen_on_tcp(m: &PgCluster) {
     m.start();
 }
 
+/// Starts the standby recovered into `dir`; waits until it streams from
+/// the master as `user`.
+fn streaming_standby(s: &Setup, dir: &str, user: &str) -> PgCluster {
+    let sb = PgCluster::adopt(&s.env, dir, "hot_standby = on");
+    sb.start();
+    let streaming =
+        format!("SELECT count(*) FROM pg_stat_replication WHERE usename = '{user}' AND state = 'streaming'");
+    assert!(
+        common::wait_until(Duration::from_secs(60), || s.master.psql(&streaming) == "1"),
+        "the standby does not stream:\n{}",
+        common::tail(&sb.log, 20)
+    );
+    sb
+}
+
+/// Waits until `sb` has replayed everything `m` has written.
+fn wait_caught_up(m: &PgCluster, sb: &PgCluster) {
+    let lsn = m.psql("SELECT pg_current_wal_lsn()");
+    let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'");
+    assert!(common::wait_until(Duration::from_secs(60), || sb.psql(&caught_up) == "t"));
+}
+
 /// The archive's WAL segment names.
 fn archived_segments(archive: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(archive)
@@ -684,42 +709,16 @@ fn expire_guards_and_standby_with_password() {
     assert!(o.status.success(), "{}", describe_output(&o));
     assert!(archived_segments(&archive)[0] > before[0], "unpaused, the old WAL goes");
 
-    let sb_ini = s.env.write(
-        "standby.ini",
-        &format!(
-            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\nport: {}\npgdata: {}\narchivedir: {}\nbackup_dir: {}\npg_ctl: {}\n\
-             use_streaming_replication: on\nrepl_db_user: rep\nrepl_db_password: s3cr:et\nsslmode: disable\n",
-            m.port,
-            m.datadir.display(),
-            archive.display(),
-            s.repo.display(),
-            common::pg_bindir().join("pg_ctl").display()
-        ),
+    let sb_ini = s.standby_ini(
+        &m.datadir,
+        "use_streaming_replication: on\nrepl_db_user: rep\nrepl_db_password: s3cr:et\nsslmode: disable\n",
     );
     let to = s.env.path("sb");
-    let o = run_output(
-        s.env
-            .pitrkit()
-            .args(["recover", "-C"])
-            .arg(&sb_ini)
-            .arg("--to")
-            .arg(&to)
-            .arg("--standby"),
-    );
-    assert_eq!(chosen(&o), id2);
+    assert_eq!(chosen(&s.recover_standby(&sb_ini, "sb")), id2);
     verifybackup(&s.env, &to);
-    let sb = PgCluster::adopt(&s.env, "sb", "");
-    sb.start();
-    let streaming = "SELECT count(*) FROM pg_stat_replication WHERE usename = 'rep' AND state = 'streaming'";
-    assert!(
-        common::wait_until(Duration::from_secs(60), || m.psql(streaming) == "1"),
-        "the standby does not stream:\n{}",
-        common::tail(&sb.log, 20)
-    );
+    let sb = streaming_standby(&s, "sb", "rep");
     m.psql("INSERT INTO t VALUES ('C')");
-    let lsn = m.psql("SELECT pg_current_wal_lsn()");
-    let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'");
-    assert!(common::wait_until(Duration::from_secs(60), || sb.psql(&caught_up) == "t"));
+    wait_caught_up(m, &sb);
     assert_eq!(sb.psql("SELECT string_agg(batch, ',' ORDER BY batch) FROM t"), "A,B,C");
 }
 
@@ -737,44 +736,20 @@ fn standby_backup_asks_the_master_to_switch() {
     m.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
     s.backup();
     let archive = s.env.path("archive");
-    let sb_ini = s.env.write(
-        "standby.ini",
+    let sb_ini = s.standby_ini(
+        &s.env.path("sb"),
         &format!(
-            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\nport: {}\nmaster_user: {user}\npgdata: {}\narchivedir: {}\n\
-             backup_dir: {}\npg_ctl: {}\nuse_streaming_replication: on\nrepl_db_user: {user}\nsslmode: disable\n\
+            "master_user: {user}\nuse_streaming_replication: on\nrepl_db_user: {user}\nsslmode: disable\n\
              backup_wal_timeout: 120\n",
-            m.port,
-            s.env.path("sb").display(),
-            archive.display(),
-            s.repo.display(),
-            common::pg_bindir().join("pg_ctl").display(),
             user = s.env.user_name()
         ),
     );
-    let o = run_output(
-        s.env
-            .pitrkit()
-            .args(["recover", "-C"])
-            .arg(&sb_ini)
-            .arg("--to")
-            .arg(s.env.path("sb"))
-            .arg("--standby"),
-    );
-    chosen(&o);
-    let sb = PgCluster::adopt(&s.env, "sb", "hot_standby = on");
-    sb.start();
-    let streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'";
-    assert!(
-        common::wait_until(Duration::from_secs(60), || m.psql(streaming) == "1"),
-        "the standby does not stream:\n{}",
-        common::tail(&sb.log, 20)
-    );
+    chosen(&s.recover_standby(&sb_ini, "sb"));
+    let sb = streaming_standby(&s, "sb", &s.env.user_name());
     // From here on the master is idle: its current segment stays open.
     s.archive_now();
     m.psql("CHECKPOINT");
-    let lsn = m.psql("SELECT pg_current_wal_lsn()");
-    let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'");
-    assert!(common::wait_until(Duration::from_secs(60), || sb.psql(&caught_up) == "t"));
+    wait_caught_up(m, &sb);
     let sets = set_ids(&s.repo);
 
     // No master connection: a clean failure naming the segment.
