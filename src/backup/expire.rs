@@ -8,7 +8,10 @@
 //! ([`crate::layout::backup::HOLD_FILE`]) names the oldest kept backup's
 //! start segment, and the WAL before it goes, but never `.history` files,
 //! never from the last `%r` cleanup recorded on, and never anything while no
-//! complete backup exists.
+//! complete backup exists (the hold is then removed: only a killed backup
+//! could have left it). No WAL goes while `cleanup_pause_file` exists, and
+//! nothing at all while a recover holds the read lock or archivedir lacks
+//! its mark (an unmounted share).
 
 use anyhow::{Context, Result};
 
