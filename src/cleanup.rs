@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::compress::Codec;
 use crate::config::{ConfigError, StandbyConfig};
@@ -164,7 +164,7 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
         _ => return Err(CleanupError::BadOldest(oldest_kept.to_string())),
     };
     let dir = cfg.required_archivedir("the directory the archiver ships WAL to; cleanup removes old WAL from it")?;
-    if let Some(pause) = paused(cfg)? {
+    if let Some(pause) = paused(cfg.cleanup_pause_file.as_deref())? {
         return Ok(CleanupOutcome::Paused { pause_file: pause });
     }
     let archive = LocalDir::new(&dir);
@@ -208,20 +208,42 @@ pub fn remove_older(
     Ok(report)
 }
 
-/// The pause file, if it exists. symlink_metadata: a dangling symlink still
-/// means "paused"; and an error other than "not there" must not be read as
-/// "not paused".
-fn paused(cfg: &StandbyConfig) -> Result<Option<PathBuf>, CleanupError> {
-    let Some(pause) = &cfg.cleanup_pause_file else {
+/// The pause file (`cleanup_pause_file`), if it exists: then no WAL is
+/// removed (cleanup, and expire too). symlink_metadata: a dangling symlink
+/// still means "paused"; and an error other than "not there" must not be
+/// read as "not paused".
+pub fn paused(pause: Option<&Path>) -> Result<Option<PathBuf>, CleanupError> {
+    let Some(pause) = pause else {
         return Ok(None);
     };
     match fs::symlink_metadata(pause) {
-        Ok(_) => Ok(Some(pause.clone())),
+        Ok(_) => Ok(Some(pause.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(CleanupError::PauseFile {
-            path: pause.clone(),
+            path: pause.to_path_buf(),
             source,
         }),
+    }
+}
+
+/// Before a backup's hold is written into `archive` or WAL removed from it
+/// by age: it is there and carries the `.pitrkit-system-id` mark of `-I`.
+/// An unmarked directory is typically the empty mount point of a share that
+/// is not mounted, where a hold would be hidden once the share is mounted.
+pub fn check_marked(archive: &LocalDir) -> Result<(), CleanupError> {
+    let refuse = |why: String| CleanupError::ArchiveDir {
+        dir: archive.root().to_path_buf(),
+        why,
+    };
+    archive.available().map_err(&refuse)?;
+    match crate::archive::sysid::read_from(archive) {
+        Ok(crate::archive::sysid::Recorded::Missing) => Err(refuse(format!(
+            "has no {} mark: it is not mounted, or was never set up with `pitrkit archiver -I`; \
+             no hold written and no WAL removed. Mount it (or run -I), then run `pitrkit backup --expire` again",
+            crate::archive::sysid::SYSTEM_ID_FILE
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(refuse(format!("cannot read its mark: {e}"))),
     }
 }
 

@@ -580,7 +580,7 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(mode).create(dir)
 }
 
-/// An exclusive advisory lock on `path`, released on drop.
+/// An advisory lock on `path` (exclusive unless taken by [`lock_shared`]), released on drop.
 pub struct LockFile(Flock<File>);
 
 impl LockFile {
@@ -593,10 +593,19 @@ impl LockFile {
 /// Takes an exclusive lock; `None` when `wait` is zero and the lock is busy,
 /// or when `wait` ran out.
 pub fn lock(path: &Path, wait: Duration) -> io::Result<Option<LockFile>> {
+    lock_as(path, wait, FlockArg::LockExclusiveNonblock)
+}
+
+/// Takes a shared lock (many readers, no exclusive holder), as [`lock`].
+pub fn lock_shared(path: &Path, wait: Duration) -> io::Result<Option<LockFile>> {
+    lock_as(path, wait, FlockArg::LockSharedNonblock)
+}
+
+fn lock_as(path: &Path, wait: Duration, how: FlockArg) -> io::Result<Option<LockFile>> {
     let start = Instant::now();
     let mut file = open_lock_file(path)?;
     loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        match Flock::lock(file, how) {
             Ok(l) => return Ok(Some(LockFile(l))),
             Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
                 if start.elapsed() >= wait {

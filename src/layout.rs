@@ -101,6 +101,8 @@ pub mod backup {
     //! ```text
     //! backup_dir/
     //!   .lock                      REPO_LOCK: held by a running backup or expire (flock)
+    //!   .recover.lock              READ_LOCK: shared by each running recover, exclusive while
+    //!                              expire removes sets or WAL (flock)
     //!   <ID>/                      one backup set; ID is its UTC start time, 20261130T101500Z
     //!     data/<path>[.zst|.lz4|.gz]   DATA_DIR: each file of the data directory (tablespaces under
     //!                              pg_tblspc/<oid>/), compressed per file; backup_label and
@@ -121,6 +123,10 @@ pub mod backup {
 
     /// In `backup_dir`: held while a backup or expire runs.
     pub const REPO_LOCK: &str = ".lock";
+    /// In `backup_dir`: shared by every running recover; expire removes
+    /// nothing while it cannot take it exclusively. Separate from
+    /// [`REPO_LOCK`] so that a backup never waits for a recover.
+    pub const READ_LOCK: &str = ".recover.lock";
     /// In a set: its manifest, the last file written.
     pub const MANIFEST: &str = "manifest";
     /// In a set: the data directory's files.

@@ -108,6 +108,35 @@ impl Setup {
         self.pitrkit(&all)
     }
 
+    /// A standby.ini with the backup keys, for the cluster in `pgdata`, whose
+    /// master is this one (over TCP, once [`listen_on_tcp`] ran); `extra` lines.
+    fn standby_ini(&self, pgdata: &Path, extra: &str) -> PathBuf {
+        self.env.write(
+            "standby.ini",
+            &format!(
+                "[DEFAULT]\nmaster_public_ip: 127.0.0.1\nport: {}\npgdata: {}\narchivedir: {}\nbackup_dir: {}\npg_ctl: {}\n{extra}",
+                self.master.port,
+                pgdata.display(),
+                self.env.path("archive").display(),
+                self.repo.display(),
+                common::pg_bindir().join("pg_ctl").display()
+            ),
+        )
+    }
+
+    /// `recover -C <standby.ini> --to <dir> --standby`: the output.
+    fn recover_standby(&self, ini: &Path, dir: &str) -> Output {
+        run_output(
+            self.env
+                .pitrkit()
+                .args(["recover", "-C"])
+                .arg(ini)
+                .arg("--to")
+                .arg(self.env.path(dir))
+                .arg("--standby"),
+        )
+    }
+
     /// Closes the current segment and waits until it is archived.
     fn archive_now(&self) {
         let seg = self.master.switch_wal();
@@ -502,27 +531,9 @@ fn concurrent_damaged_and_killed_backups() {
     drop(PgCluster::adopt(&s.env, "r3", ""));
 
     // --standby from a standby.ini with the backup keys: a standby that follows the archive.
-    let sb_ini = s.env.write(
-        "standby.ini",
-        &format!(
-            "[DEFAULT]\nmaster_public_ip: 127.0.0.1\npgdata: {}\narchivedir: {}\nbackup_dir: {}\npg_ctl: {}\n",
-            s.master.datadir.display(),
-            s.env.path("archive").display(),
-            s.repo.display(),
-            common::pg_bindir().join("pg_ctl").display()
-        ),
-    );
+    let sb_ini = s.standby_ini(&s.master.datadir, "");
     let to = s.env.path("sb");
-    let o = run_output(
-        s.env
-            .pitrkit()
-            .args(["recover", "-C"])
-            .arg(&sb_ini)
-            .arg("--to")
-            .arg(&to)
-            .arg("--standby"),
-    );
-    assert_eq!(chosen(&o), id2);
+    assert_eq!(chosen(&s.recover_standby(&sb_ini, "sb")), id2);
     assert!(to.join("standby.signal").is_file() && !to.join("recovery.signal").exists());
     let auto = fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
     assert!(
@@ -580,16 +591,14 @@ fn concurrent_damaged_and_killed_backups() {
         .filter(|n| n.len() == 24)
         .min()
         .unwrap();
-    assert_eq!(hold, format!("{first_of_3}\n"));
-    let left = |dir: &Path| -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.len() == 24)
-            .collect();
-        v.sort();
-        v
-    };
+    assert_eq!(
+        hold,
+        format!(
+            "{first_of_3}
+"
+        )
+    );
+    let left = archived_segments;
     assert_eq!(left(&archive).first(), Some(&first_of_3), "{:?}", left(&archive));
     assert!(archive.join("00000009.history").is_file());
     let o = s.recover("r5", &["--target-time", &between]);
@@ -671,4 +680,298 @@ fn backup_taken_on_a_standby() {
     assert!(o.status.success(), "{}", describe_output(&o));
     verifybackup(&s.env, &to);
     assert_eq!(rows_after_recovery(&s.env, "r"), "A");
+}
+
+/// The sets (IDs) in the repository, oldest first.
+fn set_ids(repo: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(repo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 16 && n.ends_with('Z'))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A real `kill -9` of `pitrkit backup` mid-copy: the set never looks
+/// complete, the server's backup session dies with it, the lock does not
+/// outlive it, its hold is dropped by the next expire, and the next backup
+/// works. Then a recover reading the older of two sets while `--expire`
+/// (keep_backups 1) runs: expire removes nothing, recover completes.
+#[test]
+fn killed_backup_and_recover_against_expire() {
+    let s = setup("bk_kill");
+    // Large enough (about 50 MB) that copying it takes a moment.
+    s.master.psql(
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 500000) g",
+    );
+    let mut child = s
+        .env
+        .pitrkit()
+        .args(["backup", "-C"])
+        .arg(&s.ini)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once data/ has files, before the manifest.
+    let copying = common::wait_until(Duration::from_secs(60), || {
+        set_ids(&s.repo)
+            .first()
+            .is_some_and(|id| fs::read_dir(s.repo.join(id).join("data")).is_ok_and(|mut d| d.next().is_some()))
+    });
+    common::kill_descendants(child.id());
+    let _ = child.wait();
+    assert!(copying, "the backup never started copying");
+    let killed = set_ids(&s.repo).pop().unwrap();
+    assert!(!s.repo.join(&killed).join("manifest").exists(), "killed too late");
+
+    let o = s.pitrkit(&["backup", "--list", "--json"]);
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        json.contains(&format!("{{\"id\":\"{killed}\",\"type\":null,\"complete\":false,")),
+        "{json}"
+    );
+    assert!(json.contains("\"newest_complete_age_seconds\":null"), "{json}");
+    let o = s.pitrkit(&["backup", "--verify", &killed]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &format!("no complete backup {killed}"));
+    let o = s.recover("r0", &["--immediate", "--backup", &killed]);
+    assert!(!o.status.success());
+    common::assert_says(&o, &format!("no complete backup {killed}"));
+    let sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pitrkit backup'";
+    assert!(
+        common::wait_until(Duration::from_secs(30), || s.master.psql(sessions) == "0"),
+        "the killed backup's session is still on the server"
+    );
+    // The killed backup's hold names its start; with no complete backup
+    // the next expire drops it, so cleanup is not held back forever.
+    let hold = s.env.path("archive/.pitrkit-backup-hold");
+    assert!(hold.is_file());
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert!(!hold.exists(), "{}", fs::read_to_string(&hold).unwrap_or_default());
+
+    // The lock died with the process; the next backup removes the leftover.
+    let id1 = s.backup();
+    // (It may reuse the killed one's ID, if started in the same second.)
+    assert_eq!(
+        set_ids(&s.repo),
+        [id1.as_str()],
+        "the killed backup's leftovers are removed"
+    );
+    assert_eq!(fs::read_to_string(&hold).unwrap().len(), 25);
+    s.master.psql("INSERT INTO big VALUES (0, 'after 1')");
+    let id2 = s.backup();
+
+    // Recover the older set while expire would remove it.
+    fs::write(&s.ini, fs::read_to_string(&s.ini).unwrap() + "keep_backups: 1\n").unwrap();
+    let to = s.env.path("r1");
+    let recovering = s
+        .env
+        .pitrkit()
+        .args(["recover", "-C"])
+        .arg(&s.ini)
+        .arg("--to")
+        .arg(&to)
+        .args(["--immediate", "--backup", &id1])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(Duration::from_secs(30), || to.exists()));
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "a pitrkit recover is reading");
+    let o = recovering.wait_with_output().unwrap();
+    assert_eq!(chosen(&o), id1);
+    verifybackup(&s.env, &to);
+    assert_eq!(set_ids(&s.repo), [id1.clone(), id2.clone()]);
+    // Once it is done, the next expire removes it.
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert_eq!(set_ids(&s.repo), [id2]);
+}
+
+/// Restarts `m` listening on 127.0.0.1 too: a standby.ini names its master
+/// by host name or address, never by socket directory.
+fn listen_on_tcp(m: &PgCluster) {
+    let conf = m.datadir.join("postgresql.conf");
+    fs::write(
+        &conf,
+        fs::read_to_string(&conf).unwrap() + "listen_addresses = '127.0.0.1'\n",
+    )
+    .unwrap();
+    m.stop();
+    m.start();
+}
+
+/// Starts the standby recovered into `dir`; waits until it streams from
+/// the master as `user`.
+fn streaming_standby(s: &Setup, dir: &str, user: &str) -> PgCluster {
+    let sb = PgCluster::adopt(&s.env, dir, "hot_standby = on");
+    sb.start();
+    let streaming =
+        format!("SELECT count(*) FROM pg_stat_replication WHERE usename = '{user}' AND state = 'streaming'");
+    assert!(
+        common::wait_until(Duration::from_secs(60), || s.master.psql(&streaming) == "1"),
+        "the standby does not stream:\n{}",
+        common::tail(&sb.log, 20)
+    );
+    sb
+}
+
+/// Waits until `sb` has replayed everything `m` has written.
+fn wait_caught_up(m: &PgCluster, sb: &PgCluster) {
+    let lsn = m.psql("SELECT pg_current_wal_lsn()");
+    let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'");
+    assert!(common::wait_until(Duration::from_secs(60), || sb.psql(&caught_up) == "t"));
+}
+
+/// The archive's WAL segment names.
+fn archived_segments(archive: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24)
+        .collect();
+    v.sort();
+    v
+}
+
+/// `--expire` and the archive's guards: an unmarked archivedir (an
+/// unmounted share) is refused before anything is removed; while
+/// cleanup_pause_file exists sets still expire but no WAL is removed. Then
+/// `recover --standby` with repl_db_password: pg_verifybackup accepts the
+/// directory, and the standby streams from a master that demands the password.
+#[test]
+fn expire_guards_and_standby_with_password() {
+    let s = setup("bk_guard");
+    let m = &s.master;
+    // The master demands a password of the replication role, over TCP (the
+    // only way a standby.ini names its master).
+    m.psql("CREATE ROLE rep LOGIN REPLICATION PASSWORD 's3cr:et'");
+    let hba = m.datadir.join("pg_hba.conf");
+    let rules = fs::read_to_string(&hba).unwrap();
+    fs::write(&hba, format!("host replication rep 127.0.0.1/32 md5\n{rules}")).unwrap();
+    listen_on_tcp(m);
+    m.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
+    let id1 = s.backup();
+    m.psql("INSERT INTO t VALUES ('B')");
+    let id2 = s.backup();
+    let archive = s.env.path("archive");
+    let pause = s.env.path("pause");
+    fs::write(
+        &s.ini,
+        fs::read_to_string(&s.ini).unwrap() + &format!("keep_backups: 1\ncleanup_pause_file: {}\n", pause.display()),
+    )
+    .unwrap();
+    let hold = archive.join(".pitrkit-backup-hold");
+    let held = fs::read_to_string(&hold).unwrap();
+    let before = archived_segments(&archive);
+
+    // Unmarked: refused before anything is removed or written.
+    let mark = archive.join(".pitrkit-system-id");
+    fs::rename(&mark, archive.join("mark.away")).unwrap();
+    let o = s.pitrkit(&["backup", "--expire"]);
+    fs::rename(archive.join("mark.away"), &mark).unwrap();
+    assert!(!o.status.success());
+    common::assert_says(&o, "has no .pitrkit-system-id mark: it is not mounted");
+    assert_eq!(set_ids(&s.repo), [id1.clone(), id2.clone()]);
+    assert_eq!(fs::read_to_string(&hold).unwrap(), held);
+
+    // Paused: the set expires, no WAL goes.
+    fs::write(&pause, "").unwrap();
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "(none removed: ");
+    common::assert_says(&o, "pause exists (cleanup_pause_file)");
+    assert_eq!(set_ids(&s.repo), [id2.as_str()]);
+    assert_eq!(archived_segments(&archive)[..before.len()], before[..]);
+    fs::remove_file(&pause).unwrap();
+    let o = s.pitrkit(&["backup", "--expire"]);
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert!(archived_segments(&archive)[0] > before[0], "unpaused, the old WAL goes");
+
+    let sb_ini = s.standby_ini(
+        &m.datadir,
+        "use_streaming_replication: on\nrepl_db_user: rep\nrepl_db_password: s3cr:et\nsslmode: disable\n",
+    );
+    let to = s.env.path("sb");
+    assert_eq!(chosen(&s.recover_standby(&sb_ini, "sb")), id2);
+    verifybackup(&s.env, &to);
+    let sb = streaming_standby(&s, "sb", "rep");
+    m.psql("INSERT INTO t VALUES ('C')");
+    wait_caught_up(m, &sb);
+    assert_eq!(sb.psql("SELECT string_agg(batch, ',' ORDER BY batch) FROM t"), "A,B,C");
+}
+
+/// A backup taken on a streaming standby of an idle master (nothing else
+/// fills its segment). Without a master connection it fails cleanly at
+/// backup_wal_timeout, naming the segment it waited for; with the
+/// standby.ini's master keys it asks the master for pg_switch_wal() and
+/// finishes well within the timeout. The standby is built by `recover
+/// --standby`, so this runs on every major (no pg_basebackup of the system's).
+#[test]
+fn standby_backup_asks_the_master_to_switch() {
+    let s = setup("bk_sbsw");
+    let m = &s.master;
+    listen_on_tcp(m);
+    m.psql("CREATE TABLE t (batch text); INSERT INTO t VALUES ('A')");
+    s.backup();
+    let archive = s.env.path("archive");
+    let sb_ini = s.standby_ini(
+        &s.env.path("sb"),
+        &format!(
+            "master_user: {user}\nuse_streaming_replication: on\nrepl_db_user: {user}\nsslmode: disable\n\
+             backup_wal_timeout: 120\n",
+            user = s.env.user_name()
+        ),
+    );
+    chosen(&s.recover_standby(&sb_ini, "sb"));
+    let sb = streaming_standby(&s, "sb", &s.env.user_name());
+    // From here on the master is idle: its current segment stays open.
+    s.archive_now();
+    m.psql("CHECKPOINT");
+    wait_caught_up(m, &sb);
+    let sets = set_ids(&s.repo);
+
+    // No master connection: a clean failure naming the segment.
+    let bare = s.env.write(
+        "sb-backup.ini",
+        &format!(
+            "pgdata: {}\narchivedir: {}\nbackup_dir: {}\nbackup_wal_timeout: 3\n",
+            sb.datadir.display(),
+            archive.display(),
+            s.repo.display()
+        ),
+    );
+    let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&bare));
+    assert!(!o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "within backup_wal_timeout (3 s)");
+    common::assert_says(&o, "nothing of it was kept");
+    let text = String::from_utf8_lossy(&o.stderr);
+    let segment = text
+        .split("the backup's last WAL segment ")
+        .nth(1)
+        .map(|t| &t[..24])
+        .unwrap_or_else(|| panic!("no segment named: {text}"));
+    assert!(pitrkit::wal::WalName::parse(segment).is_ok(), "{text}");
+    assert!(
+        !archive.join(segment).exists(),
+        "{segment} was archived: the master was not idle"
+    );
+    assert_eq!(set_ids(&s.repo), sets, "nothing was kept");
+
+    // The standby.ini's master: the switch closes the segment at once.
+    let started = std::time::Instant::now();
+    let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&sb_ini));
+    assert!(o.status.success(), "{}", describe_output(&o));
+    common::assert_says(&o, "asked the master to switch WAL");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(set_ids(&s.repo).len(), sets.len() + 1);
 }

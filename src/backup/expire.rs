@@ -18,6 +18,11 @@
 //! build on it, which `keep_backups` never asked for. `recover` chooses
 //! by itself only sets at or after the hold (see `target::choose`), so a
 //! target that only such a set could reach is refused up front.
+//!
+//! With no complete backup the hold is removed (only a killed backup could
+//! have left it). No WAL goes while `cleanup_pause_file` exists, and nothing
+//! at all while a recover holds the read lock or archivedir lacks its mark
+//! (an unmounted share).
 
 use anyhow::{Context, Result};
 
@@ -41,6 +46,8 @@ pub struct ExpireReport {
     /// WAL files removed from archivedir, and their bytes.
     pub removed_wal: Vec<String>,
     pub removed_bytes: u64,
+    /// Why no WAL was removed (a recover reads the repository, the pause file).
+    pub wal_kept_because: Option<String>,
 }
 
 impl ExpireReport {
@@ -51,7 +58,7 @@ impl ExpireReport {
             .map(|(id, by)| format!("{id} only for the files {} references in it", by.join(", ")))
             .collect();
         format!(
-            "expire: removed {} backup(s){}, kept {}{}; removed {} WAL file(s) ({} MiB) from archivedir; the hold is at {}",
+            "expire: removed {} backup(s){}, kept {}{}; removed {} WAL file(s) ({} MiB) from archivedir{}; the hold is at {}",
             self.removed_sets.len(),
             if self.removed_sets.is_empty() {
                 String::new()
@@ -66,6 +73,9 @@ impl ExpireReport {
             },
             self.removed_wal.len(),
             self.removed_bytes >> 20,
+            self.wal_kept_because
+                .as_deref()
+                .map_or(String::new(), |why| format!(" (none removed: {why})")),
             self.hold.as_deref().unwrap_or("nothing (no complete backup)")
         )
     }
@@ -138,8 +148,11 @@ pub fn with_dependencies(sets: &[Manifest], kept: &[bool]) -> Vec<Option<Keep>> 
 pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this expire")?;
+    let archive = LocalDir::new(&cfg.archivedir);
+    // Before anything is removed: a hold written into an unmounted share is lost.
+    cleanup::check_marked(&archive)?;
     let sets = repo.complete()?;
-    let keep = with_dependencies(
+    let mut keep = with_dependencies(
         &sets,
         &kept(
             &sets,
@@ -149,6 +162,16 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
         ),
     );
     let mut report = ExpireReport::default();
+    let removal = repo.try_removal_lock()?;
+    if removal.is_none() {
+        keep.iter_mut()
+            .filter(|k| k.is_none())
+            .for_each(|k| *k = Some(Keep::Retention));
+        report.wal_kept_because = Some(format!(
+            "a pitrkit recover is reading {}: no backup and no WAL removed; the next expire does it",
+            repo.root().display()
+        ));
+    }
     for (m, k) in sets.iter().zip(&keep) {
         if let Some(k) = k {
             report.kept_sets.push(m.id.clone());
@@ -170,9 +193,11 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
         .find(|(_, k)| **k == Some(Keep::Retention))
         .map(|(m, _)| m)
     else {
+        // No backup runs (we hold the lock): a killed one's hold would block cleanup forever.
+        fsutil::remove_durable(&archive.path(HOLD_FILE))
+            .with_context(|| format!("removing the backup hold {}", archive.locate(HOLD_FILE)))?;
         return Ok(report);
     };
-    let archive = LocalDir::new(&cfg.archivedir);
     let start = wal::segment_name(
         oldest.timeline,
         oldest.start_lsn / oldest.segment_size,
@@ -181,14 +206,25 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     fsutil::write_durable(&archive.path(HOLD_FILE), format!("{start}\n").as_bytes(), 0o644)
         .with_context(|| format!("writing the backup hold {}", archive.locate(HOLD_FILE)))?;
     report.hold = Some(start.clone());
-    let bound = earlier(WalName::parse(&start)?, read_mark(&archive, CLEANUP_MARK_FILE));
-    let removed = cleanup::remove_older(&archive, &bound, &start, false)?;
+    if let Some(pause) = cleanup::paused(cfg.cleanup_pause_file.as_deref())? {
+        report.wal_kept_because = Some(format!("{} exists (cleanup_pause_file)", pause.display()));
+    }
+    if report.wal_kept_because.is_none() {
+        remove_wal(&archive, &start, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Removes the archive's WAL before `start` (and before cleanup's last %r).
+fn remove_wal(archive: &LocalDir, start: &str, report: &mut ExpireReport) -> Result<()> {
+    let bound = earlier(WalName::parse(start)?, read_mark(archive, CLEANUP_MARK_FILE));
+    let removed = cleanup::remove_older(archive, &bound, start, false)?;
     for p in &removed.problems {
         log::warn!("{p}");
     }
     report.removed_bytes = removed.removed_bytes;
     report.removed_wal = removed.removed.into_iter().map(|(n, _)| n).collect();
-    Ok(report)
+    Ok(())
 }
 
 /// While a backup runs: the hold covers its start too, if nothing older does.

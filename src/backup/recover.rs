@@ -38,12 +38,13 @@ pub struct Request {
     pub program: PathBuf,
 }
 
-#[derive(Debug, Clone)]
 pub struct Recovered {
     pub manifest: Manifest,
     /// Why this set, when it was a guess.
     pub note: Option<String>,
     pub dir: PathBuf,
+    /// The repository's read lock: expire removes no set or WAL until this is dropped.
+    pub reading: crate::fsutil::LockFile,
 }
 
 /// A file written durably into the new directory (`write_durable` cannot
@@ -154,6 +155,8 @@ fn tablespace_locations(m: &Manifest, req: &Request) -> Vec<(u32, PathBuf, PathB
 /// Recovers. Nothing is started; see [`start`].
 pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
     let repo = Repository::open(&cfg.backup_dir)?;
+    // Taken before the set is chosen: expire cannot remove it from under us.
+    let reading = repo.read_lock()?;
     let sets = repo.complete()?;
     let archive = LocalDir::new(&cfg.archivedir);
     let hold = crate::cleanup::read_mark(&archive, crate::layout::backup::HOLD_FILE);
@@ -185,6 +188,7 @@ pub fn run(cfg: &BackupConfig, req: &Request) -> Result<Recovered> {
         manifest: m,
         note,
         dir: req.to.clone(),
+        reading,
     })
 }
 
@@ -245,9 +249,11 @@ fn remap_tablespace_map(
 }
 
 /// The recovery settings, recovery.signal and backup_manifest.
-fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, files: Vec<FileEntry>) -> Result<()> {
+fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, mut files: Vec<FileEntry>) -> Result<()> {
     if req.target == Target::Standby {
         standby_settings(cfg, req)?;
+        // -S's private passfile (repl_db_password): listed, so pg_verifybackup accepts the copy.
+        files.extend(written_entry(&req.to, crate::standby::PASSFILE)?);
     } else {
         let auto = req.to.join("postgresql.auto.conf");
         let mut conf = fs::read_to_string(&auto).unwrap_or_default();
@@ -263,6 +269,31 @@ fn configure(cfg: &BackupConfig, m: &Manifest, req: &Request, files: Vec<FileEnt
     )?;
     fsutil::fsync_dir(&req.to)?;
     Ok(())
+}
+
+/// The manifest entry of a file recover wrote into `dir`, if it is there.
+fn written_entry(dir: &Path, path: &str) -> Result<Option<FileEntry>> {
+    let file = dir.join(path);
+    let bytes = match fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let mtime = fs::metadata(&file)?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut sum = Summer::default();
+    sum.update(&bytes);
+    let s = sum.finish();
+    Ok(Some(FileEntry {
+        path: path.to_string(),
+        size: s.size,
+        mtime,
+        crc: s.crc,
+        stored: 0,
+        holder: None,
+    }))
 }
 
 /// The lines appended to postgresql.auto.conf for a targeted recovery.

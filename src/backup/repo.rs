@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::manifest::Manifest;
 use crate::fsutil::{self, LockFile};
-use crate::layout::backup::{MANIFEST, REPO_LOCK, WAL_DIR};
+use crate::layout::backup::{MANIFEST, READ_LOCK, REPO_LOCK, WAL_DIR};
 use crate::storage::{read_small, Listed, LocalDir, Storage};
 
 /// A set in the repository, complete (manifest read) or not.
@@ -68,6 +68,28 @@ impl Repository {
                 path.display()
             ),
         }
+    }
+
+    /// A recover's shared lock: expire removes nothing while it is held.
+    /// Waits out an expire's short exclusive hold (it only deletes).
+    pub fn read_lock(&self) -> Result<LockFile> {
+        let path = self.store.path(READ_LOCK);
+        match fsutil::lock_shared(&path, Duration::from_secs(300))
+            .with_context(|| format!("locking {}", path.display()))?
+        {
+            Some(l) => Ok(l),
+            None => bail!(
+                "an expire of {} has held {} for 5 minutes; recover refused. Try again when it has finished",
+                self.root().display(),
+                path.display()
+            ),
+        }
+    }
+
+    /// Expire's exclusive hold on [`READ_LOCK`]; `None` while a recover reads.
+    pub fn try_removal_lock(&self) -> Result<Option<LockFile>> {
+        let path = self.store.path(READ_LOCK);
+        fsutil::lock(&path, Duration::ZERO).with_context(|| format!("locking {}", path.display()))
     }
 
     /// Every set, oldest first.

@@ -29,6 +29,8 @@ pub struct BackupConfig {
     pub recovery_window_days: Option<u64>,
     pub backup_wal_timeout: Duration,
     pub backup_type: BackupType,
+    /// While it exists, expire removes no WAL (cleanup's pause file).
+    pub cleanup_pause_file: Option<PathBuf>,
     pub pitrkit_logfile: Option<String>,
     /// Searched first for PostgreSQL programs (pg_ctl for `recover --start`).
     pub includepath: Vec<PathBuf>,
@@ -77,6 +79,7 @@ impl BackupConfig {
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
             backup_type: o.choice("backup_type")?,
+            cleanup_pause_file: o.opt_path("cleanup_pause_file")?,
             pitrkit_logfile: o.opt_text("pitrkit_logfile"),
             includepath: o.paths("includepath")?,
             notify: o.notifier()?,
@@ -101,6 +104,7 @@ impl BackupConfig {
             recovery_window_days: o.opt_count("recovery_window")?,
             backup_wal_timeout: o.seconds("backup_wal_timeout")?,
             backup_type: o.choice("backup_type")?,
+            cleanup_pause_file: sb.cleanup_pause_file.clone(),
             pitrkit_logfile: sb.pitrkit_logfile.clone(),
             includepath: sb.includepath.clone(),
             notify: sb.notify.clone(),

@@ -162,6 +162,7 @@ pub static BACKUP_SHARED: &[OptDef] = &[
     opt("backup_wal_timeout", Seconds, Some("600"), "seconds a backup waits for its last WAL segment to reach archivedir"),
     opt("backup_type", OneOf(names::<BackupType>), Some("full"), "full, or incremental: files unchanged (size and mtime) since the previous complete backup are referenced, not stored again (backup --incremental says the same)"),
     opt("pitrkit_logfile", Text, None, "also write pitrkit's own log here; ^Y ^m ^d ^H ^M ^S expand to the date"),
+    opt("cleanup_pause_file", Path, None, "while this file exists, cleanup and backup --expire remove no WAL from the archive (expire still removes backup sets)"),
 ];
 
 /// `backup.ini`: the cluster on this host, its archive, the repository.
@@ -244,7 +245,6 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("stop_command", Text, None, "command to stop PostgreSQL instead of pg_ctl"),
     opt("restore_delay", Seconds, Some("0"), "serve only WAL archived at least this many seconds ago (delayed standby); ignored during cmd_standby -F999, but a promotion started otherwise (pg_promote(), a trigger file) stops at the delay"),
     opt("restore_prefetch", Count, Some("0"), "restore: segments fetched ahead in the background (0: off; ignored with restore_delay)").clamp(0, 256),
-    opt("cleanup_pause_file", Path, None, "while this file exists, cleanup removes nothing"),
     opt("wait_timeout", Seconds, Some("300"), "seconds to wait for PostgreSQL to start, stop or promote"),
 ];
 
