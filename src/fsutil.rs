@@ -619,8 +619,11 @@ fn lock_as(path: &Path, wait: Duration, how: FlockArg) -> io::Result<Option<Lock
     }
 }
 
+/// Readable and writable: where flock() is emulated by fcntl() (NFS), a
+/// shared lock needs read access and an exclusive one write access.
 fn open_lock_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
+        .read(true)
         .create(true)
         .truncate(false)
         .write(true)
@@ -904,5 +907,24 @@ mod tests {
         assert!(lock(&p, Duration::from_millis(120)).unwrap().is_none());
         drop(held);
         assert!(lock(&p, Duration::ZERO).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_shared_lock_works_where_flock_is_emulated_by_fcntl() {
+        // An NFS client turns flock() into a whole-file fcntl() lock, and a
+        // read lock needs a descriptor open for reading (flock(2), NOTES):
+        // a write-only lock file made every recover on an NFS repository
+        // fail with EBADF. Take the fcntl read lock on the same descriptor.
+        let d = tempfile::tempdir().unwrap();
+        let held = lock_shared(&d.path().join("lock"), Duration::ZERO).unwrap().unwrap();
+        let whole = libc::flock {
+            l_type: libc::F_RDLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(held.file(), nix::fcntl::FcntlArg::F_SETLK(&whole))
+            .expect("an fcntl read lock on the lock file's descriptor (as NFS takes LOCK_SH)");
     }
 }
