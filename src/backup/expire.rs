@@ -6,6 +6,8 @@
 //! ended inside it, plus the newest that ended before it); with both keys,
 //! what either asks for; with neither, every backup. A set a kept one
 //! depends on (an incremental's references) is kept too, for its files.
+//! An incremental whose holder is gone does not count as one of the kept:
+//! the restorable sets retention asks for stay as well.
 //! Then the hold ([`crate::layout::backup::HOLD_FILE`]) names the oldest
 //! backup retention keeps, and the WAL before it goes, but never `.history`
 //! files, never from the last `%r` cleanup recorded on, and never anything
@@ -106,6 +108,37 @@ pub fn kept(sets: &[Manifest], keep: Option<u64>, window_days: Option<u64>, now:
     out
 }
 
+/// [`kept`], united with `kept` over the restorable sets only: an
+/// incremental whose holder is gone (removed by hand, its manifest lost)
+/// cannot be recovered from, so it never stands in for a restorable backup
+/// that retention would otherwise remove; it still ages out like any set.
+fn retained(sets: &[Manifest], keep: Option<u64>, window_days: Option<u64>, now: i64) -> Vec<bool> {
+    let mut restorable = Vec::new();
+    for (i, m) in sets.iter().enumerate() {
+        let missing: Vec<String> = m
+            .depends_on()
+            .into_iter()
+            .filter(|d| !sets.iter().any(|s| &s.id == d))
+            .collect();
+        if missing.is_empty() {
+            restorable.push(i);
+        } else {
+            log::warn!(
+                "backup {} references files stored in backup(s) {}, which are missing or incomplete: it cannot be \
+                 restored, and retention does not count it",
+                m.id,
+                missing.join(", ")
+            );
+        }
+    }
+    let usable: Vec<Manifest> = restorable.iter().map(|&i| sets[i].clone()).collect();
+    let mut out = kept(sets, keep, window_days, now);
+    for (&i, k) in restorable.iter().zip(kept(&usable, keep, window_days, now)) {
+        out[i] |= k;
+    }
+    out
+}
+
 /// Why a set stays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Keep {
@@ -154,7 +187,7 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     let sets = repo.complete()?;
     let mut keep = with_dependencies(
         &sets,
-        &kept(
+        &retained(
             &sets,
             cfg.keep_backups,
             cfg.recovery_window_days,
@@ -303,5 +336,67 @@ mod tests {
             "{}",
             r.summary()
         );
+    }
+
+    #[test]
+    fn an_incremental_that_lost_its_base_does_not_count_as_a_kept_backup() {
+        // F1 full; I3 references F2, removed by hand. keep_backups 1 kept
+        // only I3, which cannot be restored, and removed F1 and its WAL:
+        // no recoverable backup left.
+        use crate::backup::manifest::FileEntry;
+        use crate::config::ConfigFile;
+        let d = tempfile::tempdir().unwrap();
+        let (arch, repo) = (d.path().join("arch"), d.path().join("repo"));
+        std::fs::create_dir_all(&arch).unwrap();
+        crate::archive::sysid::write(&arch, Some(sample().system_id)).unwrap();
+        for seg in 2..=9 {
+            std::fs::write(arch.join(format!("0000000100000000{seg:08X}")), b"x").unwrap();
+        }
+        let f1 = Manifest {
+            id: "20261128T000000Z".into(),
+            start_lsn: 2 << 24,
+            ..sample()
+        };
+        let i3 = Manifest {
+            id: "20261130T000000Z".into(),
+            kind: crate::config::BackupType::Incremental,
+            start_lsn: 8 << 24,
+            stop_time: f1.stop_time + 1_000_000,
+            files: vec![FileEntry {
+                holder: Some("20261129T000000Z".into()),
+                ..sample().files[0].clone()
+            }],
+            ..sample()
+        };
+        for m in [&f1, &i3] {
+            std::fs::create_dir_all(repo.join(&m.id)).unwrap();
+            std::fs::write(repo.join(&m.id).join(crate::layout::backup::MANIFEST), m.render()).unwrap();
+        }
+        let ini = format!(
+            "pgdata: /pg\narchivedir: {}\nbackup_dir: {}\nkeep_backups: 1\n",
+            arch.display(),
+            repo.display()
+        );
+        let cfg = BackupConfig::from_ini(&crate::config::IniFile::parse(std::path::Path::new("b.ini"), &ini).unwrap())
+            .unwrap();
+        let r = run(&cfg).unwrap();
+        assert_eq!(
+            (r.removed_sets.len(), r.hold.as_deref()),
+            (0, Some("000000010000000000000002")),
+            "{}",
+            r.summary()
+        );
+        assert!(arch.join("000000010000000000000002").exists(), "{}", r.summary());
+        // A restorable one later: both go, as retention says.
+        let f4 = Manifest {
+            id: "20261201T000000Z".into(),
+            start_lsn: 9 << 24,
+            stop_time: i3.stop_time + 1_000_000,
+            ..sample()
+        };
+        std::fs::create_dir_all(repo.join(&f4.id)).unwrap();
+        std::fs::write(repo.join(&f4.id).join(crate::layout::backup::MANIFEST), f4.render()).unwrap();
+        let r = run(&cfg).unwrap();
+        assert_eq!(r.removed_sets, [f1.id.clone(), i3.id.clone()], "{}", r.summary());
     }
 }
