@@ -143,15 +143,19 @@ fn archived_segments(archive: &dyn Storage, seg_size: u64) -> Result<BTreeMap<u6
     Ok(out)
 }
 
-/// The archive from the set's start to its newest segment.
+/// The archive from the set's start to its newest segment; from the hold
+/// (`hold`) for a set that starts before it: kept only for the files newer
+/// sets reference in it, its WAL before the hold rightly expired (its own
+/// WAL range is in the set, and recover never targets past its end).
 fn check_archive(
     archive: &dyn Storage,
     m: &Manifest,
+    hold: Option<&WalName>,
     checked: &mut HashSet<String>,
     problems: &mut Vec<String>,
 ) -> Result<()> {
     let segs = archived_segments(archive, m.segment_size)?;
-    let first = m.start_lsn / m.segment_size;
+    let first = (m.start_lsn / m.segment_size).max(hold.map_or(0, |h| h.segno(m.segment_size)));
     let Some(&last) = segs.keys().next_back() else {
         problems.push(format!(
             "archivedir {}: holds no WAL segment at all",
@@ -166,7 +170,7 @@ fn check_archive(
             .unwrap_or_default();
         if on_our_timelines.is_empty() {
             problems.push(format!(
-                "archivedir {}: segment {} is missing (backup {} needs every segment from its start {} to the newest archived one)",
+                "archivedir {}: segment {} is missing (backup {} needs every segment from {} (its start, or the backup hold) to the newest archived one)",
                 archive.location(),
                 wal::segment_name(m.timeline, segno, m.segment_size),
                 m.id,
@@ -207,9 +211,10 @@ pub fn verify(repo: &Repository, archivedir: &std::path::Path, id: Option<&str>)
     let mut problems = Vec::new();
     let mut checked = HashSet::new();
     let mut cache = ReadCache::new();
+    let hold = crate::cleanup::read_mark(&archive, crate::layout::backup::HOLD_FILE);
     for m in chosen {
         check_set(repo, m, &sets, &mut cache, &mut problems)?;
-        check_archive(&archive, m, &mut checked, &mut problems)?;
+        check_archive(&archive, m, hold.as_ref(), &mut checked, &mut problems)?;
     }
     Ok(problems)
 }
