@@ -137,11 +137,12 @@ pub fn classify(file_name: &str, oldest: &WalName) -> Verdict {
     }
 }
 
-/// A segment name recorded in `file` of `archive` (the backup hold, the
-/// last %r); `None` if there is none or it does not name a segment.
+/// A segment name recorded on the first line of `file` of `archive` (the
+/// backup hold, the last %r); `None` if there is none or it does not name a
+/// segment.
 pub fn read_mark(archive: &dyn Storage, file: &str) -> Option<WalName> {
     let text = crate::storage::read_small(archive, file).ok()??;
-    WalName::parse(String::from_utf8_lossy(&text).trim())
+    WalName::parse(String::from_utf8_lossy(&text).lines().next()?.trim())
         .ok()
         .filter(|n| n.kind == WalKind::Segment)
 }

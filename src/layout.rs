@@ -113,7 +113,8 @@ pub mod backup {
     //!                              (X.zst, or X with X.sum), with its own .pitrkit-system-id mark
     //!     manifest                 MANIFEST: written durably last; a set without it is incomplete
     //! archivedir/
-    //!   .pitrkit-backup-hold       HOLD_FILE: the oldest segment a backup needs (cleanup keeps it)
+    //!   .pitrkit-backup-hold       HOLD_FILE: the oldest segment a backup needs (cleanup keeps it),
+    //!                              then `repository: <backup_dir>`, the one repository it holds for
     //!   .pitrkit-cleanup-r         CLEANUP_MARK_FILE: the last %r cleanup was given (expire keeps it)
     //! ```
     //!

@@ -34,7 +34,7 @@ use crate::cleanup::{self, earlier, read_mark};
 use crate::config::BackupConfig;
 use crate::fsutil;
 use crate::layout::backup::{CLEANUP_MARK_FILE, HOLD_FILE};
-use crate::storage::{LocalDir, Storage};
+use crate::storage::{read_small, LocalDir, Storage};
 use crate::wal::{self, WalName};
 
 #[derive(Debug, Default)]
@@ -184,6 +184,7 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     let archive = LocalDir::new(&cfg.archivedir);
     // Before anything is removed: a hold written into an unmounted share is lost.
     cleanup::check_marked(&archive)?;
+    check_hold_owner(&archive, &repo.store.location())?;
     let sets = repo.complete()?;
     let mut keep = with_dependencies(
         &sets,
@@ -236,8 +237,7 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
         oldest.start_lsn / oldest.segment_size,
         oldest.segment_size,
     );
-    fsutil::write_durable(&archive.path(HOLD_FILE), format!("{start}\n").as_bytes(), 0o644)
-        .with_context(|| format!("writing the backup hold {}", archive.locate(HOLD_FILE)))?;
+    write_hold(&archive, &start, &repo.store.location())?;
     report.hold = Some(start.clone());
     if let Some(pause) = cleanup::paused(cfg.cleanup_pause_file.as_deref())? {
         report.wal_kept_because = Some(format!("{} exists (cleanup_pause_file)", pause.display()));
@@ -261,15 +261,49 @@ fn remove_wal(archive: &LocalDir, start: &str, report: &mut ExpireReport) -> Res
 }
 
 /// While a backup runs: the hold covers its start too, if nothing older does.
-pub fn hold_for_running(archive: &LocalDir, start: &str) -> Result<()> {
+pub fn hold_for_running(archive: &LocalDir, start: &str, repo: &str) -> Result<()> {
     let ours = WalName::parse(start)?;
     if let Some(h) = read_mark(archive, HOLD_FILE) {
         if (h.log, h.seg) <= (ours.log, ours.seg) {
             return Ok(());
         }
     }
-    fsutil::write_durable(&archive.path(HOLD_FILE), format!("{start}\n").as_bytes(), 0o644)
+    write_hold(archive, start, repo)
+}
+
+/// The hold: the segment on its first line (all cleanup reads), then the
+/// repository it holds for.
+fn write_hold(archive: &LocalDir, start: &str, repo: &str) -> Result<()> {
+    let text = format!("{start}\n{HOLD_OWNER}{repo}\n");
+    fsutil::write_durable(&archive.path(HOLD_FILE), text.as_bytes(), 0o644)
         .with_context(|| format!("writing the backup hold {}", archive.locate(HOLD_FILE)))
+}
+
+const HOLD_OWNER: &str = "repository: ";
+
+/// One archive holds WAL for one repository. A second repository's expire
+/// would move the one hold to its own oldest backup (or drop it) and remove
+/// WAL the first one's backups, even a running one, need; so a hold
+/// written for another repository is refused before anything changes. A
+/// hold without an owner (written before owners were recorded) is adopted.
+pub fn check_hold_owner(archive: &dyn Storage, repo: &str) -> Result<()> {
+    let Some(text) =
+        read_small(archive, HOLD_FILE).with_context(|| format!("reading {}", archive.locate(HOLD_FILE)))?
+    else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&text);
+    match text.lines().find_map(|l| l.strip_prefix(HOLD_OWNER)) {
+        Some(owner) if owner != repo => anyhow::bail!(
+            "the WAL archive {} holds WAL for another backup repository ({owner}), not for {repo}: \
+             two repositories expiring one archive would remove WAL each other's backups need\n  \
+             what to do: give each repository its own archivedir, or back up into {owner}; \
+             if that repository no longer exists, remove {} and run this again",
+            archive.location(),
+            archive.locate(HOLD_FILE)
+        ),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -398,5 +432,55 @@ mod tests {
         std::fs::write(repo.join(&f4.id).join(crate::layout::backup::MANIFEST), f4.render()).unwrap();
         let r = run(&cfg).unwrap();
         assert_eq!(r.removed_sets, [f1.id.clone(), i3.id.clone()], "{}", r.summary());
+    }
+
+    #[test]
+    fn a_second_repository_on_one_archive_is_refused_before_it_removes_anything() {
+        use crate::config::ConfigFile;
+        let d = tempfile::tempdir().unwrap();
+        let arch = d.path().join("arch");
+        std::fs::create_dir_all(&arch).unwrap();
+        crate::archive::sysid::write(&arch, Some(sample().system_id)).unwrap();
+        for seg in 3..=10 {
+            std::fs::write(arch.join(format!("0000000100000000{seg:08X}")), b"x").unwrap();
+        }
+        let archive = LocalDir::new(&arch);
+        // Repository 1's backup runs and holds its start segment 3.
+        let r1 = d.path().join("r1").display().to_string();
+        hold_for_running(&archive, "000000010000000000000003", &r1).unwrap();
+        // Repository 2, on the same archive, has one backup from segment 8.
+        let r2 = d.path().join("r2");
+        let m = Manifest {
+            start_lsn: 8 << 24,
+            ..sample()
+        };
+        std::fs::create_dir_all(r2.join(&m.id)).unwrap();
+        std::fs::write(r2.join(&m.id).join(crate::layout::backup::MANIFEST), m.render()).unwrap();
+        let ini = format!(
+            "pgdata: /pg\narchivedir: {}\nbackup_dir: {}\nkeep_backups: 1\n",
+            arch.display(),
+            r2.display()
+        );
+        let cfg = BackupConfig::from_ini(&crate::config::IniFile::parse(std::path::Path::new("b.ini"), &ini).unwrap())
+            .unwrap();
+        let e = format!("{:#}", run(&cfg).unwrap_err());
+        assert!(
+            e.contains(&format!("holds WAL for another backup repository ({r1})")),
+            "{e}"
+        );
+        assert!(arch.join("000000010000000000000003").exists(), "{e}");
+        assert_eq!(
+            read_mark(&archive, HOLD_FILE).unwrap().to_string(),
+            "000000010000000000000003"
+        );
+        // Its own repository moves the hold as usual, and cleanup reads it.
+        hold_for_running(&archive, "000000010000000000000002", &r1).unwrap();
+        assert_eq!(
+            read_mark(&archive, HOLD_FILE).unwrap().to_string(),
+            "000000010000000000000002"
+        );
+        // A hold from before owners were recorded is adopted.
+        std::fs::write(arch.join(HOLD_FILE), "000000010000000000000003\n").unwrap();
+        assert_eq!(run(&cfg).unwrap().hold.as_deref(), Some("000000010000000000000008"));
     }
 }

@@ -271,6 +271,7 @@ pub fn run(cfg: &BackupConfig, user: &str, kind: BackupType) -> Result<TakeRepor
     let mut session = Master::open_local(&socket, port, cfg.db_user.as_deref().unwrap_or(user), "pitrkit backup")?;
     let archive = LocalDir::new(&cfg.archivedir);
     let system_id = check_source(cfg, &mut session, &archive)?;
+    super::expire::check_hold_owner(&archive, &repo.store.location())?;
     let in_recovery = session.in_recovery()?;
     let segment_size = session.wal_segment_size()?;
     let total = session.total_size().unwrap_or(0);
@@ -302,6 +303,7 @@ pub fn run(cfg: &BackupConfig, user: &str, kind: BackupType) -> Result<TakeRepor
         super::expire::hold_for_running(
             &archive,
             &wal::segment_name(tl, m.start_lsn / segment_size, segment_size),
+            &repo.store.location(),
         )?;
         log::info!(
             "backup {id} started at LSN {start} (the cluster is a {})",
