@@ -200,7 +200,14 @@ fn an_object_with_other_content_is_refused_and_never_overwritten() {
     let env = env("s3-conflict");
     let moto = Moto::start(&env, "pitrkit-conflict");
     let creds = moto.credentials_file(&env, "creds", &moto.secret);
-    let ini = archiver_ini(&env, &moto, &creds, None, "");
+    // Every object written with a storage class and SSE-S3 (headers moto takes).
+    let ini = archiver_ini(
+        &env,
+        &moto,
+        &creds,
+        None,
+        "s3_storage_class: standard_ia\ns3_sse: aes256\n",
+    );
     assert!(archiver(&env, &ini, &["-I"]).status.success());
     let sysid = 7_400_000_000_000_000_001;
     let a = "000000010000000000000002";
@@ -233,9 +240,12 @@ fn a_damaged_object_exits_200_and_only_a_missing_one_exits_1() {
     assert!(archiver(&env, &ini, &["-I"]).status.success());
     let name = "000000010000000000000002";
     let src = segment_file(&env, name, 7_400_000_000_000_000_002);
-    assert!(archiver(&env, &ini, &["-F", src.to_str().unwrap()]).status.success());
+    for n in [name, "000000010000000000000003", "000000010000000000000004"] {
+        let src = segment_file(&env, n, 7_400_000_000_000_000_002);
+        assert!(archiver(&env, &ini, &["-F", src.to_str().unwrap()]).status.success());
+    }
     let pgdata = env.mkdir("pgdata");
-    let sb_ini = standby_ini(&env, &moto, &creds, &pgdata, "");
+    let sb_ini = standby_ini(&env, &moto, &creds, &pgdata, "restore_prefetch: 2\n");
     let restore = |n: &str| {
         run_output(
             env.pitrkit()
@@ -250,6 +260,13 @@ fn a_damaged_object_exits_200_and_only_a_missing_one_exits_1() {
     assert_eq!(fs::read(env.path("restored")).unwrap(), fs::read(&src).unwrap());
     let missing = restore("000000010000000000000009");
     assert_eq!(code(&missing), 1, "{}", text(&missing));
+    // restore_prefetch: the worker the first restore started spools the
+    // next segments from S3.
+    let spooled = env.path(".pitrkit-prefetch/000000010000000000000004");
+    assert!(
+        common::wait_until(Duration::from_secs(30), || spooled.exists()),
+        "nothing prefetched from S3"
+    );
 
     let mut bytes = moto.get_object(&format!("wal/{name}"));
     bytes[100_000] ^= 0x10;
@@ -264,6 +281,71 @@ fn a_damaged_object_exits_200_and_only_a_missing_one_exits_1() {
     moto.thaw();
     assert_eq!(code(&gone), 200, "{}", text(&gone));
     assert!(text(&gone).contains(&moto.endpoint()), "{}", text(&gone));
+}
+
+/// The storage itself, as the backups build on it: never a replacement,
+/// reads from an offset, listings, scopes, batch deletes.
+#[test]
+fn s3_storage_keeps_the_storage_rules() {
+    use pitrkit::config::s3::{S3Location, S3Settings, S3Url, Sse};
+    use pitrkit::fsutil::{PlaceError, Placed};
+    use pitrkit::storage::{Kind, S3Store, Storage};
+    use std::io::Read;
+
+    let env = env("s3-storage");
+    let moto = Moto::start(&env, "pitrkit-storage");
+    let creds = moto.credentials_file(&env, "creds", &moto.secret);
+    // As the test user reads it.
+    fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let s = S3Store::open(&S3Location {
+        url: S3Url::parse(&moto.url("repo")).unwrap(),
+        settings: S3Settings {
+            endpoint: Some(moto.endpoint()),
+            region: None,
+            path_style: true,
+            allow_http: true,
+            storage_class: None,
+            sse: Sse::Default,
+            sse_kms_key_id: None,
+            credentials_file: Some(creds),
+            timeout: Duration::from_secs(5),
+            config: env.path("x.ini"),
+        },
+    })
+    .unwrap();
+    assert_eq!(s.put_bytes_if_absent("X", b"one").unwrap(), Placed::Created);
+    assert_eq!(s.put_bytes_if_absent("X", b"one").unwrap(), Placed::AlreadyPresent);
+    assert!(matches!(
+        s.put_bytes_if_absent("X", b"two"),
+        Err(PlaceError::Conflict { .. })
+    ));
+    assert_eq!(moto.get_object("repo/X"), b"one", "never replaced");
+    let e = s.stat("X").unwrap().unwrap();
+    assert_eq!((e.kind, e.size), (Kind::File, 3));
+    assert!(s.stat("nope").unwrap().is_none());
+    let mut tail = String::new();
+    s.get_from("X", 1).unwrap().read_to_string(&mut tail).unwrap();
+    assert_eq!(tail, "ne");
+    assert_eq!(s.get("nope").err().unwrap().kind(), std::io::ErrorKind::NotFound);
+    s.put_stream("set/data/base/1", &mut |w| w.write_all(b"abc")).unwrap();
+    s.put_stream("set/manifest", &mut |w| w.write_all(b"m")).unwrap();
+    assert_eq!(s.list_tree("set").unwrap(), ["set/data/base/1", "set/manifest"]);
+    let wal = s.scoped("set/wal").unwrap();
+    wal.write_mark("42\n").unwrap();
+    assert_eq!(wal.read_mark().unwrap().as_deref(), Some("42\n"));
+    assert!(moto
+        .list("repo/set/wal/")
+        .contains(&"repo/set/wal/.pitrkit-system-id".to_string()));
+    let names: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+    for n in &names {
+        s.put_bytes_if_absent(n, b"x").unwrap();
+    }
+    assert!(s.delete_many(&names).into_iter().all(|r| r.unwrap()));
+    assert!(s.delete("X").unwrap());
+    assert!(!s.delete("X").unwrap());
+    s.delete_tree("set").unwrap();
+    assert_eq!(moto.list("repo/"), Vec::<String>::new());
+    s.prove_conditional_create().unwrap();
 }
 
 /// moto in IAM mode: a wrong secret is refused with the endpoint and the

@@ -250,6 +250,7 @@ fn check_endpoint(e: &str, allow_http: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn urls_keep_s3_rules() {
@@ -274,6 +275,71 @@ mod tests {
             let e = S3Url::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    fn archiver(text: &str) -> Result<crate::config::ArchiverConfig, ConfigError> {
+        use crate::config::ConfigFile;
+        crate::config::ArchiverConfig::from_ini(&crate::config::IniFile::parse(Path::new("a.ini"), text).unwrap())
+    }
+
+    #[test]
+    fn archive_urls_and_the_s3_keys_are_checked_before_use() {
+        let c = archiver("archive_urls: s3://wal-a/main, s3://wal-b/x/y\ts3://wal-c\ns3_storage_class: standard_ia\ns3_sse: aws:kms\ns3_sse_kms_key_id: k1\n").unwrap();
+        let urls: Vec<String> = c.archive_urls.iter().map(|l| l.url.to_string()).collect();
+        assert_eq!(urls, ["s3://wal-a/main", "s3://wal-b/x/y", "s3://wal-c"]);
+        let s = &c.archive_urls[0].settings;
+        assert_eq!(
+            (s.storage_class, s.sse, s.sse_kms_key_id.as_deref()),
+            (Some(StorageClass::StandardIa), Sse::Kms, Some("k1"))
+        );
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        // Only archive_urls is a destination: enough on its own.
+        for (bad, says) in [
+            (
+                "archive_urls: s3://wal-a/main\ns3_storage_class: glacier\n",
+                "cannot hold WAL",
+            ),
+            (
+                "archive_urls: s3://wal-a/main\ns3_storage_class: deep_archive\n",
+                "minutes to hours",
+            ),
+            ("archive_urls: s3://wal-a/x/../y\n", "'..'"),
+            ("archive_urls: /srv/arch\n", "s3://bucket/prefix"),
+            ("archive_urls: s3://wal-a/m s3://wal-a/m\n", "listed twice"),
+            (
+                "archive_urls: s3://wal-a/m\ns3_endpoint: http://127.0.0.1:9000\n",
+                "s3_allow_http",
+            ),
+            ("archive_urls: s3://wal-a/m\ns3_endpoint: minio:9000\n", "not an http"),
+            (
+                "archive_urls: s3://wal-a/m\ns3_sse_kms_key_id: k\n",
+                "s3_sse is not aws:kms",
+            ),
+            ("archive_urls: s3://wal-a/m\ns3_timeout: 0\n", "at least 1"),
+        ] {
+            let e = archiver(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_standby_archivedir_may_be_an_s3_url() {
+        use crate::config::{ConfigFile, IniFile, StandbyConfig};
+        let load = |t: &str| StandbyConfig::from_ini(&IniFile::parse(Path::new("s.ini"), t).unwrap());
+        let c = load("archivedir: s3://wal-a/main\ns3_path_style: on\n").unwrap();
+        assert_eq!(c.archivedir, None);
+        let loc = c.archive_s3.as_ref().unwrap();
+        assert_eq!(
+            (loc.url.to_string(), loc.settings.path_style),
+            ("s3://wal-a/main".into(), true)
+        );
+        let e = c.required_archivedir("a base backup").unwrap_err().to_string();
+        assert!(
+            e.contains("archivedir is s3://wal-a/main") && e.contains("local directory"),
+            "{e}"
+        );
+        assert!(load("archivedir: s3://WAL/main\n").is_err());
+        assert!(load("archivedir: relative/dir\n").is_err());
     }
 
     #[test]
