@@ -58,6 +58,16 @@ fn standby_ini(env: &TestEnv, moto: &Moto, creds: &Path, pgdata: &Path, extra: &
     )
 }
 
+/// A master (1 MiB segments, not started) whose archive_command is `ini`'s.
+fn archiving_master(env: &TestEnv, ini: &Path, extra_conf: &str) -> PgCluster {
+    let conf = format!(
+        "archive_mode = on\narchive_command = '{} archiver -C {} -F %p'\n{extra_conf}\n",
+        env.bin.display(),
+        ini.display()
+    );
+    PgCluster::init_with_args(env, "master", &conf, &["--wal-segsize=1"])
+}
+
 fn archiver(env: &TestEnv, ini: &Path, args: &[&str]) -> Output {
     run_output(env.pitrkit().arg("archiver").arg("-C").arg(ini).args(args))
 }
@@ -79,13 +89,12 @@ fn wal_archived_to_s3_is_restored_by_a_standby_to_the_last_row() {
     let creds = moto.credentials_file(&env, "creds", &moto.secret);
     let master = env.path("master");
     let ini = archiver_ini(&env, &moto, &creds, Some(&master), "");
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{} archiver -C {} -F %p'\n{}\n",
-        env.bin.display(),
-        ini.display(),
-        common::wal_keep_setting(64)
+    // On TCP for the standby's -I (the master's system identifier).
+    let pg = archiving_master(
+        &env,
+        &ini,
+        &format!("{}\nlisten_addresses = '127.0.0.1'", common::wal_keep_setting(64)),
     );
-    let pg = PgCluster::init_with_args(&env, "master", &conf, &["--wal-segsize=1"]);
     let init = archiver(&env, &ini, &["-I"]);
     assert!(init.status.success(), "{}", text(&init));
     assert!(text(&init).contains("refuses a second create (412)"), "{}", text(&init));
@@ -109,7 +118,21 @@ fn wal_archived_to_s3_is_restored_by_a_standby_to_the_last_row() {
     assert!(keys.contains(&format!("wal/{last}.sum")), "the sidecar: {keys:?}");
 
     let sb_dir = env.path("sb");
-    let sb_ini = standby_ini(&env, &moto, &creds, &sb_dir, "restore_prefetch: 2\n");
+    let sb_ini = standby_ini(
+        &env,
+        &moto,
+        &creds,
+        &sb_dir,
+        &format!(
+            "restore_prefetch: 2\nmaster_public_ip: 127.0.0.1\nport: {}\nmaster_user: {}\nsql_via_ssh: off\nsslmode: disable\n",
+            pg.port,
+            env.user_name()
+        ),
+    );
+    // cmd_standby -I on an s3:// archivedir: the 412 proof and the mark.
+    let init = run_output(env.pitrkit().args(["standby", "-C"]).arg(&sb_ini).arg("-I"));
+    assert!(init.status.success(), "{}", text(&init));
+    assert!(text(&init).contains("belongs to database system"), "{}", text(&init));
     let sb = PgCluster::adopt(
         &env,
         "sb",
@@ -159,12 +182,7 @@ fn a_frozen_server_fails_the_archive_call_and_the_retry_succeeds() {
     let creds = moto.credentials_file(&env, "creds", &moto.secret);
     let master = env.path("master");
     let ini = archiver_ini(&env, &moto, &creds, Some(&master), "");
-    let conf = format!(
-        "archive_mode = on\narchive_command = '{} archiver -C {} -F %p'\n",
-        env.bin.display(),
-        ini.display()
-    );
-    let pg = PgCluster::init_with_args(&env, "master", &conf, &["--wal-segsize=1"]);
+    let pg = archiving_master(&env, &ini, "");
     assert!(archiver(&env, &ini, &["-I"]).status.success());
     pg.start();
     let first = pg.switch_wal();

@@ -163,21 +163,35 @@ impl Writes<'_> {
         }
         let archive = LocalDir::new(dir);
         check_system_id(cfg, &archive, system_id, &file_name)?;
+        self.place_checked(cfg, &archive, true)
+    }
+
+    /// The sidecar (plain form), then the file unless a form of it is
+    /// there: in an archive whose mark was checked. `local`: later
+    /// destinations may copy from what is written here.
+    fn place_checked(
+        &mut self,
+        cfg: &ArchiverConfig,
+        archive: &dyn Storage,
+        local: bool,
+    ) -> Result<Placed, ArchiveError> {
+        let (file_name, dest) = (self.payloads.wal.to_string(), archive.location());
         let place_err = |source| ArchiveError::Place {
             wal: file_name.clone(),
-            dest: dir.display().to_string(),
+            dest: dest.clone(),
             source,
         };
         let codec = cfg.local_codec;
         if codec == Codec::None {
-            let s = self.plain_sum(dir)?;
-            sidecar::place(&archive, &file_name, &s).map_err(place_err)?;
+            let s = self.plain_sum(Path::new(&dest))?;
+            sidecar::place(archive, &file_name, &s).map_err(place_err)?;
         }
-        let placed = match stored_copy(&archive, self.payloads.raw, &file_name).map_err(place_err)? {
+        let placed = match stored_copy(archive, self.payloads.raw, &file_name).map_err(place_err)? {
             Some(placed) => placed,
-            None => self.payloads.put(&archive, codec, dir).map_err(place_err)?,
+            None if local => self.payloads.put(archive, codec, Path::new(&dest)).map_err(place_err)?,
+            None => self.payloads.put_remote(archive, codec).map_err(place_err)?,
         };
-        log::debug!("{}: {placed:?} in {}", self.payloads.name(codec), dir.display());
+        log::debug!("{}: {placed:?} in {dest}", self.payloads.name(codec));
         Ok(placed)
     }
 }
@@ -203,22 +217,7 @@ impl Writes<'_> {
             }
             e => e,
         })?;
-        let place_err = |source| ArchiveError::Place {
-            wal: file_name.clone(),
-            dest: url.clone(),
-            source,
-        };
-        let codec = cfg.local_codec;
-        if codec == Codec::None {
-            let s = self.plain_sum(Path::new(&url))?;
-            sidecar::place(&store, &file_name, &s).map_err(place_err)?;
-        }
-        let placed = match stored_copy(&store, self.payloads.raw, &file_name).map_err(place_err)? {
-            Some(placed) => placed,
-            None => self.payloads.put_remote(&store, codec).map_err(place_err)?,
-        };
-        log::debug!("{}: {placed:?} in {url}", self.payloads.name(codec));
-        Ok(placed)
+        self.place_checked(cfg, &store, false)
     }
 }
 

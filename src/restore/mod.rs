@@ -138,7 +138,7 @@ pub enum RestoreError {
     },
     #[error("{archived}: {name} is archived only in a compression pitrkit cannot read (it reads plain, .zst, .lz4 and .gz); answering \"not found\" would end recovery without it. Decompress it to {name} in the same directory (e.g. bunzip2 -k, xz -dk), then restart PostgreSQL")]
     UnknownCompression { archived: PathBuf, name: String },
-    #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share, or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
+    #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share (or make the object store reachable), or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
     ArchiveUnavailable {
         dir: PathBuf,
         why: String,

@@ -21,7 +21,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -33,7 +33,7 @@ use object_store::{
 };
 
 use super::{Entry, Kind, Listed, Storage};
-use crate::config::s3::{S3Location, S3Url, Sse};
+use crate::config::s3::{S3Location, S3Settings, S3Url, Sse};
 use crate::fsutil::{Fill, PlaceError, Placed};
 use crate::layout::{CREATE_PROBE_FILE, SYSTEM_ID_FILE};
 
@@ -64,8 +64,20 @@ impl std::fmt::Debug for S3Store {
 
 impl S3Store {
     /// A client for `loc` (nothing is sent yet). The reason if the settings
-    /// or the credentials cannot make one.
+    /// or the credentials cannot make one. One per location per process:
+    /// the files of one call (a look-ahead batch) share its connections.
     pub fn open(loc: &S3Location) -> Result<S3Store, String> {
+        static OPEN: Mutex<Vec<(S3Location, S3Store)>> = Mutex::new(Vec::new());
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = open.iter().find(|(l, _)| l == loc) {
+            return Ok(s.clone());
+        }
+        let s = S3Store::connect(loc)?;
+        open.push((loc.clone(), s.clone()));
+        Ok(s)
+    }
+
+    fn connect(loc: &S3Location) -> Result<S3Store, String> {
         let s = &loc.settings;
         let bucket = &loc.url.bucket;
         let region = s
@@ -74,7 +86,7 @@ impl S3Store {
             .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok().filter(|r| !r.is_empty()))
             .unwrap_or_else(|| "us-east-1".into());
-        let mut b = AmazonS3Builder::from_env()
+        let b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_region(&region)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -93,33 +105,8 @@ impl S3Store {
                 max_retries: 3,
                 retry_timeout: s.timeout * 3,
             });
-        let endpoint = match &s.endpoint {
-            Some(e) if !s.path_style => {
-                // Virtual-hosted style: object_store wants the bucket's own host.
-                let (scheme, host) = e.split_once("://").unwrap_or(("https", e));
-                b = b.with_virtual_hosted_style_request(true);
-                format!("{scheme}://{bucket}.{}", host.trim_end_matches('/'))
-            }
-            Some(e) => e.trim_end_matches('/').to_string(),
-            None => {
-                b = b.with_virtual_hosted_style_request(!s.path_style);
-                format!("https://s3.{region}.amazonaws.com")
-            }
-        };
-        if s.endpoint.is_some() {
-            b = b.with_endpoint(&endpoint);
-        }
-        b = match s.sse {
-            Sse::Default => b,
-            Sse::Aes256 => b.with_config(config_key("aws_server_side_encryption"), "AES256"),
-            Sse::Kms => {
-                let b = b.with_config(config_key("aws_server_side_encryption"), "aws:kms");
-                match &s.sse_kms_key_id {
-                    Some(k) => b.with_config(config_key("aws_sse_kms_key_id"), k),
-                    None => b,
-                }
-            }
-        };
+        let (b, endpoint) = with_endpoint(b, s, bucket, &region);
+        let b = with_sse(b, s);
         let (b, creds) = credentials::apply(b, s.credentials_file.as_deref())?;
         let client = b
             .build()
@@ -212,6 +199,8 @@ impl S3Store {
     /// judged by its bytes. Transport errors are retried (bounded, logged).
     fn create(&self, name: &str, data: Vec<u8>) -> Result<Placed, PlaceError> {
         let key = self.key(name);
+        // Shared, not copied: the payload of every attempt and the comparison.
+        let data = bytes::Bytes::from(data);
         let payload = PutPayload::from(data.clone());
         let mut attempt = 1;
         loop {
@@ -331,6 +320,40 @@ impl S3Store {
                 Err(e) => Err(self.error("cannot delete", n, e)),
             })
             .collect()
+    }
+}
+
+/// Where requests go: virtual-hosted style wants the bucket's own host
+/// (object_store takes a custom endpoint as it is). Returns the endpoint.
+fn with_endpoint(b: AmazonS3Builder, s: &S3Settings, bucket: &str, region: &str) -> (AmazonS3Builder, String) {
+    match &s.endpoint {
+        Some(e) if !s.path_style => {
+            let (scheme, host) = e.split_once("://").unwrap_or(("https", e));
+            let endpoint = format!("{scheme}://{bucket}.{}", host.trim_end_matches('/'));
+            let b = b.with_virtual_hosted_style_request(true).with_endpoint(&endpoint);
+            (b, endpoint)
+        }
+        Some(e) => {
+            let endpoint = e.trim_end_matches('/').to_string();
+            (b.with_endpoint(&endpoint), endpoint)
+        }
+        None => (
+            b.with_virtual_hosted_style_request(!s.path_style),
+            format!("https://s3.{region}.amazonaws.com"),
+        ),
+    }
+}
+
+/// `s3_sse`: server-side encryption headers on every object written.
+fn with_sse(b: AmazonS3Builder, s: &S3Settings) -> AmazonS3Builder {
+    let sse = config_key("aws_server_side_encryption");
+    match (s.sse, &s.sse_kms_key_id) {
+        (Sse::Default, _) => b,
+        (Sse::Aes256, _) => b.with_config(sse, "AES256"),
+        (Sse::Kms, None) => b.with_config(sse, "aws:kms"),
+        (Sse::Kms, Some(k)) => b
+            .with_config(sse, "aws:kms")
+            .with_config(config_key("aws_sse_kms_key_id"), k),
     }
 }
 
