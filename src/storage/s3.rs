@@ -375,7 +375,18 @@ fn short(e: &object_store::Error) -> String {
         }
         src = x.source();
     }
-    s.replace('\n', " ")
+    s = s.replace('\n', " ");
+    // An S3 error document: its code and message say it all.
+    if let (Some(at), Some(code)) = (s.find("<?xml"), between(&s, "<Code>", "</Code>")) {
+        let message = between(&s, "<Message>", "</Message>").unwrap_or_default();
+        s = format!("{}{code}: {message}", &s[..at]);
+    }
+    s
+}
+
+fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = s.find(open)? + open.len();
+    Some(&s[start..start + s[start..].find(close)?])
 }
 
 /// An object's body, read as it arrives.
@@ -583,5 +594,24 @@ impl Storage for S3Store {
             base => format!("{base}/{p}"),
         };
         Ok(Box::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_error_document_is_shown_as_its_code_and_message() {
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "403 Forbidden: <?xml version=\"1.0\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>Check your key.</Message><RequestId>R</RequestId></Error>".into(),
+        };
+        let s = short(&e);
+        assert!(
+            s.ends_with("403 Forbidden: SignatureDoesNotMatch: Check your key."),
+            "{s}"
+        );
+        assert!(!s.contains("RequestId"), "{s}");
     }
 }
