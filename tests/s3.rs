@@ -124,9 +124,10 @@ fn wal_archived_to_s3_is_restored_by_a_standby_to_the_last_row() {
         &creds,
         &sb_dir,
         &format!(
-            "restore_prefetch: 2\nmaster_public_ip: 127.0.0.1\nport: {}\nmaster_user: {}\nsql_via_ssh: off\nsslmode: disable\n",
+            "restore_prefetch: 2\nmaster_public_ip: 127.0.0.1\nport: {}\nmaster_user: {}\nsql_via_ssh: off\nsslmode: disable\nincludepath: {}\n",
             pg.port,
-            env.user_name()
+            env.user_name(),
+            common::pg_bindir().display()
         ),
     );
     // cmd_standby -I on an s3:// archivedir: the 412 proof and the mark.
