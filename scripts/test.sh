@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib/apt.sh
+. scripts/lib/moto.sh
 need=($(build_needs))
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
@@ -14,7 +15,11 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The TLS tests make their CA and certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The object storage tests run moto_server (PyPI) from a virtualenv.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 apt_install_missing test.sh "${need[@]}"
+install_moto
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo not found; install Rust first: https://rustup.rs (curl ... | sh), then re-run" >&2
     exit 2

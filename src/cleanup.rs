@@ -164,23 +164,25 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
         Ok(n) if n.kind == WalKind::Segment => n,
         _ => return Err(CleanupError::BadOldest(oldest_kept.to_string())),
     };
-    let dir = cfg.required_archivedir("the directory the archiver ships WAL to; cleanup removes old WAL from it")?;
+    let archive = crate::storage::standby_archive(
+        cfg,
+        "the directory the archiver ships WAL to; cleanup removes old WAL from it",
+    )?;
     if let Some(pause) = paused(cfg.cleanup_pause_file.as_deref())? {
         return Ok(CleanupOutcome::Paused { pause_file: pause });
     }
-    let archive = LocalDir::new(&dir);
-    let hold = read_mark(&archive, HOLD_FILE);
+    let archive = archive.as_ref();
+    let hold = read_mark(archive, HOLD_FILE);
     if let Some(h) = hold.as_ref().filter(|h| (h.log, h.seg) < (oldest.log, oldest.seg)) {
         log::info!(
             "keeping {h} and later: a backup needs them ({})",
             archive.locate(HOLD_FILE)
         );
     }
-    let report = remove_older(&archive, &earlier(oldest.clone(), hold), oldest_kept, dry_run)?;
+    let report = remove_older(archive, &earlier(oldest.clone(), hold), oldest_kept, dry_run)?;
     if !dry_run {
-        let mark = archive.path(CLEANUP_MARK_FILE);
-        if let Err(e) = crate::fsutil::write_durable(&mark, format!("{oldest}\n").as_bytes(), 0o644) {
-            log::warn!("cannot record %r in {}: {e}", mark.display());
+        if let Err(e) = archive.replace(CLEANUP_MARK_FILE, format!("{oldest}\n").as_bytes()) {
+            log::warn!("cannot record %r in {}: {e}", archive.locate(CLEANUP_MARK_FILE));
         }
     }
     Ok(CleanupOutcome::Done(report))
@@ -188,12 +190,12 @@ pub fn cleanup(cfg: &StandbyConfig, oldest_kept: &str, dry_run: bool) -> Result<
 
 /// Removes (or lists) the WAL in `archive` older than `oldest` (see [`classify`]).
 pub fn remove_older(
-    archive: &LocalDir,
+    archive: &dyn Storage,
     oldest: &WalName,
     shown: &str,
     dry_run: bool,
 ) -> Result<CleanupReport, CleanupError> {
-    let dir = archive.root().to_path_buf();
+    let dir = PathBuf::from(archive.location());
     let listing = archive.list().map_err(|e| CleanupError::ArchiveDir {
         dir: dir.clone(),
         why: format!("cannot list it: {e}; fix the archive directory's permissions"),
@@ -291,12 +293,19 @@ fn sort_out(archive: &dyn Storage, listing: Vec<Listed>, oldest: &WalName, repor
 }
 
 fn remove(archive: &dyn Storage, doomed: Vec<Doomed>, report: &mut CleanupReport) {
+    // In batches: an object store removes up to 1000 names per request.
+    let names: Vec<String> = doomed.iter().map(|(_, n, _)| n.clone()).collect();
+    let results = match report.dry_run {
+        true => Vec::new(),
+        false => archive.delete_many(&names),
+    };
+    let mut results = results.into_iter();
     for (_, file_name, size) in doomed {
         let path = archive.locate(&file_name);
         if report.dry_run {
             println!("would remove {path} ({size} bytes)");
         } else {
-            match archive.delete(&file_name) {
+            match results.next().unwrap_or(Ok(false)) {
                 Ok(true) => log::debug!("removed {path}"),
                 // Another cleanup got there first: the goal is reached all the same.
                 Ok(false) => continue,

@@ -149,6 +149,11 @@ pub mod backup {
     pub const CLEANUP_MARK_FILE: &str = ".pitrkit-cleanup-r";
 }
 
+/// In an object storage archive prefix: the object `-I` creates twice (and
+/// removes) to prove that the endpoint refuses a second conditional create
+/// (412), which "never overwrite" depends on.
+pub const CREATE_PROBE_FILE: &str = ".pitrkit-create-probe";
+
 /// Suffix of a plain archived file's checksum sidecar.
 pub const SUM_SUFFIX: &str = ".sum";
 

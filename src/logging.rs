@@ -50,6 +50,11 @@ pub fn init(program: &str, debug: bool, logfile: Option<&str>) {
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off);
+    // The S3 client's HTTP stack logs every connection at debug level;
+    // object_store's own lines (each retry, at info) are kept.
+    for noisy in ["hyper", "reqwest", "rustls", "h2", "tower"] {
+        builder.add_filter_ignore_str(noisy);
+    }
     // Fails only once threads exist; we are called first thing in main.
     let _ = builder.set_time_offset_to_local();
     let config = builder.build();

@@ -7,8 +7,10 @@ use super::layout::STATE_FILE;
 use super::ship::{depth, ship_round, with_rsync, Shipper};
 use super::state::{Event, SlaveState};
 use super::{mount, now_unix, queue, sysid, SYSTEM_ID_FILE};
+use crate::config::s3::S3Location;
 use crate::config::ArchiverConfig;
 use crate::fsutil;
+use crate::storage::S3Store;
 use crate::transport::Transport;
 
 /// `--flush`: ship every queue now, waiting for locks and ignoring back-off.
@@ -50,10 +52,33 @@ pub(super) fn init_with(cfg: &ArchiverConfig, fstab: &Path) -> Vec<InitCheck> {
         };
         checks.push(InitCheck { what, problem });
     }
+    for loc in &cfg.archive_urls {
+        checks.push(init_url(cfg, loc));
+    }
     if let Some(remote) = with_rsync(cfg, |s| check_slaves(s, fstab)) {
         checks.extend(remote);
     }
     checks
+}
+
+/// `-I` for one `archive_urls` prefix: the endpoint must refuse a second
+/// conditional create (else "never overwrite" would not hold there), then
+/// the prefix is marked like a directory.
+pub fn init_url(cfg: &ArchiverConfig, loc: &S3Location) -> InitCheck {
+    let done = S3Store::open(loc).and_then(|s| {
+        s.prove_conditional_create()?;
+        sysid::init_store(&s, cfg.pgdata.as_deref())
+    });
+    match done {
+        Ok(note) => InitCheck {
+            what: format!("{}: refuses a second create (412); {note}", loc.url),
+            problem: None,
+        },
+        Err(p) => InitCheck {
+            what: format!("{}: object storage", loc.url),
+            problem: Some(p),
+        },
+    }
 }
 
 /// Before anything is created: a directory under a share that is not

@@ -81,6 +81,8 @@ pub enum ArchiveError {
     },
     #[error("{dir} does not exist ({why}); create it, or run `pitrkit archiver -C <config> -I`")]
     NoDirectory { dir: PathBuf, why: &'static str },
+    #[error("{url}: {why}; the WAL stays in pg_wal and PostgreSQL retries")]
+    ObjectStore { url: String, why: String },
     #[error("{dir} is not initialized for pitrkit (no {SYSTEM_ID_FILE}): run `pitrkit archiver -C {config} -I`, and check that the share is mounted")]
     NotInitialized { dir: PathBuf, config: String },
     #[error("{dir}: {source}; fix or remove the file, then run `pitrkit archiver -C {config} -I`")]

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use super::{sidecar, spool, sysid, ArchiveError, ArchiveReport};
 use crate::compress::{self, Codec, CodecError};
+use crate::config::s3::S3Location;
 use crate::config::ArchiverConfig;
 use crate::fsutil::{self, Bytes, PlaceError, Placed};
 use crate::integrity::Sum;
 use crate::logging::StepTimer;
-use crate::storage::{Kind, LocalDir, Storage};
+use crate::storage::{Kind, LocalDir, S3Store, Storage};
 use crate::wal::{self, WalKind, WalName};
 
 /// Checks one file and makes it durable at every local destination and in
@@ -32,12 +33,17 @@ pub(super) fn stage(
             wal: &file_name,
             level: cfg.compression_level,
             made: Vec::new(),
+            in_memory: Vec::new(),
         },
         sum: None,
     };
     for dir in &cfg.local_archivedirs {
         let placed = w.place_local(cfg, dir, system_id)?;
         report.local.push((dir.clone(), placed));
+    }
+    for loc in &cfg.archive_urls {
+        let placed = w.place_s3(cfg, loc, system_id)?;
+        report.local.push((PathBuf::from(loc.url.to_string()), placed));
     }
     let Some(sh) = &cfg.shipping else {
         return Ok((file_name, 0));
@@ -157,22 +163,61 @@ impl Writes<'_> {
         }
         let archive = LocalDir::new(dir);
         check_system_id(cfg, &archive, system_id, &file_name)?;
+        self.place_checked(cfg, &archive, true)
+    }
+
+    /// The sidecar (plain form), then the file unless a form of it is
+    /// there: in an archive whose mark was checked. `local`: later
+    /// destinations may copy from what is written here.
+    fn place_checked(
+        &mut self,
+        cfg: &ArchiverConfig,
+        archive: &dyn Storage,
+        local: bool,
+    ) -> Result<Placed, ArchiveError> {
+        let (file_name, dest) = (self.payloads.wal.to_string(), archive.location());
         let place_err = |source| ArchiveError::Place {
             wal: file_name.clone(),
-            dest: dir.display().to_string(),
+            dest: dest.clone(),
             source,
         };
         let codec = cfg.local_codec;
         if codec == Codec::None {
-            let s = self.plain_sum(dir)?;
-            sidecar::place(&archive, &file_name, &s).map_err(place_err)?;
+            let s = self.plain_sum(Path::new(&dest))?;
+            sidecar::place(archive, &file_name, &s).map_err(place_err)?;
         }
-        let placed = match stored_copy(&archive, self.payloads.raw, &file_name).map_err(place_err)? {
+        let placed = match stored_copy(archive, self.payloads.raw, &file_name).map_err(place_err)? {
             Some(placed) => placed,
-            None => self.payloads.put(&archive, codec, dir).map_err(place_err)?,
+            None if local => self.payloads.put(archive, codec, Path::new(&dest)).map_err(place_err)?,
+            None => self.payloads.put_remote(archive, codec).map_err(place_err)?,
         };
-        log::debug!("{}: {placed:?} in {}", self.payloads.name(codec), dir.display());
+        log::debug!("{}: {placed:?} in {dest}", self.payloads.name(codec));
         Ok(placed)
+    }
+}
+
+impl Writes<'_> {
+    /// Stores the file in one `archive_urls` prefix: the same forms, checks
+    /// and sidecar as a local archive, each object a conditional create.
+    fn place_s3(
+        &mut self,
+        cfg: &ArchiverConfig,
+        loc: &S3Location,
+        system_id: Option<u64>,
+    ) -> Result<Placed, ArchiveError> {
+        let file_name = self.payloads.wal.to_string();
+        let url = loc.url.to_string();
+        let _t = StepTimer::step("object store", format!("storing {file_name} in {url}"));
+        let unreachable = |why| ArchiveError::ObjectStore { url: url.clone(), why };
+        let store = S3Store::open(loc).map_err(unreachable)?;
+        // A failed request is not a damaged mark: say what failed where.
+        check_system_id(cfg, &store, system_id, &file_name).map_err(|e| match e {
+            ArchiveError::SystemIdFile { source, .. } if source.kind() != std::io::ErrorKind::InvalidData => {
+                unreachable(source.to_string())
+            }
+            e => e,
+        })?;
+        self.place_checked(cfg, &store, false)
     }
 }
 
@@ -187,6 +232,8 @@ struct Payloads<'a> {
     level: Option<i32>,
     /// The first durable copy of each compressed form made so far.
     made: Vec<(Codec, PathBuf)>,
+    /// Compressed forms made for object storage, when no local copy was.
+    in_memory: Vec<(Codec, Vec<u8>)>,
 }
 
 impl<'a> Payloads<'a> {
@@ -215,6 +262,24 @@ impl<'a> Payloads<'a> {
         // Identical bytes even if another writer linked the name first.
         self.made.push((codec, PathBuf::from(archive.locate(&name))));
         Ok(placed)
+    }
+
+    /// Places `codec`'s form in an object store: from a file that holds it
+    /// already, else compressed once into memory for every such store.
+    fn put_remote(&mut self, archive: &dyn Storage, codec: Codec) -> Result<Placed, PlaceError> {
+        let name = self.name(codec);
+        if let Some(src) = self.copy_of(codec) {
+            return archive.put_if_absent(src, &name);
+        }
+        if let Some((_, data)) = self.in_memory.iter().find(|(c, _)| *c == codec) {
+            return archive.put_bytes_if_absent(&name, data);
+        }
+        let (mut data, mut size) = (Vec::new(), 0);
+        let dest = PathBuf::from(archive.location());
+        (self.compressor(codec, &dest, &mut size))(&mut data)?;
+        let placed = archive.put_bytes_if_absent(&name, &data);
+        self.in_memory.push((codec, data));
+        placed
     }
 
     /// Writes `codec`'s form of the segment into a placement's temporary

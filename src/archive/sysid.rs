@@ -89,16 +89,22 @@ pub fn write_to(s: &dyn Storage, id: Option<u64>) -> io::Result<()> {
 /// `-I` for one archive directory (which exists). Returns a note for the
 /// operator, or the problem.
 pub fn init_dir(dir: &Path, pgdata: Option<&Path>) -> Result<String, String> {
+    init_store(&LocalDir::new(dir), pgdata)
+}
+
+/// `-I` for one archive (a directory or an object storage prefix).
+pub fn init_store(s: &dyn Storage, pgdata: Option<&Path>) -> Result<String, String> {
     let ours = pgdata.map(|p| (p, pg_control_system_id(p)));
     if let Some((p, Ok(o))) = ours {
-        return claim(dir, o, &p.display().to_string());
+        return claim_in(s, o, &p.display().to_string());
     }
-    let here = read(dir).map_err(|e| format!("cannot read {}: {e}", dir.join(SYSTEM_ID_FILE).display()))?;
+    let file = s.locate(SYSTEM_ID_FILE);
+    let here = read_from(s).map_err(|e| format!("cannot read {file}: {e}"))?;
     if let Recorded::System(a) = here {
         return Ok(format!("belongs to database system {a}"));
     }
     if here == Recorded::Missing {
-        write(dir, None).map_err(|e| format!("cannot write {}: {e}", dir.join(SYSTEM_ID_FILE).display()))?;
+        write_to(s, None).map_err(|e| format!("cannot write {file}: {e}"))?;
     }
     Ok(match ours {
         None => "unclaimed (pgdata is not set): the first archived segment claims it".into(),
@@ -114,16 +120,20 @@ pub fn init_dir(dir: &Path, pgdata: Option<&Path>) -> Result<String, String> {
 /// or unclaimed directory is claimed, the same system is fine, another
 /// system is refused and the mark left alone.
 pub fn claim(dir: &Path, id: u64, whose: &str) -> Result<String, String> {
-    let file = dir.join(SYSTEM_ID_FILE);
-    match read(dir).map_err(|e| format!("cannot read {}: {e}", file.display()))? {
+    claim_in(&LocalDir::new(dir), id, whose)
+}
+
+/// [`claim`] for any archive.
+pub fn claim_in(s: &dyn Storage, id: u64, whose: &str) -> Result<String, String> {
+    let file = s.locate(SYSTEM_ID_FILE);
+    match read_from(s).map_err(|e| format!("cannot read {file}: {e}"))? {
         Recorded::System(a) if a != id => Err(format!(
-            "{} belongs to database system {a}, but {whose} is system {id}: two clusters must never share an archive. Point this cluster at its own directory, or remove {} if the old system is gone for good",
-            dir.display(),
-            file.display()
+            "{} belongs to database system {a}, but {whose} is system {id}: two clusters must never share an archive. Point this cluster at its own directory, or remove {file} if the old system is gone for good",
+            s.location(),
         )),
         Recorded::System(a) => Ok(format!("belongs to database system {a}")),
         Recorded::Missing | Recorded::Unclaimed => {
-            write(dir, Some(id)).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            write_to(s, Some(id)).map_err(|e| format!("cannot write {file}: {e}"))?;
             Ok(format!("claimed for database system {id}"))
         }
     }

@@ -9,6 +9,7 @@ use super::ini::{ConfigError, ConfigWarning, IniFile};
 use super::options::{Options, ARCHIVER_OPTIONS};
 use super::remote::{RsyncSettings, SshSettings};
 use super::rsync_flags::{self, Program};
+use super::s3::{S3Location, S3Settings};
 use super::ConfigFile;
 use crate::compress::Codec;
 
@@ -39,6 +40,8 @@ pub struct ArchiverConfig {
     /// `None` when no slaves are configured.
     pub shipping: Option<Shipping>,
     pub local_archivedirs: Vec<PathBuf>,
+    /// `archive_urls`: object storage prefixes that get a durable copy of every file.
+    pub archive_urls: Vec<S3Location>,
     /// `-I` refuses a local_archivedirs entry that is not on a mounted filesystem.
     pub require_mount: bool,
     pub ship_mode: ShipMode,
@@ -75,6 +78,7 @@ impl ConfigFile for ArchiverConfig {
             pgdata: o.opt_path("pgdata")?,
             shipping: None,
             local_archivedirs: o.paths("local_archivedirs")?,
+            archive_urls: s3_locations(&o)?,
             require_mount: o.bool("require_mount")?,
             ship_mode: o.choice("ship_mode")?,
             queue_user: o.opt_user("queue_user")?,
@@ -116,6 +120,27 @@ impl ConfigFile for ArchiverConfig {
     }
 }
 
+/// `archive_urls` with the `s3_*` settings, refused for a storage class WAL
+/// cannot live in.
+fn s3_locations(o: &Options) -> Result<Vec<S3Location>, ConfigError> {
+    let urls = o.s3_urls("archive_urls")?;
+    if urls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let settings = S3Settings::from_options(o)?;
+    settings.check_for_wal(o)?;
+    if let Some(w) = settings.http_warning() {
+        o.warn(ConfigWarning::new(&o.file().path, w));
+    }
+    Ok(urls
+        .into_iter()
+        .map(|url| S3Location {
+            url,
+            settings: settings.clone(),
+        })
+        .collect())
+}
+
 impl ArchiverConfig {
     /// Cross-key rules.
     fn check(&self, o: &Options, l_archivedir: Option<&Path>, slaves: &[String]) -> Result<(), ConfigError> {
@@ -137,10 +162,11 @@ impl ArchiverConfig {
                 }
             }
         }
-        if slaves.is_empty() && self.local_archivedirs.is_empty() {
+        if slaves.is_empty() && self.local_archivedirs.is_empty() && self.archive_urls.is_empty() {
             return Err(
-                ConfigError::new(file, "no destination configured: WAL would be archived nowhere")
-                    .hint("set 'slaves' (with l_archivedir and r_archivedir) and/or 'local_archivedirs'"),
+                ConfigError::new(file, "no destination configured: WAL would be archived nowhere").hint(
+                    "set 'slaves' (with l_archivedir and r_archivedir), 'local_archivedirs' and/or 'archive_urls'",
+                ),
             );
         }
         if self.ship_mode == ShipMode::Sync && !slaves.is_empty() && !self.rsync.fsync {

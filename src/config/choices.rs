@@ -32,6 +32,7 @@ macro_rules! choice_enum {
         }
     };
 }
+pub(crate) use choice_enum;
 
 choice_enum! {
     /// `state`: the archiver's maintenance switch.

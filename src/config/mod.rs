@@ -7,6 +7,7 @@ pub mod ini;
 pub mod options;
 pub mod remote;
 pub mod rsync_flags;
+pub mod s3;
 pub mod standby;
 pub mod validate;
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use super::choices::{BackupType, HostKeyChecking, QueueRunner, ShipMode, SlaveCodec, SqlViaSsh, SslMode, State};
 use super::ini::{ConfigError, ConfigWarning, IniFile};
+use super::s3::{is_url, S3Url};
+use super::s3::{Sse, StorageClass as S3StorageClass};
 use super::validate::{self, Refusal};
 use crate::compress::Codec;
 
@@ -40,6 +42,10 @@ pub enum Kind {
     Flags,
     /// White-space separated words free of shell metacharacters.
     Words,
+    /// Comma- or space-separated `s3://bucket/prefix` URLs.
+    Urls,
+    /// An absolute path, or an `s3://bucket/prefix` URL.
+    PathOrUrl,
 }
 
 /// The values a number may take. Outside them it is refused, or, for the
@@ -150,7 +156,22 @@ pub static COMPRESSION_OPTIONS: &[OptDef] = &[
 ];
 
 /// The archiver's keys: pitrtools `cmd_archiver.ini` plus pitrkit's own.
-pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, COMPRESSION_OPTIONS, ARCHIVER_OWN];
+pub static ARCHIVER_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, COMPRESSION_OPTIONS, ARCHIVER_OWN, S3_OPTIONS];
+
+/// Object storage (any `s3://` location). Credentials are never keys: they
+/// come from AWS_* variables, the shared credentials file, or `s3_credentials_file`.
+#[rustfmt::skip]
+pub static S3_OPTIONS: &[OptDef] = &[
+    opt("s3_endpoint", Text, None, "S3 endpoint URL for a non-AWS store or a region endpoint, e.g. https://minio.example:9000 (default: AWS for s3_region)"),
+    opt("s3_region", Text, None, "S3 region (default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1)"),
+    opt("s3_path_style", Bool, Some("off"), "on: path-style requests (endpoint/bucket/key), as MinIO and most self-hosted stores need; off: virtual-hosted style (bucket.endpoint/key)"),
+    opt("s3_allow_http", Bool, Some("off"), "on: allow a plain http:// s3_endpoint (test servers only; warns: WAL and requests travel unencrypted)"),
+    opt("s3_storage_class", OneOf(names::<S3StorageClass>), None, "storage class of the objects written (default: the bucket's, STANDARD); glacier and deep_archive are refused for WAL, which restore must read at once"),
+    opt("s3_sse", OneOf(names::<Sse>), Some("default"), "server-side encryption: default (the bucket's), aes256 (SSE-S3) or aws:kms (SSE-KMS, with s3_sse_kms_key_id)"),
+    opt("s3_sse_kms_key_id", Text, None, "KMS key id or ARN for s3_sse: aws:kms (default: the account's aws/s3 key)"),
+    opt("s3_credentials_file", Path, None, "AWS shared-credentials file ([default] with aws_access_key_id, aws_secret_access_key, optionally aws_session_token), refused unless mode 0600; default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE)"),
+    opt("s3_timeout", Seconds, Some("30"), "seconds one S3 request may take; failed requests (5xx, timeouts) are retried a few times with backoff within about three times this").range(1, NO_MAX),
+];
 
 /// Backup keys that mean the same in a `backup.ini` and a `standby.ini`
 /// (a standby backing itself up with its existing file).
@@ -166,7 +187,13 @@ pub static BACKUP_SHARED: &[OptDef] = &[
 ];
 
 /// `backup.ini`: the cluster on this host, its archive, the repository.
-pub static BACKUP_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, COMPRESSION_OPTIONS, BACKUP_SHARED, BACKUP_OWN];
+pub static BACKUP_OPTIONS: &[&[OptDef]] = &[
+    COMMON_OPTIONS,
+    COMPRESSION_OPTIONS,
+    BACKUP_SHARED,
+    BACKUP_OWN,
+    S3_OPTIONS,
+];
 
 #[rustfmt::skip]
 static BACKUP_OWN: &[OptDef] = &[
@@ -193,6 +220,7 @@ static ARCHIVER_OWN: &[OptDef] = &[
     opt("queue_runner", OneOf(names::<QueueRunner>), Some("auto"), "auto: an async archive call that leaves files queued starts a detached queue runner (pitrkit queue, pitrtools' cmd_queue) that ships every queue_wait seconds until every queue is empty; off: never (run the queue service, or --flush from cron)"),
     opt("max_queue_workers", Count, Some("4"), "slaves shipped to in parallel (at least 1: with 0 nothing would ever be shipped)").range(1, NO_MAX),
     opt("local_archivedirs", Paths, None, "comma-separated local or NFS directories that get a durable copy of every file"),
+    opt("archive_urls", Urls, None, "comma- or space-separated s3://bucket/prefix locations that get a durable copy of every file (acknowledged PUT, never an overwrite), like local_archivedirs; see the s3_* keys"),
     opt("require_mount", Bool, Some("off"), "on: -I refuses a local_archivedirs entry unless it, or a directory above it, is a mounted filesystem (a share that is not mounted is a plain directory on the root filesystem); directories /etc/fstab lists are checked either way"),
     opt("ship_mode", OneOf(names::<ShipMode>), Some("async"), "async: succeed once spooled locally (pitrtools); sync: succeed only when every destination has the file (OmniPITR)"),
     opt("queue_critical_depth", Count, Some("64"), "queued files per slave above which a critical notification is sent"),
@@ -202,7 +230,13 @@ static ARCHIVER_OWN: &[OptDef] = &[
 ];
 
 /// The standby's keys: pitrtools `cmd_standby.ini` plus pitrkit's own.
-pub static STANDBY_OPTIONS: &[&[OptDef]] = &[COMMON_OPTIONS, STANDBY_OWN, COMPRESSION_OPTIONS, BACKUP_SHARED];
+pub static STANDBY_OPTIONS: &[&[OptDef]] = &[
+    COMMON_OPTIONS,
+    STANDBY_OWN,
+    COMPRESSION_OPTIONS,
+    BACKUP_SHARED,
+    S3_OPTIONS,
+];
 
 #[rustfmt::skip]
 static STANDBY_OWN: &[OptDef] = &[
@@ -224,7 +258,7 @@ static STANDBY_OWN: &[OptDef] = &[
     opt("sslcrl", Path, None, "certificate revocation list checked with the root certificates (libpq; default ~/.postgresql/root.crl, used if it exists)"),
     opt("rsync_timeout", Seconds, Some("600"), "rsync --timeout for a base backup (-B): seconds without I/O before the copy is abandoned; at least 1").range(1, NO_MAX),
     opt("rsync_threads", Count, Some("1"), "parallel rsync streams for a base backup").clamp(1, 64),
-    opt("archivedir", Path, None, "where WAL from the archiver arrives (the archiver's r_archivedir)"),
+    opt("archivedir", PathOrUrl, None, "where WAL from the archiver arrives (the archiver's r_archivedir), or an s3://bucket/prefix the archiver's archive_urls fills (restore and cleanup read it; see the s3_* keys)"),
     opt("pgdata", Path, None, "this standby's data directory"),
     opt("pg_conf", Path, None, "postgresql.conf used while in standby mode").aliases(&["postgresql_conf"]),
     opt("pg_hba_conf", Path, None, "pg_hba.conf used while in standby mode"),
@@ -607,6 +641,35 @@ impl<'a> Options<'a> {
             .collect()
     }
 
+    /// `archive_urls`: each an `s3://bucket/prefix`, checked.
+    pub fn s3_urls(&self, name: &str) -> Result<Vec<S3Url>, ConfigError> {
+        let Some(v) = self.raw(name, Urls) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<S3Url> = Vec::new();
+        for u in v.split([',', ' ', '\t', '\n']).map(str::trim).filter(|s| !s.is_empty()) {
+            let url = S3Url::parse(u).map_err(|why| self.refused(name, u, &why))?;
+            if out.contains(&url) {
+                return Err(self
+                    .refused(name, u, &"is listed twice")
+                    .hint("list each location once"));
+            }
+            out.push(url);
+        }
+        Ok(out)
+    }
+
+    /// A directory or an `s3://` location.
+    pub fn opt_location(&self, name: &str) -> Result<Option<Location>, ConfigError> {
+        match self.raw(name, PathOrUrl) {
+            None => Ok(None),
+            Some(v) if is_url(&v) => S3Url::parse(&v)
+                .map(|u| Some(Location::S3(u)))
+                .map_err(|why| self.refused(name, &v, &why)),
+            Some(v) => self.check_path(name, &v).map(|p| Some(Location::Dir(p))),
+        }
+    }
+
     pub fn bool(&self, name: &str) -> Result<bool, ConfigError> {
         let v = self.value(name, Bool);
         match v.to_ascii_lowercase().as_str() {
@@ -739,6 +802,13 @@ impl<'a> Options<'a> {
     }
 }
 
+/// Where an archive is: a directory or an object storage prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Dir(PathBuf),
+    S3(S3Url),
+}
+
 /// A plain getter used on a key the table gives no default: a bug.
 fn no_default(name: &str) -> ! {
     panic!("option '{name}' has no default; read it with an opt_ getter")
@@ -761,6 +831,8 @@ pub fn key_reference(defs: &'static [&'static [OptDef]]) -> String {
             User => "user".into(),
             Flags => "-options".into(),
             Words => "words".into(),
+            Urls => "s3://bucket/prefix,...".into(),
+            PathOrUrl => "/path|s3://bucket/prefix".into(),
         };
         let values = match d.range {
             Some(r) if !r.clamp && r.max == NO_MAX => format!("{values} >= {}", r.min),

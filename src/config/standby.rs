@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use super::choices::{SqlViaSsh, SslMode};
 use super::ini::{ConfigError, ConfigWarning, IniFile};
-use super::options::{Options, STANDBY_OPTIONS};
+use super::options::{Location, Options, STANDBY_OPTIONS};
 use super::remote::{SshSettings, SslFiles};
 use super::rsync_flags::{self, Program};
+use super::s3::{S3Location, S3Settings};
 use super::validate;
 use super::ConfigFile;
 
@@ -43,7 +44,10 @@ pub struct StandbyConfig {
     pub rsync_flags: Vec<String>,
     /// rsync --timeout for base backups (`rsync_timeout`).
     pub rsync_timeout: Duration,
+    /// A local `archivedir` (`None` when it is an s3:// URL: see `archive_s3`).
     pub archivedir: Option<PathBuf>,
+    /// An `archivedir: s3://bucket/prefix` (restore, cleanup and -I read it).
+    pub archive_s3: Option<S3Location>,
     pub pgdata: Option<PathBuf>,
     pub pg_conf: Option<PathBuf>,
     pub pg_hba_conf: Option<PathBuf>,
@@ -94,7 +98,17 @@ impl StandbyConfig {
         };
         let mut ssh = SshSettings::from_options(&o)?;
         ssh.port = rsync_flags.ssh_port(&o, ssh.port)?;
-        let archivedir = o.opt_path("archivedir")?;
+        let (archivedir, archive_s3) = match o.opt_location("archivedir")? {
+            None => (None, None),
+            Some(Location::Dir(d)) => (Some(d), None),
+            Some(Location::S3(url)) => {
+                let settings = S3Settings::from_options(&o)?;
+                if let Some(w) = settings.http_warning() {
+                    o.warn(ConfigWarning::new(&file.path, w));
+                }
+                (None, Some(S3Location { url, settings }))
+            }
+        };
         let pgdata = o.opt_path("pgdata")?;
         let tablespace_map = tablespace_map(&o)?;
         let sslmode = o.choice("sslmode")?;
@@ -125,6 +139,7 @@ impl StandbyConfig {
             rsync_timeout: rsync_flags.timeout(&o)?,
             rsync_flags: rsync_flags.pass,
             archivedir,
+            archive_s3,
             pgdata,
             pg_conf: o.opt_path("pg_conf")?,
             pg_hba_conf: o.opt_path("pg_hba_conf")?,
@@ -157,6 +172,14 @@ impl StandbyConfig {
 
     /// `archivedir`, which `purpose` needs.
     pub fn required_archivedir(&self, purpose: &str) -> Result<PathBuf, ConfigError> {
+        if let Some(s3) = &self.archive_s3 {
+            return Err(ConfigError::new(
+                &self.source,
+                format!("archivedir is {}, but {purpose} must be a local directory", s3.url),
+            )
+            .key("archivedir")
+            .hint("on object storage, pitrkit restore, cleanup and cmd_standby -I work; give this action a local archivedir"));
+        }
         self.required(&self.archivedir, "archivedir", "/absolute/path", purpose)
     }
 

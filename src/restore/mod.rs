@@ -67,7 +67,7 @@ use crate::config::{ConfigError, StandbyConfig};
 use crate::fsutil;
 use crate::layout;
 use crate::notify::Level;
-use crate::storage::{Entry, Kind, LocalDir, Storage};
+use crate::storage::{Entry, Kind, Storage};
 use crate::wal::{self, BadWalName, WalName};
 pub(crate) use copy::copy_into_place;
 
@@ -138,7 +138,7 @@ pub enum RestoreError {
     },
     #[error("{archived}: {name} is archived only in a compression pitrkit cannot read (it reads plain, .zst, .lz4 and .gz); answering \"not found\" would end recovery without it. Decompress it to {name} in the same directory (e.g. bunzip2 -k, xz -dk), then restart PostgreSQL")]
     UnknownCompression { archived: PathBuf, name: String },
-    #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share, or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
+    #[error("archivedir {dir}: {why}. PostgreSQL is {mode} and would end recovery on \"not found\", promoting without the WAL the archive holds, so restore stops it instead. Mount the share (or make the object store reachable), or if {dir} really is the archive, mark it with `cmd_standby -C {config} -I` (while PostgreSQL is stopped), then start PostgreSQL again")]
     ArchiveUnavailable {
         dir: PathBuf,
         why: String,
@@ -188,8 +188,9 @@ pub enum RestoreError {
 /// is left as it was.
 pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<RestoreOutcome, RestoreError> {
     let name = WalName::parse(wanted)?;
-    let dir = cfg.required_archivedir("the directory the archiver ships WAL to; restore reads it")?;
-    let archive = LocalDir::new(&dir);
+    let archive = crate::storage::standby_archive(cfg, "the directory the archiver ships WAL to; restore reads it")?;
+    let archive = archive.as_ref();
+    let dir = PathBuf::from(archive.location());
 
     // A history file means a timeline switch is being considered: drop
     // everything prefetched. A segment drops what is stale for its timeline.
@@ -202,10 +203,10 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
     if let Err(why) = archive.available() {
         return unavailable(cfg, &dir, why);
     }
-    let (expected, mark) = expected_system(cfg, &archive)?;
+    let (expected, mark) = expected_system(cfg, archive)?;
 
     if name.is_segment_data() && prefetch::enabled(cfg) {
-        if let Some(bytes) = prefetch::take(&archive, dest, &name) {
+        if let Some(bytes) = prefetch::take(archive, dest, &name) {
             return Ok(RestoreOutcome::Restored {
                 archived: prefetch::spool_dir(dest).join(name.as_str()),
                 codec: Codec::None,
@@ -214,7 +215,7 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
         }
     }
 
-    let (stored, codec, entry) = match find(&archive, &name) {
+    let (stored, codec, entry) = match find(archive, &name) {
         Ok(Some(found)) => found,
         Ok(None) if mark == Recorded::Missing => {
             return unavailable(
@@ -226,7 +227,7 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
                 ),
             )
         }
-        Ok(None) => return not_found(&archive, &name),
+        Ok(None) => return not_found(archive, &name),
         Err(FindError::Dangling(link)) => {
             return unavailable(
                 cfg,
@@ -240,7 +241,7 @@ pub fn restore(cfg: &StandbyConfig, wanted: &str, dest: &Path) -> Result<Restore
     if let Some(age) = held_back(cfg, &name, &archived, &entry)? {
         return Ok(RestoreOutcome::Delayed { archived, age });
     }
-    let bytes = copy_into_place(&archive, &stored, codec, &name, dest, expected)?.written;
+    let bytes = copy_into_place(archive, &stored, codec, &name, dest, expected)?.written;
     Ok(RestoreOutcome::Restored { archived, codec, bytes })
 }
 

@@ -27,7 +27,7 @@ use crate::config::StandbyConfig;
 use crate::fsutil;
 use crate::integrity::Sum;
 use crate::layout::ORIGIN_SUFFIX;
-use crate::storage::{Entry, LocalDir, Storage};
+use crate::storage::{Entry, Storage};
 use crate::wal::{self, WalName};
 
 pub const SPOOL_DIR: &str = ".pitrkit-prefetch";
@@ -155,11 +155,12 @@ pub fn run_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &P
     let Some(_lock) = fsutil::lock(&spool.join(".lock"), std::time::Duration::ZERO)? else {
         return Ok(0);
     };
-    let Some(archivedir) = &cfg.archivedir else {
+    // A directory or an object store (one client for every segment fetched).
+    let Ok(archive) = crate::storage::standby_archive(cfg, "restore_prefetch") else {
         return Ok(0);
     };
-    let archive = LocalDir::new(archivedir);
-    let Ok((expected, _)) = super::expected_system(cfg, &archive) else {
+    let archive = archive.as_ref();
+    let Ok((expected, _)) = super::expected_system(cfg, archive) else {
         return Ok(0);
     };
     let first = served.segno(seg_size);
@@ -171,12 +172,12 @@ pub fn run_worker(cfg: &StandbyConfig, served: &WalName, seg_size: u64, dest: &P
         if target.exists() {
             continue;
         }
-        let Ok(Some((stored, codec, entry))) = super::find(&archive, &next) else {
+        let Ok(Some((stored, codec, entry))) = super::find(archive, &next) else {
             break;
         };
-        match super::copy_into_place(&archive, &stored, codec, &next, &target, expected) {
+        match super::copy_into_place(archive, &stored, codec, &next, &target, expected) {
             Ok(c) => {
-                let record = format!("{}{}", identity(&archive, &stored, &entry), c.sum.render());
+                let record = format!("{}{}", identity(archive, &stored, &entry), c.sum.render());
                 if let Err(e) = fs::write(origin_path(&target), record) {
                     log::debug!("prefetch of {next} stopped: cannot record its origin: {e}");
                     let _ = fs::remove_file(&target);

@@ -4,6 +4,7 @@ use super::*;
 use crate::config::ConfigFile;
 use crate::config::IniFile;
 use crate::integrity::{self, Sum};
+use crate::storage::LocalDir;
 use crate::testsupport::fixtures::{listing, StandbyDirs};
 use crate::testsupport::wal as testsupport;
 use std::fs::File;

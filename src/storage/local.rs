@@ -213,6 +213,10 @@ impl Storage for LocalDir {
         fsutil::reclaim_temp_files(&self.root)
     }
 
+    fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        fsutil::write_durable(&self.root.join(name), data, MARK_MODE)
+    }
+
     fn put_stream(
         &self,
         name: &str,

@@ -13,14 +13,17 @@
 //!   replaced durably as a whole.
 
 pub mod local;
+pub mod s3;
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::config::{ConfigError, StandbyConfig};
 use crate::fsutil::{Fill, PlaceError, Placed};
 
 pub use local::LocalDir;
+pub use s3::S3Store;
 
 /// What is stored under a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,17 @@ pub trait Storage: Send + Sync {
     /// Makes removals durable.
     fn sync(&self) -> io::Result<()>;
 
+    /// [`Storage::delete`] for each of `names`, in order (an object store
+    /// batches them, and cannot tell a name that was not there). Call
+    /// [`Storage::sync`] after.
+    fn delete_many(&self, names: &[String]) -> Vec<io::Result<bool>> {
+        names.iter().map(|n| self.delete(n)).collect()
+    }
+
+    /// Replaces a small file of pitrkit's own (a hold or cleanup mark,
+    /// [`crate::layout::backup`]) durably as a whole.
+    fn replace(&self, name: &str, data: &[u8]) -> io::Result<()>;
+
     /// Removes `name` durably now (an orphaned sidecar before its replacement).
     fn delete_durable(&self, name: &str) -> io::Result<()>;
 
@@ -162,6 +176,17 @@ pub trait Storage: Send + Sync {
     fn reclaim(&self) -> io::Result<usize> {
         Ok(0)
     }
+}
+
+/// The archive a standby configuration's `archivedir` names: a directory,
+/// or an `s3://` prefix (a client for it; nothing is sent yet).
+pub fn standby_archive(cfg: &StandbyConfig, purpose: &str) -> Result<Box<dyn Storage>, ConfigError> {
+    if let Some(loc) = &cfg.archive_s3 {
+        return S3Store::open(loc)
+            .map(|s| Box::new(s) as Box<dyn Storage>)
+            .map_err(|why| ConfigError::new(&cfg.source, format!("archivedir {}: {why}", loc.url)).key("archivedir"));
+    }
+    Ok(Box::new(LocalDir::new(cfg.required_archivedir(purpose)?)))
 }
 
 /// Reads all of a small stored file; `None` if it is not there.

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod moto;
 
 use std::fs;
 use std::io::Write;
