@@ -100,7 +100,11 @@ pub mod backup {
     //!
     //! ```text
     //! backup_dir/
-    //!   .lock                      REPO_LOCK: held by a running backup or expire (flock)
+    //!   .lock                      REPO_LOCK: held by a running backup or expire (flock; on S3 an
+    //!                              object created only if absent: host, pid, start time, what)
+    //!   .uploads/<n>               UPLOADS_DIR (S3 only): one record per multipart upload in
+    //!                              progress, `key: <object key>\nupload_id: <id>\n`, written before
+    //!                              its first part, removed once it is completed or aborted
     //!   <ID>/                      one backup set; ID is its UTC start time, 20261130T101500Z
     //!     data/<path>[.zst|.lz4|.gz]   DATA_DIR: each file of the data directory (tablespaces under
     //!                              pg_tblspc/<oid>/), compressed per file; backup_label and
@@ -118,6 +122,9 @@ pub mod backup {
 
     /// In `backup_dir`: held while a backup or expire runs.
     pub const REPO_LOCK: &str = ".lock";
+    /// In `backup_dir` on S3: the records of multipart uploads in progress
+    /// (a killed backup's are aborted by id by the next `--expire`).
+    pub const UPLOADS_DIR: &str = ".uploads";
     /// In a set: its manifest, the last file written.
     pub const MANIFEST: &str = "manifest";
     /// In a set: the data directory's files.

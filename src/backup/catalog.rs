@@ -7,7 +7,6 @@ use anyhow::Result;
 
 use super::manifest::format_lsn;
 use super::repo::{Repository, SetInfo};
-use crate::storage::Storage;
 
 /// One set as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,6 +79,7 @@ pub fn kept(sets: &[Manifest], keep: Option<u64>, window_days: Option<u64>, now:
 pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this expire")?;
+    super::take::abort_orphaned_uploads(&repo)?;
     let sets = repo.complete()?;
     let keep = kept(
         &sets,

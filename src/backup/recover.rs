@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use super::manifest::{format_lsn, FileEntry, Manifest};
 use super::pgmanifest;
 use super::repo::Repository;
+use crate::config::backup::BackupDir;
 use super::target::{self, Target};
 use crate::config::BackupConfig;
 use crate::fsutil;
@@ -343,9 +344,22 @@ pub fn restore_wal(
     let empty = crate::config::IniFile::parse(&cfg.source, "").map_err(crate::restore::RestoreError::Config)?;
     let mut sb = crate::config::StandbyConfig::from_ini(&empty)?;
     sb.notify = cfg.notify.clone();
-    let repo_wal = cfg.backup_dir.join(id).join(crate::layout::backup::WAL_DIR);
-    for dir in [repo_wal, cfg.archivedir.clone()] {
-        sb.archivedir = Some(dir);
+    let set_wal = format!("{id}/{}", crate::layout::backup::WAL_DIR);
+    let repo_wal = match &cfg.backup_dir {
+        BackupDir::Dir(d) => (Some(d.join(&set_wal)), None),
+        BackupDir::S3 { loc, .. } => {
+            let mut loc = loc.clone();
+            loc.url.prefix = [loc.url.prefix.as_str(), &set_wal]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            (None, Some(loc))
+        }
+    };
+    for (dir, s3) in [repo_wal, (Some(cfg.archivedir.clone()), None)] {
+        (sb.archivedir, sb.archive_s3) = (dir, s3);
         match restore(&sb, wanted, dest)? {
             RestoreOutcome::NotFound => continue,
             found => return Ok(found),

@@ -1,15 +1,14 @@
 //! The repository (`backup_dir`): its sets, their manifests, and the lock
 //! that keeps two backups (or a backup and an expire) of it apart.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 
+use super::lock::{self, RepoLock};
 use super::manifest::Manifest;
-use crate::fsutil::{self, LockFile};
-use crate::layout::backup::{MANIFEST, REPO_LOCK, WAL_DIR};
-use crate::storage::{read_small, Listed, LocalDir, Storage};
+use crate::config::backup::BackupDir;
+use crate::fsutil;
+use crate::layout::backup::{MANIFEST, REPO_LOCK};
+use crate::storage::{read_small, Listed, LocalDir, S3Store, Storage};
 
 /// A set in the repository, complete (manifest read) or not.
 #[derive(Debug, Clone)]
@@ -20,7 +19,8 @@ pub struct SetInfo {
 }
 
 pub struct Repository {
-    pub store: LocalDir,
+    pub store: Box<dyn Storage>,
+    pub dir: BackupDir,
 }
 
 /// Is `name` a set ID (20261130T101500Z)?
@@ -38,35 +38,48 @@ pub fn id_at(unix: i64) -> String {
 }
 
 impl Repository {
-    /// The repository at `dir`, made if missing (its parent must exist).
-    pub fn open(dir: &Path) -> Result<Repository> {
-        fsutil::ensure_dir(dir, 0o700).with_context(|| {
-            format!(
-                "backup_dir {}: cannot create it; create it (owned by the PostgreSQL OS user) or fix backup_dir",
-                dir.display()
-            )
-        })?;
-        let store = LocalDir::new(dir);
+    /// The repository at `dir` (a directory is made if missing: its parent
+    /// must exist), checked to be reachable.
+    pub fn open(dir: &BackupDir) -> Result<Repository> {
+        let store: Box<dyn Storage> = match dir {
+            BackupDir::Dir(d) => {
+                fsutil::ensure_dir(d, 0o700).with_context(|| {
+                    format!(
+                        "backup_dir {}: cannot create it; create it (owned by the PostgreSQL OS user) or fix backup_dir",
+                        d.display()
+                    )
+                })?;
+                Box::new(LocalDir::new(d))
+            }
+            BackupDir::S3 { loc, multipart } => Box::new(
+                S3Store::open(loc)
+                    .map_err(|why| anyhow::anyhow!("backup_dir {}: {why}", loc.url))?
+                    .with_multipart(multipart.part_size, multipart.concurrency),
+            ),
+        };
         if let Err(why) = store.available() {
-            bail!("backup_dir {}: {why}", dir.display());
+            bail!("backup_dir {dir}: {why}");
         }
-        Ok(Repository { store })
+        Ok(Repository {
+            store,
+            dir: dir.clone(),
+        })
     }
 
-    pub fn root(&self) -> &Path {
-        self.store.root()
+    /// Where it is, for messages.
+    pub fn location(&self) -> String {
+        self.store.location()
     }
 
     /// The repository lock, or an error naming what holds it.
-    pub fn lock(&self, what: &str) -> Result<LockFile> {
-        let path = self.store.path(REPO_LOCK);
-        match fsutil::lock(&path, Duration::ZERO).with_context(|| format!("locking {}", path.display()))? {
-            Some(l) => Ok(l),
-            None => bail!(
-                "another pitrkit backup or expire of {} is running (it holds {}); {what} refused. Wait for it to finish, then try again",
-                self.root().display(),
-                path.display()
-            ),
+    pub fn lock(&self, what: &str) -> Result<RepoLock> {
+        match &self.dir {
+            BackupDir::Dir(d) => lock::take_local(d.join(REPO_LOCK), &self.location(), what),
+            BackupDir::S3 { loc, .. } => {
+                // Its own client: the lock outlives any borrow of this one.
+                let store = S3Store::open(loc).map_err(|why| anyhow::anyhow!("backup_dir {}: {why}", loc.url))?;
+                lock::take_object(Box::new(store), what)
+            }
         }
     }
 
@@ -75,7 +88,7 @@ impl Repository {
         let mut ids: Vec<String> = self
             .store
             .list()
-            .with_context(|| format!("listing backup_dir {}", self.root().display()))?
+            .with_context(|| format!("listing backup_dir {}", self.location()))?
             .into_iter()
             .filter_map(|l| match l {
                 Listed::Name { name, dir: true } if is_id(&name) => Some(name),
@@ -99,17 +112,12 @@ impl Repository {
 
     pub fn manifest(&self, id: &str) -> Result<Manifest, String> {
         let name = format!("{id}/{MANIFEST}");
-        match read_small(&self.store, &name) {
+        match read_small(&*self.store, &name) {
             Ok(Some(bytes)) => Manifest::parse(&String::from_utf8_lossy(&bytes))
                 .map_err(|e| format!("{}: {e}", self.store.locate(&name))),
             Ok(None) => Err("incomplete (no manifest: the backup failed or was killed)".into()),
             Err(e) => Err(format!("{}: {e}", self.store.locate(&name))),
         }
-    }
-
-    /// The set's WAL directory (an archive of its own).
-    pub fn wal_dir(&self, id: &str) -> PathBuf {
-        self.store.path(&format!("{id}/{WAL_DIR}"))
     }
 }
 

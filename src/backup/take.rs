@@ -198,11 +198,12 @@ fn now_micros() -> i64 {
 }
 
 /// A fresh set ID: the current second, or a later one if a set has it.
-fn fresh_id(repo: &Repository) -> String {
+fn fresh_id(repo: &Repository) -> Result<String> {
+    let taken: Vec<String> = repo.sets()?.into_iter().map(|s| s.id).collect();
     loop {
         let id = id_at(chrono::Utc::now().timestamp());
-        if !repo.store.path(&id).exists() {
-            return id;
+        if !taken.contains(&id) {
+            return Ok(id);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -222,6 +223,7 @@ pub fn run(cfg: &BackupConfig, user: &str) -> Result<TakeReport> {
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this backup")?;
     remove_incomplete(&repo)?;
+    abort_orphaned_uploads(&repo)?;
     let (socket, port) = local_server(cfg)?;
     let mut session = Master::open_local(&socket, port, cfg.db_user.as_deref().unwrap_or(user), "pitrkit backup")?;
     let archive = LocalDir::new(&cfg.archivedir);
@@ -229,7 +231,7 @@ pub fn run(cfg: &BackupConfig, user: &str) -> Result<TakeReport> {
     let in_recovery = session.in_recovery()?;
     let segment_size = session.wal_segment_size()?;
     let total = session.total_size().unwrap_or(0);
-    let id = fresh_id(&repo);
+    let id = fresh_id(&repo)?;
     let set = repo.store.scoped(&id)?;
     let mut m = Manifest {
         id: id.clone(),
@@ -350,6 +352,22 @@ fn remove_incomplete(repo: &Repository) -> Result<()> {
                 )
             })?;
         }
+    }
+    Ok(())
+}
+
+/// Aborts the multipart uploads a killed backup left in an S3 repository
+/// (under the lock nobody is uploading), so that their parts are not kept
+/// and billed.
+pub fn abort_orphaned_uploads(repo: &Repository) -> Result<()> {
+    let n = repo.store.reclaim().with_context(|| {
+        format!(
+            "aborting the multipart uploads killed backups left in {}: see the message, then run backup --expire again",
+            repo.location()
+        )
+    })?;
+    if n > 0 {
+        log::info!("aborted {n} multipart upload(s) a killed backup left in {}", repo.location());
     }
     Ok(())
 }

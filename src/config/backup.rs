@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ini::{ConfigError, ConfigWarning, IniFile};
-use super::options::{defines, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
+use super::options::{defines, Location, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
+use super::s3::{S3Location, S3Settings};
 use super::ConfigFile;
 use super::StandbyConfig;
 use crate::compress::Codec;
@@ -21,7 +22,7 @@ pub struct BackupConfig {
     pub socket_dir: Option<PathBuf>,
     pub db_user: Option<String>,
     pub archivedir: PathBuf,
-    pub backup_dir: PathBuf,
+    pub backup_dir: BackupDir,
     pub compression: Codec,
     pub compression_level: Option<i32>,
     pub keep_backups: Option<u64>,
@@ -34,6 +35,31 @@ pub struct BackupConfig {
     pub debug: bool,
     /// Read from a standby.ini: its settings (the master, for pg_switch_wal()).
     pub standby: Option<Box<StandbyConfig>>,
+}
+
+/// Where the repository is: a directory, or an object storage prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupDir {
+    Dir(PathBuf),
+    S3 { loc: S3Location, multipart: Multipart },
+}
+
+impl std::fmt::Display for BackupDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupDir::Dir(d) => write!(f, "{}", d.display()),
+            BackupDir::S3 { loc, .. } => write!(f, "{}", loc.url),
+        }
+    }
+}
+
+/// How a backup uploads large files to object storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multipart {
+    /// Bytes per part (all but the last); S3 needs at least 5 MiB.
+    pub part_size: usize,
+    /// Parts in flight at once.
+    pub concurrency: usize,
 }
 
 impl ConfigFile for BackupConfig {
@@ -68,7 +94,7 @@ impl BackupConfig {
             socket_dir: o.opt_path("socket_dir")?,
             db_user: o.opt_user("db_user")?,
             archivedir: required(o, "archivedir", "the WAL archive this cluster's WAL reaches")?,
-            backup_dir: required(o, "backup_dir", "the backup repository")?,
+            backup_dir: backup_dir(o)?,
             compression,
             compression_level,
             keep_backups: o.opt_count("keep_backups")?,
@@ -91,7 +117,7 @@ impl BackupConfig {
             socket_dir: None,
             db_user: None,
             archivedir: sb.required_archivedir("the WAL archive a backup copies its WAL from")?,
-            backup_dir: required(o, "backup_dir", "the backup repository")?,
+            backup_dir: backup_dir(o)?,
             compression,
             compression_level,
             keep_backups: o.opt_count("keep_backups")?,
@@ -113,6 +139,32 @@ fn required(o: &Options, key: &str, what: &str) -> Result<PathBuf, ConfigError> 
             .hint(format!("add '{key}: /absolute/path' ({what})"))
     })
 }
+
+/// `backup_dir`: a directory, or an s3:// prefix with the `s3_*` keys.
+fn backup_dir(o: &Options) -> Result<BackupDir, ConfigError> {
+    let what = "the backup repository";
+    match o.opt_location("backup_dir")? {
+        None => required(o, "backup_dir", what).map(BackupDir::Dir),
+        Some(Location::Dir(d)) => Ok(BackupDir::Dir(d)),
+        Some(Location::S3(url)) => {
+            let settings = S3Settings::from_options(o)?;
+            if let Some(w) = settings.http_warning() {
+                o.warn(ConfigWarning::new(&o.file().path, w));
+            }
+            // The table keeps both within range (5..=5120 MiB, 1..=64).
+            let multipart = Multipart {
+                part_size: o.count("s3_part_size")? as usize * MIB,
+                concurrency: o.count("s3_upload_concurrency")? as usize,
+            };
+            Ok(BackupDir::S3 {
+                loc: S3Location { url, settings },
+                multipart,
+            })
+        }
+    }
+}
+
+const MIB: usize = 1 << 20;
 
 /// `compression` and `compression_level`, checked together.
 fn codec(o: &Options) -> Result<(Codec, Option<i32>), ConfigError> {

@@ -172,7 +172,9 @@ pub trait Storage: Send + Sync {
     /// of its own: a backup set's WAL is an archive with its own mark.
     fn scoped(&self, prefix: &str) -> io::Result<Box<dyn Storage>>;
 
-    /// Reclaims temporary files of writers that died (local storage).
+    /// Reclaims temporary files of writers that died (local storage), or
+    /// aborts the recorded multipart uploads of backups that died (an S3
+    /// repository); how many. Call under the repository lock.
     fn reclaim(&self) -> io::Result<usize> {
         Ok(0)
     }

@@ -38,6 +38,9 @@ use crate::fsutil::{Fill, PlaceError, Placed};
 use crate::layout::{CREATE_PROBE_FILE, SYSTEM_ID_FILE};
 
 mod credentials;
+mod multipart;
+
+pub use multipart::Uploads;
 
 /// Creates (not replaces) of one object are tried this often on a
 /// transport error or timeout; a create that did reach the server before
@@ -54,6 +57,8 @@ pub struct S3Store {
     endpoint: String,
     creds: String,
     attributes: Attributes,
+    /// A backup repository's multipart settings (`None`: one PUT per file).
+    uploads: Option<Uploads>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -139,6 +144,7 @@ impl S3Store {
             endpoint,
             creds,
             attributes,
+            uploads: None,
         })
     }
 
@@ -527,6 +533,24 @@ impl Storage for S3Store {
         let mut data = Vec::new();
         write(&mut data).map_err(|e| self.place_err(name, "write", e))?;
         self.create(name, data)
+    }
+
+    fn put_stream_deferred(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Placed, PlaceError> {
+        match &self.uploads {
+            Some(u) => self.put_in_parts(u, name, write),
+            None => self.put_stream(name, write),
+        }
+    }
+
+    fn reclaim(&self) -> io::Result<usize> {
+        match &self.uploads {
+            Some(_) => self.abort_recorded_uploads(),
+            None => Ok(0),
+        }
     }
 
     fn list_tree(&self, prefix: &str) -> io::Result<Vec<String>> {
