@@ -59,11 +59,7 @@ fn host() -> String {
 fn local_lock(location: &str) -> Result<LockFile> {
     let mut sum = crate::integrity::Summer::default();
     sum.update(location.as_bytes());
-    let name = format!(
-        "pitrkit-repo-{}-{:08x}.lock",
-        nix::unistd::geteuid(),
-        sum.finish().crc
-    );
+    let name = format!("pitrkit-repo-{}-{:08x}.lock", nix::unistd::geteuid(), sum.finish().crc);
     let path = std::env::temp_dir().join(name);
     match fsutil::lock(&path, std::time::Duration::ZERO).with_context(|| format!("locking {}", path.display()))? {
         Some(l) => Ok(l),
@@ -117,7 +113,10 @@ pub fn take_object(store: Box<dyn Storage>, what: &str) -> Result<RepoLock> {
             .delete(REPO_LOCK)
             .with_context(|| format!("removing the stale lock {}", store.locate(REPO_LOCK)))?;
     }
-    bail!("cannot take the repository lock {}: it came back after removal", store.locate(REPO_LOCK))
+    bail!(
+        "cannot take the repository lock {}: it came back after removal",
+        store.locate(REPO_LOCK)
+    )
 }
 
 /// A lock of this host whose process no longer runs.

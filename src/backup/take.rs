@@ -367,7 +367,10 @@ pub fn abort_orphaned_uploads(repo: &Repository) -> Result<()> {
         )
     })?;
     if n > 0 {
-        log::info!("aborted {n} multipart upload(s) a killed backup left in {}", repo.location());
+        log::info!(
+            "aborted {n} multipart upload(s) a killed backup left in {}",
+            repo.location()
+        );
     }
     Ok(())
 }

@@ -304,6 +304,15 @@ impl S3Store {
         }
     }
 
+    /// Every object under directory `prefix` of this store.
+    fn list_metas(&self, prefix: &str) -> io::Result<Vec<object_store::ObjectMeta>> {
+        let start = self.key(prefix.trim_matches('/'));
+        let start = (!start.as_ref().is_empty()).then_some(start);
+        self.rt
+            .block_on(self.client.list(start.as_ref()).try_collect())
+            .map_err(|e| self.error("cannot list", prefix, e))
+    }
+
     /// Removes many names, in batches (S3's multi-object delete: up to
     /// 1000 per request); one result per name, in order.
     fn delete_batch(&self, names: &[String]) -> Vec<io::Result<bool>> {
@@ -554,18 +563,17 @@ impl Storage for S3Store {
     }
 
     fn list_tree(&self, prefix: &str) -> io::Result<Vec<String>> {
-        let start = self.key(prefix.trim_matches('/'));
-        let start = (!start.as_ref().is_empty()).then_some(start);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .rt
-            .block_on(self.client.list(start.as_ref()).try_collect())
-            .map_err(|e| self.error("cannot list", prefix, e))?;
-        let mut out: Vec<String> = metas
+        let mut out: Vec<String> = self
+            .list_metas(prefix)?
             .iter()
             .map(|m| self.relative(m.location.as_ref()).to_string())
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    fn tree_size(&self, prefix: &str) -> io::Result<u64> {
+        Ok(self.list_metas(prefix)?.iter().map(|m| m.size).sum())
     }
 
     fn delete_tree(&self, prefix: &str) -> io::Result<()> {

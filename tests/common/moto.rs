@@ -229,7 +229,12 @@ impl Moto {
         assert!(status == 200, "list multipart uploads: HTTP {status}: {body}");
         body.split("<Upload>")
             .skip(1)
-            .filter_map(|u| u.split_once("<Key>")?.1.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .filter_map(|u| {
+                u.split_once("<Key>")?
+                    .1
+                    .split_once("</Key>")
+                    .map(|(k, _)| k.to_string())
+            })
             .collect()
     }
 

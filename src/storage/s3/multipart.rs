@@ -22,9 +22,9 @@ use object_store::path::Path as Key;
 use object_store::{MultipartId, ObjectStore, PutPayload};
 
 use super::{short, S3Store};
-use crate::storage::Storage;
 use crate::fsutil::{PlaceError, Placed};
 use crate::layout::backup::UPLOADS_DIR;
+use crate::storage::Storage;
 
 /// How large files are uploaded, and where their upload ids are recorded.
 #[derive(Debug, Clone)]
@@ -99,7 +99,12 @@ impl S3Store {
 
     fn forget(&self, up: &Upload) {
         if let Err(e) = self.rt.block_on(self.client.delete(&up.record)) {
-            log::warn!("cannot remove the upload record {} (endpoint {}): {}", up.record, self.endpoint, short(&e));
+            log::warn!(
+                "cannot remove the upload record {} (endpoint {}): {}",
+                up.record,
+                self.endpoint,
+                short(&e)
+            );
         }
     }
 
@@ -109,13 +114,22 @@ impl S3Store {
             .rt
             .block_on(self.client.create_multipart(key))
             .map_err(|e| self.error("cannot start a multipart upload of", self.relative(key.as_ref()), e))?;
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         let record = Key::from(format!("{}/{stamp}-{}", u.records, std::process::id()));
         let body = format!("key: {key}\nupload_id: {id}\n");
-        let stored = self.rt.block_on(self.client.put(&record, PutPayload::from(body.into_bytes())));
+        let stored = self
+            .rt
+            .block_on(self.client.put(&record, PutPayload::from(body.into_bytes())));
         if let Err(e) = stored {
             let _ = self.rt.block_on(self.client.abort_multipart(key, &id));
-            return Err(self.error("cannot record the multipart upload in", self.relative(record.as_ref()), e));
+            return Err(self.error(
+                "cannot record the multipart upload in",
+                self.relative(record.as_ref()),
+                e,
+            ));
         }
         Ok(Upload { id, record })
     }
@@ -130,12 +144,21 @@ impl S3Store {
             let text = String::from_utf8_lossy(&self.get_all(&name)?).into_owned();
             let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
             let (Some(key), Some(id)) = (field("key: "), field("upload_id: ")) else {
-                log::warn!("{} is not an upload record (key:, upload_id:); left alone", self.locate(&name));
+                log::warn!(
+                    "{} is not an upload record (key:, upload_id:); left alone",
+                    self.locate(&name)
+                );
                 continue;
             };
-            match self.rt.block_on(self.client.abort_multipart(&Key::from(key), &id.to_string())) {
+            match self
+                .rt
+                .block_on(self.client.abort_multipart(&Key::from(key), &id.to_string()))
+            {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                    log::info!("aborted the orphaned multipart upload of s3://{}/{key} (a killed backup's)", self.url.bucket);
+                    log::info!(
+                        "aborted the orphaned multipart upload of s3://{}/{key} (a killed backup's)",
+                        self.url.bucket
+                    );
                     done.push(name);
                 }
                 Err(e) => return Err(self.error("cannot abort the multipart upload recorded in", &name, e)),
@@ -210,7 +233,10 @@ impl PartWriter<'_> {
         self.store
             .rt
             .block_on(self.store.client.complete_multipart(&self.key, &up.id, parts))
-            .map_err(|e| self.store.error("cannot complete the multipart upload of", self.name, e))?;
+            .map_err(|e| {
+                self.store
+                    .error("cannot complete the multipart upload of", self.name, e)
+            })?;
         self.store.forget(up);
         Ok(())
     }
