@@ -40,6 +40,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
+. scripts/lib/moto.sh && install_moto >&2  # the S3 server of the s3 section
 echo "bench.sh: cargo build --release" >&2
 cargo build --release --quiet
 echo "bench.sh: cargo bench --no-run (the micro-benchmarks)" >&2
