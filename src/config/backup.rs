@@ -144,7 +144,11 @@ fn required(o: &Options, key: &str, what: &str) -> Result<PathBuf, ConfigError> 
 fn backup_dir(o: &Options) -> Result<BackupDir, ConfigError> {
     let what = "the backup repository";
     match o.opt_location("backup_dir")? {
-        None => required(o, "backup_dir", what).map(BackupDir::Dir),
+        None => Err(ConfigError::new(&o.file().path, "'backup_dir' is not set")
+            .key("backup_dir")
+            .hint(format!(
+                "add 'backup_dir: /absolute/path' or 'backup_dir: s3://bucket/prefix' ({what})"
+            ))),
         Some(Location::Dir(d)) => Ok(BackupDir::Dir(d)),
         Some(Location::S3(url)) => {
             let settings = S3Settings::from_options(o)?;
@@ -207,5 +211,42 @@ mod tests {
         assert!(e.to_string().contains("lz4 has no levels"), "{e}");
         let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nbackupdir: /x\n").unwrap_err();
         assert!(e.to_string().contains("did you mean 'backup_dir'"), "{e}");
+    }
+
+    #[test]
+    fn backup_dir_may_be_an_s3_prefix_with_checked_part_sizes() {
+        let b =
+            load("pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://pg-backups/db1/\ns3_region: eu-west-1\n").unwrap();
+        let BackupDir::S3 { loc, multipart } = &b.backup_dir else {
+            panic!("{:?}", b.backup_dir)
+        };
+        assert_eq!(b.backup_dir.to_string(), "s3://pg-backups/db1");
+        assert_eq!(loc.settings.region.as_deref(), Some("eu-west-1"));
+        assert_eq!((multipart.part_size, multipart.concurrency), (16 << 20, 4));
+        let b = load(
+            "pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://pg-backups\ns3_part_size: 5\ns3_upload_concurrency: 8\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            b.backup_dir,
+            BackupDir::S3 {
+                multipart: Multipart {
+                    part_size: 5242880,
+                    concurrency: 8
+                },
+                ..
+            }
+        ));
+        // S3 refuses parts under 5 MiB (but the last): refused before anything is sent.
+        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://pg-backups\ns3_part_size: 4\n").unwrap_err();
+        assert!(e.to_string().contains("s3_part_size"), "{e}");
+        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://Bad_Bucket/x\n").unwrap_err();
+        assert!(e.to_string().contains("bucket name"), "{e}");
+        assert!(matches!(
+            load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\n")
+                .unwrap()
+                .backup_dir,
+            BackupDir::Dir(_)
+        ));
     }
 }
