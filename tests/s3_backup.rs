@@ -11,7 +11,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
-use common::{describe_output, run_output, PgCluster, TestEnv};
+use common::{describe_output, fixtures, run_output, PgCluster, TestEnv};
 
 struct Setup {
     env: TestEnv,
@@ -27,27 +27,7 @@ fn setup(name: &str) -> Setup {
     let env = TestEnv::new(name, Path::new(env!("CARGO_BIN_EXE_pitrkit")));
     let moto = Moto::start(&env, "pitrkit-backups");
     let creds = moto.credentials_file(&env, "creds", &moto.secret);
-    let archive = env.mkdir("archive");
-    let arch_ini = env.write(
-        "archiver.ini",
-        &format!(
-            "pgdata: {}\nlocal_archivedirs: {}\n",
-            env.path("master").display(),
-            archive.display()
-        ),
-    );
-    let master = PgCluster::init(
-        &env,
-        "master",
-        &format!(
-            "archive_mode = on\narchive_command = '{} archiver -C {} -F %p'\n",
-            env.bin.display(),
-            arch_ini.display()
-        ),
-    );
-    let o = run_output(env.pitrkit().args(["archiver", "-C"]).arg(&arch_ini).arg("-I"));
-    assert!(o.status.success(), "{}", describe_output(&o));
-    master.start();
+    let (master, archive) = fixtures::master_with_local_archive(&env);
     let ini = env.write(
         "backup.ini",
         &format!(

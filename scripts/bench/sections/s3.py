@@ -1,5 +1,5 @@
-"""6. Object storage (issue 11), against one local moto_server over TLS
-(a self-signed certificate for 127.0.0.1, made here with openssl):
+"""6. Object storage (issue 11), against one local moto_server behind socat
+(TLS with a certificate for 127.0.0.1 from a throw-away CA made here):
   - per-segment archive: the floor (one plain PUT per segment: curl
     --aws-sigv4), pitrkit `archive_urls`, and `pgbackrest archive-push` with
     repo1-type=s3, interleaved per repetition, ratios paired per repetition;
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from ..common import Failed, log, med, rotated, summarize
+from ..common import Failed, du, log, med, rotated, summarize
 
 KEY, SECRET, REGION, BUCKET = "AKIAPITRKITBENCH0001", "pitrkit-bench-secret", "us-east-1", "pitrkit-bench"
 CANDS = (("floor: one PUT per segment (curl --aws-sigv4)", "floor"),
@@ -45,6 +45,12 @@ def moto_argv():
     raise Failed(f"moto_server not found in {venv} or PATH (scripts/lib/moto.sh installs it)")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Moto:
     """moto_server on a free loopback port, TLS with our own certificate."""
 
@@ -62,19 +68,25 @@ class Moto:
         ext = r.write("s3/ext.cnf", "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")
         r.run(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", cakey, "-CAcreateserial",
                "-days", "2", "-extfile", ext, "-out", leaf])
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        # moto's server (werkzeug) ends a TLS connection without close_notify,
+        # which pgBackRest (OpenSSL 3) takes for an error ("unexpected eof"):
+        # so moto speaks plain HTTP behind socat, which terminates TLS for
+        # every contender alike.
+        backend, self.port = free_port(), free_port()
         self.log = open(os.path.join(d, "moto.log"), "w")
         argv, env = moto_argv()
-        self.p = subprocess.Popen(argv + ["-H", "127.0.0.1", "-p", str(self.port), "-c", leaf, "-k", key],
-                                  stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
-                                  env=dict(os.environ, **env))
+        self.procs = [subprocess.Popen(argv + ["-H", "127.0.0.1", "-p", str(backend)], stdout=self.log,
+                                       stderr=self.log, stdin=subprocess.DEVNULL, env=dict(os.environ, **env))]
+        if not shutil.which("socat"):
+            raise Failed("socat not found (apt-get install socat): the TLS end of the S3 server")
+        self.procs.append(subprocess.Popen(
+            ["socat", f"OPENSSL-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork,cert={leaf},key={key},verify=0",
+             f"TCP:127.0.0.1:{backend}"], stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL))
         self.endpoint = f"https://127.0.0.1:{self.port}"
         deadline = time.time() + 60
-        while self.request("PUT", f"/{BUCKET}") is None:
-            if time.time() > deadline or self.p.poll() is not None:
-                raise Failed(f"moto_server did not answer on {self.endpoint}")
+        while self.request("PUT", f"/{BUCKET}") != 200:
+            if time.time() > deadline or any(p.poll() is not None for p in self.procs):
+                raise Failed(f"moto_server behind socat did not answer on {self.endpoint}")
             time.sleep(0.2)
 
     def request(self, method, path):
@@ -89,8 +101,9 @@ class Moto:
             return None
 
     def stop(self):
-        self.p.terminate()
-        self.p.wait()
+        for p in self.procs:
+            p.terminate()
+            p.wait()
         self.log.close()
 
 
@@ -200,19 +213,8 @@ def backup(ctx, env, s3_lines):
         if c.rc != 0:
             return {"na": f"FAILED: exit {c.rc}: {c.err.strip()[-500:]}"}
         secs.append(c.secs)
-        size = size or dir_bytes(g["data"])
+        size = size or du(g["data"])
     return {"seconds": secs, "bytes": size, "mb_s": med([size / 1e6 / s for s in secs])}
-
-
-def dir_bytes(d):
-    total = 0
-    for root, _, files in os.walk(d):
-        for n in files:
-            try:
-                total += os.lstat(os.path.join(root, n)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def report(sec):
