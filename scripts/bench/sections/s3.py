@@ -13,6 +13,7 @@ object in memory: the absolute figures say little, the ratios are the point."""
 
 import glob
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from ..common import Failed, du, log, med, rotated, summarize
+from ..common import Failed, log, med, rotated, summarize
 
 KEY, SECRET, REGION, BUCKET = "AKIAPITRKITBENCH0001", "pitrkit-bench-secret", "us-east-1", "pitrkit-bench"
 CANDS = (("floor: one PUT per segment (curl --aws-sigv4)", "floor"),
@@ -182,7 +183,7 @@ def measure(ctx, moto):
             res[kind]["lat"].extend(lats)
             res[kind]["rep_total"].append(sum(lats))
             res[kind]["rep_median"].append(med(lats))
-    out = {"segments": len(segs), "reps": R, "endpoint": "moto_server over TLS (127.0.0.1)", "contenders": {}}
+    out = {"segments": len(segs), "reps": R, "endpoint": "moto_server behind socat (TLS), 127.0.0.1", "contenders": {}}
     ref = res["floor"]
     for name, kind in CANDS:
         r = res[kind]
@@ -213,7 +214,11 @@ def backup(ctx, env, s3_lines):
         if c.rc != 0:
             return {"na": f"FAILED: exit {c.rc}: {c.err.strip()[-500:]}"}
         secs.append(c.secs)
-        size = size or du(g["data"])
+        if size is None:
+            # The bytes the backup read (its manifest), not du of pgdata: pg_wal is not copied.
+            listed = json.loads(r.run(ctx.pk.argv("backup", "-C", ini, "--list", "--json"),
+                                      env_extra=env).stdout)
+            size = listed["backups"][0]["size_original"]
     return {"seconds": secs, "bytes": size, "mb_s": med([size / 1e6 / s for s in secs])}
 
 
