@@ -27,6 +27,7 @@ command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v lz4 >/dev/null 2>&1 || need+=(lz4)
+command -v socat >/dev/null 2>&1 || need+=(socat)  # the s3 section's TLS end
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
@@ -40,6 +41,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
+. scripts/lib/moto.sh && install_moto >&2  # the S3 server of the s3 section
 echo "bench.sh: cargo build --release" >&2
 cargo build --release --quiet
 echo "bench.sh: cargo bench --no-run (the micro-benchmarks)" >&2

@@ -100,7 +100,11 @@ pub mod backup {
     //!
     //! ```text
     //! backup_dir/
-    //!   .lock                      REPO_LOCK: held by a running backup or expire (flock)
+    //!   .lock                      REPO_LOCK: held by a running backup or expire (flock; on S3 an
+    //!                              object created only if absent: host, pid, start time, what)
+    //!   .uploads/<n>               UPLOADS_DIR (S3 only): one record per multipart upload in
+    //!                              progress, `key: <object key>\nupload_id: <id>\n`, written before
+    //!                              its first part, removed once it is completed or aborted
     //!   .recover.lock              READ_LOCK: shared by each running recover, exclusive while
     //!                              expire removes sets or WAL (flock)
     //!   <ID>/                      one backup set; ID is its UTC start time, 20261130T101500Z
@@ -128,6 +132,9 @@ pub mod backup {
     /// nothing while it cannot take it exclusively. Separate from
     /// [`REPO_LOCK`] so that a backup never waits for a recover.
     pub const READ_LOCK: &str = ".recover.lock";
+    /// In `backup_dir` on S3: the records of multipart uploads in progress
+    /// (a killed backup's are aborted by id by the next `--expire`).
+    pub const UPLOADS_DIR: &str = ".uploads";
     /// In a set: its manifest, the last file written.
     pub const MANIFEST: &str = "manifest";
     /// In a set: the data directory's files.

@@ -23,28 +23,8 @@ struct Setup {
 /// backup.ini for it (zstd).
 fn setup(name: &str) -> Setup {
     let env = TestEnv::new(name, Path::new(env!("CARGO_BIN_EXE_pitrkit")));
-    let archive = env.mkdir("archive");
+    let (master, archive) = fixtures::master_with_local_archive(&env);
     let repo = env.mkdir("repo");
-    let arch_ini = env.write(
-        "archiver.ini",
-        &format!(
-            "pgdata: {}\nlocal_archivedirs: {}\n",
-            env.path("master").display(),
-            archive.display()
-        ),
-    );
-    let master = PgCluster::init(
-        &env,
-        "master",
-        &format!(
-            "archive_mode = on\narchive_command = '{} archiver -C {} -F %p'\n",
-            env.bin.display(),
-            arch_ini.display()
-        ),
-    );
-    let o = run_output(env.pitrkit().args(["archiver", "-C"]).arg(&arch_ini).arg("-I"));
-    assert!(o.status.success(), "{}", describe_output(&o));
-    master.start();
     let (hook, hooks) = fixtures::recording_hook(&env, "hooks");
     let ini = env.write(
         "backup.ini",

@@ -10,7 +10,10 @@ repetition, starting contender rotated), pitrkit against:
                      the restore_command of a recovering standby;
   5. base backup:    `pg_basebackup -X none --checkpoint=fast`, and the
                      re-sync of an unchanged copy;
-  6. micro:          the Rust micro-benchmarks in benches/ (codecs against
+  6. object storage: pitrkit archive_urls, pgbackrest archive-push repo1-type=s3
+                     and one plain PUT per segment against a local moto_server
+                     (TLS), and backup throughput to S3 (sections/s3.py);
+  7. micro:          the Rust micro-benchmarks in benches/ (codecs against
                      the C tools, durable place) on one of the real segments;
   and the peak RSS of one archive call and of `--flush`.
 Every input is real WAL made by pgbench in a throw-away cluster. pitrkit's
@@ -42,7 +45,7 @@ Settings (environment, full / --quick defaults):
   BENCH_BB_REPS         base backup repetitions                 5 / 5
   BENCH_RSYNC_THREADS   standby.ini rsync_threads for -B        1 / 1
   BENCH_MICRO_REPS      repetitions of each micro-benchmark    10 / 5
-  BENCH_SECTIONS        comma list: local,ssh,restore,sustained,basebackup,micro
+  BENCH_SECTIONS        comma list: local,ssh,restore,sustained,basebackup,s3,micro
   BENCH_OUT             results directory        /tmp/pitrkit-bench
   BENCH_TMP             parent of the work directory          /tmp
   BENCH_KEEP=1          keep the work directory (post-mortems)

@@ -10,7 +10,7 @@ import time
 MiB = 1024 * 1024
 SEG = 16 * MiB
 WAL_NAME = re.compile(r"^[0-9A-F]{24}$")
-ALL_SECTIONS = ["local", "ssh", "restore", "sustained", "basebackup", "micro"]
+ALL_SECTIONS = ["local", "ssh", "restore", "sustained", "basebackup", "s3", "micro"]
 
 
 class Failed(Exception):

@@ -22,7 +22,7 @@ def inner(work):
     results = {"settings": ctx.s, "machine": ctx.setup["machine"], "sections": {}, "errors": {}}
     try:
         results["features"] = ctx.detect_features()
-        if any(x in ctx.s["sections"] for x in ("local", "ssh", "restore", "micro")):
+        if any(x in ctx.s["sections"] for x in ("local", "ssh", "restore", "s3", "micro")):
             t = time.time()
             ctx.make_segments()
             results["generation_s"] = round(time.time() - t, 1)

@@ -5,6 +5,7 @@ import os
 import statistics
 
 from .common import MiB
+from .sections import s3 as s3_section
 
 
 def fmt(x, spec=".1f", dash="–"):
@@ -35,6 +36,7 @@ def report(res):
     L += sustained_report(sec.get("sustained"), targets)
     L += restore_report(sec.get("restore"), targets)
     L += basebackup_report(sec.get("basebackup"), targets)
+    L += s3_section.report(sec.get("s3"))
     rss_targets(sec.get("local"), targets)
     L += steps_report(sec)
     L += micro_report(sec.get("micro"))

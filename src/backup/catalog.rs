@@ -8,7 +8,6 @@ use anyhow::Result;
 use super::manifest::format_lsn;
 use super::repo::{Repository, SetInfo};
 use crate::config::BackupType;
-use crate::storage::Storage;
 
 /// One set as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +38,7 @@ pub struct Catalog {
 }
 
 fn stored_bytes(repo: &Repository, id: &str) -> u64 {
-    repo.store
-        .list_tree(id)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| repo.store.stat(n).ok().flatten())
-        .map(|e| e.size)
-        .sum()
+    repo.store.tree_size(id).unwrap_or_default()
 }
 
 fn listed(repo: &Repository, s: SetInfo) -> Listed {

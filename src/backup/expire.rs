@@ -185,6 +185,7 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
     // Before anything is removed: a hold written into an unmounted share is lost.
     cleanup::check_marked(&archive)?;
     check_hold_owner(&archive, &repo.store.location())?;
+    super::take::abort_orphaned_uploads(&repo)?;
     let sets = repo.complete()?;
     let mut keep = with_dependencies(
         &sets,
@@ -203,7 +204,7 @@ pub fn run(cfg: &BackupConfig) -> Result<ExpireReport> {
             .for_each(|k| *k = Some(Keep::Retention));
         report.wal_kept_because = Some(format!(
             "a pitrkit recover is reading {}: no backup and no WAL removed; the next expire does it",
-            repo.root().display()
+            repo.location()
         ));
     }
     for (m, k) in sets.iter().zip(&keep) {

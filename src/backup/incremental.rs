@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn a_reference_is_read_in_its_holder_with_the_holder_codec() {
         let d = tempfile::tempdir().unwrap();
-        let repo = Repository::open(d.path()).unwrap();
+        let repo = Repository::open(&crate::config::backup::BackupDir::Dir(d.path().to_path_buf())).unwrap();
         let full = Manifest {
             id: "20261129T000000Z".into(),
             compression: Codec::Zstd,

@@ -3,7 +3,8 @@
 //! `pitrkit recover` restores one to a point in time. The repository layout
 //! is in [`crate::layout::backup`].
 //!
-//! - `repo`: the repository, its sets and lock;
+//! - `repo`: the repository (a directory or an s3:// prefix), its sets;
+//! - `lock`: the repository lock (flock, or a lock object on S3);
 //! - `manifest`: a set's manifest (what it holds, where it starts and stops);
 //! - `files`: what is copied from the data directory (PostgreSQL's exclusions);
 //! - `walrange`: the set's WAL, copied from the archive;
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod expire;
 pub mod files;
 pub mod incremental;
+pub mod lock;
 pub mod manifest;
 pub mod pgmanifest;
 pub mod recover;

@@ -17,6 +17,7 @@ use super::manifest::{format_lsn, FileEntry, Manifest};
 use super::pgmanifest;
 use super::repo::Repository;
 use super::target::{self, Target};
+use crate::config::backup::BackupDir;
 use crate::config::BackupConfig;
 use crate::fsutil;
 use crate::integrity::Summer;
@@ -44,7 +45,7 @@ pub struct Recovered {
     pub note: Option<String>,
     pub dir: PathBuf,
     /// The repository's read lock: expire removes no set or WAL until this is dropped.
-    pub reading: crate::fsutil::LockFile,
+    pub reading: super::repo::ReadGuard,
 }
 
 /// A file written durably into the new directory (`write_durable` cannot
@@ -370,9 +371,22 @@ pub fn restore_wal(
     let empty = crate::config::IniFile::parse(&cfg.source, "").map_err(crate::restore::RestoreError::Config)?;
     let mut sb = crate::config::StandbyConfig::from_ini(&empty)?;
     sb.notify = cfg.notify.clone();
-    let repo_wal = cfg.backup_dir.join(id).join(crate::layout::backup::WAL_DIR);
-    for dir in [repo_wal, cfg.archivedir.clone()] {
-        sb.archivedir = Some(dir);
+    let set_wal = format!("{id}/{}", crate::layout::backup::WAL_DIR);
+    let repo_wal = match &cfg.backup_dir {
+        BackupDir::Dir(d) => (Some(d.join(&set_wal)), None),
+        BackupDir::S3 { loc, .. } => {
+            let mut loc = loc.clone();
+            loc.url.prefix = [loc.url.prefix.as_str(), &set_wal]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            (None, Some(loc))
+        }
+    };
+    for (dir, s3) in [repo_wal, (Some(cfg.archivedir.clone()), None)] {
+        (sb.archivedir, sb.archive_s3) = (dir, s3);
         match restore(&sb, wanted, dest)? {
             RestoreOutcome::NotFound => continue,
             found => return Ok(found),

@@ -224,11 +224,12 @@ fn now_micros() -> i64 {
 }
 
 /// A fresh set ID: the current second, or a later one if a set has it.
-fn fresh_id(repo: &Repository) -> String {
+fn fresh_id(repo: &Repository) -> Result<String> {
+    let taken: Vec<String> = repo.sets()?.into_iter().map(|s| s.id).collect();
     loop {
         let id = id_at(chrono::Utc::now().timestamp());
-        if !repo.store.path(&id).exists() {
-            return id;
+        if !taken.contains(&id) {
+            return Ok(id);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -254,7 +255,7 @@ fn choose_base<'a>(repo: &Repository, kind: BackupType, system: u64, sets: &'a [
         None => log::warn!(
             "an incremental backup was asked for, but {} holds no complete backup of database system {system} to build on: \
              taking a full backup instead",
-            repo.root().display()
+            repo.location()
         ),
     }
     base
@@ -267,6 +268,7 @@ pub fn run(cfg: &BackupConfig, user: &str, kind: BackupType) -> Result<TakeRepor
     let repo = Repository::open(&cfg.backup_dir)?;
     let _lock = repo.lock("this backup")?;
     remove_incomplete(&repo)?;
+    abort_orphaned_uploads(&repo)?;
     let (socket, port) = local_server(cfg)?;
     let mut session = Master::open_local(&socket, port, cfg.db_user.as_deref().unwrap_or(user), "pitrkit backup")?;
     let archive = LocalDir::new(&cfg.archivedir);
@@ -277,7 +279,7 @@ pub fn run(cfg: &BackupConfig, user: &str, kind: BackupType) -> Result<TakeRepor
     let total = session.total_size().unwrap_or(0);
     let sets = repo.complete()?;
     let base = choose_base(&repo, kind, system_id, &sets);
-    let id = fresh_id(&repo);
+    let id = fresh_id(&repo)?;
     let set = repo.store.scoped(&id)?;
     let mut m = Manifest {
         id: id.clone(),
@@ -420,6 +422,25 @@ fn remove_incomplete(repo: &Repository) -> Result<()> {
     Ok(())
 }
 
+/// Aborts the multipart uploads a killed backup left in an S3 repository
+/// (under the lock nobody is uploading), so that their parts are not kept
+/// and billed.
+pub fn abort_orphaned_uploads(repo: &Repository) -> Result<()> {
+    let n = repo.store.reclaim().with_context(|| {
+        format!(
+            "aborting the multipart uploads killed backups left in {}: see the message, then run backup --expire again",
+            repo.location()
+        )
+    })?;
+    if n > 0 {
+        log::info!(
+            "aborted {n} multipart upload(s) a killed backup left in {}",
+            repo.location()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +449,7 @@ mod tests {
     #[test]
     fn a_set_others_reference_is_not_removed_as_incomplete() {
         let d = tempfile::tempdir().unwrap();
-        let repo = Repository::open(d.path()).unwrap();
+        let repo = Repository::open(&crate::config::backup::BackupDir::Dir(d.path().to_path_buf())).unwrap();
         let inc = Manifest {
             id: "20261130T000000Z".into(),
             kind: BackupType::Incremental,

@@ -203,7 +203,7 @@ pub fn verify(repo: &Repository, archivedir: &std::path::Path, id: Option<&str>)
     let chosen: Vec<&Manifest> = match id {
         Some(id) => match sets.iter().find(|m| m.id == id) {
             Some(m) => vec![m],
-            None => bail!("there is no complete backup {id} in {}", repo.root().display()),
+            None => bail!("there is no complete backup {id} in {}", repo.location()),
         },
         None => sets.iter().collect(),
     };

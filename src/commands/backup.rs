@@ -84,7 +84,7 @@ fn verify(cfg: &BackupConfig, id: Option<&str>) -> u8 {
                 &format!(
                     "backup --verify found {} problem(s) in {}: {}",
                     problems.len(),
-                    cfg.backup_dir.display(),
+                    cfg.backup_dir,
                     problems[0]
                 ),
             );
@@ -107,7 +107,7 @@ fn expire(cfg: &BackupConfig) -> u8 {
         Err(e) => {
             cfg.notify.send(
                 Level::Critical,
-                &format!("backup --expire in {} failed: {e:#}", cfg.backup_dir.display()),
+                &format!("backup --expire in {} failed: {e:#}", cfg.backup_dir),
             );
             EXIT_FAILED
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::choices::BackupType;
 use super::ini::{ConfigError, ConfigWarning, IniFile};
-use super::options::{defines, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
+use super::options::{defines, Location, Options, BACKUP_OPTIONS, STANDBY_OPTIONS};
+use super::s3::{S3Location, S3Settings};
 use super::ConfigFile;
 use super::StandbyConfig;
 use crate::compress::Codec;
@@ -22,7 +23,7 @@ pub struct BackupConfig {
     pub socket_dir: Option<PathBuf>,
     pub db_user: Option<String>,
     pub archivedir: PathBuf,
-    pub backup_dir: PathBuf,
+    pub backup_dir: BackupDir,
     pub compression: Codec,
     pub compression_level: Option<i32>,
     pub keep_backups: Option<u64>,
@@ -38,6 +39,31 @@ pub struct BackupConfig {
     pub debug: bool,
     /// Read from a standby.ini: its settings (the master, for pg_switch_wal()).
     pub standby: Option<Box<StandbyConfig>>,
+}
+
+/// Where the repository is: a directory, or an object storage prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupDir {
+    Dir(PathBuf),
+    S3 { loc: S3Location, multipart: Multipart },
+}
+
+impl std::fmt::Display for BackupDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupDir::Dir(d) => write!(f, "{}", d.display()),
+            BackupDir::S3 { loc, .. } => write!(f, "{}", loc.url),
+        }
+    }
+}
+
+/// How a backup uploads large files to object storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multipart {
+    /// Bytes per part (all but the last); S3 needs at least 5 MiB.
+    pub part_size: usize,
+    /// Parts in flight at once.
+    pub concurrency: usize,
 }
 
 impl ConfigFile for BackupConfig {
@@ -72,7 +98,7 @@ impl BackupConfig {
             socket_dir: o.opt_path("socket_dir")?,
             db_user: o.opt_user("db_user")?,
             archivedir: required(o, "archivedir", "the WAL archive this cluster's WAL reaches")?,
-            backup_dir: required(o, "backup_dir", "the backup repository")?,
+            backup_dir: backup_dir(o)?,
             compression,
             compression_level,
             keep_backups: o.opt_count("keep_backups")?,
@@ -97,7 +123,7 @@ impl BackupConfig {
             socket_dir: None,
             db_user: None,
             archivedir: sb.required_archivedir("the WAL archive a backup copies its WAL from")?,
-            backup_dir: required(o, "backup_dir", "the backup repository")?,
+            backup_dir: backup_dir(o)?,
             compression,
             compression_level,
             keep_backups: o.opt_count("keep_backups")?,
@@ -121,6 +147,36 @@ fn required(o: &Options, key: &str, what: &str) -> Result<PathBuf, ConfigError> 
             .hint(format!("add '{key}: /absolute/path' ({what})"))
     })
 }
+
+/// `backup_dir`: a directory, or an s3:// prefix with the `s3_*` keys.
+fn backup_dir(o: &Options) -> Result<BackupDir, ConfigError> {
+    let what = "the backup repository";
+    match o.opt_location("backup_dir")? {
+        None => Err(ConfigError::new(&o.file().path, "'backup_dir' is not set")
+            .key("backup_dir")
+            .hint(format!(
+                "add 'backup_dir: /absolute/path' or 'backup_dir: s3://bucket/prefix' ({what})"
+            ))),
+        Some(Location::Dir(d)) => Ok(BackupDir::Dir(d)),
+        Some(Location::S3(url)) => {
+            let settings = S3Settings::from_options(o)?;
+            if let Some(w) = settings.http_warning() {
+                o.warn(ConfigWarning::new(&o.file().path, w));
+            }
+            // The table keeps both within range (5..=5120 MiB, 1..=64).
+            let multipart = Multipart {
+                part_size: o.count("s3_part_size")? as usize * MIB,
+                concurrency: o.count("s3_upload_concurrency")? as usize,
+            };
+            Ok(BackupDir::S3 {
+                loc: S3Location { url, settings },
+                multipart,
+            })
+        }
+    }
+}
+
+const MIB: usize = 1 << 20;
 
 /// `compression` and `compression_level`, checked together.
 fn codec(o: &Options) -> Result<(Codec, Option<i32>), ConfigError> {
@@ -163,5 +219,42 @@ mod tests {
         assert!(e.to_string().contains("lz4 has no levels"), "{e}");
         let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\nbackupdir: /x\n").unwrap_err();
         assert!(e.to_string().contains("did you mean 'backup_dir'"), "{e}");
+    }
+
+    #[test]
+    fn backup_dir_may_be_an_s3_prefix_with_checked_part_sizes() {
+        let b =
+            load("pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://pg-backups/db1/\ns3_region: eu-west-1\n").unwrap();
+        let BackupDir::S3 { loc, multipart } = &b.backup_dir else {
+            panic!("{:?}", b.backup_dir)
+        };
+        assert_eq!(b.backup_dir.to_string(), "s3://pg-backups/db1");
+        assert_eq!(loc.settings.region.as_deref(), Some("eu-west-1"));
+        assert_eq!((multipart.part_size, multipart.concurrency), (16 << 20, 4));
+        let b = load(
+            "pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://pg-backups\ns3_part_size: 5\ns3_upload_concurrency: 8\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            b.backup_dir,
+            BackupDir::S3 {
+                multipart: Multipart {
+                    part_size: 5242880,
+                    concurrency: 8
+                },
+                ..
+            }
+        ));
+        // S3 refuses parts under 5 MiB (but the last): refused before anything is sent.
+        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://pg-backups\ns3_part_size: 4\n").unwrap_err();
+        assert!(e.to_string().contains("s3_part_size"), "{e}");
+        let e = load("pgdata: /pg\narchivedir: /arch\nbackup_dir: s3://Bad_Bucket/x\n").unwrap_err();
+        assert!(e.to_string().contains("bucket name"), "{e}");
+        assert!(matches!(
+            load("pgdata: /pg\narchivedir: /arch\nbackup_dir: /bk\n")
+                .unwrap()
+                .backup_dir,
+            BackupDir::Dir(_)
+        ));
     }
 }

@@ -177,7 +177,9 @@ pub static S3_OPTIONS: &[OptDef] = &[
 /// (a standby backing itself up with its existing file).
 #[rustfmt::skip]
 pub static BACKUP_SHARED: &[OptDef] = &[
-    opt("backup_dir", Path, None, "backup repository (local or NFS): one directory per backup set, named by its ID (UTC time, e.g. 20261130T101500Z)"),
+    opt("backup_dir", PathOrUrl, None, "backup repository: a local or NFS directory, or an s3://bucket/prefix (see the s3_* keys); one directory (prefix) per backup set, named by its ID (UTC time, e.g. 20261130T101500Z)"),
+    opt("s3_part_size", Count, Some("16"), "backups to s3://: MiB per part of a multipart upload; files larger than this are uploaded in parts (S3 needs at least 5 MiB per part but the last, and at most 10000 parts: 16 MiB parts hold files up to 156 GiB)").range(5, 5120),
+    opt("s3_upload_concurrency", Count, Some("4"), "backups to s3://: parts of one file uploaded at the same time (memory: this many times s3_part_size)").range(1, 64),
     opt("keep_backups", Count, None, "retention: keep at least this many complete backups (with recovery_window: keep what either asks for)").range(1, NO_MAX),
     opt("recovery_window", Count, None, "retention: keep the backups needed to recover to any time in the last this many days").range(1, NO_MAX),
     opt("backup_wal_timeout", Seconds, Some("600"), "seconds a backup waits for its last WAL segment to reach archivedir"),

@@ -164,6 +164,16 @@ pub trait Storage: Send + Sync {
     /// relative to the root (with `/`), temporary files left out, sorted.
     fn list_tree(&self, prefix: &str) -> io::Result<Vec<String>>;
 
+    /// The bytes stored under directory `prefix` (an object store has them
+    /// from its listing: no request per file).
+    fn tree_size(&self, prefix: &str) -> io::Result<u64> {
+        let mut total = 0;
+        for n in self.list_tree(prefix)? {
+            total += self.stat(&n)?.map_or(0, |e| e.size);
+        }
+        Ok(total)
+    }
+
     /// Removes directory `prefix` and everything under it, durably; fine if
     /// it is not there.
     fn delete_tree(&self, prefix: &str) -> io::Result<()>;
@@ -172,7 +182,9 @@ pub trait Storage: Send + Sync {
     /// of its own: a backup set's WAL is an archive with its own mark.
     fn scoped(&self, prefix: &str) -> io::Result<Box<dyn Storage>>;
 
-    /// Reclaims temporary files of writers that died (local storage).
+    /// Reclaims temporary files of writers that died (local storage), or
+    /// aborts the recorded multipart uploads of backups that died (an S3
+    /// repository); how many. Call under the repository lock.
     fn reclaim(&self) -> io::Result<usize> {
         Ok(0)
     }

@@ -38,6 +38,9 @@ use crate::fsutil::{Fill, PlaceError, Placed};
 use crate::layout::{CREATE_PROBE_FILE, SYSTEM_ID_FILE};
 
 mod credentials;
+mod multipart;
+
+pub use multipart::Uploads;
 
 /// Creates (not replaces) of one object are tried this often on a
 /// transport error or timeout; a create that did reach the server before
@@ -54,6 +57,8 @@ pub struct S3Store {
     endpoint: String,
     creds: String,
     attributes: Attributes,
+    /// A backup repository's multipart settings (`None`: one PUT per file).
+    uploads: Option<Uploads>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -126,6 +131,7 @@ impl S3Store {
             endpoint,
             creds,
             attributes,
+            uploads: None,
         })
     }
 
@@ -285,6 +291,15 @@ impl S3Store {
             )),
             Err(e) => Err(self.error("cannot test a conditional create at", CREATE_PROBE_FILE, e).to_string()),
         }
+    }
+
+    /// Every object under directory `prefix` of this store.
+    fn list_metas(&self, prefix: &str) -> io::Result<Vec<object_store::ObjectMeta>> {
+        let start = self.key(prefix.trim_matches('/'));
+        let start = (!start.as_ref().is_empty()).then_some(start);
+        self.rt
+            .block_on(self.client.list(start.as_ref()).try_collect())
+            .map_err(|e| self.error("cannot list", prefix, e))
     }
 
     /// Removes many names, in batches (S3's multi-object delete: up to
@@ -563,19 +578,36 @@ impl Storage for S3Store {
         self.create(name, data)
     }
 
+    fn put_stream_deferred(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Placed, PlaceError> {
+        match &self.uploads {
+            Some(u) => self.put_in_parts(u, name, write),
+            None => self.put_stream(name, write),
+        }
+    }
+
+    fn reclaim(&self) -> io::Result<usize> {
+        match &self.uploads {
+            Some(_) => self.abort_recorded_uploads(),
+            None => Ok(0),
+        }
+    }
+
     fn list_tree(&self, prefix: &str) -> io::Result<Vec<String>> {
-        let start = self.key(prefix.trim_matches('/'));
-        let start = (!start.as_ref().is_empty()).then_some(start);
-        let metas: Vec<object_store::ObjectMeta> = self
-            .rt
-            .block_on(self.client.list(start.as_ref()).try_collect())
-            .map_err(|e| self.error("cannot list", prefix, e))?;
-        let mut out: Vec<String> = metas
+        let mut out: Vec<String> = self
+            .list_metas(prefix)?
             .iter()
             .map(|m| self.relative(m.location.as_ref()).to_string())
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    fn tree_size(&self, prefix: &str) -> io::Result<u64> {
+        Ok(self.list_metas(prefix)?.iter().map(|m| m.size).sum())
     }
 
     fn delete_tree(&self, prefix: &str) -> io::Result<()> {

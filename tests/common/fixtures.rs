@@ -109,6 +109,34 @@ pub fn archiving_master(env: &TestEnv, ini: &Path, extra_conf: &str) -> PgCluste
     pg
 }
 
+/// A started master (datadir `master`) archiving with `pitrkit archiver`
+/// into the local archive `archive` (marked by -I), as backups need; the
+/// archive's path.
+pub fn master_with_local_archive(env: &TestEnv) -> (PgCluster, PathBuf) {
+    let archive = env.mkdir("archive");
+    let arch_ini = env.write(
+        "archiver.ini",
+        &format!(
+            "pgdata: {}\nlocal_archivedirs: {}\n",
+            env.path("master").display(),
+            archive.display()
+        ),
+    );
+    let master = PgCluster::init(
+        env,
+        "master",
+        &format!(
+            "archive_mode = on\narchive_command = '{} archiver -C {} -F %p'\n",
+            env.bin.display(),
+            arch_ini.display()
+        ),
+    );
+    let o = run_output(env.pitrkit().args(["archiver", "-C"]).arg(&arch_ini).arg("-I"));
+    assert!(o.status.success(), "{}", describe_output(&o));
+    master.start();
+    (master, archive)
+}
+
 /// A `noauto` line in /etc/fstab listing `mount_point` (so `-I`'s mount
 /// guard expects a filesystem there that nothing mounts), removed again on
 /// drop, a panicking test included. Held under a lock file: two tests never

@@ -221,10 +221,32 @@ impl Moto {
             .collect()
     }
 
+    /// The keys of the multipart uploads in progress (ListMultipartUploads):
+    /// what a killed upload leaves behind, invisible to a listing of objects.
+    pub fn uploads(&self) -> Vec<String> {
+        let (status, body) = self.http("GET", &format!("/{}?uploads", self.bucket), b"", "");
+        let body = show(&body);
+        assert!(status == 200, "list multipart uploads: HTTP {status}: {body}");
+        body.split("<Upload>")
+            .skip(1)
+            .filter_map(|u| {
+                u.split_once("<Key>")?
+                    .1
+                    .split_once("</Key>")
+                    .map(|(k, _)| k.to_string())
+            })
+            .collect()
+    }
+
     /// Writes an object behind pitrkit's back (unconditionally).
     pub fn put_object(&self, key: &str, data: &[u8]) {
         let (status, body) = self.http("PUT", &format!("/{}/{key}", self.bucket), data, "");
         assert!(status == 200, "put {key}: HTTP {status}: {}", show(&body));
+    }
+
+    pub fn delete_object(&self, key: &str) {
+        let (status, body) = self.http("DELETE", &format!("/{}/{key}", self.bucket), b"", "");
+        assert!(status == 204, "delete {key}: HTTP {status}: {}", show(&body));
     }
 
     pub fn get_object(&self, key: &str) -> Vec<u8> {
