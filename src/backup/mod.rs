@@ -8,6 +8,7 @@
 //! - `files`: what is copied from the data directory (PostgreSQL's exclusions);
 //! - `walrange`: the set's WAL, copied from the archive;
 //! - `take`: the backup itself;
+//! - `pool`: the workers that copy a set's files in parallel, in a fixed order;
 //! - `target`: recovery targets and the choice of set;
 //! - `recover`: a set restored into a new data directory, ready to recover;
 //! - `pgmanifest`: PostgreSQL's `backup_manifest` for a restored copy;
@@ -20,6 +21,7 @@ pub mod expire;
 pub mod files;
 pub mod manifest;
 pub mod pgmanifest;
+pub mod pool;
 pub mod recover;
 pub mod repo;
 pub mod take;
