@@ -10,6 +10,11 @@ repetition, starting contender rotated), pitrkit against:
                      the restore_command of a recovering standby;
   5. base backup:    `pg_basebackup -X none --checkpoint=fast`, and the
                      re-sync of an unchanged copy;
+  7. backup:         `pitrkit backup` (full, zstd) against `pgbackrest backup
+                     --type=full` (zst, process-max = cores, archive-copy=y),
+                     the incremental of the unchanged database against the
+                     full, `pitrkit recover --immediate` against `pgbackrest
+                     restore` (files only), and the size of both backups;
   6. micro:          the Rust micro-benchmarks in benches/ (codecs against
                      the C tools, durable place) on one of the real segments;
   and the peak RSS of one archive call and of `--flush`.
@@ -41,8 +46,13 @@ Settings (environment, full / --quick defaults):
   BENCH_BB_SCALE        pgbench scale of the base backup db    70 / 5
   BENCH_BB_REPS         base backup repetitions                 5 / 5
   BENCH_RSYNC_THREADS   standby.ini rsync_threads for -B        1 / 1
+  BENCH_BACKUP_SCALE    pgbench scale of the backup database   70 / 5
+  BENCH_BACKUP_REPS     backup repetitions (alternating)        5 / 5
+  BENCH_BACKUP_PGBR_LEVEL pgBackRest's zst compress-level       1 / 1
+  BENCH_NO_INCREMENTAL=1 skip `backup --incremental` (builds without it);
+                        without it a build lacking the flag shows FAILED
   BENCH_MICRO_REPS      repetitions of each micro-benchmark    10 / 5
-  BENCH_SECTIONS        comma list: local,ssh,restore,sustained,basebackup,micro
+  BENCH_SECTIONS        comma list: local,ssh,restore,sustained,basebackup,backup,micro
   BENCH_OUT             results directory        /tmp/pitrkit-bench
   BENCH_TMP             parent of the work directory          /tmp
   BENCH_KEEP=1          keep the work directory (post-mortems)

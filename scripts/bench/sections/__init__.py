@@ -1,7 +1,8 @@
 """One module per measured section; each has run(ctx) -> a JSON-able dict."""
 
-from . import basebackup, local, restore, ssh, sustained
+from . import backup, basebackup, local, restore, ssh, sustained
 
 # In the order they run; "micro" runs in the outer process (../micro.py).
 SECTIONS = (("local", local.run), ("ssh", ssh.run), ("restore", restore.run),
-            ("sustained", sustained.run), ("basebackup", basebackup.run))
+            ("sustained", sustained.run), ("basebackup", basebackup.run),
+            ("backup", backup.run))
