@@ -276,7 +276,9 @@ pub fn run(cfg: &BackupConfig, user: &str) -> Result<TakeReport> {
         let survey = files::survey(&cfg.pgdata)?;
         m.tablespaces = survey.tablespaces.clone();
         copy_all(&*set, cfg, &survey, &mut m, total)?;
-        let stop = session.backup_stop()?;
+        // Not PostgreSQL's wait (it checks once a second): `finish` waits for the
+        // last segment in archivedir itself, where the set's WAL comes from.
+        let stop = session.backup_stop(false)?;
         m.stop_time = now_micros();
         finish(cfg, &*set, &archive, &mut m, &stop, in_recovery)
     })();
