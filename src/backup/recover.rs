@@ -208,7 +208,11 @@ fn restore_files(
             mkdir(&p)?;
         }
     }
-    for parent in m.files.iter().filter_map(|f| req.to.join(&f.path).parent().map(Path::to_path_buf)) {
+    for parent in m
+        .files
+        .iter()
+        .filter_map(|f| req.to.join(&f.path).parent().map(Path::to_path_buf))
+    {
         if !parent.exists() {
             mkdir(&parent)?;
         }

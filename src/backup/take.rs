@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::files::{self, Item, Survey};
-use super::pool;
 use super::manifest::{parse_lsn, FileEntry, Manifest};
+use super::pool;
 use super::repo::{id_at, Repository};
 use super::walrange;
 use crate::archive::sysid::{self, Recorded};

@@ -118,7 +118,9 @@ mod tests {
         assert!(PgVersion(140010)
             .backup_start_sql()
             .contains("pg_start_backup($1, true, false)"));
-        assert!(PgVersion(140010).backup_stop_sql(false).contains("pg_stop_backup(false, false)"));
+        assert!(PgVersion(140010)
+            .backup_stop_sql(false)
+            .contains("pg_stop_backup(false, false)"));
         assert!(PgVersion(170000).backup_stop_sql(true).contains("pg_backup_stop(true)"));
         assert!(PgVersion(120000).uses_signal_files() && !PgVersion(110000).uses_signal_files());
         assert_eq!(PgVersion(96000).wal_dir(), "pg_xlog");
