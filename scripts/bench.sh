@@ -5,6 +5,13 @@
 #
 #   scripts/bench.sh            full run (~10 min on 2 cores)
 #   scripts/bench.sh --quick    smaller sizes (~3 min)
+#   BENCH_SECTIONS=backup scripts/bench.sh
+#                               only the backup/recover comparison with
+#                               pgBackRest (issue 10; ~5 min at 1 GB)
+#
+# BENCH_NO_INCREMENTAL=1 skips the `pitrkit backup --incremental` step (for a
+# build without the flag); it is the only way to skip it: otherwise a build
+# without the flag shows that step as FAILED in the report.
 #
 # Sizes and repetitions: BENCH_* environment variables (see scripts/bench/__init__.py
 # or BENCHMARKS.md). Results: a markdown table on stdout, and results.json,

@@ -13,7 +13,12 @@ repetition, starting contender rotated), pitrkit against:
   6. object storage: pitrkit archive_urls, pgbackrest archive-push repo1-type=s3
                      and one plain PUT per segment against a local moto_server
                      (TLS), and backup throughput to S3 (sections/s3.py);
-  7. micro:          the Rust micro-benchmarks in benches/ (codecs against
+  7. backup:         `pitrkit backup` (full, zstd) against `pgbackrest backup
+                     --type=full` (zst, process-max = cores, archive-copy=y),
+                     the incremental of the unchanged database against the
+                     full, `pitrkit recover --immediate` against `pgbackrest
+                     restore` (files only), and the size of both backups;
+  8. micro:          the Rust micro-benchmarks in benches/ (codecs against
                      the C tools, durable place) on one of the real segments;
   and the peak RSS of one archive call and of `--flush`.
 Every input is real WAL made by pgbench in a throw-away cluster. pitrkit's
@@ -44,8 +49,13 @@ Settings (environment, full / --quick defaults):
   BENCH_BB_SCALE        pgbench scale of the base backup db    70 / 5
   BENCH_BB_REPS         base backup repetitions                 5 / 5
   BENCH_RSYNC_THREADS   standby.ini rsync_threads for -B        1 / 1
+  BENCH_BACKUP_SCALE    pgbench scale of the backup database   70 / 5
+  BENCH_BACKUP_REPS     backup repetitions (alternating)        5 / 5
+  BENCH_BACKUP_PGBR_LEVEL pgBackRest's zst compress-level       1 / 1
+  BENCH_NO_INCREMENTAL=1 skip `backup --incremental` (builds without it);
+                        without it a build lacking the flag shows FAILED
   BENCH_MICRO_REPS      repetitions of each micro-benchmark    10 / 5
-  BENCH_SECTIONS        comma list: local,ssh,restore,sustained,basebackup,s3,micro
+  BENCH_SECTIONS        comma list: local,ssh,restore,sustained,basebackup,s3,backup,micro
   BENCH_OUT             results directory        /tmp/pitrkit-bench
   BENCH_TMP             parent of the work directory          /tmp
   BENCH_KEEP=1          keep the work directory (post-mortems)

@@ -10,7 +10,7 @@ import time
 MiB = 1024 * 1024
 SEG = 16 * MiB
 WAL_NAME = re.compile(r"^[0-9A-F]{24}$")
-ALL_SECTIONS = ["local", "ssh", "restore", "sustained", "basebackup", "s3", "micro"]
+ALL_SECTIONS = ["local", "ssh", "restore", "sustained", "basebackup", "s3", "backup", "micro"]
 
 
 class Failed(Exception):
@@ -38,13 +38,16 @@ def settings(quick):
         bb_scale=e("BENCH_BB_SCALE", 70, 5),
         bb_reps=e("BENCH_BB_REPS", 5, 5),
         rsync_threads=e("BENCH_RSYNC_THREADS", 1, 1),
+        backup_scale=e("BENCH_BACKUP_SCALE", 70, 5),
+        backup_reps=e("BENCH_BACKUP_REPS", 5, 5),
+        backup_pgbr_level=e("BENCH_BACKUP_PGBR_LEVEL", 1, 1),
         micro_reps=e("BENCH_MICRO_REPS", 10, 5),
         sections=[x.strip() for x in e("BENCH_SECTIONS", ",".join(ALL_SECTIONS), ",".join(ALL_SECTIONS), str).split(",") if x.strip()],
     )
     bad = [x for x in s["sections"] if x not in ALL_SECTIONS]
     if bad:
         sys.exit(f"bench: unknown BENCH_SECTIONS entries {bad}; use {','.join(ALL_SECTIONS)}")
-    if s["reps"] < 5 or s["recovery_reps"] < 5 or s["bb_reps"] < 5:
+    if s["reps"] < 5 or s["recovery_reps"] < 5 or s["bb_reps"] < 5 or s["backup_reps"] < 5:
         log("WARNING: fewer than 5 repetitions; medians and ratios are not trustworthy")
     if s["segments"] < 4:
         sys.exit("bench: BENCH_SEGMENTS must be at least 4")

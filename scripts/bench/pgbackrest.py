@@ -6,15 +6,16 @@ import shutil
 
 
 class PgBackRest:
-    def __init__(self, runner, cluster, sock):
+    def __init__(self, runner, cluster, sock, home="pgbr", extra=""):
+        """`home`: its directory in the work dir; `extra`: more [global] lines."""
         self.r = runner
-        self.conf = runner.write("pgbr/pgbackrest.conf", (
+        self.conf = runner.write(f"{home}/pgbackrest.conf", (
             "[global]\n"
-            f"log-path={runner.mkdir('pgbr', 'log')}\nlock-path={runner.mkdir('pgbr', 'lock')}\n"
-            f"spool-path={runner.mkdir('pgbr', 'spool')}\nlog-level-console=warn\nlog-level-stderr=warn\n"
-            "log-level-file=off\narchive-async=n\n"
+            f"log-path={runner.mkdir(home, 'log')}\nlock-path={runner.mkdir(home, 'lock')}\n"
+            f"spool-path={runner.mkdir(home, 'spool')}\nlog-level-console=warn\nlog-level-stderr=warn\n"
+            "log-level-file=off\narchive-async=n\n" + extra +
             f"[bench]\npg1-path={cluster['data']}\npg1-port={cluster['port']}\npg1-socket-path={sock}\n"))
-        self.template = runner.path("pgbr", "template")
+        self.template = runner.path(home, "template")
         self.run("stanza-create", repo=self.template)
 
     def argv(self, *args, repo, extra=()):

@@ -40,9 +40,10 @@ def report(res):
     rss_targets(sec.get("local"), targets)
     L += steps_report(sec)
     L += micro_report(sec.get("micro"))
+    L += backup_report(sec.get("backup"), targets)
 
     if targets:
-        L.append("### Targets (issue 4)\n")
+        L.append("### Targets (issues 4, 10, 13)\n")
         L.append("| target | measured | result |")
         L.append("|---|---|---|")
         for t, v, ok in targets:
@@ -241,6 +242,48 @@ def basebackup_report(bb, targets):
     return L
 
 
+def backup_report(bk, targets):
+    """7. Backup and recover against pgBackRest (issue 10); its targets."""
+    if not bk:
+        return []
+    L = [f"### 7. Backup and recover against pgBackRest (pgbench scale {bk['scale']}, {bk['db_bytes'] / MiB:.0f} MiB "
+         f"of databases, {bk['reps']} reps, alternating which side goes first)\n",
+         f"pitrkit `backup` with `compression: zstd` at its default level; pgBackRest `backup --type=full "
+         f"--start-fast --archive-copy --process-max={bk['cores']}` with compress-type=zst, "
+         f"compress-level={bk['pgbr_level']}. Recover and restore write the files of that backup into an empty "
+         "directory (`recover --immediate`, `restore --type=immediate`); neither server is started, so "
+         "PostgreSQL's replay is not in either time. Spread: fastest and slowest repetition.\n",
+         "| contender | median s | spread s | MB/s | ratio | CPU cores busy (of " f"{bk['cores']}) |",
+         "|---|---:|---:|---:|---:|---:|"]
+    for name, o in bk["contenders"].items():
+        if "median_s" not in o:
+            L.append(f"| {name} | {o.get('na', '–')} | | | | |")
+            continue
+        ratio = (f"{o['ratio_vs_pgbackrest']:.2f}x pgBackRest" if o.get("ratio_vs_pgbackrest") is not None
+                 else f"{o['fraction_of_full']:.3f} of the full" if o.get("fraction_of_full") is not None else "–")
+        L.append(f"| {name} | {o['median_s']:.2f} | {o['min_s']:.2f}–{o['max_s']:.2f} | {o['mb_s']:.0f} | {ratio} | "
+                 f"{fmt(o.get('cpu_cores_busy'), '.2f')} |")
+    L.append("")
+    L += table(("stored", "MiB"), [(k, f"{v / MiB:.2f}") for k, v in bk.get("sizes", {}).items()])
+    c = bk["contenders"]
+
+    def target(text, o, key, limit):
+        v = (o or {}).get(key)
+        targets.append((text, fmt(v, ".2f" if key != "fraction_of_full" else ".3f") + ("x" if v is not None else
+                       " " + (o or {}).get("na", "not measured")[:80]), None if v is None else v <= limit))
+
+    target("backup (full, zstd) at most 1.0x pgBackRest backup --type=full", c.get("pitrkit backup (full, zstd)"),
+           "ratio_vs_pgbackrest", 1.0)
+    target("incremental backup of the unchanged database at most 0.1x the full",
+           c.get("pitrkit backup --incremental (unchanged)"), "fraction_of_full", 0.1)
+    target("recover (file restore) at most 1.0x pgBackRest restore",
+           c.get("pitrkit recover --immediate (files only)"), "ratio_vs_pgbackrest", 1.0)
+    r = bk.get("size_ratio")
+    targets.append(("backup set size within 5% of pgBackRest's backup (archive-copy=y)", fmt(r, ".3f"),
+                    None if r is None else abs(r - 1) <= 0.05))
+    return L
+
+
 def rss_targets(loc, targets):
     """The peak-RSS targets of one archive call."""
     if not loc:
@@ -287,7 +330,7 @@ def steps_report(sec):
                      f"{fmt(extra, '+.1f')} |")
         L.append("")
     rows = []
-    for name in ("ssh", "restore", "basebackup"):
+    for name in ("ssh", "restore", "basebackup", "backup"):
         for who, o in ((sec.get(name) or {}).get("steps") or {}).items():
             if who == "error":
                 rows.append(f"| {name} | step timings failed: {o} | | | |")

@@ -10,6 +10,7 @@
 //! - `walrange`: the set's WAL, copied from the archive;
 //! - `take`: the backup itself;
 //! - `incremental`: what an incremental references instead of storing;
+//! - `pool`: the workers that copy a set's files in parallel, in a fixed order;
 //! - `target`: recovery targets and the choice of set;
 //! - `recover`: a set restored into a new data directory, ready to recover;
 //! - `pgmanifest`: PostgreSQL's `backup_manifest` for a restored copy;
@@ -24,6 +25,7 @@ pub mod incremental;
 pub mod lock;
 pub mod manifest;
 pub mod pgmanifest;
+pub mod pool;
 pub mod recover;
 pub mod repo;
 pub mod take;

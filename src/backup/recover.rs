@@ -209,21 +209,27 @@ fn restore_files(src: &Sources, req: &Request, spaces: &[(u32, PathBuf, PathBuf)
             mkdir(&p)?;
         }
     }
-    let r = Restoring { src };
-    let mut files = Vec::with_capacity(m.files.len());
-    for f in &m.files {
-        let dest = req.to.join(&f.path);
-        if let Some(parent) = dest.parent().filter(|p| !p.exists()) {
-            mkdir(parent)?;
+    for parent in m
+        .files
+        .iter()
+        .filter_map(|f| req.to.join(&f.path).parent().map(Path::to_path_buf))
+    {
+        if !parent.exists() {
+            mkdir(&parent)?;
         }
-        if f.path == "tablespace_map" && spaces.iter().any(|(_, old, new)| old != new) {
-            files.push(remap_tablespace_map(src, f, &dest, spaces)?);
-            continue;
+    }
+    let remap = spaces.iter().any(|(_, old, new)| old != new);
+    let r = Restoring { src };
+    // The files on a few workers, largest first; the list keeps the manifest's order.
+    let order = super::pool::largest_first(m.files.len(), |i| m.files[i].size);
+    super::pool::map_ordered(&m.files, &order, super::pool::workers(), |f| {
+        let dest = req.to.join(&f.path);
+        if f.path == "tablespace_map" && remap {
+            return remap_tablespace_map(src, f, &dest, spaces);
         }
         r.file(f, &dest)?;
-        files.push(f.clone());
-    }
-    Ok(files)
+        Ok(f.clone())
+    })
 }
 
 /// tablespace_map with the new locations; its manifest entry to match.

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use super::files::{self, Item, Survey};
 use super::incremental::Base;
 use super::manifest::{parse_lsn, FileEntry, Manifest};
+use super::pool;
 use super::repo::{id_at, Repository};
 use super::walrange;
 use crate::archive::sysid::{self, Recorded};
@@ -190,7 +191,9 @@ fn progress(total: u64) -> Option<indicatif::ProgressBar> {
     })
 }
 
-/// Copies every surveyed item into the set.
+/// Copies every surveyed item into the set: the files on a few workers
+/// (largest first), the manifest in survey order, and pg_control (the
+/// survey's last file) alone after all the others, as pg_basebackup does.
 fn copy_all(
     set: &dyn Storage,
     cfg: &BackupConfig,
@@ -200,19 +203,30 @@ fn copy_all(
     total: u64,
 ) -> Result<()> {
     let bar = progress(total);
+    let mut files: Vec<(&str, &Path)> = Vec::new();
     for item in &survey.items {
         match item {
             Item::Dir(d) => m.dirs.push(d.clone()),
-            Item::File { path, source } => {
-                if let Some(e) = copy_file(set, cfg, m, base, path, source)? {
-                    if let Some(b) = &bar {
-                        b.inc(e.size);
-                    }
-                    m.files.push(e);
-                }
-            }
+            Item::File { path, source } => files.push((path, source)),
         }
     }
+    let last = files.pop();
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|(_, src)| std::fs::metadata(src).map_or(0, |md| md.len()))
+        .collect();
+    let order = pool::largest_first(files.len(), |i| sizes[i]);
+    let manifest = &*m;
+    let copy = |(path, source): &(&str, &Path)| {
+        let e = copy_file(set, cfg, manifest, base, path, source)?;
+        if let (Some(b), Some(e)) = (&bar, &e) {
+            b.inc(e.size);
+        }
+        Ok(e)
+    };
+    let copied = pool::map_ordered(&files, &order, pool::workers(), copy)?;
+    let pg_control = last.map(|f| copy(&f)).transpose()?.flatten();
+    m.files.extend(copied.into_iter().flatten().chain(pg_control));
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -314,7 +328,9 @@ pub fn run(cfg: &BackupConfig, user: &str, kind: BackupType) -> Result<TakeRepor
         let survey = files::survey(&cfg.pgdata)?;
         m.tablespaces = survey.tablespaces.clone();
         copy_all(&*set, cfg, &survey, base.as_ref(), &mut m, total)?;
-        let stop = session.backup_stop()?;
+        // Not PostgreSQL's wait (it checks once a second): `finish` waits for the
+        // last segment in archivedir itself, where the set's WAL comes from.
+        let stop = session.backup_stop(false)?;
         m.stop_time = now_micros();
         finish(cfg, &*set, &archive, &mut m, &stop, in_recovery)
     })();

@@ -56,7 +56,8 @@ pub fn wait_for(archive: &dyn Storage, name: &str, timeout: Duration, nudge: &mu
                 timeout.as_secs()
             );
         }
-        sleep(Duration::from_millis(200));
+        // Often: a backup's own wait (pg_backup_stop does not wait for the archive).
+        sleep(Duration::from_millis(50));
     }
 }
 

@@ -679,11 +679,13 @@ impl Master {
         Ok(lsn)
     }
 
-    pub fn backup_stop(&mut self) -> Result<BackupStop, PgError> {
+    /// Stops the backup; `wait_for_archive`: see `PgVersion::backup_stop_sql`
+    /// (the helper function of sql/ always waits).
+    pub fn backup_stop(&mut self, wait_for_archive: bool) -> Result<BackupStop, PgError> {
         let sql = if self.helpers {
             "SELECT lsn::text, labelfile, spcmapfile FROM pitrkit.backup_stop()"
         } else {
-            self.version.backup_stop_sql()
+            self.version.backup_stop_sql(wait_for_archive)
         };
         let row = self
             .client

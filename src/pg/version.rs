@@ -64,12 +64,16 @@ impl PgVersion {
         }
     }
 
-    /// Stops it: LSN, backup_label and tablespace_map contents.
-    pub fn backup_stop_sql(self) -> &'static str {
-        if self.has_pg_backup_start() {
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)"
-        } else {
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)"
+    /// Stops it: LSN, backup_label and tablespace_map contents. With
+    /// `wait_for_archive` the call returns only once the last segment is
+    /// archived (PostgreSQL checks once a second); either way a master
+    /// switches to a new segment first.
+    pub fn backup_stop_sql(self, wait_for_archive: bool) -> &'static str {
+        match (self.has_pg_backup_start(), wait_for_archive) {
+            (true, true) => "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)",
+            (true, false) => "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)",
+            (false, true) => "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)",
+            (false, false) => "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)",
         }
     }
 }
@@ -114,6 +118,10 @@ mod tests {
         assert!(PgVersion(140010)
             .backup_start_sql()
             .contains("pg_start_backup($1, true, false)"));
+        assert!(PgVersion(140010)
+            .backup_stop_sql(false)
+            .contains("pg_stop_backup(false, false)"));
+        assert!(PgVersion(170000).backup_stop_sql(true).contains("pg_backup_stop(true)"));
         assert!(PgVersion(120000).uses_signal_files() && !PgVersion(110000).uses_signal_files());
         assert_eq!(PgVersion(96000).wal_dir(), "pg_xlog");
     }

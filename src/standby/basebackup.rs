@@ -277,7 +277,7 @@ pub fn run(sb: &Standby) -> Result<BaseBackupReport> {
 /// Stops the backup and closes the session; the spare's mark records
 /// where and when (on the master's clock) the backup ended.
 fn stop_backup(mut master: Master) -> Result<(BackupStop, spare::SpareMark)> {
-    let stop = master.backup_stop().context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
+    let stop = master.backup_stop(true).context("stopping the backup on the master (pg_backup_stop waits until the last WAL segment is archived: check archive_command and pg_stat_archiver there)")?;
     let stopped_at = master.clock().context("reading the master's clock after the backup")?;
     let mark = spare::SpareMark {
         stop_lsn: stop.lsn.clone(),
