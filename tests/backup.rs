@@ -534,7 +534,15 @@ fn concurrent_damaged_and_killed_backups() {
         "full.ini",
         &text.replace(s.repo.to_str().unwrap(), small.to_str().unwrap()),
     );
+    // (The archive holds WAL for s.repo: another repository is refused.)
     let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&full_ini));
+    assert!(!o.status.success());
+    common::assert_says(&o, "holds WAL for another backup repository");
+    let hold = s.env.path("archive/.pitrkit-backup-hold");
+    let held = fs::read(&hold).unwrap();
+    fs::remove_file(&hold).unwrap();
+    let o = run_output(s.env.pitrkit().args(["backup", "-C"]).arg(&full_ini));
+    fs::write(&hold, held).unwrap();
     assert!(!o.status.success());
     common::assert_says(&o, "No space left on device");
     common::assert_says(&o, "nothing of it was kept");
@@ -571,13 +579,8 @@ fn concurrent_damaged_and_killed_backups() {
         .filter(|n| n.len() == 24)
         .min()
         .unwrap();
-    assert_eq!(
-        hold,
-        format!(
-            "{first_of_3}
-"
-        )
-    );
+    // The hold names the repository it holds for (one archive, one repository).
+    assert_eq!(hold, format!("{first_of_3}\nrepository: {}\n", s.repo.display()));
     let left = archived_segments;
     assert_eq!(left(&archive).first(), Some(&first_of_3), "{:?}", left(&archive));
     assert!(archive.join("00000009.history").is_file());
@@ -744,7 +747,7 @@ fn killed_backup_and_recover_against_expire() {
         [id1.as_str()],
         "the killed backup's leftovers are removed"
     );
-    assert_eq!(fs::read_to_string(&hold).unwrap().len(), 25);
+    assert_eq!(fs::read_to_string(&hold).unwrap().lines().next().unwrap().len(), 24);
     s.master.psql("INSERT INTO big VALUES (0, 'after 1')");
     let id2 = s.backup();
 

@@ -84,10 +84,17 @@ mod tests {
         let ran = AtomicUsize::new(0);
         let items: Vec<u32> = (0..1000).collect();
         let order: Vec<usize> = (0..items.len()).collect();
+        let failing = AtomicBool::new(false);
         let r = map_ordered(&items, &order, 2, |&x| {
             ran.fetch_add(1, Ordering::SeqCst);
             if x == 3 {
+                failing.store(true, Ordering::SeqCst);
                 anyhow::bail!("item {x} failed");
+            }
+            // Slow after the failure, so that the other worker (however the
+            // threads are scheduled) cannot run them all before it stops.
+            if failing.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Ok(x)
         });
