@@ -210,6 +210,11 @@ def backup(ctx, env, s3_lines):
             f"[DEFAULT]\npgdata: {g['data']}\nport: {g['port']}\nsocket_dir: {ctx.pg.sock}\n"
             f"archivedir: {ctx.wal.arch}\nbackup_dir: s3://{BUCKET}/backup{rep}\ncompression: none\n"
             "notify_ok:\nnotify_warning:\nnotify_critical:\n" + s3_lines))
+        # One archive holds WAL for one repository: each repetition's fresh
+        # prefix would be refused while the previous one's hold stands.
+        hold = os.path.join(ctx.wal.arch, ".pitrkit-backup-hold")
+        if os.path.exists(hold):
+            os.remove(hold)
         c = r.timed(ctx.pk.argv("backup", "-C", ini), env_extra=env)
         if c.rc != 0:
             return {"na": f"FAILED: exit {c.rc}: {c.err.strip()[-500:]}"}
