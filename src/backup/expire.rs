@@ -295,7 +295,8 @@ pub fn check_hold_owner(archive: &dyn Storage, repo: &str) -> Result<()> {
     };
     let text = String::from_utf8_lossy(&text);
     match text.lines().find_map(|l| l.strip_prefix(HOLD_OWNER)) {
-        Some(owner) if owner != repo => anyhow::bail!(
+        // A trailing slash is no other repository.
+        Some(owner) if owner.trim_end_matches('/') != repo.trim_end_matches('/') => anyhow::bail!(
             "the WAL archive {} holds WAL for another backup repository ({owner}), not for {repo}: \
              two repositories expiring one archive would remove WAL each other's backups need\n  \
              what to do: give each repository its own archivedir, or back up into {owner}; \
@@ -474,6 +475,8 @@ mod tests {
             read_mark(&archive, HOLD_FILE).unwrap().to_string(),
             "000000010000000000000003"
         );
+        // The same repository spelt with a trailing slash is no other one.
+        check_hold_owner(&archive, &format!("{r1}/")).unwrap();
         // Its own repository moves the hold as usual, and cleanup reads it.
         hold_for_running(&archive, "000000010000000000000002", &r1).unwrap();
         assert_eq!(
